@@ -1,0 +1,163 @@
+//! `lomob-backends`: turns the `stage` or `archive` section of a site profile into a
+//! configured [`opendal::Operator`] and says what that backend can do.
+//!
+//! One folder per backend kind, each with its `config.rs` (the profile section, unknown keys
+//! rejected, defaults documented) and a `mod.rs` that builds the operator and describes its
+//! [`Capabilities`]. The engine's `Stage` and `Archive` traits work over any of them; this
+//! crate knows nothing about the engine (the root crate depends on it, never the reverse).
+
+pub mod capability;
+pub mod error;
+pub mod secret;
+pub mod size;
+pub mod transfer;
+
+pub mod fs;
+pub mod gdrive;
+pub mod glacier;
+pub mod onedrive;
+pub mod s3;
+pub mod sftp;
+pub mod webdav;
+
+use opendal::Operator;
+use serde::{Deserialize, Serialize};
+
+pub use capability::{Capabilities, ChecksumKind};
+pub use error::{BackendError, ErrorKind};
+pub use secret::Secret;
+pub use size::ByteSize;
+pub use transfer::TransferConfig;
+
+/// One backend section of a profile, chosen by its `kind` key.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BackendConfig {
+    /// A local disk or a mounted NAS folder.
+    Fs(fs::FsConfig),
+    /// Any S3-compatible store: AWS, Backblaze B2, Cloudflare R2, MinIO.
+    S3(s3::S3Config),
+    /// S3 with a cold storage class (Deep Archive by default).
+    Glacier(glacier::GlacierConfig),
+    /// Google Drive, through an OAuth refresh token.
+    Gdrive(gdrive::GdriveConfig),
+    /// Microsoft OneDrive, through an OAuth refresh token.
+    Onedrive(onedrive::OnedriveConfig),
+    /// A relative's machine over SSH (key login).
+    Sftp(sftp::SftpConfig),
+    /// A WebDAV server, as many NAS boxes offer.
+    Webdav(webdav::WebdavConfig),
+}
+
+impl BackendConfig {
+    /// The `kind` as written in profiles.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Fs(_) => "fs",
+            BackendConfig::S3(_) => "s3",
+            BackendConfig::Glacier(_) => "glacier",
+            BackendConfig::Gdrive(_) => "gdrive",
+            BackendConfig::Onedrive(_) => "onedrive",
+            BackendConfig::Sftp(_) => "sftp",
+            BackendConfig::Webdav(_) => "webdav",
+        }
+    }
+
+    /// Checks what can be checked without the network or the secrets' values.
+    pub fn validate(&self) -> Result<(), BackendError> {
+        match self {
+            BackendConfig::Fs(c) => c.validate(),
+            BackendConfig::S3(c) => c.validate("s3"),
+            BackendConfig::Glacier(c) => glacier::Glacier::validate(c),
+            BackendConfig::Gdrive(c) => c.validate(),
+            BackendConfig::Onedrive(c) => c.validate(),
+            BackendConfig::Sftp(c) => c.validate(),
+            BackendConfig::Webdav(c) => c.validate(),
+        }
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        match self {
+            BackendConfig::Fs(c) => c.capabilities(),
+            BackendConfig::S3(c) => c.capabilities(),
+            BackendConfig::Glacier(c) => glacier::Glacier::capabilities(c),
+            BackendConfig::Gdrive(c) => c.capabilities(),
+            BackendConfig::Onedrive(c) => c.capabilities(),
+            BackendConfig::Sftp(c) => c.capabilities(),
+            BackendConfig::Webdav(c) => c.capabilities(),
+        }
+    }
+
+    /// Builds the operator, with the site's transfer settings applied. Reads secrets.
+    pub fn operator(&self, transfer: &TransferConfig) -> Result<Operator, BackendError> {
+        self.validate()?;
+        let op = match self {
+            BackendConfig::Fs(c) => c.operator(),
+            BackendConfig::S3(c) => c.operator("s3"),
+            BackendConfig::Glacier(c) => glacier::Glacier::operator(c),
+            BackendConfig::Gdrive(c) => c.operator(),
+            BackendConfig::Onedrive(c) => c.operator(),
+            BackendConfig::Sftp(c) => c.operator(),
+            BackendConfig::Webdav(c) => c.operator(),
+        }?;
+        Ok(transfer.apply(op))
+    }
+}
+
+/// Builds an operator from string options; the option names were validated by our config
+/// structs, since OpenDAL silently ignores keys it does not know.
+pub(crate) fn build(
+    kind: &'static str,
+    scheme: &str,
+    options: Vec<(&str, String)>,
+) -> Result<Operator, BackendError> {
+    opendal::init_default_registry();
+    let iter = options.into_iter().map(|(k, v)| (k.to_string(), v));
+    Operator::via_iter(scheme, iter).map_err(|source| BackendError::Opendal { kind, source })
+}
+
+/// Reads a secret for backend `kind`, turning a failure into a configuration error.
+pub(crate) fn reveal(kind: &'static str, s: &Secret) -> Result<String, BackendError> {
+    s.reveal()
+        .map_err(|source| BackendError::Secret { kind, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(t: &str) -> Result<BackendConfig, String> {
+        toml::from_str(t).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn kind_selects_the_variant() {
+        let c = parse("kind = \"fs\"\nroot = \"/tmp/x\"").unwrap();
+        assert_eq!(c.kind(), "fs");
+        let c = parse(
+            "kind = \"glacier\"\nbucket = \"b\"\nregion = \"us-east-1\"\naccess-key-id = { env = \"A\" }\nsecret-access-key = { env = \"B\" }",
+        )
+        .unwrap();
+        assert!(c.capabilities().needs_thaw);
+        assert_eq!(c.capabilities().min_storage_days, 180);
+    }
+
+    #[test]
+    fn unknown_keys_and_kinds_are_rejected() {
+        let e = parse("kind = \"fs\"\nroot = \"/x\"\nrooot = 1").unwrap_err();
+        assert!(e.contains("rooot"), "{e}");
+        let e = parse("kind = \"ftp\"\nroot = \"/x\"").unwrap_err();
+        assert!(e.contains("ftp"), "{e}");
+    }
+
+    #[test]
+    fn fs_operator_writes_and_reads() {
+        let dir = std::env::temp_dir().join(format!("lomob-be-{}", std::process::id()));
+        let c = parse(&format!("kind = \"fs\"\nroot = \"{}\"", dir.display())).unwrap();
+        let op = c.operator(&TransferConfig::default()).unwrap();
+        let op = op.blocking();
+        op.write("a/b.txt", "hello").unwrap();
+        assert_eq!(op.read("a/b.txt").unwrap().to_vec(), b"hello");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

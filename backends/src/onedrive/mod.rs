@@ -1,0 +1,38 @@
+//! The `onedrive` backend: Microsoft OneDrive through OpenDAL's onedrive service.
+//!
+//! Like Drive, its writer is one-shot; it cannot be reached from the project's test machines.
+
+mod config;
+
+pub use config::OnedriveConfig;
+
+use crate::gdrive::oauth_root_check;
+use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
+
+impl OnedriveConfig {
+    pub fn validate(&self) -> Result<(), BackendError> {
+        oauth_root_check("onedrive", &self.root)
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            one_shot_limit: Some(self.one_shot_limit.unwrap_or(ByteSize::mb(100))),
+            streaming_write: false,
+            free_quota: Some(self.free_quota.unwrap_or(ByteSize::gb(5))),
+            ..Capabilities::hot(ChecksumKind::None)
+        }
+    }
+
+    pub fn operator(&self) -> Result<opendal::Operator, BackendError> {
+        let k = "onedrive";
+        let mut o = vec![
+            ("root", self.root.clone()),
+            ("client_id", reveal(k, &self.client_id)?),
+            ("refresh_token", reveal(k, &self.refresh_token)?),
+        ];
+        if let Some(s) = &self.client_secret {
+            o.push(("client_secret", reveal(k, s)?));
+        }
+        build(k, "onedrive", o)
+    }
+}

@@ -1,0 +1,111 @@
+//! The `s3` backend: any S3-compatible store (AWS, Backblaze B2, Cloudflare R2, MinIO),
+//! through OpenDAL's s3 service. The `glacier` kind reuses this connection code.
+
+mod config;
+
+pub use config::S3Config;
+
+use crate::glacier::StorageClass;
+use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
+
+/// S3 allows at most this many parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// S3's smallest part (except the last).
+pub const MIN_PART: u64 = 5 << 20;
+/// S3's largest part.
+pub const MAX_PART: u64 = 5 << 30;
+/// Our default part: few billed requests per image, still small enough to resume cheaply.
+pub const DEFAULT_PART: ByteSize = ByteSize::mib(256);
+
+impl S3Config {
+    pub fn validate(&self, kind: &'static str) -> Result<(), BackendError> {
+        if self.bucket.trim().is_empty() {
+            return Err(BackendError::invalid(kind, "`bucket` is empty"));
+        }
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return Err(BackendError::invalid(
+                kind,
+                "give both `access-key-id` and `secret-access-key`, or neither (to use the AWS environment)",
+            ));
+        }
+        if let Some(ep) = &self.endpoint {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(BackendError::invalid(
+                    kind,
+                    format!("`endpoint` {ep:?} must start with https:// (or http:// for a local server)"),
+                ));
+            }
+        }
+        if let Some(p) = self.part_size {
+            if p.bytes() < MIN_PART || p.bytes() > MAX_PART {
+                return Err(BackendError::invalid(
+                    kind,
+                    format!("`part-size` {p} is outside S3's limits (5MiB to 5GiB)"),
+                ));
+            }
+        }
+        if kind == "s3" {
+            if self.thaw_tier.is_some() || self.thaw_days.is_some() {
+                return Err(BackendError::invalid(
+                    kind,
+                    "`thaw-tier` and `thaw-days` apply only to kind = \"glacier\"",
+                ));
+            }
+            if self.storage_class.is_some_and(|c| c.is_cold()) {
+                return Err(BackendError::invalid(
+                    kind,
+                    "a cold `storage-class` needs kind = \"glacier\", which knows how to thaw and never deletes early",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The storage class written, with the kind's default.
+    pub fn effective_class(&self, default: StorageClass) -> StorageClass {
+        self.storage_class.unwrap_or(default)
+    }
+
+    pub fn part_size(&self) -> ByteSize {
+        self.part_size.unwrap_or(DEFAULT_PART)
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            free_quota: self.free_quota,
+            storage_class: Some(self.effective_class(StorageClass::Standard).as_str().into()),
+            ..Capabilities::hot(ChecksumKind::Md5Etag)
+        }
+    }
+
+    /// Builds the operator; `class` is written as the default storage class of every object.
+    pub(crate) fn operator_with_class(
+        &self,
+        kind: &'static str,
+        class: StorageClass,
+    ) -> Result<opendal::Operator, BackendError> {
+        let mut o = vec![
+            ("bucket", self.bucket.clone()),
+            ("region", self.region.clone()),
+            ("root", self.prefix.clone()),
+            ("default_storage_class", class.as_str().to_string()),
+        ];
+        if let Some(ep) = &self.endpoint {
+            o.push(("endpoint", ep.clone()));
+        }
+        if let (Some(id), Some(key)) = (&self.access_key_id, &self.secret_access_key) {
+            o.push(("access_key_id", reveal(kind, id)?));
+            o.push(("secret_access_key", reveal(kind, key)?));
+            // Explicit keys mean the profile is the whole truth: do not mix in ~/.aws.
+            o.push(("disable_config_load", "true".into()));
+        }
+        if self.virtual_host_style {
+            o.push(("enable_virtual_host_style", "true".into()));
+        }
+        build(kind, "s3", o)
+    }
+
+    pub fn operator(&self, kind: &'static str) -> Result<opendal::Operator, BackendError> {
+        self.operator_with_class(kind, self.effective_class(StorageClass::Standard))
+    }
+}

@@ -1,0 +1,190 @@
+//! The command line as clap sees it. The rest of the program never touches these types
+//! directly: [`super::Context`] turns them into resolved settings first.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use lomob_backends::ByteSize;
+
+/// Two-stage off-site backup for a family photo and video library.
+///
+/// New files go daily, one object per file, to a cheap staging store; when enough is
+/// staged they are packed into large ISO 9660 images for cold storage. One manifest records
+/// every file, its hashes, versions and copies.
+///
+/// Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 partial (some files
+/// could not be read), 4 manifest in use by another lomob process.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lomob",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Manifest database folder [default: ~/.local/share/lomob/lomob.db]
+    #[arg(long, global = true, env = "LOMOB_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+
+    /// Configuration file(s), merged in order [default: ~/.config/lomob/config.toml if it
+    /// exists, else the embedded default with one local-disk site]
+    #[arg(
+        long,
+        global = true,
+        env = "LOMOB_CONFIG",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub config: Vec<PathBuf>,
+
+    /// Log level: 0 panic, 1 fatal, 2 error, 3 warn, 4 info, 5 debug, 6 trace, or a name
+    #[arg(
+        short = 'l',
+        long,
+        global = true,
+        env = "LOMOB_LOG_LEVEL",
+        value_name = "LEVEL",
+        default_value = "info",
+        value_parser = parse_level
+    )]
+    pub log_level: tracing::Level,
+
+    /// Print machine-readable JSON (list, status and report commands)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Never draw progress bars, even on a terminal
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Walk the library and record new, changed and deleted files in the manifest
+    Scan(ScanArgs),
+    /// List what the manifest holds
+    #[command(subcommand)]
+    List(ListCommand),
+    /// Totals of files and bytes by state, and the last scan
+    Status,
+    /// Export or import the manifest in its portable format
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Inspect the configured sites
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Folders to scan [default: `roots` in [library], else the roots scanned before]
+    #[arg(value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+
+    /// File names to skip, comma-separated [default: .DS_Store,._.DS_Store,Thumbs.db]
+    #[arg(
+        long = "ignore-files",
+        visible_alias = "if",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub ignore_files: Option<Vec<String>>,
+
+    /// Folder names not to enter, comma-separated [default: .idea,.git,.github]
+    #[arg(
+        long = "ignore-dirs",
+        visible_alias = "in",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    pub ignore_dirs: Option<Vec<String>>,
+
+    /// Threads for walking and for hashing [default: number of CPU cores]
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ListCommand {
+    /// Folders with their file counts and sizes
+    Dirs,
+    /// Files at least as large as a size, largest first
+    Bigfiles {
+        /// Smallest size listed: KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024
+        #[arg(
+            short = 's',
+            long = "file-size",
+            default_value = "50MB",
+            value_name = "SIZE"
+        )]
+        file_size: ByteSize,
+    },
+    /// Files, with size, date, versions and state
+    Files {
+        /// Only files under this folder (absolute, or relative to a library root)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Include files that have been deleted locally (they stay backed up)
+        #[arg(long)]
+        deleted: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Write the whole manifest to FILE (portable JSON Lines, see README)
+    Export {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Load FILE into an empty manifest (use --db to choose where)
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Each site: its stage and archive backends, capabilities and settings (secrets hidden)
+    List,
+}
+
+/// Accepts 0-6 as the original tool did, or a level name.
+fn parse_level(s: &str) -> Result<tracing::Level, String> {
+    use tracing::Level;
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "0" | "panic" | "1" | "fatal" | "2" | "error" => Level::ERROR,
+        "3" | "warn" | "warning" => Level::WARN,
+        "4" | "info" => Level::INFO,
+        "5" | "debug" => Level::DEBUG,
+        "6" | "trace" => Level::TRACE,
+        _ => {
+            return Err(format!(
+                "unknown log level {s:?}: use 0-6 or panic, fatal, error, warn, info, debug, trace"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn levels_parse_as_numbers_and_names() {
+        assert_eq!(parse_level("4").unwrap(), tracing::Level::INFO);
+        assert_eq!(parse_level("Trace").unwrap(), tracing::Level::TRACE);
+        assert_eq!(parse_level("0").unwrap(), tracing::Level::ERROR);
+        assert!(parse_level("7").is_err());
+    }
+}

@@ -1,0 +1,58 @@
+//! Log output: tracing to stderr, printed above any progress bar rather than through it.
+
+use std::io::Write;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Writes each log line to stderr in one piece, with the progress bar cleared meanwhile.
+struct Stderr;
+
+struct Line(Vec<u8>);
+
+impl Write for Line {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        crate::progress::suspend(|| {
+            let _ = std::io::stderr().write_all(&buf);
+        });
+    }
+}
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = Line;
+    fn make_writer(&'a self) -> Line {
+        Line(Vec::with_capacity(256))
+    }
+}
+
+pub fn init(level: tracing::Level) {
+    use std::io::IsTerminal;
+    // OpenDAL and sled log a lot at debug; keep them one level quieter than ours.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(level.into())
+        .parse_lossy(format!(
+            "{level},opendal=warn,sled=warn{}",
+            if level >= tracing::Level::TRACE {
+                ",opendal=debug"
+            } else {
+                ""
+            }
+        ));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(Stderr)
+        .with_target(level >= tracing::Level::DEBUG)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,94 @@
+//! The command-line edge: parse arguments, load the configuration, run one command, print
+//! its result, and turn errors into messages and documented exit codes. `anyhow` is used
+//! only here; the engine's modules return typed errors.
+
+mod args;
+mod list;
+mod logging;
+mod manifest_cmd;
+mod output;
+mod scan_cmd;
+mod site;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use args::Cli;
+use args::Command;
+
+use crate::config::{self, LoadedConfig};
+use crate::exit;
+use crate::manifest::Manifest;
+
+/// What every command gets: resolved global options and the loaded configuration.
+pub struct Context {
+    pub db: PathBuf,
+    pub json: bool,
+    pub progress: bool,
+    pub config: LoadedConfig,
+}
+
+impl Context {
+    pub fn open_manifest(&self) -> anyhow::Result<Manifest> {
+        Ok(Manifest::open(&self.db)?)
+    }
+}
+
+/// Runs the program and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_level);
+    match run(cli) {
+        Ok(code) => exit::code(code),
+        Err(e) if is_broken_pipe(&e) => exit::code(exit::SUCCESS),
+        Err(e) => {
+            crate::progress::suspend(|| eprintln!("error: {}", chain(&e)));
+            exit::code(exit::code_for(&e))
+        }
+    }
+}
+
+/// The error and its causes on one line each, without repeating a cause already included
+/// in the message above it.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str("\n  caused by: ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let config = config::load(&cli.config)?;
+    let db = cli
+        .db
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("lomob.db"));
+    let ctx = Context {
+        db,
+        json: cli.json,
+        progress: !cli.no_progress,
+        config,
+    };
+    match cli.command {
+        Command::Scan(a) => scan_cmd::run(&ctx, a),
+        Command::List(l) => list::run(&ctx, l),
+        Command::Status => status::run(&ctx),
+        Command::Manifest(m) => manifest_cmd::run(&ctx, m),
+        Command::Site(s) => site::run(&ctx, s),
+    }
+}

@@ -1,0 +1,96 @@
+//! Printing results: aligned tables for people, JSON for scripts, dates and sizes in one
+//! style everywhere.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// A simple text table; numeric-looking columns are right-aligned.
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    right: Vec<bool>,
+}
+
+impl Table {
+    pub fn new(headers: &[&'static str]) -> Self {
+        Table {
+            headers: headers.to_vec(),
+            rows: Vec::new(),
+            right: vec![false; headers.len()],
+        }
+    }
+
+    /// Marks columns (by index) as right-aligned.
+    pub fn right(mut self, cols: &[usize]) -> Self {
+        for &c in cols {
+            if c < self.right.len() {
+                self.right[c] = true;
+            }
+        }
+        self
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn print(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let n = self.headers.len();
+        let mut width: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate().take(n) {
+                width[i] = width[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>, out: &mut dyn Write| -> std::io::Result<()> {
+            let mut s = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                let pad = width[i].saturating_sub(c.chars().count());
+                let last = i + 1 == cells.len();
+                if self.right[i] {
+                    s.push_str(&" ".repeat(pad));
+                    s.push_str(c);
+                } else {
+                    s.push_str(c);
+                    if !last {
+                        s.push_str(&" ".repeat(pad));
+                    }
+                }
+                if !last {
+                    s.push_str("  ");
+                }
+            }
+            writeln!(out, "{}", s.trim_end())
+        };
+        line(self.headers.clone(), out)?;
+        for r in &self.rows {
+            line(r.iter().map(String::as_str).collect(), out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints `v` as pretty JSON on stdout.
+pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// RFC 3339 (UTC) from unix seconds, for JSON.
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// A path held as raw bytes, shown lossily (invalid UTF-8 becomes U+FFFD).
+pub fn show(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}

@@ -1,0 +1,369 @@
+//! The configuration: one TOML file (or several, merged in order) with a `[library]` section
+//! and one `[sites.NAME]` section per site, plus `LOMOB_`-prefixed environment overrides.
+//!
+//! Unknown keys and wrong types are errors that name the file and the key; secrets are read
+//! from the environment or files only when a backend is built. With no file at all, an
+//! embedded default gives one site, `local`, on local disk, so a new user starts with nothing
+//! to set up.
+
+mod schedule;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use lomob_backends::fs::FsConfig;
+use lomob_backends::{BackendConfig, ByteSize, Secret, TransferConfig};
+use serde::{Deserialize, Serialize};
+
+pub use schedule::Schedule;
+
+/// The whole configuration after merging files, environment and defaults.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    pub library: LibraryConfig,
+    pub sites: BTreeMap<String, SiteConfig>,
+}
+
+/// `[library]`: what to back up.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LibraryConfig {
+    /// Folders to scan when `lomob scan` or `lomob backup` is given none. `~/` is expanded.
+    pub roots: Vec<PathBuf>,
+    /// File names never recorded. Default: `.DS_Store`, `._.DS_Store`, `Thumbs.db`.
+    pub ignore_files: Vec<String>,
+    /// Folder names never entered. Default: `.idea`, `.git`, `.github`.
+    pub ignore_dirs: Vec<String>,
+    /// Threads for walking and hashing. Default: the number of CPU cores.
+    pub threads: Option<usize>,
+}
+
+pub const DEFAULT_IGNORE_FILES: &[&str] = &[".DS_Store", "._.DS_Store", "Thumbs.db"];
+pub const DEFAULT_IGNORE_DIRS: &[&str] = &[".idea", ".git", ".github"];
+
+impl Default for LibraryConfig {
+    fn default() -> Self {
+        LibraryConfig {
+            roots: Vec::new(),
+            ignore_files: DEFAULT_IGNORE_FILES.iter().map(|s| s.to_string()).collect(),
+            ignore_dirs: DEFAULT_IGNORE_DIRS.iter().map(|s| s.to_string()).collect(),
+            threads: None,
+        }
+    }
+}
+
+/// `[sites.NAME]`: where one off-site copy goes and how it is looked after.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Daily destination, one object per file.
+    pub stage: BackendConfig,
+    /// Cold destination for packed images.
+    pub archive: BackendConfig,
+    /// Pack staged files into images once this much is staged. Default 10GB; must stay
+    /// under the stage's free quota when it has one.
+    #[serde(default = "default_pack_threshold")]
+    pub pack_threshold: ByteSize,
+    /// Size of each archive image. Default 5GB.
+    #[serde(default = "default_iso_size")]
+    pub iso_size: ByteSize,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub alert: AlertConfig,
+    #[serde(default)]
+    pub transfer: TransferConfig,
+}
+
+fn default_pack_threshold() -> ByteSize {
+    ByteSize::gb(10)
+}
+
+fn default_iso_size() -> ByteSize {
+    ByteSize::gb(5)
+}
+
+/// `[sites.NAME.schedule]`, used by the daemon.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Scan and sync. Default `daily 02:00`.
+    pub sync: Schedule,
+    /// Consistency check of the stage. Default `daily 05:00`.
+    pub check_stage: Schedule,
+    /// Consistency check of the archive (LIST and HEAD only, no retrieval). Default
+    /// `monthly 1 04:00`.
+    pub check_archive: Schedule,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            sync: Schedule::Daily { hour: 2, minute: 0 },
+            check_stage: Schedule::Daily { hour: 5, minute: 0 },
+            check_archive: Schedule::Monthly {
+                day: 1,
+                hour: 4,
+                minute: 0,
+            },
+        }
+    }
+}
+
+/// How the SMTP connection is secured.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpSecurity {
+    /// Plain SMTP (a local relay only).
+    None,
+    /// STARTTLS on the submission port (587). The default.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// `[sites.NAME.alert]`: who is told when a check finds a difference or a run fails.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AlertConfig {
+    /// Addresses to email. Empty: alerts only go to the log.
+    pub email: Vec<String>,
+    /// Sender address. Default `lomob@<hostname>`.
+    pub from: Option<String>,
+    pub smtp_host: Option<String>,
+    /// Default: 587 for starttls, 465 for tls, 25 for none.
+    pub smtp_port: Option<u16>,
+    pub smtp_security: SmtpSecurity,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<Secret>,
+}
+
+/// A configuration problem, with the file and key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist: check the path given with --config or LOMOB_CONFIG")]
+    Missing(PathBuf),
+    #[error("invalid configuration:\n{0}")]
+    Invalid(String),
+    #[error("site {site:?}: {message}")]
+    Site { site: String, message: String },
+}
+
+/// The configuration and where it came from.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The files merged, in order; empty when the embedded default is used.
+    pub sources: Vec<PathBuf>,
+    pub data_dir: PathBuf,
+}
+
+/// The folder for lomob's own data: the manifest and the default local site.
+pub fn data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from(".local/share"))
+        .join("lomob")
+}
+
+/// The config file used when none is given, if it exists.
+pub fn default_config_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|d| d.join("lomob").join("config.toml"))
+}
+
+/// The embedded default: a `local` site with stage and archive under the data folder.
+pub fn embedded_default(data_dir: &Path) -> Config {
+    let fs = |sub: &str| {
+        BackendConfig::Fs(FsConfig {
+            root: data_dir.join("local").join(sub),
+        })
+    };
+    let mut sites = BTreeMap::new();
+    sites.insert(
+        "local".to_string(),
+        SiteConfig {
+            stage: fs("stage"),
+            archive: fs("archive"),
+            pack_threshold: default_pack_threshold(),
+            iso_size: default_iso_size(),
+            schedule: ScheduleConfig::default(),
+            alert: AlertConfig::default(),
+            transfer: TransferConfig::default(),
+        },
+    );
+    Config {
+        library: LibraryConfig::default(),
+        sites,
+    }
+}
+
+/// Environment variables that configure the CLI itself rather than the profile.
+const CLI_ENV: &[&str] = &["db", "config", "log_level", "log"];
+
+/// Loads the configuration from `files` (merged in order), or the default config file, or
+/// the embedded default; then applies `LOMOB_` environment overrides and validates.
+///
+/// Environment keys: `LOMOB_LIBRARY__THREADS=4`, `LOMOB_SITES__PARENTS__PACK_THRESHOLD=20GB`
+/// (`__` separates levels, `_` stands for `-`).
+pub fn load(files: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
+    let data_dir = data_dir();
+    let mut sources = Vec::new();
+    if files.is_empty() {
+        if let Some(p) = default_config_path().filter(|p| p.exists()) {
+            sources.push(p);
+        }
+    } else {
+        for f in files {
+            if !f.exists() {
+                return Err(ConfigError::Missing(f.clone()));
+            }
+            sources.push(f.clone());
+        }
+    }
+    let mut fig = if sources.is_empty() {
+        Figment::from(Serialized::defaults(embedded_default(&data_dir)))
+    } else {
+        Figment::new()
+    };
+    for s in &sources {
+        fig = fig.merge(Toml::file_exact(s));
+    }
+    let env = Env::prefixed("LOMOB_")
+        .filter(|k| !CLI_ENV.contains(&k.as_str()))
+        .map(|k| k.as_str().replace("__", ".").replace('_', "-").into());
+    fig = fig.merge(env);
+    let config: Config = fig
+        .extract()
+        .map_err(|e| ConfigError::Invalid(describe(e)))?;
+    validate(&config)?;
+    Ok(LoadedConfig {
+        config,
+        sources,
+        data_dir,
+    })
+}
+
+/// Parses configuration text (for tests and `lomob site list --config`-less checks).
+pub fn parse_str(toml: &str) -> Result<Config, ConfigError> {
+    let config: Config = Figment::from(Toml::string(toml))
+        .extract()
+        .map_err(|e| ConfigError::Invalid(describe(e)))?;
+    validate(&config)?;
+    Ok(config)
+}
+
+/// One line per problem: where (file), which key, and what was wrong.
+fn describe(e: figment::Error) -> String {
+    let mut out = Vec::new();
+    for e in e {
+        let key = e.path.join(".");
+        let place = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(p)) => format!("{}: ", p.display()),
+            Some(other) => format!("{other}: "),
+            None => match &e.metadata {
+                Some(m) if m.name.contains("environment") => "environment (LOMOB_*): ".into(),
+                _ => String::new(),
+            },
+        };
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            format!("key `{key}`: ")
+        };
+        out.push(format!("  {place}{key}{}", e.kind));
+    }
+    out.join("\n")
+}
+
+fn validate(c: &Config) -> Result<(), ConfigError> {
+    for (name, site) in &c.sites {
+        let bad = |message: String| ConfigError::Site {
+            site: name.clone(),
+            message,
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return Err(bad(
+                "site names may hold only letters, digits, '-' and '_'".into()
+            ));
+        }
+        site.stage
+            .validate()
+            .map_err(|e| bad(format!("[stage] {e}")))?;
+        site.archive
+            .validate()
+            .map_err(|e| bad(format!("[archive] {e}")))?;
+        if site.iso_size.bytes() < 1_000_000 {
+            return Err(bad(format!(
+                "iso-size {} is too small: use at least 1MB (5GB is the default)",
+                site.iso_size
+            )));
+        }
+        if let Some(q) = site.stage.capabilities().free_quota {
+            if site.pack_threshold > q {
+                return Err(bad(format!(
+                    "pack-threshold {} is above the stage's free quota {q}: lower pack-threshold, or raise the stage's free-quota if you pay for more",
+                    site.pack_threshold
+                )));
+            }
+        }
+        if !site.alert.email.is_empty() && site.alert.smtp_host.is_none() {
+            return Err(bad("[alert] email is set but smtp-host is missing".into()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_has_a_local_site() {
+        let c = embedded_default(Path::new("/data"));
+        let s = &c.sites["local"];
+        assert_eq!(s.stage.kind(), "fs");
+        assert_eq!(s.iso_size, ByteSize::gb(5));
+        assert_eq!(c.library.ignore_files.len(), 3);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key() {
+        let e = parse_str("[library]\nrootz = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rootz"), "{e}");
+        assert!(e.contains("library"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_say_what_is_expected() {
+        let e = parse_str("[library]\nthreads = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("library.threads"), "{e}");
+        assert!(e.contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn a_threshold_above_the_free_quota_is_refused() {
+        let e = parse_str(
+            r#"
+[sites.b2]
+pack-threshold = "20GB"
+stage = { kind = "s3", bucket = "b", free-quota = "10GB" }
+archive = { kind = "fs", root = "/tmp/a" }
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("b2"), "{e}");
+        assert!(e.contains("free quota"), "{e}");
+    }
+}

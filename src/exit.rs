@@ -1,0 +1,42 @@
+//! Documented exit codes, so cron jobs and scripts can tell outcomes apart.
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | success |
+//! | 1 | failure: the command could not do its job (see the message) |
+//! | 2 | usage or configuration error: fix the command line or the profile |
+//! | 3 | partial: the command finished, but some files could not be read (listed) |
+//! | 4 | the manifest is in use by another lomob process |
+
+use std::process::ExitCode;
+
+pub const SUCCESS: u8 = 0;
+pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const PARTIAL: u8 = 3;
+pub const IN_USE: u8 = 4;
+
+/// Picks the exit code for an error by looking through its chain of causes.
+pub fn code_for(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(crate::manifest::ManifestError::InUse { .. }) = cause.downcast_ref() {
+            return IN_USE;
+        }
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some() {
+            return USAGE;
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return USAGE;
+        }
+    }
+    FAILURE
+}
+
+/// A mistake in how the command was called, found after argument parsing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn code(c: u8) -> ExitCode {
+    ExitCode::from(c)
+}

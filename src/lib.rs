@@ -1,0 +1,12 @@
+//! lomob: a two-stage off-site backup engine for a family photo and video library.
+//!
+//! The library crate holds the engine; `src/main.rs` is a thin shell around [`cli`]. The
+//! module list reads like the architecture: `scan` feeds the `manifest`; `config` describes
+//! the sites whose backends come from the `lomob-backends` crate.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod manifest;
+pub mod progress;
+pub mod scan;

@@ -1,0 +1,403 @@
+//! The manifest: every file, its versions and hashes, and (later) where each copy lives on
+//! each site. It is a sled database owned entirely by this module: no sled type leaves it.
+//!
+//! Trees: `meta` (schema version, counters), `roots`, `files` (keyed by root id + relative
+//! path), `contents` (keyed by xxh3-128, so identical bytes at two paths are one content),
+//! `runs`. Writes are batched by the caller through [`ManifestBatch`]; [`Manifest::flush`]
+//! makes them durable, which commands do at checkpoints and at the end.
+//!
+//! The portable export ([`export`]) is the durable truth that is copied to every site; the
+//! sled files are a local cache of it that can be rebuilt by `lomob manifest import`.
+
+mod error;
+pub mod export;
+mod lock;
+pub mod records;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use error::ManifestError;
+pub use records::{ContentId, ContentRecord, FileRecord, RootRecord, RunRecord, Version};
+
+use lock::DbLock;
+use records::{decode, encode, file_key, split_file_key};
+
+/// The schema this build writes. A newer one on disk is refused; older ones are migrated.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA_KEY: &[u8] = b"schema";
+const NEXT_ROOT_KEY: &[u8] = b"next-root";
+const NEXT_RUN_KEY: &[u8] = b"next-run";
+
+pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
+
+/// An open manifest, exclusively held by this process.
+pub struct Manifest {
+    path: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    roots: sled::Tree,
+    files: sled::Tree,
+    contents: sled::Tree,
+    runs: sled::Tree,
+    _lock: DbLock,
+}
+
+/// Writes collected by a command and applied together.
+#[derive(Default)]
+pub struct ManifestBatch {
+    files: sled::Batch,
+    contents: sled::Batch,
+    len: usize,
+}
+
+impl ManifestBatch {
+    pub fn put_file(&mut self, root: u32, rel: &[u8], rec: &FileRecord) {
+        self.files.insert(file_key(root, rel), encode(rec));
+        self.len += 1;
+    }
+
+    pub fn put_content(&mut self, id: &ContentId, rec: &ContentRecord) {
+        self.contents.insert(&id[..], encode(rec));
+        self.len += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> ManifestError {
+    ManifestError::Corrupt {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+impl Manifest {
+    /// Opens (creating if needed) the manifest at `path`, a folder.
+    pub fn open(path: &Path) -> Result<Manifest> {
+        std::fs::create_dir_all(path).map_err(|source| ManifestError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock = DbLock::acquire(path)?;
+        let db = sled::Config::new()
+            .path(path.join("db"))
+            // The default cache is 1 GB; rescans stream through records once, so a small
+            // cache costs little and keeps lomob light on a home server.
+            .cache_capacity(64 << 20)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(Some(2000))
+            .open()
+            .map_err(|e| ManifestError::Open {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?;
+        let m = Manifest {
+            path: path.to_path_buf(),
+            meta: db.open_tree("meta")?,
+            roots: db.open_tree("roots")?,
+            files: db.open_tree("files")?,
+            contents: db.open_tree("contents")?,
+            runs: db.open_tree("runs")?,
+            db,
+            _lock: lock,
+        };
+        m.check_schema()?;
+        Ok(m)
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        match self.meta.get(SCHEMA_KEY)? {
+            None => {
+                self.meta
+                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                Ok(())
+            }
+            Some(v) => {
+                let found = u32::from_be_bytes(
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| corrupt("meta/schema", "not a 4-byte number"))?,
+                );
+                if found > SCHEMA_VERSION {
+                    return Err(ManifestError::NewerSchema {
+                        path: self.path.clone(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when no root, file, content or run has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+            && self.files.is_empty()
+            && self.contents.is_empty()
+            && self.runs.is_empty()
+    }
+
+    pub fn roots(&self) -> Result<Vec<RootRecord>> {
+        self.roots
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&v).map_err(|e| corrupt(format!("roots/{}", hex::encode(k)), e))
+            })
+            .collect()
+    }
+
+    pub fn root(&self, id: u32) -> Result<Option<RootRecord>> {
+        match self.roots.get(id.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .map_err(|e| corrupt(format!("roots/{id}"), e)),
+        }
+    }
+
+    /// The root recorded for this absolute path, added if new.
+    pub fn ensure_root(&self, path: &[u8], now: i64) -> Result<RootRecord> {
+        if let Some(r) = self.roots()?.into_iter().find(|r| r.path == path) {
+            return Ok(r);
+        }
+        let id = self.next_id(NEXT_ROOT_KEY)? as u32;
+        let rec = RootRecord {
+            id,
+            path: path.to_vec(),
+            added: now,
+        };
+        self.roots.insert(id.to_be_bytes(), encode(&rec))?;
+        Ok(rec)
+    }
+
+    /// Every file record of one root, keyed by relative path: what a rescan compares with.
+    pub fn files_of_root(&self, root: u32) -> Result<HashMap<Vec<u8>, FileRecord>> {
+        let mut out = HashMap::new();
+        for kv in self.files.scan_prefix(root.to_be_bytes()) {
+            let (k, v) = kv?;
+            let rel = k[4..].to_vec();
+            let rec = decode(&v).map_err(|e| {
+                corrupt(format!("files/{root}/{}", String::from_utf8_lossy(&rel)), e)
+            })?;
+            out.insert(rel, rec);
+        }
+        Ok(out)
+    }
+
+    /// Every file record, in key order: (root id, relative path, record).
+    pub fn files(&self) -> impl Iterator<Item = Result<(u32, Vec<u8>, FileRecord)>> + '_ {
+        self.files.iter().map(|kv| {
+            let (k, v) = kv?;
+            let (root, rel) =
+                split_file_key(&k).ok_or_else(|| corrupt("files", "key shorter than 4 bytes"))?;
+            let rec = decode(&v).map_err(|e| {
+                corrupt(format!("files/{root}/{}", String::from_utf8_lossy(rel)), e)
+            })?;
+            Ok((root, rel.to_vec(), rec))
+        })
+    }
+
+    pub fn file(&self, root: u32, rel: &[u8]) -> Result<Option<FileRecord>> {
+        match self.files.get(file_key(root, rel))? {
+            None => Ok(None),
+            Some(v) => decode(&v).map(Some).map_err(|e| corrupt("files", e)),
+        }
+    }
+
+    pub fn content(&self, id: &ContentId) -> Result<Option<ContentRecord>> {
+        match self.contents.get(id)? {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .map_err(|e| corrupt(format!("contents/{}", hex::encode(id)), e)),
+        }
+    }
+
+    pub fn contents(&self) -> impl Iterator<Item = Result<(ContentId, ContentRecord)>> + '_ {
+        self.contents.iter().map(|kv| {
+            let (k, v) = kv?;
+            let id: ContentId = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| corrupt("contents", "key is not 16 bytes"))?;
+            let rec =
+                decode(&v).map_err(|e| corrupt(format!("contents/{}", hex::encode(id)), e))?;
+            Ok((id, rec))
+        })
+    }
+
+    pub fn apply(&self, batch: ManifestBatch) -> Result<()> {
+        // Contents first: a file record must never point at a content that is not there.
+        self.contents.apply_batch(batch.contents)?;
+        self.files.apply_batch(batch.files)?;
+        Ok(())
+    }
+
+    /// Records a finished command; returns its id (increasing).
+    pub fn add_run(&self, run: &RunRecord) -> Result<u64> {
+        let id = self.next_id(NEXT_RUN_KEY)?;
+        self.runs.insert(id.to_be_bytes(), encode(run))?;
+        Ok(id)
+    }
+
+    /// Runs, newest first.
+    pub fn runs(&self) -> impl Iterator<Item = Result<(u64, RunRecord)>> + '_ {
+        self.runs.iter().rev().map(|kv| {
+            let (k, v) = kv?;
+            let id = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("runs", "key is not 8 bytes"))?,
+            );
+            let rec = decode(&v).map_err(|e| corrupt(format!("runs/{id}"), e))?;
+            Ok((id, rec))
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Raw access for export and import, which must see every tree exactly.
+    /// Increments a counter in `meta` and returns its new value (the first is 1).
+    fn next_id(&self, key: &[u8]) -> Result<u64> {
+        let v = self.meta.update_and_fetch(key, |old| {
+            let n = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        v.and_then(|b| b.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| corrupt(String::from_utf8_lossy(key), "counter missing after update"))
+    }
+
+    /// Makes sure a counter is at least `n`, so ids imported from an export never collide
+    /// with ids handed out later.
+    fn raise_counter(&self, key: &[u8], n: u64) -> Result<()> {
+        self.meta.update_and_fetch(key, |old| {
+            let cur = old
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(cur.max(n).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// Raw inserts for import, which must reproduce the exported ids exactly.
+    fn raw_insert_root(&self, rec: &RootRecord) -> Result<()> {
+        self.roots.insert(rec.id.to_be_bytes(), encode(rec))?;
+        self.raise_counter(NEXT_ROOT_KEY, rec.id.into())
+    }
+
+    fn raw_insert_run(&self, id: u64, rec: &RunRecord) -> Result<()> {
+        self.runs.insert(id.to_be_bytes(), encode(rec))?;
+        self.raise_counter(NEXT_RUN_KEY, id)
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(content: u8) -> FileRecord {
+        FileRecord {
+            size: 3,
+            mtime_ns: 5,
+            inode: 1,
+            device: 1,
+            mode: 0o644,
+            first_seen: 1,
+            deleted_at: None,
+            versions: vec![Version {
+                content: [content; 16],
+                size: 3,
+                mtime_ns: 5,
+                recorded: 1,
+            }],
+        }
+    }
+
+    #[test]
+    fn roots_files_and_contents_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let m = Manifest::open(dir.path()).unwrap();
+            let r = m.ensure_root(b"/photos", 1).unwrap();
+            assert_eq!(r.id, 1);
+            assert_eq!(m.ensure_root(b"/photos", 2).unwrap().id, 1);
+            assert_eq!(m.ensure_root(b"/videos", 2).unwrap().id, 2);
+            let mut b = ManifestBatch::default();
+            b.put_content(
+                &[1; 16],
+                &ContentRecord {
+                    size: 3,
+                    sha256: [2; 32],
+                    first_seen: 1,
+                },
+            );
+            b.put_file(1, b"a.jpg", &rec(1));
+            b.put_file(2, b"\xff.jpg", &rec(1));
+            m.apply(b).unwrap();
+            m.flush().unwrap();
+        }
+        let m = Manifest::open(dir.path()).unwrap();
+        assert_eq!(m.files_of_root(1).unwrap().len(), 1);
+        assert_eq!(m.file(2, b"\xff.jpg").unwrap(), Some(rec(1)));
+        assert_eq!(m.content(&[1; 16]).unwrap().unwrap().sha256, [2; 32]);
+        assert_eq!(m.files().count(), 2);
+    }
+
+    #[test]
+    fn a_second_open_is_refused_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let _m = Manifest::open(dir.path()).unwrap();
+        // flock locks belong to the open file description, so a second open in the same
+        // process conflicts just as another process would.
+        match Manifest::open(dir.path()) {
+            Err(ManifestError::InUse { pid, .. }) => {
+                assert_eq!(pid, std::process::id().to_string())
+            }
+            other => panic!("expected InUse, got {:?}", other.err()),
+        }
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let m = Manifest::open(dir.path()).unwrap();
+            m.meta.insert(SCHEMA_KEY, &99u32.to_be_bytes()).unwrap();
+            m.flush().unwrap();
+        }
+        let e = Manifest::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("schema version 99"), "{e}");
+        assert!(e.contains("upgrade lomob"), "{e}");
+    }
+}

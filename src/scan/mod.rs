@@ -1,0 +1,414 @@
+//! The scan: walk the library roots, notice what is new, changed or gone, hash what needs
+//! hashing, and record it all in the manifest.
+//!
+//! Three stages run at once: walker threads stat every file and drop the unchanged ones on
+//! the spot (size, mtime and inode equal to the manifest's), hasher threads read the rest
+//! once for both hashes, and the calling thread writes records in large batches. A rescan of
+//! an unchanged library therefore costs one `statx` per file and no database write.
+//!
+//! Nothing is ever dropped from the manifest: a changed file gains a version, a vanished one
+//! is marked deleted with the time, and nothing under an unreadable folder (or a missing
+//! root, such as an unmounted NAS) is taken as deleted.
+
+pub mod hash;
+pub mod walk;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::manifest::{
+    self, ContentId, ContentRecord, FileRecord, Manifest, ManifestBatch, ManifestError, Version,
+};
+use crate::progress::Progress;
+use hash::{hash_file, HashError, Hashed};
+use walk::{walk, WalkEntry, WalkEvent, WalkOptions};
+
+/// How a scan runs.
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    pub ignore_files: Vec<String>,
+    pub ignore_dirs: Vec<String>,
+    pub threads: usize,
+    /// Draw a progress bar when stderr is a terminal.
+    pub progress: bool,
+}
+
+/// Something that could not be read; the scan went on without it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The full path, shown lossily when it is not UTF-8.
+    pub path: String,
+    pub message: String,
+}
+
+/// What a scan found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ScanReport {
+    pub roots: Vec<String>,
+    /// Paths seen for the first time.
+    pub new: u64,
+    /// Paths whose content changed (a new version was recorded).
+    pub changed: u64,
+    /// Paths whose stat changed but whose content did not (no new version).
+    pub touched: u64,
+    pub unchanged: u64,
+    /// Paths that disappeared since the last scan (kept, marked deleted).
+    pub deleted: u64,
+    /// New paths holding the content of a path deleted in this scan.
+    pub renamed: u64,
+    /// New or changed paths whose content was already known (stored once).
+    pub duplicates: u64,
+    pub files_hashed: u64,
+    pub bytes_hashed: u64,
+    pub elapsed_secs: f64,
+    pub errors: u64,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Keeps at most this many problems in the report; the count stays exact.
+const MAX_PROBLEMS: usize = 1000;
+/// Records per database batch.
+const BATCH: usize = 8192;
+/// Longest time between two batch writes, so an interrupted first scan keeps its work.
+const CHECKPOINT: Duration = Duration::from_secs(5);
+
+struct Slot {
+    rec: FileRecord,
+    seen: AtomicBool,
+}
+
+impl Slot {
+    fn unchanged(&self, e: &WalkEntry) -> bool {
+        !self.rec.is_deleted()
+            && self.rec.size == e.size
+            && self.rec.mtime_ns == e.mtime_ns
+            && self.rec.inode == e.inode
+    }
+}
+
+fn lossy(root: &Path, rel: &[u8]) -> String {
+    if rel.is_empty() {
+        root.display().to_string()
+    } else {
+        root.join(OsStr::from_bytes(rel)).display().to_string()
+    }
+}
+
+/// Scans `roots` (absolute or relative folders) into the manifest.
+pub fn scan(m: &Manifest, roots: &[PathBuf], opts: &ScanOptions) -> Result<ScanReport, ScanError> {
+    let start = Instant::now();
+    let mut report = ScanReport::default();
+    let progress = Progress::new("scan", opts.progress);
+    for root in roots {
+        let root = match std::fs::canonicalize(root) {
+            Ok(r) if r.is_dir() => r,
+            Ok(r) => {
+                push_problem(
+                    &mut report,
+                    r.display().to_string(),
+                    "is not a folder".into(),
+                );
+                continue;
+            }
+            Err(e) => {
+                push_problem(
+                    &mut report,
+                    root.display().to_string(),
+                    format!("cannot open library root: {e} (is the disk mounted?); nothing under it was marked deleted"),
+                );
+                continue;
+            }
+        };
+        report.roots.push(root.display().to_string());
+        scan_root(m, &root, opts, &progress, &mut report)?;
+    }
+    progress.finish();
+    m.flush()?;
+    report.elapsed_secs = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn push_problem(report: &mut ScanReport, path: String, message: String) {
+    report.errors += 1;
+    if report.problems.len() < MAX_PROBLEMS {
+        report.problems.push(Problem { path, message });
+    }
+}
+
+enum Outcome {
+    Hashed(Hashed),
+    Failed(Vec<u8>, HashError),
+}
+
+fn scan_root(
+    m: &Manifest,
+    root: &Path,
+    opts: &ScanOptions,
+    progress: &Progress,
+    report: &mut ScanReport,
+) -> Result<(), ScanError> {
+    let now = manifest::now();
+    let root_rec = m.ensure_root(root.as_os_str().as_bytes(), now)?;
+    let existing: HashMap<Vec<u8>, Slot> = m
+        .files_of_root(root_rec.id)?
+        .into_iter()
+        .map(|(k, rec)| {
+            (
+                k,
+                Slot {
+                    rec,
+                    seen: AtomicBool::new(false),
+                },
+            )
+        })
+        .collect();
+    let walk_opts = WalkOptions {
+        ignore_files: opts
+            .ignore_files
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        ignore_dirs: opts
+            .ignore_dirs
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        threads: opts.threads,
+    };
+    let unchanged = AtomicU64::new(0);
+    let walk_errors: Mutex<Vec<(Vec<u8>, std::io::Error)>> = Mutex::new(Vec::new());
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<WalkEntry>(4096);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Outcome>(1024);
+
+    let mut batch = ManifestBatch::default();
+    let mut new_contents: HashSet<ContentId> = HashSet::new();
+    let mut new_paths_contents: Vec<ContentId> = Vec::new();
+    let mut last_write = Instant::now();
+    let mut result: Result<(), ScanError> = Ok(());
+
+    std::thread::scope(|s| {
+        // Walk: unchanged files stop here; everything else goes to the hashers.
+        let existing = &existing;
+        let unchanged = &unchanged;
+        let walk_errors = &walk_errors;
+        let walk_opts = &walk_opts;
+        s.spawn(move || {
+            let sink = |ev: WalkEvent| match ev {
+                WalkEvent::File(e) => {
+                    if let Some(slot) = existing.get(&e.rel) {
+                        slot.seen.store(true, Ordering::Relaxed);
+                        if slot.unchanged(&e) {
+                            unchanged.fetch_add(1, Ordering::Relaxed);
+                            progress.add(1, 0);
+                            return;
+                        }
+                    }
+                    // The receiver only goes away on a fatal error; then the walk result
+                    // no longer matters.
+                    let _ = job_tx.send(e);
+                }
+                WalkEvent::Error { rel, error } => {
+                    if let Ok(mut v) = walk_errors.lock() {
+                        v.push((rel, error));
+                    }
+                }
+            };
+            walk(root, walk_opts, &sink);
+            drop(job_tx);
+        });
+        for _ in 0..opts.threads.max(1) {
+            let job_rx = job_rx.clone();
+            let out_tx = out_tx.clone();
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                for e in job_rx {
+                    let path = root.join(OsStr::from_bytes(&e.rel));
+                    let out = match hash_file(&path, &e, &mut buf) {
+                        Ok(h) => {
+                            progress.add(1, h.entry.size);
+                            Outcome::Hashed(h)
+                        }
+                        Err(err) => Outcome::Failed(e.rel, err),
+                    };
+                    if out_tx.send(out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(out_tx);
+        drop(job_rx);
+
+        // Record, in large batches.
+        for out in &out_rx {
+            if result.is_err() {
+                continue; // drain so the workers can finish
+            }
+            match out {
+                Outcome::Failed(rel, err) => {
+                    push_problem(report, lossy(root, &rel), err.to_string());
+                }
+                Outcome::Hashed(h) => {
+                    report.files_hashed += 1;
+                    report.bytes_hashed += h.entry.size;
+                    let step = record(
+                        m,
+                        root,
+                        root_rec.id,
+                        existing.get(&h.entry.rel).map(|s| &s.rec),
+                        &h,
+                        now,
+                        &mut batch,
+                        &mut new_contents,
+                        report,
+                    );
+                    match step {
+                        Ok(Some(id)) => new_paths_contents.push(id),
+                        Ok(None) => {}
+                        Err(e) => result = Err(e),
+                    }
+                }
+            }
+            if batch.len() >= BATCH || last_write.elapsed() >= CHECKPOINT {
+                let full = std::mem::take(&mut batch);
+                if let Err(e) = m.apply(full) {
+                    result = Err(e.into());
+                }
+                new_contents.clear();
+                last_write = Instant::now();
+            }
+        }
+    });
+    result?;
+
+    report.unchanged += unchanged.load(Ordering::Relaxed);
+    let walk_errors = walk_errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let protected: Vec<Vec<u8>> = walk_errors.iter().map(|(rel, _)| rel.clone()).collect();
+    for (rel, e) in walk_errors {
+        push_problem(report, lossy(root, &rel), format!("cannot read: {e}"));
+    }
+
+    // Whatever was not seen (and is not hidden behind an unreadable folder) is gone.
+    let mut gone_contents: HashSet<ContentId> = HashSet::new();
+    for (rel, slot) in &existing {
+        if slot.seen.load(Ordering::Relaxed) || slot.rec.is_deleted() {
+            continue;
+        }
+        if protected.iter().any(|p| {
+            p.is_empty() || rel == p || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
+        }) {
+            continue;
+        }
+        let mut rec = slot.rec.clone();
+        rec.deleted_at = Some(now);
+        gone_contents.insert(rec.current().content);
+        batch.put_file(root_rec.id, rel, &rec);
+        report.deleted += 1;
+    }
+    report.renamed += new_paths_contents
+        .iter()
+        .filter(|c| gone_contents.contains(*c))
+        .count() as u64;
+    m.apply(batch)?;
+    Ok(())
+}
+
+/// Adds the record for one hashed file to `batch`. Returns the content id when the path is
+/// new (for rename detection).
+#[allow(clippy::too_many_arguments)]
+fn record(
+    m: &Manifest,
+    root: &Path,
+    root_id: u32,
+    prev: Option<&FileRecord>,
+    h: &Hashed,
+    now: i64,
+    batch: &mut ManifestBatch,
+    new_contents: &mut HashSet<ContentId>,
+    report: &mut ScanReport,
+) -> Result<Option<ContentId>, ScanError> {
+    let e = &h.entry;
+    let version = Version {
+        content: h.xxh3,
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        recorded: now,
+    };
+    let content_is_new_version = prev.is_none_or(|p| p.current().content != h.xxh3);
+    if content_is_new_version {
+        match m.content(&h.xxh3)? {
+            Some(known) if known.sha256 != h.sha256 || known.size != e.size => {
+                // Two different contents with one xxh3-128: astronomically unlikely, and
+                // recording it would merge them. Refuse this file loudly instead.
+                push_problem(
+                    report,
+                    lossy(root, &e.rel),
+                    "xxh3 collision with a different content already recorded; not recorded, please report this".into(),
+                );
+                return Ok(None);
+            }
+            Some(_) => report.duplicates += 1,
+            None if new_contents.contains(&h.xxh3) => report.duplicates += 1,
+            None => {
+                batch.put_content(
+                    &h.xxh3,
+                    &ContentRecord {
+                        size: e.size,
+                        sha256: h.sha256,
+                        first_seen: now,
+                    },
+                );
+                new_contents.insert(h.xxh3);
+            }
+        }
+    }
+    let (rec, new_path) = match prev {
+        None => {
+            report.new += 1;
+            (
+                FileRecord {
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                    inode: e.inode,
+                    device: e.device,
+                    mode: e.mode,
+                    first_seen: now,
+                    deleted_at: None,
+                    versions: vec![version],
+                },
+                true,
+            )
+        }
+        Some(p) => {
+            let mut rec = p.clone();
+            if content_is_new_version {
+                rec.versions.push(version);
+                report.changed += 1;
+            } else {
+                report.touched += 1;
+            }
+            rec.size = e.size;
+            rec.mtime_ns = e.mtime_ns;
+            rec.inode = e.inode;
+            rec.device = e.device;
+            rec.mode = e.mode;
+            rec.deleted_at = None;
+            (rec, false)
+        }
+    };
+    batch.put_file(root_id, &e.rel, &rec);
+    Ok(new_path.then_some(h.xxh3))
+}
