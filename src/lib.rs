@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod exit;
+pub mod iso;
 pub mod manifest;
 pub mod progress;
 pub mod scan;
