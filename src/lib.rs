@@ -9,5 +9,6 @@ pub mod config;
 pub mod exit;
 pub mod iso;
 pub mod manifest;
+pub mod pack;
 pub mod progress;
 pub mod scan;

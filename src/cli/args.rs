@@ -76,6 +76,51 @@ pub enum Command {
     /// Inspect the configured sites
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Pack files into ISO 9660 images, and list, verify and read images
+    #[command(subcommand)]
+    Iso(IsoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IsoCommand {
+    /// Pack scanned files not yet in an image into images, oldest first
+    Create {
+        /// Name of the first image [default: <oldest file date>--<newest file date>.iso,
+        /// made unique]
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Largest image; a single larger file gets an image of its own
+        #[arg(short = 's', long, default_value = "5GB", value_name = "SIZE")]
+        iso_size: ByteSize,
+        /// Folder the images are written to [default: ~/.local/share/lomob/isos]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// The images recorded in the manifest
+    List,
+    /// Check every file of an image against its catalog, and against the manifest when the
+    /// image is recorded there
+    Verify {
+        /// An image file, or the name of an image in the manifest
+        #[arg(value_name = "NAME|FILE")]
+        image: String,
+    },
+    /// List the files inside an image file
+    Ls {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Extract files from an image file; never writes outside DIR
+    Extract {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Paths inside the image (files or folders) [default: everything]
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+        /// Folder to extract into (created if needed)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! only here; the engine's modules return typed errors.
 
 mod args;
+mod iso_cmd;
 mod list;
 mod logging;
 mod manifest_cmd;
@@ -90,5 +91,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status => status::run(&ctx),
         Command::Manifest(m) => manifest_cmd::run(&ctx, m),
         Command::Site(s) => site::run(&ctx, s),
+        Command::Iso(i) => iso_cmd::run(&ctx, i),
     }
 }

@@ -18,10 +18,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
-pub use records::{ContentId, ContentRecord, FileRecord, RootRecord, RunRecord, Version};
+pub use records::{
+    ContentId, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload, PlacementRecord,
+    RootRecord, RunRecord, Version,
+};
 
 use lock::DbLock;
-use records::{decode, encode, file_key, split_file_key};
+use records::{decode, encode, file_key, placement_key, split_file_key};
 
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,6 +32,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema";
 const NEXT_ROOT_KEY: &[u8] = b"next-root";
 const NEXT_RUN_KEY: &[u8] = b"next-run";
+const NEXT_ISO_KEY: &[u8] = b"next-iso";
 
 pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -41,6 +45,8 @@ pub struct Manifest {
     files: sled::Tree,
     contents: sled::Tree,
     runs: sled::Tree,
+    isos: sled::Tree,
+    placements: sled::Tree,
     _lock: DbLock,
 }
 
@@ -49,6 +55,7 @@ pub struct Manifest {
 pub struct ManifestBatch {
     files: sled::Batch,
     contents: sled::Batch,
+    placements: sled::Batch,
     len: usize,
 }
 
@@ -60,6 +67,12 @@ impl ManifestBatch {
 
     pub fn put_content(&mut self, id: &ContentId, rec: &ContentRecord) {
         self.contents.insert(&id[..], encode(rec));
+        self.len += 1;
+    }
+
+    pub fn put_placement(&mut self, content: &ContentId, iso: u32, rec: &PlacementRecord) {
+        self.placements
+            .insert(placement_key(content, iso), encode(rec));
         self.len += 1;
     }
 
@@ -106,6 +119,8 @@ impl Manifest {
             files: db.open_tree("files")?,
             contents: db.open_tree("contents")?,
             runs: db.open_tree("runs")?,
+            isos: db.open_tree("isos")?,
+            placements: db.open_tree("placements")?,
             db,
             _lock: lock,
         };
@@ -244,7 +259,75 @@ impl Manifest {
         // Contents first: a file record must never point at a content that is not there.
         self.contents.apply_batch(batch.contents)?;
         self.files.apply_batch(batch.files)?;
+        self.placements.apply_batch(batch.placements)?;
         Ok(())
+    }
+
+    /// Every image, by id.
+    pub fn isos(&self) -> Result<Vec<IsoRecord>> {
+        self.isos
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&v).map_err(|e| corrupt(format!("isos/{}", hex::encode(k)), e))
+            })
+            .collect()
+    }
+
+    pub fn iso_by_name(&self, name: &str) -> Result<Option<IsoRecord>> {
+        Ok(self.isos()?.into_iter().find(|i| i.name == name))
+    }
+
+    /// Stores an image record; `id == 0` allocates a new id (returned).
+    pub fn put_iso(&self, rec: &mut IsoRecord) -> Result<u32> {
+        if rec.id == 0 {
+            rec.id = self.next_id(NEXT_ISO_KEY)? as u32;
+        }
+        self.isos.insert(rec.id.to_be_bytes(), encode(rec))?;
+        Ok(rec.id)
+    }
+
+    /// The images holding a content, with where it sits in each.
+    pub fn placements_of(&self, content: &ContentId) -> Result<Vec<(u32, PlacementRecord)>> {
+        self.placements
+            .scan_prefix(content)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let iso = k
+                    .get(16..20)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt("placements", "key is not 20 bytes"))?;
+                let rec = decode(&v).map_err(|e| corrupt("placements", e))?;
+                Ok((iso, rec))
+            })
+            .collect()
+    }
+
+    /// Every placement: (content, image id, record).
+    pub fn placements(
+        &self,
+    ) -> impl Iterator<Item = Result<(ContentId, u32, PlacementRecord)>> + '_ {
+        self.placements.iter().map(|kv| {
+            let (k, v) = kv?;
+            if k.len() != 20 {
+                return Err(corrupt("placements", "key is not 20 bytes"));
+            }
+            let content: ContentId = k[..16].try_into().expect("length checked");
+            let iso = u32::from_be_bytes(k[16..].try_into().expect("length checked"));
+            let rec = decode(&v).map_err(|e| corrupt("placements", e))?;
+            Ok((content, iso, rec))
+        })
+    }
+
+    /// True when the content is inside at least one image.
+    pub fn is_packed(&self, content: &ContentId) -> Result<bool> {
+        Ok(self
+            .placements
+            .scan_prefix(content)
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     /// Records a finished command; returns its id (increasing).
@@ -306,6 +389,11 @@ impl Manifest {
     fn raw_insert_root(&self, rec: &RootRecord) -> Result<()> {
         self.roots.insert(rec.id.to_be_bytes(), encode(rec))?;
         self.raise_counter(NEXT_ROOT_KEY, rec.id.into())
+    }
+
+    fn raw_insert_iso(&self, rec: &IsoRecord) -> Result<()> {
+        self.isos.insert(rec.id.to_be_bytes(), encode(rec))?;
+        self.raise_counter(NEXT_ISO_KEY, rec.id.into())
     }
 
     fn raw_insert_run(&self, id: u64, rec: &RunRecord) -> Result<()> {
