@@ -150,14 +150,13 @@ mod tests {
         assert!(e.contains("ftp"), "{e}");
     }
 
-    #[test]
-    fn fs_operator_writes_and_reads() {
+    #[tokio::test]
+    async fn fs_operator_writes_and_reads() {
         let dir = std::env::temp_dir().join(format!("lomob-be-{}", std::process::id()));
         let c = parse(&format!("kind = \"fs\"\nroot = \"{}\"", dir.display())).unwrap();
         let op = c.operator(&TransferConfig::default()).unwrap();
-        let op = op.blocking();
-        op.write("a/b.txt", "hello").unwrap();
-        assert_eq!(op.read("a/b.txt").unwrap().to_vec(), b"hello");
+        op.write("a/b.txt", "hello").await.unwrap();
+        assert_eq!(op.read("a/b.txt").await.unwrap().to_vec(), b"hello");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -712,7 +712,13 @@ impl S3Client {
         let payload = call
             .body_sha256
             .clone()
-            .unwrap_or_else(|| sigv4::sha256_hex(&call.body));
+            .unwrap_or_else(|| {
+                if call.body.is_empty() {
+                    sigv4::EMPTY_SHA256.to_string()
+                } else {
+                    sigv4::sha256_hex(&call.body)
+                }
+            });
         let timeout = Duration::from_secs(i.transfer.timeout_secs.max(1));
         let mut attempt: u32 = 0;
         loop {
@@ -815,7 +821,11 @@ impl S3Client {
         }
     }
 
-    fn class_and_metadata(&self, mut call: Call<'_>, metadata: &[(String, String)]) -> Call<'_> {
+    fn class_and_metadata<'a>(
+        &self,
+        mut call: Call<'a>,
+        metadata: &[(String, String)],
+    ) -> Call<'a> {
         call = call.header("x-amz-storage-class", self.class.as_str());
         for (k, v) in metadata {
             call = call.header(&format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.clone());
