@@ -37,13 +37,74 @@ pub enum BackendError {
         kind: &'static str,
         source: opendal::Error,
     },
+    /// A signed S3 request of our own (multipart, restore, HEAD) failed.
+    #[error(transparent)]
+    S3(Box<S3Error>),
+    /// The data being uploaded could not be read (the engine's image reader or a file).
+    #[error("reading the data for {key} at byte {offset}: {source}")]
+    Source {
+        key: String,
+        offset: u64,
+        source: std::io::Error,
+    },
+    /// The upload journal (where resumable uploads remember their parts) failed.
+    #[error("upload journal: {0}")]
+    Journal(String),
 }
+
+/// One failed S3 request, with what the engine needs to act on it. The message names the
+/// operation, bucket and key, never a credential.
+#[derive(Debug)]
+pub struct S3Error {
+    /// The backend kind (`s3` or `glacier`).
+    pub backend: &'static str,
+    /// The S3 operation, e.g. `UploadPart`.
+    pub op: &'static str,
+    pub bucket: String,
+    /// The object key (or prefix), empty for bucket-level calls.
+    pub key: String,
+    /// The HTTP status, when the server answered.
+    pub status: Option<u16>,
+    /// S3's error code, e.g. `NoSuchUpload`, when the server sent one.
+    pub code: Option<String>,
+    /// What happened and, where we know, what to do about it.
+    pub message: String,
+    pub kind: ErrorKind,
+}
+
+impl std::fmt::Display for S3Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} backend: {} s3://{}/{}: ",
+            self.backend, self.op, self.bucket, self.key
+        )?;
+        match (self.status, &self.code) {
+            (Some(s), Some(c)) => write!(f, "HTTP {s} {c}: ")?,
+            (Some(s), None) => write!(f, "HTTP {s}: ")?,
+            _ => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for S3Error {}
 
 impl BackendError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             BackendError::Invalid { .. } | BackendError::Secret { .. } => ErrorKind::Config,
             BackendError::Opendal { source, .. } => classify(source),
+            BackendError::S3(e) => e.kind,
+            BackendError::Journal(_) | BackendError::Source { .. } => ErrorKind::Other,
+        }
+    }
+
+    /// The S3 error code (`NoSuchUpload`, `InvalidObjectState`...) when there is one.
+    pub fn s3_code(&self) -> Option<&str> {
+        match self {
+            BackendError::S3(e) => e.code.as_deref(),
+            _ => None,
         }
     }
 

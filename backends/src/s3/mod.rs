@@ -1,9 +1,31 @@
 //! The `s3` backend: any S3-compatible store (AWS, Backblaze B2, Cloudflare R2, MinIO),
 //! through OpenDAL's s3 service. The `glacier` kind reuses this connection code.
+//!
+//! OpenDAL covers everyday reads, writes and listings. What it lacks for cold archives lives
+//! next to it, as signed S3 requests of our own:
+//! - [`client`]: [`S3Client`], the calls OpenDAL 0.59 does not expose (multipart with our own
+//!   upload id, ListParts, ListMultipartUploads, RestoreObject, HEAD with storage class and
+//!   restore state), with retries, timeouts and per-type request counters;
+//! - [`upload`]: a multipart upload driver that resumes after a crash from an
+//!   [`upload::UploadJournal`], and finds orphan uploads so none is left billing;
+//! - `sigv4`: AWS Signature Version 4, tested against AWS's published examples;
+//! - `xml`: the request and response bodies.
 
+pub mod client;
 mod config;
+mod sigv4;
+pub mod upload;
+mod xml;
 
+pub use client::{
+    MultipartUpload, ObjectInfo, PartBody, PartInfo, RequestCounters, RequestCounts,
+    RequestType, RestoreOutcome, RestoreState, S3Client,
+};
 pub use config::S3Config;
+pub use upload::{
+    abort_uploads, effective_part_size, find_orphans, upload_resumable, ByteSource, DonePart,
+    FileSource, JsonFileJournal, UploadJournal, UploadOutcome, UploadProgress, UploadState,
+};
 
 use crate::glacier::StorageClass;
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};

@@ -1,0 +1,1269 @@
+//! A small signed S3 client for the calls OpenDAL 0.59 does not expose: multipart uploads we
+//! can resume across restarts (ListParts, the upload id kept by us), ListMultipartUploads to
+//! find orphans, RestoreObject for Glacier thaws, and a HEAD that reports the storage class
+//! and restore state. Also PUT/GET/DELETE of whole objects so tests and small writes need no
+//! second client.
+//!
+//! Every request is signed with SigV4 ([`super::sigv4`]), timed out and retried with backoff
+//! and jitter per the site's [`TransferConfig`], and counted by type in [`RequestCounters`]
+//! because S3 bills per request and the engine records counts per run. Errors name the
+//! operation, bucket and key and carry an [`ErrorKind`]; they never contain credentials.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use md5::{Digest as _, Md5};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+
+use super::sigv4::{self, Credentials};
+use super::xml;
+use super::S3Config;
+use crate::error::S3Error;
+use crate::glacier::{StorageClass, ThawTier};
+use crate::{reveal, BackendConfig, BackendError, ErrorKind, TransferConfig};
+
+/// Request types as S3 bills them (PUT, COPY, POST and LIST are the expensive class; GET and
+/// HEAD the cheap one; DELETE is free).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestType {
+    Put,
+    Post,
+    List,
+    Get,
+    Head,
+    Delete,
+}
+
+/// Requests sent by one client (every attempt counts: retries are billed too). Shared by the
+/// clones of a client; read it with [`RequestCounters::snapshot`].
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    put: AtomicU64,
+    post: AtomicU64,
+    list: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    delete: AtomicU64,
+    /// UploadPart requests (also counted in `put`), to see what a resume re-sent.
+    upload_part: AtomicU64,
+    /// Bytes of request bodies sent, retries included.
+    bytes_sent: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RequestCounts {
+    pub put: u64,
+    pub post: u64,
+    pub list: u64,
+    pub get: u64,
+    pub head: u64,
+    pub delete: u64,
+    pub upload_part: u64,
+    pub bytes_sent: u64,
+}
+
+impl RequestCounters {
+    fn count(&self, t: RequestType) {
+        let c = match t {
+            RequestType::Put => &self.put,
+            RequestType::Post => &self.post,
+            RequestType::List => &self.list,
+            RequestType::Get => &self.get,
+            RequestType::Head => &self.head,
+            RequestType::Delete => &self.delete,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RequestCounts {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestCounts {
+            put: r(&self.put),
+            post: r(&self.post),
+            list: r(&self.list),
+            get: r(&self.get),
+            head: r(&self.head),
+            delete: r(&self.delete),
+            upload_part: r(&self.upload_part),
+            bytes_sent: r(&self.bytes_sent),
+        }
+    }
+}
+
+impl RequestCounts {
+    /// PUT, POST and LIST: the requests S3 bills at the higher rate.
+    pub fn class_a(&self) -> u64 {
+        self.put + self.post + self.list
+    }
+
+    /// GET and HEAD: the requests S3 bills at the lower rate.
+    pub fn class_b(&self) -> u64 {
+        self.get + self.head
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
+        RequestCounts {
+            put: self.put - earlier.put,
+            post: self.post - earlier.post,
+            list: self.list - earlier.list,
+            get: self.get - earlier.get,
+            head: self.head - earlier.head,
+            delete: self.delete - earlier.delete,
+            upload_part: self.upload_part - earlier.upload_part,
+            bytes_sent: self.bytes_sent - earlier.bytes_sent,
+        }
+    }
+}
+
+/// What HEAD says about an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// As the server sent it, quotes included.
+    pub etag: String,
+    /// The `Last-Modified` header (an HTTP date).
+    pub last_modified: Option<String>,
+    /// `x-amz-storage-class`; S3 omits it for STANDARD, and so do we not: absent means
+    /// `STANDARD`.
+    pub storage_class: String,
+    pub restore: RestoreState,
+    /// User metadata (`x-amz-meta-NAME`), names in lower case without the prefix.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ObjectInfo {
+    /// The storage class, when it is one lomob knows.
+    pub fn class(&self) -> Option<StorageClass> {
+        parse_class(&self.storage_class)
+    }
+
+    /// True when a GET would fail until a restore completes.
+    pub fn is_frozen(&self) -> bool {
+        self.class().is_some_and(StorageClass::needs_thaw)
+            && !matches!(self.restore, RestoreState::Restored { .. })
+    }
+}
+
+/// Parses an `x-amz-storage-class` value.
+pub fn parse_class(s: &str) -> Option<StorageClass> {
+    Some(match s {
+        "STANDARD" => StorageClass::Standard,
+        "STANDARD_IA" => StorageClass::StandardIa,
+        "ONEZONE_IA" => StorageClass::OnezoneIa,
+        "INTELLIGENT_TIERING" => StorageClass::IntelligentTiering,
+        "GLACIER_IR" => StorageClass::GlacierIr,
+        "GLACIER" => StorageClass::Glacier,
+        "DEEP_ARCHIVE" => StorageClass::DeepArchive,
+        _ => return None,
+    })
+}
+
+/// The thaw state of a cold object, from `x-amz-restore`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreState {
+    /// No restore was requested (or the object is not cold).
+    None,
+    /// `ongoing-request="true"`: a thaw is running.
+    InProgress,
+    /// `ongoing-request="false"`: a readable copy exists until `expiry` (an HTTP date).
+    Restored { expiry: Option<String> },
+}
+
+impl RestoreState {
+    /// Parses the `x-amz-restore` header value.
+    pub fn parse(header: Option<&str>) -> RestoreState {
+        let Some(h) = header else {
+            return RestoreState::None;
+        };
+        let field = |name: &str| -> Option<String> {
+            let start = h.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = h[start..].find('"')? + start;
+            Some(h[start..end].to_string())
+        };
+        match field("ongoing-request").as_deref() {
+            Some("true") => RestoreState::InProgress,
+            Some(_) => RestoreState::Restored {
+                expiry: field("expiry-date"),
+            },
+            None => RestoreState::None,
+        }
+    }
+}
+
+/// What a RestoreObject request did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// 202: the thaw was started.
+    Accepted,
+    /// 200: a restored copy already exists (its expiry was extended).
+    AlreadyRestored,
+    /// 409 RestoreAlreadyInProgress: an earlier request is still running.
+    InProgress,
+}
+
+/// One part of a multipart upload as the server lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartInfo {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// An unfinished multipart upload as ListMultipartUploads reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MultipartUpload {
+    /// Relative to the client's prefix.
+    pub key: String,
+    pub upload_id: String,
+    /// When it was started, as the server wrote it.
+    pub initiated: String,
+}
+
+/// A part's bytes with the digests its request needs. Computing them is CPU work (hundreds of
+/// MiB per part), so build it on a blocking thread.
+#[derive(Clone)]
+pub struct PartBody {
+    pub data: Bytes,
+    /// Base64 MD5 for `Content-MD5` (the server checks the bytes it got).
+    pub md5_base64: String,
+    /// Hex MD5, which is what S3 returns as a part's ETag.
+    pub md5_hex: String,
+    /// Hex SHA-256 for the SigV4 payload hash.
+    pub sha256_hex: String,
+}
+
+impl PartBody {
+    pub fn new(data: impl Into<Bytes>) -> PartBody {
+        let data = data.into();
+        let md5 = Md5::digest(&data);
+        PartBody {
+            md5_base64: base64::engine::general_purpose::STANDARD.encode(md5),
+            md5_hex: hex::encode(md5),
+            sha256_hex: sigv4::sha256_hex(&data),
+            data,
+        }
+    }
+}
+
+impl fmt::Debug for PartBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartBody")
+            .field("len", &self.data.len())
+            .field("md5", &self.md5_hex)
+            .finish()
+    }
+}
+
+/// Spreads uploads over time so the average rate stays under the site's bandwidth limit.
+/// Coarse (a whole body goes at full speed, then the next one waits), which is enough for a
+/// nightly job sharing a home uplink.
+#[derive(Debug)]
+struct Pacer {
+    bytes_per_sec: u64,
+    next_free: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    async fn pace(&self, bytes: u64) {
+        let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec.max(1) as f64);
+        let start = {
+            let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let start = (*next).max(now);
+            *next = start + cost;
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+}
+
+/// A signed S3 client for one bucket (and prefix) of one site.
+#[derive(Clone)]
+pub struct S3Client {
+    inner: Arc<Inner>,
+    class: StorageClass,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `scheme://host[:port]`, no path.
+    base: Url,
+    bucket: String,
+    region: String,
+    virtual_host: bool,
+    /// Object key prefix: empty or ending in `/`.
+    prefix: String,
+    creds: Credentials,
+    backend: &'static str,
+    transfer: TransferConfig,
+    part_size: u64,
+    counters: Arc<RequestCounters>,
+    pacer: Option<Pacer>,
+}
+
+impl fmt::Debug for S3Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("S3Client")
+            .field("endpoint", &i.base.as_str())
+            .field("bucket", &i.bucket)
+            .field("region", &i.region)
+            .field("prefix", &i.prefix)
+            .field("virtual_host", &i.virtual_host)
+            .field("class", &self.class.as_str())
+            .field("credentials", &i.creds)
+            .finish()
+    }
+}
+
+/// The answer to one request (after retries).
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    /// The parsed S3 error, for failures and for 200 answers that carry an error document.
+    error: Option<xml::ErrorBody>,
+}
+
+impl Reply {
+    fn ok(&self) -> bool {
+        self.status.is_success() && self.error.is_none()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn code(&self) -> Option<&str> {
+        self.error
+            .as_ref()
+            .map(|e| e.code.as_str())
+            .filter(|c| !c.is_empty())
+    }
+}
+
+/// One request to send.
+struct Call<'a> {
+    op: &'static str,
+    method: Method,
+    /// Object key relative to the prefix; `None` for bucket-level requests.
+    key: Option<&'a str>,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    /// Hex SHA-256 of `body`, when already computed.
+    body_sha256: Option<String>,
+    kind: RequestType,
+}
+
+impl<'a> Call<'a> {
+    fn new(op: &'static str, method: Method, key: Option<&'a str>, kind: RequestType) -> Self {
+        Call {
+            op,
+            method,
+            key,
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+            body_sha256: None,
+            kind,
+        }
+    }
+
+    fn query(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.query.push((k.to_string(), v.into()));
+        self
+    }
+
+    fn header(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.headers.push((k.to_ascii_lowercase(), v.into()));
+        self
+    }
+
+    fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+fn md5_base64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Md5::digest(data))
+}
+
+/// Chooses what an S3 error means for the engine.
+fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
+    match code {
+        Some(
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken"
+            | "ExpiredToken" | "AllAccessDisabled" | "AccountProblem" | "InvalidSecurity",
+        ) => return ErrorKind::Permission,
+        Some("InvalidObjectState") => return ErrorKind::Frozen,
+        Some("NoSuchBucket" | "NoSuchKey" | "NoSuchUpload") => return ErrorKind::NotFound,
+        Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout") => {
+            return ErrorKind::Transient
+        }
+        _ => {}
+    }
+    match status {
+        Some(401 | 403) => ErrorKind::Permission,
+        Some(404) => ErrorKind::NotFound,
+        Some(408 | 429) => ErrorKind::Transient,
+        Some(s) if s >= 500 => ErrorKind::Transient,
+        None => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    }
+}
+
+/// True when an answer is worth sending the request again for.
+fn retryable(status: StatusCode, code: Option<&str>) -> bool {
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || matches!(
+            code,
+            Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout")
+        )
+}
+
+/// The error and its causes on one line (reqwest hides the useful part in the chain).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Exponential backoff with jitter: 200 ms doubling per attempt, at most 20 s, each delay
+/// drawn from its upper half so that parallel parts do not retry in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = 200u64.saturating_mul(1 << attempt.min(10)).min(20_000);
+    let ms = rand::random_range(ceiling / 2..=ceiling);
+    Duration::from_millis(ms)
+}
+
+impl S3Client {
+    /// Builds a client for an `s3` or `glacier` section of a profile, writing `class`.
+    /// Reads the secrets; with no keys in the profile, uses `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`.
+    pub fn new(
+        config: &S3Config,
+        backend: &'static str,
+        class: StorageClass,
+        transfer: &TransferConfig,
+    ) -> Result<S3Client, BackendError> {
+        config.validate(backend)?;
+        let creds = match (&config.access_key_id, &config.secret_access_key) {
+            (Some(id), Some(key)) => Credentials {
+                access_key_id: reveal(backend, id)?,
+                secret_access_key: reveal(backend, key)?,
+                session_token: None,
+            },
+            _ => {
+                let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+                match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+                    (Some(a), Some(s)) => Credentials {
+                        access_key_id: a,
+                        secret_access_key: s,
+                        session_token: var("AWS_SESSION_TOKEN"),
+                    },
+                    _ => {
+                        return Err(BackendError::invalid(
+                            backend,
+                            "no credentials: set `access-key-id` and `secret-access-key` in the profile, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                        ))
+                    }
+                }
+            }
+        };
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
+        let mut base = Url::parse(endpoint.trim_end_matches('/')).map_err(|e| {
+            BackendError::invalid(backend, format!("`endpoint` {endpoint:?} is not a URL: {e}"))
+        })?;
+        if base.host_str().is_none() {
+            return Err(BackendError::invalid(
+                backend,
+                format!("`endpoint` {endpoint:?} has no host"),
+            ));
+        }
+        base.set_path("");
+        base.set_query(None);
+        let timeout = Duration::from_secs(transfer.timeout_secs.max(1));
+        let http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(30)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| BackendError::invalid(backend, format!("HTTP client: {}", chain(&e))))?;
+        let prefix = config.prefix.trim_matches('/');
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        let pacer = transfer.bandwidth_limit.map(|b| Pacer {
+            bytes_per_sec: b.bytes().max(1),
+            next_free: Mutex::new(tokio::time::Instant::now()),
+        });
+        Ok(S3Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                bucket: config.bucket.clone(),
+                region: config.region.clone(),
+                virtual_host: config.virtual_host_style,
+                prefix,
+                creds,
+                backend,
+                transfer: transfer.clone(),
+                part_size: config.part_size().bytes(),
+                counters: Arc::new(RequestCounters::default()),
+                pacer,
+            }),
+            class,
+        })
+    }
+
+    /// Builds a client for a site's backend section: `s3` writes its storage class
+    /// (STANDARD by default), `glacier` its cold class (DEEP_ARCHIVE by default).
+    pub fn for_backend(
+        config: &BackendConfig,
+        transfer: &TransferConfig,
+    ) -> Result<S3Client, BackendError> {
+        match config {
+            BackendConfig::S3(c) => {
+                S3Client::new(c, "s3", c.effective_class(StorageClass::Standard), transfer)
+            }
+            BackendConfig::Glacier(c) => S3Client::new(
+                c,
+                "glacier",
+                c.effective_class(StorageClass::DeepArchive),
+                transfer,
+            ),
+            other => Err(BackendError::invalid(
+                other.kind(),
+                "native S3 calls need kind = \"s3\" or \"glacier\"",
+            )),
+        }
+    }
+
+    /// The same connection and counters, writing another storage class.
+    #[must_use]
+    pub fn with_storage_class(&self, class: StorageClass) -> S3Client {
+        S3Client {
+            inner: self.inner.clone(),
+            class,
+        }
+    }
+
+    pub fn storage_class(&self) -> StorageClass {
+        self.class
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.inner.bucket
+    }
+
+    /// The profile's part size (default 256 MiB).
+    pub fn part_size(&self) -> u64 {
+        self.inner.part_size
+    }
+
+    pub fn transfer(&self) -> &TransferConfig {
+        &self.inner.transfer
+    }
+
+    /// Requests sent so far by this client and its clones.
+    pub fn counters(&self) -> &Arc<RequestCounters> {
+        &self.inner.counters
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.inner.prefix, key.trim_start_matches('/'))
+    }
+
+    /// Builds an error for `op` on `key` (relative), with a hint fitting its kind.
+    fn error(
+        &self,
+        op: &'static str,
+        key: &str,
+        status: Option<u16>,
+        code: Option<&str>,
+        detail: &str,
+    ) -> BackendError {
+        let i = &self.inner;
+        let kind = classify(status, code);
+        let hint = match (kind, code) {
+            (ErrorKind::Permission, _) => format!(
+                "the server rejected the credentials or denied access to bucket {:?}: check `access-key-id` and `secret-access-key` in the profile and the key's permissions",
+                i.bucket
+            ),
+            (ErrorKind::NotFound, Some("NoSuchBucket")) => format!(
+                "bucket {:?} does not exist at {} (region {}): create it, or fix `bucket`, `endpoint` or `region`",
+                i.bucket, i.base, i.region
+            ),
+            (ErrorKind::NotFound, Some("NoSuchUpload")) => {
+                "the multipart upload is gone (completed, aborted or expired)".to_string()
+            }
+            (ErrorKind::NotFound, _) => format!("no such object in bucket {:?}", i.bucket),
+            (ErrorKind::Frozen, _) => {
+                "the object is in a cold storage class: restore (thaw) it before reading".to_string()
+            }
+            (ErrorKind::Transient, _) if status.is_none() => format!(
+                "cannot reach {} after {} attempts; the site will be retried on the next run",
+                i.base,
+                i.transfer.retries + 1
+            ),
+            (ErrorKind::Transient, _) => format!(
+                "the server kept failing after {} attempts; the site will be retried on the next run",
+                i.transfer.retries + 1
+            ),
+            _ => String::new(),
+        };
+        let mut message = detail.trim().to_string();
+        if !hint.is_empty() {
+            if !message.is_empty() {
+                message.push_str(" — ");
+            }
+            message.push_str(&hint);
+        }
+        BackendError::S3(Box::new(S3Error {
+            backend: i.backend,
+            op,
+            bucket: i.bucket.clone(),
+            key: self.full_key(key),
+            status,
+            code: code.map(str::to_string),
+            message,
+            kind,
+        }))
+    }
+
+    /// Turns a failed reply into an error.
+    fn fail(&self, call_op: &'static str, key: &str, r: &Reply) -> BackendError {
+        let detail = r
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default();
+        self.error(call_op, key, Some(r.status.as_u16()), r.code(), &detail)
+    }
+
+    /// Where a request goes: the URL, the host header, and the encoded path that is signed.
+    fn target(&self, key: Option<&str>) -> (String, String, String) {
+        let i = &self.inner;
+        let host = i.base.host_str().unwrap_or_default();
+        let host = match i.base.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let (host, path) = match (i.virtual_host, key) {
+            (true, Some(k)) => (format!("{}.{host}", i.bucket), format!("/{}", self.full_key(k))),
+            (true, None) => (format!("{}.{host}", i.bucket), "/".to_string()),
+            (false, Some(k)) => (host, format!("/{}/{}", i.bucket, self.full_key(k))),
+            (false, None) => (host, format!("/{}", i.bucket)),
+        };
+        let encoded = sigv4::encode_path(&path);
+        let origin = format!("{}://{host}", i.base.scheme());
+        (format!("{origin}{encoded}"), host, encoded)
+    }
+
+    /// Sends a request, retrying transient failures. Returns the last answer when it is not
+    /// worth retrying (the caller decides what a status means), or an error when the network
+    /// or the server kept failing.
+    async fn execute(&self, call: Call<'_>) -> Result<Reply, BackendError> {
+        let i = &self.inner;
+        let key = call.key.unwrap_or("");
+        let (url, host, encoded_path) = self.target(call.key);
+        let query_string: String = call
+            .query
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    sigv4::encode_query(k)
+                } else {
+                    format!("{}={}", sigv4::encode_query(k), sigv4::encode_query(v))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = if query_string.is_empty() {
+            url
+        } else {
+            format!("{url}?{query_string}")
+        };
+        let payload = call
+            .body_sha256
+            .clone()
+            .unwrap_or_else(|| {
+                if call.body.is_empty() {
+                    sigv4::EMPTY_SHA256.to_string()
+                } else {
+                    sigv4::sha256_hex(&call.body)
+                }
+            });
+        let timeout = Duration::from_secs(i.transfer.timeout_secs.max(1));
+        let mut attempt: u32 = 0;
+        loop {
+            let amz_date = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+            let mut headers = call.headers.clone();
+            headers.push(("host".into(), host.clone()));
+            headers.push(("x-amz-date".into(), amz_date.clone()));
+            headers.push(("x-amz-content-sha256".into(), payload.clone()));
+            if let Some(t) = &i.creds.session_token {
+                headers.push(("x-amz-security-token".into(), t.clone()));
+            }
+            let auth = sigv4::authorization(
+                &i.creds,
+                &sigv4::SigningInput {
+                    method: call.method.as_str(),
+                    encoded_path: &encoded_path,
+                    query: &call.query,
+                    headers: &headers,
+                    payload_sha256: &payload,
+                    amz_date: &amz_date,
+                    region: &i.region,
+                    service: "s3",
+                },
+            );
+            headers.push(("authorization".into(), auth));
+            let mut map = HeaderMap::new();
+            for (k, v) in &headers {
+                let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(v),
+                ) else {
+                    return Err(self.error(
+                        call.op,
+                        key,
+                        None,
+                        None,
+                        &format!("header {k} has a value HTTP cannot carry"),
+                    ));
+                };
+                map.insert(name, value);
+            }
+            let req = i
+                .http
+                .request(call.method.clone(), &url)
+                .headers(map)
+                .body(call.body.clone());
+            i.counters.count(call.kind);
+            if call.op == "UploadPart" {
+                i.counters.upload_part.fetch_add(1, Ordering::Relaxed);
+            }
+            i.counters
+                .bytes_sent
+                .fetch_add(call.body.len() as u64, Ordering::Relaxed);
+            let sent = tokio::time::timeout(timeout, async {
+                let resp = req.send().await?;
+                let status = resp.status();
+                let headers = resp.headers().clone();
+                let body = resp.bytes().await?;
+                Ok::<_, reqwest::Error>((status, headers, body))
+            })
+            .await;
+            let failure = match sent {
+                Err(_) => format!("no complete answer within {}s", timeout.as_secs()),
+                Ok(Err(e)) => format!("request failed: {}", chain(&e)),
+                Ok(Ok((status, headers, body))) => {
+                    let error = if !status.is_success() || xml::is_error_document(&body) {
+                        Some(xml::parse::<xml::ErrorBody>(&body).unwrap_or_default())
+                    } else {
+                        None
+                    };
+                    let reply = Reply {
+                        status,
+                        headers,
+                        body,
+                        error,
+                    };
+                    if reply.ok() || !retryable(status, reply.code()) {
+                        return Ok(reply);
+                    }
+                    if attempt as usize >= i.transfer.retries {
+                        return Err(self.fail(call.op, key, &reply));
+                    }
+                    format!("HTTP {} {}", status.as_u16(), reply.code().unwrap_or(""))
+                }
+            };
+            if attempt as usize >= i.transfer.retries {
+                return Err(self.error(call.op, key, None, None, &failure));
+            }
+            let delay = backoff(attempt);
+            tracing::debug!(
+                op = call.op,
+                bucket = %i.bucket,
+                key,
+                attempt,
+                ?delay,
+                "retrying S3 request: {failure}"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    fn class_and_metadata<'a>(
+        &self,
+        mut call: Call<'a>,
+        metadata: &[(String, String)],
+    ) -> Call<'a> {
+        call = call.header("x-amz-storage-class", self.class.as_str());
+        for (k, v) in metadata {
+            call = call.header(&format!("x-amz-meta-{}", k.to_ascii_lowercase()), v.clone());
+        }
+        call
+    }
+
+    /// Creates the bucket (tests and first-time setup). An existing bucket of ours is fine.
+    pub async fn create_bucket(&self) -> Result<(), BackendError> {
+        let mut call = Call::new("CreateBucket", Method::PUT, None, RequestType::Put);
+        if self.inner.region != "us-east-1" {
+            call = call.body(format!(
+                "<CreateBucketConfiguration><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+                xml::escape(&self.inner.region)
+            ));
+        }
+        let r = self.execute(call).await?;
+        if r.ok() || r.code() == Some("BucketAlreadyOwnedByYou") {
+            Ok(())
+        } else {
+            Err(self.fail("CreateBucket", "", &r))
+        }
+    }
+
+    /// Writes a whole object in one request (small objects: manifests, catalogs).
+    /// Returns its ETag.
+    pub async fn put_object(
+        &self,
+        key: &str,
+        body: impl Into<Bytes>,
+        metadata: &[(String, String)],
+    ) -> Result<String, BackendError> {
+        let body: Bytes = body.into();
+        if let Some(p) = &self.inner.pacer {
+            p.pace(body.len() as u64).await;
+        }
+        let call = Call::new("PutObject", Method::PUT, Some(key), RequestType::Put)
+            .header("content-md5", md5_base64(&body))
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        let call = self.class_and_metadata(call, metadata);
+        let r = self.execute(call).await?;
+        if !r.ok() {
+            return Err(self.fail("PutObject", key, &r));
+        }
+        Ok(r.header("etag").unwrap_or_default().to_string())
+    }
+
+    /// HEAD: size, ETag, storage class, restore state and user metadata.
+    pub async fn head_object(&self, key: &str) -> Result<ObjectInfo, BackendError> {
+        let r = self
+            .execute(Call::new(
+                "HeadObject",
+                Method::HEAD,
+                Some(key),
+                RequestType::Head,
+            ))
+            .await?;
+        if !r.ok() {
+            return Err(self.fail("HeadObject", key, &r));
+        }
+        let metadata = r
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = k.as_str().strip_prefix("x-amz-meta-")?;
+                Some((name.to_string(), v.to_str().ok()?.to_string()))
+            })
+            .collect();
+        Ok(ObjectInfo {
+            size: r
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            etag: r.header("etag").unwrap_or_default().to_string(),
+            last_modified: r.header("last-modified").map(str::to_string),
+            storage_class: r
+                .header("x-amz-storage-class")
+                .unwrap_or("STANDARD")
+                .to_string(),
+            restore: RestoreState::parse(r.header("x-amz-restore")),
+            metadata,
+        })
+    }
+
+    /// Reads an object, or the byte range `start..end` of it.
+    pub async fn get_object(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, BackendError> {
+        let mut call = Call::new("GetObject", Method::GET, Some(key), RequestType::Get);
+        if let Some(r) = range {
+            if r.end <= r.start {
+                return Ok(Bytes::new());
+            }
+            call = call.header("range", format!("bytes={}-{}", r.start, r.end - 1));
+        }
+        let r = self.execute(call).await?;
+        if !r.ok() {
+            return Err(self.fail("GetObject", key, &r));
+        }
+        Ok(r.body)
+    }
+
+    /// Deletes an object. Deleting a missing object succeeds, as in S3.
+    pub async fn delete_object(&self, key: &str) -> Result<(), BackendError> {
+        let r = self
+            .execute(Call::new(
+                "DeleteObject",
+                Method::DELETE,
+                Some(key),
+                RequestType::Delete,
+            ))
+            .await?;
+        if r.ok() || r.code() == Some("NoSuchKey") {
+            Ok(())
+        } else {
+            Err(self.fail("DeleteObject", key, &r))
+        }
+    }
+
+    /// Starts a multipart upload with the client's storage class and the given user
+    /// metadata; returns the upload id.
+    pub async fn create_multipart_upload(
+        &self,
+        key: &str,
+        metadata: &[(String, String)],
+    ) -> Result<String, BackendError> {
+        let call = Call::new(
+            "CreateMultipartUpload",
+            Method::POST,
+            Some(key),
+            RequestType::Post,
+        )
+        .query("uploads", "")
+        .header("content-type", "application/octet-stream");
+        let call = self.class_and_metadata(call, metadata);
+        let r = self.execute(call).await?;
+        if !r.ok() {
+            return Err(self.fail("CreateMultipartUpload", key, &r));
+        }
+        let res: xml::InitiateMultipartUploadResult = xml::parse(&r.body)
+            .map_err(|e| self.error("CreateMultipartUpload", key, None, None, &e))?;
+        Ok(res.upload_id)
+    }
+
+    /// Sends one part; returns its ETag. The server checks `Content-MD5`.
+    pub async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        part: &PartBody,
+    ) -> Result<String, BackendError> {
+        if let Some(p) = &self.inner.pacer {
+            p.pace(part.data.len() as u64).await;
+        }
+        let mut call = Call::new("UploadPart", Method::PUT, Some(key), RequestType::Put)
+            .query("partNumber", number.to_string())
+            .query("uploadId", upload_id)
+            .header("content-md5", part.md5_base64.clone())
+            .body(part.data.clone());
+        call.body_sha256 = Some(part.sha256_hex.clone());
+        let r = self.execute(call).await?;
+        if !r.ok() {
+            return Err(self.fail("UploadPart", key, &r));
+        }
+        match r.header("etag") {
+            Some(e) => Ok(e.to_string()),
+            None => Err(self.error(
+                "UploadPart",
+                key,
+                Some(r.status.as_u16()),
+                None,
+                "the server sent no ETag for the part",
+            )),
+        }
+    }
+
+    /// Lists the parts the server holds for an upload (all pages).
+    pub async fn list_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<Vec<PartInfo>, BackendError> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut call = Call::new("ListParts", Method::GET, Some(key), RequestType::List)
+                .query("uploadId", upload_id);
+            if let Some(m) = &marker {
+                call = call.query("part-number-marker", m.clone());
+            }
+            let r = self.execute(call).await?;
+            if !r.ok() {
+                return Err(self.fail("ListParts", key, &r));
+            }
+            let page: xml::ListPartsResult =
+                xml::parse(&r.body).map_err(|e| self.error("ListParts", key, None, None, &e))?;
+            parts.extend(page.part.into_iter().map(|p| PartInfo {
+                number: p.part_number,
+                etag: p.etag,
+                size: p.size,
+            }));
+            match page.next_part_number_marker {
+                Some(m) if page.is_truncated && Some(&m) != marker.as_ref() => marker = Some(m),
+                _ => break,
+            }
+        }
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
+    }
+
+    /// Completes an upload from its parts' numbers and ETags (in order); returns the
+    /// object's ETag.
+    pub async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<String, BackendError> {
+        let body = xml::complete_body(parts);
+        let call = Call::new(
+            "CompleteMultipartUpload",
+            Method::POST,
+            Some(key),
+            RequestType::Post,
+        )
+        .query("uploadId", upload_id)
+        .header("content-type", "application/xml")
+        .body(body);
+        let r = self.execute(call).await?;
+        if !r.ok() {
+            return Err(self.fail("CompleteMultipartUpload", key, &r));
+        }
+        let res: xml::CompleteMultipartUploadResult = xml::parse(&r.body)
+            .map_err(|e| self.error("CompleteMultipartUpload", key, None, None, &e))?;
+        Ok(res.etag)
+    }
+
+    /// Aborts an upload, freeing its parts. An upload that is already gone is fine.
+    pub async fn abort_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), BackendError> {
+        let call = Call::new(
+            "AbortMultipartUpload",
+            Method::DELETE,
+            Some(key),
+            RequestType::Delete,
+        )
+        .query("uploadId", upload_id);
+        let r = self.execute(call).await?;
+        if r.ok() || r.code() == Some("NoSuchUpload") {
+            Ok(())
+        } else {
+            Err(self.fail("AbortMultipartUpload", key, &r))
+        }
+    }
+
+    /// Lists unfinished multipart uploads whose key starts with `prefix` (relative to the
+    /// client's prefix), all pages.
+    pub async fn list_multipart_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<MultipartUpload>, BackendError> {
+        let full_prefix = self.full_key(prefix);
+        let mut out = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut call = Call::new("ListMultipartUploads", Method::GET, None, RequestType::List)
+                .query("uploads", "");
+            if !full_prefix.is_empty() {
+                call = call.query("prefix", full_prefix.clone());
+            }
+            if let Some((k, u)) = &markers {
+                call = call.query("key-marker", k.clone());
+                if !u.is_empty() {
+                    call = call.query("upload-id-marker", u.clone());
+                }
+            }
+            let r = self.execute(call).await?;
+            if !r.ok() {
+                return Err(self.fail("ListMultipartUploads", prefix, &r));
+            }
+            let page: xml::ListMultipartUploadsResult = xml::parse(&r.body)
+                .map_err(|e| self.error("ListMultipartUploads", prefix, None, None, &e))?;
+            for u in page.upload {
+                // Some servers ignore `prefix`; filter here too.
+                if let Some(rel) = u.key.strip_prefix(&full_prefix) {
+                    let rel_key = format!("{}{}", prefix.trim_start_matches('/'), rel);
+                    out.push(MultipartUpload {
+                        key: rel_key,
+                        upload_id: u.upload_id,
+                        initiated: u.initiated,
+                    });
+                }
+            }
+            let next = (
+                page.next_key_marker.unwrap_or_default(),
+                page.next_upload_id_marker.unwrap_or_default(),
+            );
+            if !page.is_truncated || next.0.is_empty() || Some(&next) == markers.as_ref() {
+                break;
+            }
+            markers = Some(next);
+        }
+        Ok(out)
+    }
+
+    /// Asks S3 to thaw a Glacier or Deep Archive object for `days` days.
+    pub async fn restore_object(
+        &self,
+        key: &str,
+        days: u32,
+        tier: ThawTier,
+    ) -> Result<RestoreOutcome, BackendError> {
+        let tier = match tier {
+            ThawTier::Bulk => "Bulk",
+            ThawTier::Standard => "Standard",
+            ThawTier::Expedited => "Expedited",
+        };
+        let body = xml::restore_body(days.max(1), tier);
+        let call = Call::new("RestoreObject", Method::POST, Some(key), RequestType::Post)
+            .query("restore", "")
+            .header("content-md5", md5_base64(body.as_bytes()))
+            .header("content-type", "application/xml")
+            .body(body);
+        let r = self.execute(call).await?;
+        match r.status.as_u16() {
+            202 if r.ok() => Ok(RestoreOutcome::Accepted),
+            200 if r.ok() => Ok(RestoreOutcome::AlreadyRestored),
+            409 if r.code() == Some("RestoreAlreadyInProgress") => Ok(RestoreOutcome::InProgress),
+            _ => Err(self.fail("RestoreObject", key, &r)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoint: &str) -> S3Config {
+        let toml = format!(
+            "bucket = \"b\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"AKIDEXAMPLE\"\nsecret-access-key = \"topsecretvalue\"\nprefix = \"/lomob/\""
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    #[test]
+    fn parses_restore_header() {
+        assert_eq!(RestoreState::parse(None), RestoreState::None);
+        assert_eq!(
+            RestoreState::parse(Some("ongoing-request=\"true\"")),
+            RestoreState::InProgress
+        );
+        assert_eq!(
+            RestoreState::parse(Some(
+                "ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""
+            )),
+            RestoreState::Restored {
+                expiry: Some("Fri, 21 Dec 2012 00:00:00 GMT".into())
+            }
+        );
+    }
+
+    #[test]
+    fn classifies_s3_errors() {
+        assert_eq!(
+            classify(Some(403), Some("InvalidAccessKeyId")),
+            ErrorKind::Permission
+        );
+        assert_eq!(
+            classify(Some(403), Some("SignatureDoesNotMatch")),
+            ErrorKind::Permission
+        );
+        assert_eq!(
+            classify(Some(403), Some("InvalidObjectState")),
+            ErrorKind::Frozen
+        );
+        assert_eq!(
+            classify(Some(404), Some("NoSuchBucket")),
+            ErrorKind::NotFound
+        );
+        assert_eq!(classify(Some(503), Some("SlowDown")), ErrorKind::Transient);
+        assert_eq!(classify(None, None), ErrorKind::Transient);
+        assert_eq!(classify(Some(400), Some("BadDigest")), ErrorKind::Other);
+    }
+
+    #[test]
+    fn addresses_path_and_virtual_host_style() {
+        let t = TransferConfig::default();
+        let c = S3Client::new(
+            &config("http://127.0.0.1:9000"),
+            "s3",
+            StorageClass::Standard,
+            &t,
+        )
+        .unwrap();
+        let (url, host, path) = c.target(Some("archive/a b.iso"));
+        assert_eq!(url, "http://127.0.0.1:9000/b/lomob/archive/a%20b.iso");
+        assert_eq!(host, "127.0.0.1:9000");
+        assert_eq!(path, "/b/lomob/archive/a%20b.iso");
+        assert_eq!(c.target(None).0, "http://127.0.0.1:9000/b");
+
+        let mut cfg = config("https://s3.example.com");
+        cfg.virtual_host_style = true;
+        let c = S3Client::new(&cfg, "s3", StorageClass::Standard, &t).unwrap();
+        let (url, host, _) = c.target(Some("x"));
+        assert_eq!(url, "https://b.s3.example.com/lomob/x");
+        assert_eq!(host, "b.s3.example.com");
+    }
+
+    #[test]
+    fn debug_and_errors_never_show_the_secret() {
+        let c = S3Client::new(
+            &config("http://127.0.0.1:9000"),
+            "glacier",
+            StorageClass::DeepArchive,
+            &TransferConfig::default(),
+        )
+        .unwrap();
+        let d = format!("{c:?}");
+        assert!(!d.contains("topsecretvalue"), "{d}");
+        assert!(!d.contains("AKIDEXAMPLE"), "{d}");
+        let e = c.error("HeadObject", "k", Some(403), Some("SignatureDoesNotMatch"), "no");
+        let text = e.to_string();
+        assert!(text.contains("s3://b/lomob/k"), "{text}");
+        assert!(!text.contains("topsecretvalue"), "{text}");
+        assert_eq!(e.kind(), ErrorKind::Permission);
+    }
+
+    #[test]
+    fn part_body_digests() {
+        let p = PartBody::new(&b"hello"[..]);
+        assert_eq!(p.md5_hex, "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(p.md5_base64, "XUFAKrxLKna5cZ2REBfFkg==");
+    }
+}
