@@ -4,6 +4,7 @@
 //! module list reads like the architecture: `scan` feeds the `manifest`; `config` describes
 //! the sites whose backends come from the `lomob-backends` crate.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
 pub mod exit;
@@ -12,3 +13,5 @@ pub mod manifest;
 pub mod pack;
 pub mod progress;
 pub mod scan;
+pub mod stage;
+pub mod store;
