@@ -13,5 +13,6 @@ pub mod manifest;
 pub mod pack;
 pub mod progress;
 pub mod scan;
+pub mod site;
 pub mod stage;
 pub mod store;

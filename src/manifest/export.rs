@@ -4,7 +4,8 @@
 //! Format `lomob-manifest` version 1 is JSON Lines (UTF-8, one JSON object per line):
 //! - line 1: `{"header":{"format":"lomob-manifest","version":1,"schema":1,"exported":UNIX}}`
 //! - then, in this order, any number of `{"root":{..}}`, `{"content":{..}}`, `{"file":{..}}`,
-//!   `{"iso":{..}}`, `{"placement":{..}}` and `{"run":{..}}` lines (field by field the records of [`super::records`]; hashes are
+//!   `{"iso":{..}}`, `{"placement":{..}}`, `{"staged":{..}}`, `{"archived":{..}}` and
+//!   `{"run":{..}}` lines (field by field the records of [`super::records`]; hashes are
 //!   lowercase hex; a path is a JSON string when it is valid UTF-8, else `{"b64":"..."}`
 //!   holding its raw bytes in standard base64);
 //! - last line: `{"end":{"records":N}}`, N counting the lines between header and end, so a
@@ -21,8 +22,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::records::{
-    ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload, PlacementRecord, RootRecord,
-    RunRecord, Version,
+    ArchivedRecord, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload, PlacementRecord,
+    RootRecord, RunRecord, StagedRecord, Version,
 };
 use super::{Manifest, ManifestBatch, ManifestError, Result, SCHEMA_VERSION};
 
@@ -107,6 +108,20 @@ enum Line {
         offset: u64,
         path: PortablePath,
     },
+    Staged {
+        site: String,
+        content: String,
+        key: String,
+        size: u64,
+        etag: Option<String>,
+        at: i64,
+    },
+    Archived {
+        site: String,
+        content: String,
+        iso: u32,
+        at: i64,
+    },
     Run {
         id: u64,
         command: String,
@@ -155,12 +170,21 @@ pub struct Counts {
     pub files: u64,
     pub isos: u64,
     pub placements: u64,
+    pub staged: u64,
+    pub archived: u64,
     pub runs: u64,
 }
 
 impl Counts {
     fn total(&self) -> u64 {
-        self.roots + self.contents + self.files + self.isos + self.placements + self.runs
+        self.roots
+            + self.contents
+            + self.files
+            + self.isos
+            + self.placements
+            + self.staged
+            + self.archived
+            + self.runs
     }
 }
 
@@ -279,6 +303,32 @@ pub fn write_to(m: &Manifest, out: &mut dyn Write, exported: i64) -> Result<Coun
             out,
         )?;
         c.placements += 1;
+    }
+    for (site, content, r) in m.staged(None)? {
+        put(
+            &Line::Staged {
+                site,
+                content: hex::encode(content),
+                key: r.key,
+                size: r.size,
+                etag: r.etag,
+                at: r.at,
+            },
+            out,
+        )?;
+        c.staged += 1;
+    }
+    for (site, content, r) in m.archived(None)? {
+        put(
+            &Line::Archived {
+                site,
+                content: hex::encode(content),
+                iso: r.iso,
+                at: r.at,
+            },
+            out,
+        )?;
+        c.archived += 1;
     }
     // Oldest first in the file, so the order is stable.
     let mut runs: Vec<_> = m.runs().collect::<Result<_>>()?;
@@ -507,6 +557,37 @@ pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
                     },
                 );
                 c.placements += 1;
+            }
+            Line::Staged {
+                site,
+                content,
+                key,
+                size,
+                etag,
+                at,
+            } => {
+                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
+                batch.put_staged(
+                    &site,
+                    &content,
+                    &StagedRecord {
+                        key,
+                        size,
+                        etag,
+                        at,
+                    },
+                );
+                c.staged += 1;
+            }
+            Line::Archived {
+                site,
+                content,
+                iso,
+                at,
+            } => {
+                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
+                batch.put_archived(&site, &content, &ArchivedRecord { iso, at });
+                c.archived += 1;
             }
             Line::Run {
                 id,

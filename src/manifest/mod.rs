@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
 pub use records::{
-    ContentId, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload, PlacementRecord,
-    RootRecord, RunRecord, Version,
+    ArchivedRecord, ContentId, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload,
+    PlacementRecord, RootRecord, RunRecord, StagedRecord, Version,
 };
 
 use lock::DbLock;
-use records::{decode, encode, file_key, placement_key, split_file_key};
+use records::{decode, encode, file_key, placement_key, site_key, split_file_key};
 
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -47,6 +47,9 @@ pub struct Manifest {
     runs: sled::Tree,
     isos: sled::Tree,
     placements: sled::Tree,
+    uploads: sled::Tree,
+    staged: sled::Tree,
+    archived: sled::Tree,
     _lock: DbLock,
 }
 
@@ -56,6 +59,8 @@ pub struct ManifestBatch {
     files: sled::Batch,
     contents: sled::Batch,
     placements: sled::Batch,
+    staged: sled::Batch,
+    archived: sled::Batch,
     len: usize,
 }
 
@@ -73,6 +78,21 @@ impl ManifestBatch {
     pub fn put_placement(&mut self, content: &ContentId, iso: u32, rec: &PlacementRecord) {
         self.placements
             .insert(placement_key(content, iso), encode(rec));
+        self.len += 1;
+    }
+
+    pub fn put_staged(&mut self, site: &str, content: &ContentId, rec: &StagedRecord) {
+        self.staged.insert(site_key(site, content), encode(rec));
+        self.len += 1;
+    }
+
+    pub fn remove_staged(&mut self, site: &str, content: &ContentId) {
+        self.staged.remove(site_key(site, content));
+        self.len += 1;
+    }
+
+    pub fn put_archived(&mut self, site: &str, content: &ContentId, rec: &ArchivedRecord) {
+        self.archived.insert(site_key(site, content), encode(rec));
         self.len += 1;
     }
 
@@ -121,6 +141,9 @@ impl Manifest {
             runs: db.open_tree("runs")?,
             isos: db.open_tree("isos")?,
             placements: db.open_tree("placements")?,
+            uploads: db.open_tree("uploads")?,
+            staged: db.open_tree("staged")?,
+            archived: db.open_tree("archived")?,
             db,
             _lock: lock,
         };
@@ -260,7 +283,49 @@ impl Manifest {
         self.contents.apply_batch(batch.contents)?;
         self.files.apply_batch(batch.files)?;
         self.placements.apply_batch(batch.placements)?;
+        // Archived before unstaged: a content is never left recorded nowhere.
+        self.archived.apply_batch(batch.archived)?;
+        self.staged.apply_batch(batch.staged)?;
         Ok(())
+    }
+
+    fn per_site<T: serde::de::DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &str,
+        site: Option<&str>,
+    ) -> Result<Vec<(String, ContentId, T)>> {
+        let prefix = site.map(|s| {
+            let mut p = s.as_bytes().to_vec();
+            p.push(0);
+            p
+        });
+        let iter = match &prefix {
+            Some(p) => tree.scan_prefix(p),
+            None => tree.iter(),
+        };
+        iter.map(|kv| {
+            let (k, v) = kv?;
+            let bad = || corrupt(name, "malformed key");
+            let nul = k.iter().position(|&b| b == 0).ok_or_else(bad)?;
+            let site = String::from_utf8(k[..nul].to_vec()).map_err(|_| bad())?;
+            let content: ContentId = k[nul + 1..].try_into().map_err(|_| bad())?;
+            let rec = decode(&v).map_err(|e| corrupt(name, e))?;
+            Ok((site, content, rec))
+        })
+        .collect()
+    }
+
+    /// Contents staged on `site` (or on every site when `None`).
+    pub fn staged(&self, site: Option<&str>) -> Result<Vec<(String, ContentId, StagedRecord)>> {
+        Self::per_site(&self.staged, "staged", site)
+    }
+
+    /// Contents archived on `site` (or on every site when `None`).
+    pub fn archived(
+        &self,
+        site: Option<&str>,
+    ) -> Result<Vec<(String, ContentId, ArchivedRecord)>> {
+        Self::per_site(&self.archived, "archived", site)
     }
 
     /// Every image, by id.
@@ -351,6 +416,15 @@ impl Manifest {
         })
     }
 
+    /// Where one site's resumable archive uploads remember their parts.
+    pub fn upload_journal(&self, site: &str) -> UploadJournalTree {
+        UploadJournalTree {
+            tree: self.uploads.clone(),
+            db: self.db.clone(),
+            prefix: format!("{site}\0").into_bytes(),
+        }
+    }
+
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
@@ -399,6 +473,68 @@ impl Manifest {
     fn raw_insert_run(&self, id: u64, rec: &RunRecord) -> Result<()> {
         self.runs.insert(id.to_be_bytes(), encode(rec))?;
         self.raise_counter(NEXT_RUN_KEY, id)
+    }
+}
+
+/// The upload journal of one site, kept in the manifest so that a run killed mid-upload
+/// continues where it stopped. Every save is flushed before it returns.
+pub struct UploadJournalTree {
+    tree: sled::Tree,
+    db: sled::Db,
+    prefix: Vec<u8>,
+}
+
+impl UploadJournalTree {
+    fn key(&self, key: &str) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+}
+
+fn journal_err(e: impl std::fmt::Display) -> lomob_backends::BackendError {
+    lomob_backends::BackendError::Journal(format!("manifest: {e}"))
+}
+
+impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
+    fn load(
+        &self,
+        key: &str,
+    ) -> std::result::Result<Option<lomob_backends::s3::upload::UploadState>, lomob_backends::BackendError>
+    {
+        match self.tree.get(self.key(key)).map_err(journal_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(journal_err),
+        }
+    }
+
+    fn save(
+        &self,
+        state: &lomob_backends::s3::upload::UploadState,
+    ) -> std::result::Result<(), lomob_backends::BackendError> {
+        let v = serde_json::to_vec(state).map_err(journal_err)?;
+        self.tree.insert(self.key(&state.key), v).map_err(journal_err)?;
+        self.db.flush().map_err(journal_err)?;
+        Ok(())
+    }
+
+    fn clear(&self, key: &str) -> std::result::Result<(), lomob_backends::BackendError> {
+        self.tree.remove(self.key(key)).map_err(journal_err)?;
+        self.db.flush().map_err(journal_err)?;
+        Ok(())
+    }
+
+    fn list(
+        &self,
+    ) -> std::result::Result<Vec<lomob_backends::s3::upload::UploadState>, lomob_backends::BackendError>
+    {
+        self.tree
+            .scan_prefix(&self.prefix)
+            .map(|kv| {
+                let (_, v) = kv.map_err(journal_err)?;
+                serde_json::from_slice(&v).map_err(journal_err)
+            })
+            .collect()
     }
 }
 

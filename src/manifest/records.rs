@@ -197,3 +197,31 @@ pub fn placement_key(content: &ContentId, iso: u32) -> Vec<u8> {
     k.extend_from_slice(&iso.to_be_bytes());
     k
 }
+
+/// A content's copy on a site's stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedRecord {
+    /// Object key on the stage.
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// Unix seconds it was verified there.
+    pub at: i64,
+}
+
+/// A content safe in one of a site's archived images.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedRecord {
+    pub iso: u32,
+    /// Unix seconds the image was verified on the archive.
+    pub at: i64,
+}
+
+/// Key of a per-site record: the site name, a NUL, then the content id.
+pub fn site_key(site: &str, content: &ContentId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(site.len() + 17);
+    k.extend_from_slice(site.as_bytes());
+    k.push(0);
+    k.extend_from_slice(content);
+    k
+}

@@ -6,6 +6,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use md5::{Digest as _, Md5};
+use sha2::Sha256;
 use opendal::Operator;
 use tokio::io::AsyncReadExt;
 
@@ -75,6 +76,7 @@ impl Stage for OpendalStage {
         }
         let mut w = w.await.map_err(|e| self.err("put", key, e))?;
         let mut md5 = Md5::new();
+        let mut sha = Sha256::new();
         let mut sent = 0u64;
         let mut buf = vec![0u8; READ_BUF];
         loop {
@@ -83,6 +85,7 @@ impl Stage for OpendalStage {
                 break;
             }
             md5.update(&buf[..n]);
+            sha.update(&buf[..n]);
             sent += n as u64;
             if let Err(e) = w.write(buf[..n].to_vec()).await {
                 let _ = w.abort().await;
@@ -97,6 +100,20 @@ impl Stage for OpendalStage {
                 key,
                 format!(
                     "{} is {sent} bytes now but {size} when scanned: it changed; the next scan records it",
+                    path.display()
+                ),
+            ));
+        }
+        if <[u8; 32]>::from(sha.finalize()) != *sha256 {
+            // Abort before close: the object never appears with bytes the manifest does not
+            // describe.
+            let _ = w.abort().await;
+            return Err(StoreError::check(
+                &self.info,
+                "put",
+                key,
+                format!(
+                    "{} changed since it was scanned (its content differs); the next scan records it",
                     path.display()
                 ),
             ));
