@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod exit;
 pub mod iso;
 pub mod manifest;
@@ -16,3 +17,4 @@ pub mod scan;
 pub mod site;
 pub mod stage;
 pub mod store;
+pub mod sync;

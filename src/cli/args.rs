@@ -63,6 +63,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daily job: scan the library, then sync every site
+    Backup(BackupArgs),
+    /// Stage new files on a site, pack and archive images when enough is staged
+    Sync(SyncArgs),
     /// Walk the library and record new, changed and deleted files in the manifest
     Scan(ScanArgs),
     /// List what the manifest holds
@@ -121,6 +125,31 @@ pub enum IsoCommand {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub scan: ScanArgs,
+    /// Pack everything staged into images now, whatever each site's threshold
+    #[arg(long)]
+    pub pack_now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The site to sync
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub site: Option<String>,
+    /// Every configured site, a few at a time; one failing does not stop the others
+    #[arg(long)]
+    pub all: bool,
+    /// Pack everything staged into images now, whatever the site's threshold
+    #[arg(long)]
+    pub pack_now: bool,
+    /// Show what would be uploaded, the requests it would take and their cost; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

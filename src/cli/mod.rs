@@ -11,6 +11,7 @@ mod output;
 mod scan_cmd;
 mod site;
 mod status;
+mod sync_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         config,
     };
     match cli.command {
+        Command::Backup(a) => sync_cmd::backup(&ctx, a),
+        Command::Sync(a) => sync_cmd::run(&ctx, a),
         Command::Scan(a) => scan_cmd::run(&ctx, a),
         Command::List(l) => list::run(&ctx, l),
         Command::Status => status::run(&ctx),

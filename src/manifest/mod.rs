@@ -321,10 +321,7 @@ impl Manifest {
     }
 
     /// Contents archived on `site` (or on every site when `None`).
-    pub fn archived(
-        &self,
-        site: Option<&str>,
-    ) -> Result<Vec<(String, ContentId, ArchivedRecord)>> {
+    pub fn archived(&self, site: Option<&str>) -> Result<Vec<(String, ContentId, ArchivedRecord)>> {
         Self::per_site(&self.archived, "archived", site)
     }
 
@@ -500,8 +497,10 @@ impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
     fn load(
         &self,
         key: &str,
-    ) -> std::result::Result<Option<lomob_backends::s3::upload::UploadState>, lomob_backends::BackendError>
-    {
+    ) -> std::result::Result<
+        Option<lomob_backends::s3::upload::UploadState>,
+        lomob_backends::BackendError,
+    > {
         match self.tree.get(self.key(key)).map_err(journal_err)? {
             None => Ok(None),
             Some(v) => serde_json::from_slice(&v).map(Some).map_err(journal_err),
@@ -513,7 +512,9 @@ impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
         state: &lomob_backends::s3::upload::UploadState,
     ) -> std::result::Result<(), lomob_backends::BackendError> {
         let v = serde_json::to_vec(state).map_err(journal_err)?;
-        self.tree.insert(self.key(&state.key), v).map_err(journal_err)?;
+        self.tree
+            .insert(self.key(&state.key), v)
+            .map_err(journal_err)?;
         self.db.flush().map_err(journal_err)?;
         Ok(())
     }
@@ -526,8 +527,10 @@ impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
 
     fn list(
         &self,
-    ) -> std::result::Result<Vec<lomob_backends::s3::upload::UploadState>, lomob_backends::BackendError>
-    {
+    ) -> std::result::Result<
+        Vec<lomob_backends::s3::upload::UploadState>,
+        lomob_backends::BackendError,
+    > {
         self.tree
             .scan_prefix(&self.prefix)
             .map(|kv| {

@@ -71,7 +71,10 @@ impl Site {
             .operator(t)
             .map_err(|e| op_err(&stage_info, e))?;
         let stage_requests = Arc::new(RequestCounter::default());
-        let stage = Counting::new(OpendalStage::new(stage_op, stage_info), stage_requests.clone());
+        let stage = Counting::new(
+            OpendalStage::new(stage_op, stage_info),
+            stage_requests.clone(),
+        );
         let archive_op = config
             .archive
             .operator(t)
@@ -90,7 +93,10 @@ impl Site {
                 )
             }
             _ => (
-                Box::new(MinStorageGuard::new(OpendalArchive::new(archive_op, archive_info))),
+                Box::new(MinStorageGuard::new(OpendalArchive::new(
+                    archive_op,
+                    archive_info,
+                ))),
                 None,
             ),
         };

@@ -6,8 +6,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use md5::{Digest as _, Md5};
-use sha2::Sha256;
 use opendal::Operator;
+use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 
 use super::Stage;
