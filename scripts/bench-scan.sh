@@ -209,7 +209,7 @@ done
     die "lomob hashed $(jq -r .files_hashed "$TMP/small.report.json") small files, expected $SMALL_FILES"
 SMALL_FIRST_T=$(cut -f1 "$TMP/small-first.tsv" | median_of)
 SMALL_FIRST_RSS=$(cut -f2 "$TMP/small-first.tsv" | median_of)
-SMALL_FIRST_RSS_ALL=$(cut -f2 "$TMP/small-first.tsv" | tr '\n' ' ')
+SMALL_FIRST_RSS_ALL=$(cut -f2 "$TMP/small-first.tsv" | paste -sd, -)
 DB_SIZE=$(du -sh "$TMP/db-small" | cut -f1)
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ for _ in $(seq "$RUNS"); do
     awk -F': ' '/Maximum resident/ {print $2}' "$TMP/time.txt" >> "$TMP/rescan-rss.txt"
 done
 RESCAN_RSS=$(median_of < "$TMP/rescan-rss.txt")
-RESCAN_RSS_ALL=$(tr '\n' ' ' < "$TMP/rescan-rss.txt")
+RESCAN_RSS_ALL=$(paste -sd, - < "$TMP/rescan-rss.txt")
 if [[ $RESTIC == 1 ]]; then
     export RESTIC_PASSWORD=lomob-bench RESTIC_REPOSITORY=$TMP/restic RESTIC_CACHE_DIR=$TMP/restic-cache
     restic init --quiet > /dev/null
@@ -256,12 +256,12 @@ MAX_RSS=$(( SMALL_FIRST_RSS > RESCAN_RSS ? SMALL_FIRST_RSS : RESCAN_RSS ))
 {
 echo "| measurement | lomob | reference | ratio | target |"
 echo "| --- | --- | --- | --- | --- |"
-echo "| 1. first scan of (b), warm: throughput (median s, min–max) | $L_W_MB MB/s ($(fmt "$L_W") s, $(spread media-lomob-warm)) | openssl sha256 ×2: $O_W_MB MB/s ($(fmt "$O_W") s, $(spread media-openssl-warm)) | lomob = $R_W× openssl | ≥ 0.9×: $(yes_no "$(awk -v r="$R_W" 'BEGIN{print r>=0.9}')") |"
+echo "| 1. first scan of (b), warm: throughput (median s, min–max) | $L_W_MB MB/s ($(fmt "$L_W") s, $(spread media-lomob-warm)) | openssl sha256 ×2: $O_W_MB MB/s ($(fmt "$O_W") s, $(spread media-openssl-warm)) | lomob = $R_W× openssl | ≥ 0.9×: $(yes_no "$(awk -v r="$R_W" 'BEGIN{print (r>=0.9)}')") |"
 if [[ $COLD == 1 ]]; then
     L_C=$(med media-lomob-cold); O_C=$(med media-openssl-cold); R_C=$(ratio "$O_C" "$L_C")
     echo "| 1. first scan of (b), cold (caches dropped) | $(mbps "$MEDIA_BYTES" "$L_C") MB/s ($(fmt "$L_C") s, $(spread media-lomob-cold)) | openssl sha256 ×2: $(mbps "$MEDIA_BYTES" "$O_C") MB/s ($(fmt "$O_C") s, $(spread media-openssl-cold)) | lomob = $R_C× openssl | (info) |"
 fi
-echo "| 2. no-change rescan of (a), warm (median s, min–max) | $(fmt "$RS_L") s ($(spread rescan-lomob)) | find -printf: $(fmt "$RS_F") s ($(spread rescan-find)) | lomob = $RS_R× find | ≤ 2×: $(yes_no "$(awk -v r="$RS_R" 'BEGIN{print r<=2}')") |"
+echo "| 2. no-change rescan of (a), warm (median s, min–max) | $(fmt "$RS_L") s ($(spread rescan-lomob)) | find -printf: $(fmt "$RS_F") s ($(spread rescan-find)) | lomob = $RS_R× find | ≤ 2×: $(yes_no "$(awk -v r="$RS_R" 'BEGIN{print (r<=2)}')") |"
 if [[ $RESTIC == 1 ]]; then
     RS_X=$(med rescan-restic)
     echo "| 2. no-change rescan of (a) vs restic | $(fmt "$RS_L") s | restic backup (no change): $(fmt "$RS_X") s ($(spread rescan-restic)) | lomob = $(ratio "$RS_L" "$RS_X")× restic | (info) |"
