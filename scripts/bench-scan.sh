@@ -145,8 +145,8 @@ gen() { # gen KIND DIR STAMP
 gen small "$SMALL" "small files=$SMALL_FILES dirs=$SMALL_DIRS v1"
 gen media "$MEDIA" "media photos=$PHOTOS videos=$VIDEOS v1"
 
-SMALL_BYTES=$(find "$SMALL" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
-MEDIA_BYTES=$(find "$MEDIA" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+SMALL_BYTES=$(find "$SMALL" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
+MEDIA_BYTES=$(find "$MEDIA" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
 MEDIA_COUNT=$(find "$MEDIA" -type f | wc -l)
 find "$MEDIA" -type f -print0 | sort -z > "$TMP/media.list"
 
