@@ -349,4 +349,19 @@ archive = {{ kind = "glacier", bucket = "{archive_b}", endpoint = "{endpoint}", 
     let writes =
         r[0]["requests"]["put"].as_u64().unwrap() + r[0]["requests"]["post"].as_u64().unwrap();
     assert!(writes <= 13, "{r}");
+
+    // Cost: one cold object instead of six, and its price beside one object per file.
+    let c = env.json(&["--config", &cfg, "cost", "--site", "cloud"], 0);
+    assert_eq!(c[0]["archive_objects"], 1, "{c}");
+    assert_eq!(c[0]["per_file_objects"], 6, "{c}");
+    assert!(c[0]["per_file_put_cost"].as_f64().unwrap() > 0.0, "{c}");
+    assert!(
+        c[0]["storage_per_month"].as_f64().unwrap()
+            < c[0]["per_file_storage_per_month"].as_f64().unwrap(),
+        "{c}"
+    );
+    let s = env.json(&["--config", &cfg, "status"], 0);
+    assert_eq!(s["sites"][0]["archived"]["files"], 6, "{s}");
+    assert_eq!(s["sites"][0]["staged"]["files"], 0, "{s}");
+    assert_eq!(s["sites"][0]["not_yet_safe"]["files"], 0, "{s}");
 }

@@ -72,8 +72,14 @@ pub enum Command {
     /// List what the manifest holds
     #[command(subcommand)]
     List(ListCommand),
-    /// Totals of files and bytes by state, and the last scan
+    /// Totals of files and bytes by state, per site, and the last runs
     Status,
+    /// Monthly storage and request cost per site, beside one object per file
+    Cost {
+        /// Only this site
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
+    },
     /// Export or import the manifest in its portable format
     #[command(subcommand)]
     Manifest(ManifestCommand),
