@@ -231,6 +231,13 @@ pub enum ManifestCommand {
 pub enum SiteCommand {
     /// Each site: its stage and archive backends, capabilities and settings (secrets hidden)
     List,
+    /// Probe a site's stage and archive: write, stat, list, read back and delete a small
+    /// object (on a cold archive: list, an aborted multipart upload, and a HEAD of the
+    /// newest image; nothing is stored that could not be deleted for free)
+    Test {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 /// Accepts 0-6 as the original tool did, or a level name.

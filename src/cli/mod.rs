@@ -11,6 +11,7 @@ mod manifest_cmd;
 mod output;
 mod scan_cmd;
 mod site;
+mod site_test;
 mod status;
 mod sync_cmd;
 
