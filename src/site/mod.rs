@@ -116,7 +116,7 @@ impl Site {
         if let Some(client) = &self.archive_client {
             let a = client.counters().snapshot();
             c.add(&RequestCounts {
-                put: a.put + a.upload_part,
+                put: a.put,
                 get: a.get,
                 head: a.head,
                 list: a.list,

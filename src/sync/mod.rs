@@ -319,7 +319,9 @@ async fn archive_all(
         });
     }
     let mut taken: Vec<String> = m.isos()?.into_iter().map(|i| i.name).collect();
-    let created = manifest::now();
+    // The image must come out byte-identical when a killed run is resumed, so nothing in it
+    // may depend on the clock: its creation time is its newest file's.
+    let created_of = |g: &[Candidate]| g.iter().map(|c| c.mtime).max().unwrap_or(0);
     loop {
         let remaining: u64 = rest.iter().map(|c| c.size).sum();
         if rest.is_empty() || (!opts.pack_now && remaining < iso_size && !r.images.is_empty()) {
@@ -332,7 +334,7 @@ async fn archive_all(
         };
         let vol = |g: &[Candidate]| VolumeInfo {
             volume_id: name_for(g, &taken).trim_end_matches(".iso").to_string(),
-            created,
+            created: created_of(g),
         };
         let Some((mut group, mut plan)) = pack::next_image(&mut rest, iso_size, &vol)? else {
             break;
@@ -402,7 +404,7 @@ async fn archive_all(
             sha256: sha,
             files: group.len() as u64,
             data_bytes: group.iter().map(|c| c.size).sum(),
-            created,
+            created: manifest::now(),
             status: IsoStatus::Uploaded,
             local_path: None,
             uploads: vec![IsoUpload {

@@ -44,7 +44,12 @@ impl Env {
 
     /// `lomob` with a clean environment rooted in this test's folder.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("lomob").unwrap();
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The same as a plain `std::process::Command`, for tests that spawn and kill.
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("lomob"));
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("LOMOB_") {
                 c.env_remove(k);
