@@ -365,3 +365,67 @@ archive = {{ kind = "glacier", bucket = "{archive_b}", endpoint = "{endpoint}", 
     assert_eq!(s["sites"][0]["staged"]["files"], 0, "{s}");
     assert_eq!(s["sites"][0]["not_yet_safe"]["files"], 0, "{s}");
 }
+
+#[test]
+fn parents_site_sftp_stage_and_local_archive() {
+    let (Some(host), Some(port), Some(user), Some(key), Some(home)) = (
+        service_var("LOMOB_TEST_SFTP_HOST"),
+        service_var("LOMOB_TEST_SFTP_PORT"),
+        service_var("LOMOB_TEST_SFTP_USER"),
+        service_var("LOMOB_TEST_SFTP_KEY"),
+        service_var("LOMOB_TEST_SFTP_ROOT"),
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    library(&env, 5, 100_000);
+    let root = env.path().display().to_string();
+    let sub = env
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let remote = format!("{home}/{sub}");
+    let cfg = config(
+        &env,
+        &format!(
+            r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.parents]
+stage = {{ kind = "sftp", host = "{host}:{port}", user = "{user}", key = "{key}", root = "{remote}", known-hosts = "accept" }}
+archive = {{ kind = "fs", root = "{root}/usb-disk" }}
+"#
+        ),
+    );
+    let r = env.json(&["--config", &cfg, "backup"], 0);
+    assert_eq!(r[0]["staged_files"], 5, "{r}");
+    // The sftp server is this machine: its files are visible on disk.
+    let on_server = files_under(std::path::Path::new(&remote));
+    assert_eq!(
+        on_server.iter().filter(|f| f.starts_with("stage/")).count(),
+        5,
+        "{on_server:?}"
+    );
+    assert!(on_server.iter().any(|f| f.starts_with("meta/manifest-")));
+    let r = env.json(
+        &["--config", &cfg, "sync", "--site", "parents", "--pack-now"],
+        0,
+    );
+    assert_eq!(r[0]["archived_files"], 5, "{r}");
+    let on_server = files_under(std::path::Path::new(&remote));
+    assert!(
+        on_server.iter().all(|f| !f.starts_with("stage/")),
+        "{on_server:?}"
+    );
+    assert_eq!(
+        files_under(&env.path().join("usb-disk/archive"))
+            .iter()
+            .filter(|f| f.ends_with(".iso"))
+            .count(),
+        1
+    );
+    let _ = std::fs::remove_dir_all(&remote);
+}

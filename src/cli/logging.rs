@@ -37,17 +37,15 @@ impl<'a> MakeWriter<'a> for Stderr {
 
 pub fn init(level: tracing::Level) {
     use std::io::IsTerminal;
-    // OpenDAL and sled log a lot at debug; keep them one level quieter than ours.
+    // Our own crates log at the chosen level; dependencies (OpenDAL, sled, the SSH client)
+    // only warnings, unless tracing is asked for, when OpenDAL's requests show too.
+    let others = if level >= tracing::Level::TRACE {
+        "info,opendal=debug"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(level.into())
-        .parse_lossy(format!(
-            "{level},opendal=warn,sled=warn{}",
-            if level >= tracing::Level::TRACE {
-                ",opendal=debug"
-            } else {
-                ""
-            }
-        ));
+        .parse_lossy(format!("{others},lomob={level},lomob_backends={level}"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Stderr)

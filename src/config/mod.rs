@@ -231,8 +231,13 @@ pub fn load(files: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
     for s in &sources {
         fig = fig.merge(Toml::file_exact(s));
     }
+    // Only `LOMOB_LIBRARY__*` and `LOMOB_SITES__*` configure the profile; other LOMOB_
+    // variables (the CLI's own, test harness settings) are not configuration keys.
     let env = Env::prefixed("LOMOB_")
-        .filter(|k| !CLI_ENV.contains(&k.as_str()))
+        .filter(|k| {
+            let k = k.as_str();
+            !CLI_ENV.contains(&k) && (k.starts_with("library__") || k.starts_with("sites__"))
+        })
         .map(|k| k.as_str().replace("__", ".").replace('_', "-").into());
     fig = fig.merge(env);
     let config: Config = fig
