@@ -5,21 +5,7 @@
 
 mod support;
 
-use support::{service_var, set_mtime, Env};
-
-fn bucket(endpoint: &str, key: &str, secret: &str, name: &str) {
-    use lomob_backends::glacier::StorageClass;
-    use lomob_backends::s3::{S3Client, S3Config};
-    let c: S3Config = toml::from_str(&format!(
-        "bucket = \"{name}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"{key}\"\nsecret-access-key = \"{secret}\""
-    ))
-    .unwrap();
-    let c = S3Client::new(&c, "s3", StorageClass::Standard, &Default::default()).unwrap();
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(c.create_bucket())
-        .unwrap();
-}
+use support::{make_bucket as bucket, service_var, set_mtime, unique, Env};
 
 /// The backend section for `kind` with a fresh location, or None when its server is absent.
 fn backend(env: &Env, kind: &str, role: &str) -> Option<String> {

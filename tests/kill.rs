@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{files_under, service_var, set_mtime, Env};
+use support::{files_under, s3_client, service_var, set_mtime, unique, Env};
 
 fn library(env: &Env, n: usize, size: usize) {
     for i in 0..n {
@@ -101,30 +101,14 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
     let env = Env::new();
     library(&env, 40, 1_000_000); // a 40 MB image in 5 MiB parts
     let root = env.path().display().to_string();
-    let bucket = format!(
-        "kill-{}",
-        env.path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_lowercase()
-            .replace(['.', '_'], "-")
+    let bucket = format!("kill-{}", unique(&env));
+    let client = s3_client(
+        &ep,
+        "k",
+        "s",
+        &bucket,
+        lomob_backends::glacier::StorageClass::DeepArchive,
     );
-    let client = {
-        use lomob_backends::glacier::StorageClass;
-        use lomob_backends::s3::{S3Client, S3Config};
-        let c: S3Config = toml::from_str(&format!(
-            "bucket = \"{bucket}\"\nendpoint = \"{ep}\"\naccess-key-id = \"k\"\nsecret-access-key = \"s\""
-        ))
-        .unwrap();
-        S3Client::new(
-            &c,
-            "glacier",
-            StorageClass::DeepArchive,
-            &Default::default(),
-        )
-        .unwrap()
-    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(client.create_bucket()).unwrap();
     let cfg = env.path().join("config.toml");

@@ -4,35 +4,12 @@
 
 mod support;
 
-use support::{assert_code, service_var, stdout, Env};
+use support::{assert_code, make_bucket as bucket, service_var, stdout, unique, Env};
 
 fn cfg(env: &Env, text: &str) -> String {
     let p = env.path().join("config.toml");
     std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_string()
-}
-
-fn bucket(endpoint: &str, key: &str, secret: &str, name: &str) {
-    use lomob_backends::glacier::StorageClass;
-    use lomob_backends::s3::{S3Client, S3Config};
-    let c: S3Config = toml::from_str(&format!(
-        "bucket = \"{name}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"{key}\"\nsecret-access-key = \"{secret}\""
-    ))
-    .unwrap();
-    let c = S3Client::new(&c, "s3", StorageClass::Standard, &Default::default()).unwrap();
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(c.create_bucket())
-        .unwrap();
-}
-
-fn unique(env: &Env) -> String {
-    env.path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .to_lowercase()
-        .replace(['.', '_'], "-")
 }
 
 #[test]

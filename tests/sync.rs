@@ -4,7 +4,9 @@
 
 mod support;
 
-use support::{assert_code, files_under, service_var, set_mtime, stderr, Env};
+use support::{
+    assert_code, files_under, make_bucket, s3_client, service_var, set_mtime, stderr, unique, Env,
+};
 
 fn library(env: &Env, n: usize, size: usize) {
     for i in 0..n {
@@ -249,31 +251,24 @@ fn dry_run_reports_and_changes_nothing() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("REQUEST COST"));
 }
 
-/// Creates buckets on the S3 server with the engine's own client.
 fn make_buckets(endpoint: &str, buckets: &[&str]) {
-    use lomob_backends::glacier::StorageClass;
-    use lomob_backends::s3::{S3Client, S3Config};
-    let rt = tokio::runtime::Runtime::new().unwrap();
     for b in buckets {
-        let cfg: S3Config = toml::from_str(&format!(
-            "bucket = \"{b}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"k\"\nsecret-access-key = \"s\""
-        ))
-        .unwrap();
-        let c = S3Client::new(&cfg, "s3", StorageClass::Standard, &Default::default()).unwrap();
-        rt.block_on(c.create_bucket()).unwrap();
+        make_bucket(endpoint, "k", "s", b);
     }
 }
 
 fn head(endpoint: &str, bucket: &str, key: &str) -> Option<lomob_backends::s3::client::ObjectInfo> {
-    use lomob_backends::glacier::StorageClass;
-    use lomob_backends::s3::{S3Client, S3Config};
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let cfg: S3Config = toml::from_str(&format!(
-        "bucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"k\"\nsecret-access-key = \"s\""
-    ))
-    .unwrap();
-    let c = S3Client::new(&cfg, "s3", StorageClass::Standard, &Default::default()).unwrap();
-    rt.block_on(c.head_object(key)).ok()
+    let c = s3_client(
+        endpoint,
+        "k",
+        "s",
+        bucket,
+        lomob_backends::glacier::StorageClass::Standard,
+    );
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(c.head_object(key))
+        .ok()
 }
 
 #[test]
@@ -283,16 +278,7 @@ fn s3_stage_and_deep_archive_on_moto() {
     };
     let env = Env::new();
     library(&env, 6, 300_000);
-    let tag = format!(
-        "{}-{}",
-        std::process::id(),
-        env.path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_lowercase()
-            .replace(['.', '_'], "-")
-    );
+    let tag = unique(&env);
     let (stage_b, archive_b) = (format!("stage-{tag}"), format!("archive-{tag}"));
     make_buckets(&endpoint, &[&stage_b, &archive_b]);
     let root = env.path().display().to_string();

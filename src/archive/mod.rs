@@ -58,6 +58,22 @@ pub enum ThawRequest {
     AlreadyThawed,
 }
 
+/// Bytes in memory as a [`ByteSource`] (catalogs, probes).
+pub struct MemorySource(pub Vec<u8>);
+
+impl ByteSource for MemorySource {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.0.len());
+        Ok(Box::new(std::io::Cursor::new(self.0[start..].to_vec())))
+    }
+}
+
 /// Progress of a put: bytes confirmed by the server so far.
 pub type PutProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 

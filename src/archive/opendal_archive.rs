@@ -18,7 +18,7 @@ use super::{
     Archive, ArchiveObject, ByteSource, PutProgress, ThawRequest, ThawState, ThawTier,
     UploadJournal, UploadState,
 };
-use crate::store::{unix, unquote, BackendInfo, ObjectInfo, StoreError};
+use crate::store::{list_objects, object_from_metadata, BackendInfo, ObjectInfo, StoreError};
 
 const BLOCK: usize = 8 << 20;
 
@@ -34,18 +34,6 @@ impl OpendalArchive {
 
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
         StoreError::opendal(&self.info, op, key, e)
-    }
-
-    fn object(key: &str, m: &opendal::Metadata) -> ObjectInfo {
-        ObjectInfo {
-            key: key.to_string(),
-            size: m.content_length(),
-            etag: unquote(m.etag()),
-            modified: unix(m.last_modified()),
-            sha256: m
-                .user_metadata()
-                .and_then(|u| u.get("sha256").map(str::to_string)),
-        }
     }
 
     /// Reads the whole object back and hashes it: the only check these backends allow.
@@ -69,31 +57,6 @@ impl OpendalArchive {
         }
         Ok(sha.finalize().into())
     }
-}
-
-/// Lists every object under `prefix` (shared with the S3 archive, which lists through
-/// OpenDAL too).
-pub(crate) async fn list(
-    op: &Operator,
-    info: &BackendInfo,
-    prefix: &str,
-) -> Result<Vec<ObjectInfo>, StoreError> {
-    let mut out = Vec::new();
-    let mut lister = match op.lister_with(prefix).recursive(true).await {
-        Ok(l) => l,
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(StoreError::opendal(info, "list", prefix, e)),
-    };
-    while let Some(entry) = lister
-        .try_next()
-        .await
-        .map_err(|e| StoreError::opendal(info, "list", prefix, e))?
-    {
-        if !entry.metadata().is_dir() {
-            out.push(OpendalArchive::object(entry.path(), entry.metadata()));
-        }
-    }
-    Ok(out)
 }
 
 /// Reads `len` bytes of `source` from `offset` on a blocking thread.
@@ -272,7 +235,7 @@ impl Archive for OpendalArchive {
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
         match self.op.stat(key).await {
             Ok(m) => Ok(Some(ArchiveObject {
-                info: Self::object(key, &m),
+                info: object_from_metadata(key, &m),
                 storage_class: None,
                 thaw: ThawState::NotNeeded,
             })),
@@ -282,7 +245,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        list(&self.op, &self.info, prefix).await
+        list_objects(&self.op, &self.info, prefix).await
     }
 
     async fn request_thaw(&self, _: &str, _: u32, _: ThawTier) -> Result<ThawRequest, StoreError> {

@@ -168,7 +168,7 @@ impl Archive for S3Archive {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        super::opendal_archive::list(&self.op, &self.info, prefix).await
+        crate::store::list_objects(&self.op, &self.info, prefix).await
     }
 
     async fn request_thaw(

@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Context;
-use crate::archive::ByteSource;
+use crate::archive::MemorySource;
 use crate::exit::{self, UsageError};
 use crate::site::Site;
 use crate::store::{Role, StoreError};
@@ -83,19 +83,6 @@ impl Probe {
             detail,
             ms: 0,
         });
-    }
-}
-
-struct Bytes(Vec<u8>);
-
-impl ByteSource for Bytes {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        Ok(Box::new(std::io::Cursor::new(
-            self.0[offset as usize..].to_vec(),
-        )))
     }
 }
 
@@ -288,7 +275,13 @@ async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
         let t = Instant::now();
         let put = site
             .archive
-            .put(&key, Arc::new(Bytes(body.clone())), &sha, &journal, &|_| {})
+            .put(
+                &key,
+                Arc::new(MemorySource(body.clone())),
+                &sha,
+                &journal,
+                &|_| {},
+            )
             .await;
         if p.record(Role::Archive, "write", t, put, |o| {
             format!("{} ({} bytes, verified)", o.info.key, o.info.size)

@@ -4,14 +4,13 @@ use std::ops::Range;
 use std::path::Path;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use md5::{Digest as _, Md5};
 use opendal::Operator;
 use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 
 use super::Stage;
-use crate::store::{unix, unquote, BackendInfo, ObjectInfo, StoreError};
+use crate::store::{list_objects, object_from_metadata, BackendInfo, ObjectInfo, StoreError};
 use lomob_backends::ChecksumKind;
 
 /// Objects at or under this size go up in one request; larger ones in parts of this size.
@@ -29,18 +28,6 @@ impl OpendalStage {
     pub fn new(op: Operator, info: BackendInfo) -> Self {
         let metadata = op.info().capability().write_with_user_metadata;
         OpendalStage { op, info, metadata }
-    }
-
-    fn object(&self, key: &str, m: &opendal::Metadata) -> ObjectInfo {
-        ObjectInfo {
-            key: key.to_string(),
-            size: m.content_length(),
-            etag: unquote(m.etag()),
-            modified: unix(m.last_modified()),
-            sha256: m
-                .user_metadata()
-                .and_then(|u| u.get("sha256").map(str::to_string)),
-        }
     }
 
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
@@ -155,30 +142,14 @@ impl Stage for OpendalStage {
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         match self.op.stat(key).await {
-            Ok(m) => Ok(Some(self.object(key, &m))),
+            Ok(m) => Ok(Some(object_from_metadata(key, &m))),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
         }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let mut out = Vec::new();
-        let mut lister = match self.op.lister_with(prefix).recursive(true).await {
-            Ok(l) => l,
-            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(self.err("list", prefix, e)),
-        };
-        while let Some(entry) = lister
-            .try_next()
-            .await
-            .map_err(|e| self.err("list", prefix, e))?
-        {
-            if entry.metadata().is_dir() {
-                continue;
-            }
-            out.push(self.object(entry.path(), entry.metadata()));
-        }
-        Ok(out)
+        list_objects(&self.op, &self.info, prefix).await
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {

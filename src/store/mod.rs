@@ -188,3 +188,42 @@ pub(crate) fn unix(t: Option<opendal::raw::Timestamp>) -> Option<i64> {
 pub(crate) fn unquote(etag: Option<&str>) -> Option<String> {
     etag.map(|e| e.trim_matches('"').to_string())
 }
+
+/// An [`ObjectInfo`] from OpenDAL's metadata (the SHA-256 comes from user metadata, where
+/// the backend keeps it).
+pub(crate) fn object_from_metadata(key: &str, m: &opendal::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: m.content_length(),
+        etag: unquote(m.etag()),
+        modified: unix(m.last_modified()),
+        sha256: m
+            .user_metadata()
+            .and_then(|u| u.get("sha256").map(str::to_string)),
+    }
+}
+
+/// Every object under `prefix` through OpenDAL, recursively, without a request per object.
+pub(crate) async fn list_objects(
+    op: &opendal::Operator,
+    info: &BackendInfo,
+    prefix: &str,
+) -> Result<Vec<ObjectInfo>, StoreError> {
+    use futures::TryStreamExt;
+    let mut out = Vec::new();
+    let mut lister = match op.lister_with(prefix).recursive(true).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StoreError::opendal(info, "list", prefix, e)),
+    };
+    while let Some(entry) = lister
+        .try_next()
+        .await
+        .map_err(|e| StoreError::opendal(info, "list", prefix, e))?
+    {
+        if !entry.metadata().is_dir() {
+            out.push(object_from_metadata(entry.path(), entry.metadata()));
+        }
+    }
+    Ok(out)
+}

@@ -21,7 +21,7 @@ use lomob_backends::ByteSize;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::archive::ByteSource;
+use crate::archive::{ByteSource, MemorySource};
 use crate::iso::{IsoError, IsoPlan, VolumeInfo};
 use crate::manifest::{
     self, ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
@@ -384,7 +384,7 @@ async fn archive_all(
             .put(&key, source, &sha, journal, &|_| {})
             .await?;
         // The catalog beside the image, so it is self-describing even without the database.
-        let catalog: Arc<dyn ByteSource> = Arc::new(BytesSource(plan.catalog_bytes().to_vec()));
+        let catalog: Arc<dyn ByteSource> = Arc::new(MemorySource(plan.catalog_bytes().to_vec()));
         let catalog_sha: [u8; 32] = Sha256::digest(plan.catalog_bytes()).into();
         site.archive
             .put(
@@ -450,19 +450,6 @@ async fn archive_all(
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
-}
-
-struct BytesSource(Vec<u8>);
-
-impl ByteSource for BytesSource {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        let start = (offset as usize).min(self.0.len());
-        Ok(Box::new(std::io::Cursor::new(self.0[start..].to_vec())))
-    }
 }
 
 fn region_of(site: &Site) -> String {

@@ -141,3 +141,43 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A signed S3 client for `bucket` on a test server (for setting up and checking).
+pub fn s3_client(
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+    bucket: &str,
+    class: lomob_backends::glacier::StorageClass,
+) -> lomob_backends::s3::S3Client {
+    let c: lomob_backends::s3::S3Config = toml::from_str(&format!(
+        "bucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"{key}\"\nsecret-access-key = \"{secret}\""
+    ))
+    .unwrap();
+    lomob_backends::s3::S3Client::new(&c, "s3", class, &Default::default()).unwrap()
+}
+
+/// Creates a bucket on a test server.
+pub fn make_bucket(endpoint: &str, key: &str, secret: &str, bucket: &str) {
+    let c = s3_client(
+        endpoint,
+        key,
+        secret,
+        bucket,
+        lomob_backends::glacier::StorageClass::Standard,
+    );
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(c.create_bucket())
+        .unwrap();
+}
+
+/// A name unique to this test, valid as a bucket name.
+pub fn unique(env: &Env) -> String {
+    env.path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase()
+        .replace(['.', '_'], "-")
+}
