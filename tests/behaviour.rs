@@ -9,15 +9,7 @@ use support::{make_bucket as bucket, service_var, set_mtime, unique, Env};
 
 /// The backend section for `kind` with a fresh location, or None when its server is absent.
 fn backend(env: &Env, kind: &str, role: &str) -> Option<String> {
-    let tag = format!(
-        "{role}-{}",
-        env.path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .to_lowercase()
-            .replace(['.', '_'], "-")
-    );
+    let tag = format!("{role}-{}", unique(env));
     Some(match kind {
         "fs" => format!("{{ kind = \"fs\", root = \"{}/{role}\" }}", env.path().display()),
         "moto" => {
