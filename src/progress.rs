@@ -6,17 +6,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lomob_backends::ByteSize;
 
-/// The bar currently drawn, so log lines can be printed above it instead of through it.
-static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+/// All bars drawn at once (one per site during a sync), so log lines can be printed above
+/// them instead of through them.
+static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
 
-/// Runs `f` (which writes to stderr) with the active bar, if any, cleared meanwhile.
+fn bars() -> &'static MultiProgress {
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)))
+}
+
+/// Runs `f` (which writes to stderr) with the bars, if any, cleared meanwhile.
 pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
-    let bar = ACTIVE.lock().ok().and_then(|g| g.clone());
-    match bar {
-        Some(b) => b.suspend(f),
+    match BARS.get() {
+        Some(m) => m.suspend(f),
         None => f(),
     }
 }
@@ -34,19 +38,32 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 const DRAW_EVERY: Duration = Duration::from_millis(100);
 
 impl Progress {
-    /// A bar when stderr is a terminal and `enabled`; log lines otherwise.
+    /// A spinner when stderr is a terminal and `enabled`; log lines otherwise.
     pub fn new(label: &str, enabled: bool) -> Progress {
+        Self::build(label, enabled, None)
+    }
+
+    /// A bar towards `total` bytes, with rate and ETA, when stderr is a terminal and
+    /// `enabled`; log lines otherwise.
+    pub fn with_total(label: &str, enabled: bool, total: u64) -> Progress {
+        Self::build(label, enabled, Some(total))
+    }
+
+    fn build(label: &str, enabled: bool, total: Option<u64>) -> Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+            let b = bars().add(ProgressBar::new(total.unwrap_or(0)));
+            let template = if total.is_some() {
+                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"
+            } else {
+                "{spinner} {prefix} {msg} [{elapsed_precise}]"
+            };
             b.set_style(
-                ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed_precise}]")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template(template)
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                    .progress_chars("=> "),
             );
             b.set_prefix(label.to_string());
             b.enable_steady_tick(Duration::from_millis(200));
-            if let Ok(mut g) = ACTIVE.lock() {
-                *g = Some(b.clone());
-            }
             b
         });
         Progress {
@@ -63,6 +80,11 @@ impl Progress {
     pub fn add(&self, files: u64, bytes: u64) {
         self.files.fetch_add(files, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(b) = &self.bar {
+            if b.length().is_some_and(|l| l > 0) {
+                b.inc(bytes);
+            }
+        }
         let every = if self.bar.is_some() {
             DRAW_EVERY
         } else {
@@ -97,9 +119,7 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
-            if let Ok(mut g) = ACTIVE.lock() {
-                *g = None;
-            }
+            bars().remove(b);
         }
     }
 }

@@ -25,6 +25,7 @@ pub fn run(ctx: &Context, a: SyncArgs) -> anyhow::Result<u8> {
     let opts = SyncOptions {
         pack_now: a.pack_now,
         dry_run: a.dry_run,
+        progress: ctx.progress,
     };
     let reports = run_sites(ctx, m, &names, &opts)?;
     print(ctx, &reports)
@@ -49,6 +50,7 @@ pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
         &SyncOptions {
             pack_now: a.pack_now,
             dry_run: false,
+            progress: ctx.progress,
         },
     )?;
     let code = print(ctx, &reports)?;

@@ -40,6 +40,8 @@ pub struct SyncOptions {
     pub pack_now: bool,
     /// Report what would be done, with its requests and cost, and do nothing.
     pub dry_run: bool,
+    /// Draw progress bars on a terminal.
+    pub progress: bool,
 }
 
 /// What one site's sync did (or, on a dry run, would do).
@@ -125,7 +127,7 @@ async fn run(
         r.staged_files = p.to_stage.len() as u64;
         r.staged_bytes = p.to_stage.iter().map(|w| w.size).sum();
     } else {
-        stage_all(m, site, &p.to_stage, r).await?;
+        stage_all(m, site, &p.to_stage, opts, r).await?;
     }
 
     // Pack and archive when enough has gathered.
@@ -177,8 +179,14 @@ async fn stage_all(
     m: &Arc<Manifest>,
     site: &Arc<Site>,
     todo: &[WantedContent],
+    opts: &SyncOptions,
     r: &mut SiteReport,
 ) -> anyhow::Result<()> {
+    let bar = crate::progress::Progress::with_total(
+        &format!("{} stage", site.name),
+        opts.progress,
+        todo.iter().map(|w| w.size).sum(),
+    );
     let concurrency = site.config.transfer.concurrency.clamp(1, 16);
     let mut results = futures::stream::iter(todo.iter().cloned())
         .map(|w| {
@@ -203,6 +211,7 @@ async fn stage_all(
         match res {
             Ok(obj) => {
                 consecutive = 0;
+                bar.add(1, w.size);
                 r.staged_files += 1;
                 r.staged_bytes += w.size;
                 batch.put_staged(
@@ -379,10 +388,20 @@ async fn archive_all(
             group.len()
         );
         let source: Arc<dyn ByteSource> = Arc::new(ImageSource(plan.clone()));
+        let bar = crate::progress::Progress::with_total(
+            &format!("{} archive", site.name),
+            opts.progress,
+            plan.image_size(),
+        );
+        let last = std::sync::atomic::AtomicU64::new(0);
         let obj = site
             .archive
-            .put(&key, source, &sha, journal, &|_| {})
+            .put(&key, source, &sha, journal, &|done| {
+                let before = last.swap(done, std::sync::atomic::Ordering::Relaxed);
+                bar.add(0, done.saturating_sub(before));
+            })
             .await?;
+        bar.finish();
         // The catalog beside the image, so it is self-describing even without the database.
         let catalog: Arc<dyn ByteSource> = Arc::new(MemorySource(plan.catalog_bytes().to_vec()));
         let catalog_sha: [u8; 32] = Sha256::digest(plan.catalog_bytes()).into();
