@@ -30,14 +30,16 @@ fn usage(msg: &str) -> ! {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut endpoint, mut bucket, mut key, mut file, mut journal) =
-        (None, None, None, None, None);
+    let (mut endpoint, mut bucket, mut key, mut file, mut journal) = (None, None, None, None, None);
     let mut part_size: u64 = 256 << 20;
     let mut transfer = TransferConfig::default();
     let mut class = StorageClass::Standard;
     let mut hash = true;
     while let Some(a) = args.next() {
-        let mut val = || args.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let mut val = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--endpoint" => endpoint = Some(val()),
             "--bucket" => bucket = Some(val()),
@@ -99,7 +101,9 @@ fn main() {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = f.read(&mut buf).unwrap_or_else(|e| usage(&format!("{file}: {e}")));
+            let n = f
+                .read(&mut buf)
+                .unwrap_or_else(|e| usage(&format!("{file}: {e}")));
             if n == 0 {
                 break;
             }

@@ -98,7 +98,11 @@ async fn multipart_of_40mb_completes_with_the_right_content() {
         assert_eq!(out.parts_uploaded, 8);
         assert_eq!(out.parts_reused, 0);
         assert_eq!(out.requests.upload_part, 8);
-        assert_eq!(out.requests.post, 2, "create + complete: {:?}", out.requests);
+        assert_eq!(
+            out.requests.post, 2,
+            "create + complete: {:?}",
+            out.requests
+        );
         let mut seen = seen.into_inner().unwrap();
         seen.sort();
         assert_eq!(seen, (1..=8).collect::<Vec<_>>());
@@ -154,7 +158,11 @@ async fn deep_archive_is_frozen_until_restored() {
         .restore_object("archive/x.iso", 2, ThawTier::Bulk)
         .await
         .unwrap();
-    assert_ne!(again, RestoreOutcome::Accepted, "a second request is not a new thaw");
+    assert_ne!(
+        again,
+        RestoreOutcome::Accepted,
+        "a second request is not a new thaw"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +216,11 @@ async fn an_interrupted_upload_resumes_sending_only_missing_parts() {
         let sent = c.counters().snapshot().since(&before);
         assert_eq!(out.parts_reused, done, "{}", server.name);
         assert_eq!(out.parts_uploaded, 8 - done);
-        assert_eq!(sent.upload_part, u64::from(8 - done), "only missing parts sent");
+        assert_eq!(
+            sent.upload_part,
+            u64::from(8 - done),
+            "only missing parts sent"
+        );
         assert_eq!(sent.post, 1, "no new upload, just complete: {sent:?}");
         assert_eq!(out.upload_id.as_deref(), Some(state.upload_id.as_str()));
         let back = c.get_object("archive/r.iso", None).await.unwrap();
@@ -274,7 +286,10 @@ async fn orphan_uploads_are_found_and_aborted() {
         let c = fresh_bucket(&server, "orphan", StorageClass::Standard).await;
         let dir = tempfile::tempdir().unwrap();
         let journal = JsonFileJournal::new(dir.path().join("j.json"));
-        let ours = c.create_multipart_upload("archive/ours.iso", &[]).await.unwrap();
+        let ours = c
+            .create_multipart_upload("archive/ours.iso", &[])
+            .await
+            .unwrap();
         journal
             .save(&UploadState {
                 key: "archive/ours.iso".into(),
@@ -285,7 +300,10 @@ async fn orphan_uploads_are_found_and_aborted() {
                 parts: vec![],
             })
             .unwrap();
-        let lost = c.create_multipart_upload("archive/lost.iso", &[]).await.unwrap();
+        let lost = c
+            .create_multipart_upload("archive/lost.iso", &[])
+            .await
+            .unwrap();
         let elsewhere = c.create_multipart_upload("other/x", &[]).await.unwrap();
 
         let orphans = find_orphans(&c, "archive/", &journal)
@@ -312,16 +330,28 @@ async fn wrong_keys_are_a_permission_error_naming_the_bucket() {
         secret: "not-the-secret".into(),
         ..server.clone()
     };
-    let c = client_for(&bad, good.bucket(), StorageClass::Standard, &quick_transfer());
+    let c = client_for(
+        &bad,
+        good.bucket(),
+        StorageClass::Standard,
+        &quick_transfer(),
+    );
     let e = c.put_object("a", b"x".to_vec(), &[]).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Permission, "{e}");
     let text = e.to_string();
     assert!(text.contains(good.bucket()), "{text}");
     assert!(!text.contains("not-the-secret"), "{text}");
-    assert!(text.contains("secret-access-key"), "says what to check: {text}");
+    assert!(
+        text.contains("secret-access-key"),
+        "says what to check: {text}"
+    );
     let e = c.head_object("a").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Permission, "{e}");
-    assert_eq!(c.counters().snapshot().put, 1, "permission errors are not retried");
+    assert_eq!(
+        c.counters().snapshot().put,
+        1,
+        "permission errors are not retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,7 +438,11 @@ async fn retries_recover_from_resets_stalls_and_truncated_answers() {
         .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
         assert_eq!(proxy.faults_left(), 0, "{fault:?}: all faults were hit");
         let n_requests = out.requests.put + out.requests.post + out.requests.list;
-        assert!(n_requests > 5, "{fault:?}: retries happened: {:?}", out.requests);
+        assert!(
+            n_requests > 5,
+            "{fault:?}: retries happened: {:?}",
+            out.requests
+        );
         let back = setup.get_object(&key, None).await.unwrap();
         assert_eq!(sha256_hex(&back), sha, "{fault:?}");
     }
@@ -450,10 +484,11 @@ fn example_binary() -> std::path::PathBuf {
     assert!(out.status.success(), "building the example failed");
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"]["name"] == "s3_upload")
         .filter_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
-        .last()
+        .next()
         .expect("cargo reported the example's executable")
 }
 
@@ -476,7 +511,12 @@ async fn a_killed_upload_resumes_in_a_new_process() {
             .arg(&file)
             .arg("--journal")
             .arg(&journal_path)
-            .args(["--part-size", &(5 * MIB).to_string(), "--class", "DEEP_ARCHIVE"])
+            .args([
+                "--part-size",
+                &(5 * MIB).to_string(),
+                "--class",
+                "DEEP_ARCHIVE",
+            ])
             .args(extra)
             .env("AWS_ACCESS_KEY_ID", &server.key)
             .env("AWS_SECRET_ACCESS_KEY", &server.secret)
@@ -494,7 +534,10 @@ async fn a_killed_upload_resumes_in_a_new_process() {
             .next()
             .expect("the uploader ended before two parts")
             .unwrap();
-        assert!(!line.starts_with("done"), "finished too fast to kill: {line}");
+        assert!(
+            !line.starts_with("done"),
+            "finished too fast to kill: {line}"
+        );
         if line.contains(" done ") {
             finished += 1;
         }

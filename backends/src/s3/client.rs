@@ -403,8 +403,14 @@ fn md5_base64(data: &[u8]) -> String {
 fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
     match code {
         Some(
-            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken"
-            | "ExpiredToken" | "AllAccessDisabled" | "AccountProblem" | "InvalidSecurity",
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AccessDenied"
+            | "InvalidToken"
+            | "ExpiredToken"
+            | "AllAccessDisabled"
+            | "AccountProblem"
+            | "InvalidSecurity",
         ) => return ErrorKind::Permission,
         Some("InvalidObjectState") => return ErrorKind::Frozen,
         Some("NoSuchBucket" | "NoSuchKey" | "NoSuchUpload") => return ErrorKind::NotFound,
@@ -496,7 +502,10 @@ impl S3Client {
             .clone()
             .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", config.region));
         let mut base = Url::parse(endpoint.trim_end_matches('/')).map_err(|e| {
-            BackendError::invalid(backend, format!("`endpoint` {endpoint:?} is not a URL: {e}"))
+            BackendError::invalid(
+                backend,
+                format!("`endpoint` {endpoint:?} is not a URL: {e}"),
+            )
         })?;
         if base.host_str().is_none() {
             return Err(BackendError::invalid(
@@ -675,7 +684,10 @@ impl S3Client {
             None => host.to_string(),
         };
         let (host, path) = match (i.virtual_host, key) {
-            (true, Some(k)) => (format!("{}.{host}", i.bucket), format!("/{}", self.full_key(k))),
+            (true, Some(k)) => (
+                format!("{}.{host}", i.bucket),
+                format!("/{}", self.full_key(k)),
+            ),
             (true, None) => (format!("{}.{host}", i.bucket), "/".to_string()),
             (false, Some(k)) => (host, format!("/{}/{}", i.bucket, self.full_key(k))),
             (false, None) => (host, format!("/{}", i.bucket)),
@@ -709,20 +721,19 @@ impl S3Client {
         } else {
             format!("{url}?{query_string}")
         };
-        let payload = call
-            .body_sha256
-            .clone()
-            .unwrap_or_else(|| {
-                if call.body.is_empty() {
-                    sigv4::EMPTY_SHA256.to_string()
-                } else {
-                    sigv4::sha256_hex(&call.body)
-                }
-            });
+        let payload = call.body_sha256.clone().unwrap_or_else(|| {
+            if call.body.is_empty() {
+                sigv4::EMPTY_SHA256.to_string()
+            } else {
+                sigv4::sha256_hex(&call.body)
+            }
+        });
         let timeout = Duration::from_secs(i.transfer.timeout_secs.max(1));
         let mut attempt: u32 = 0;
         loop {
-            let amz_date = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string();
+            let amz_date = jiff::Timestamp::now()
+                .strftime("%Y%m%dT%H%M%SZ")
+                .to_string();
             let mut headers = call.headers.clone();
             headers.push(("host".into(), host.clone()));
             headers.push(("x-amz-date".into(), amz_date.clone()));
@@ -1253,7 +1264,13 @@ mod tests {
         let d = format!("{c:?}");
         assert!(!d.contains("topsecretvalue"), "{d}");
         assert!(!d.contains("AKIDEXAMPLE"), "{d}");
-        let e = c.error("HeadObject", "k", Some(403), Some("SignatureDoesNotMatch"), "no");
+        let e = c.error(
+            "HeadObject",
+            "k",
+            Some(403),
+            Some("SignatureDoesNotMatch"),
+            "no",
+        );
         let text = e.to_string();
         assert!(text.contains("s3://b/lomob/k"), "{text}");
         assert!(!text.contains("topsecretvalue"), "{text}");

@@ -18,8 +18,8 @@ pub mod upload;
 mod xml;
 
 pub use client::{
-    MultipartUpload, ObjectInfo, PartBody, PartInfo, RequestCounters, RequestCounts,
-    RequestType, RestoreOutcome, RestoreState, S3Client,
+    MultipartUpload, ObjectInfo, PartBody, PartInfo, RequestCounters, RequestCounts, RequestType,
+    RestoreOutcome, RestoreState, S3Client,
 };
 pub use config::S3Config;
 pub use upload::{

@@ -41,7 +41,14 @@ impl fmt::Debug for Credentials {
             .field("secret_access_key", &format_args!("***"))
             .field(
                 "session_token",
-                &format_args!("{}", if self.session_token.is_some() { "***" } else { "none" }),
+                &format_args!(
+                    "{}",
+                    if self.session_token.is_some() {
+                        "***"
+                    } else {
+                        "none"
+                    }
+                ),
             )
             .finish()
     }

@@ -331,7 +331,10 @@ pub async fn upload_resumable(
             && old.source_sha256 == sha256
             && old.key == key;
         if !same_source {
-            tracing::info!(key, "source changed since the interrupted upload: starting over");
+            tracing::info!(
+                key,
+                "source changed since the interrupted upload: starting over"
+            );
             client.abort_multipart_upload(key, &old.upload_id).await?;
             journal.clear(key)?;
         } else {
@@ -347,7 +350,8 @@ pub async fn upload_resumable(
                             && p.number <= total
                             && p.size == size_of(p.number)
                             && on_server.get(&p.number).is_some_and(|(size, etag)| {
-                                *size == p.size && etag.trim_matches('"') == p.etag.trim_matches('"')
+                                *size == p.size
+                                    && etag.trim_matches('"') == p.etag.trim_matches('"')
                             })
                     });
                     kept.parts.sort_by_key(|p| p.number);
@@ -360,7 +364,10 @@ pub async fn upload_resumable(
                         journal.clear(key)?;
                         return outcome(etag, Some(old.upload_id), total, 0, total);
                     }
-                    tracing::info!(key, "the interrupted upload is gone on the server: starting over");
+                    tracing::info!(
+                        key,
+                        "the interrupted upload is gone on the server: starting over"
+                    );
                     journal.clear(key)?;
                 }
                 Err(e) => return Err(e),
@@ -438,7 +445,8 @@ pub async fn upload_resumable(
         };
         // An error drops `tasks`, which aborts the other parts; the journal keeps the ones
         // that finished, for the next run.
-        let part = joined.map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
+        let part =
+            joined.map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
         bytes_done += part.size;
         uploaded += 1;
         let number = part.number;
@@ -522,7 +530,10 @@ mod tests {
     #[test]
     fn part_size_respects_s3_limits() {
         let mib = 1 << 20;
-        assert_eq!(effective_part_size(256 * mib, 5_000_000_000).unwrap(), 256 * mib);
+        assert_eq!(
+            effective_part_size(256 * mib, 5_000_000_000).unwrap(),
+            256 * mib
+        );
         assert_eq!(effective_part_size(1, 10).unwrap(), MIN_PART);
         assert_eq!(effective_part_size(u64::MAX, 10).unwrap(), MAX_PART);
         // 100 GB in 5 MiB parts would need 19,074 parts: raised to fit 10,000.

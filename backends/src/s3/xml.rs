@@ -103,7 +103,10 @@ pub fn is_error_document(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(head);
     let text = text.trim_start();
     let text = match text.strip_prefix("<?xml") {
-        Some(rest) => rest.split_once("?>").map(|(_, r)| r.trim_start()).unwrap_or(""),
+        Some(rest) => rest
+            .split_once("?>")
+            .map(|(_, r)| r.trim_start())
+            .unwrap_or(""),
         None => text,
     };
     text.starts_with("<Error>") || text.starts_with("<Error ")
