@@ -109,6 +109,11 @@ async fn multipart_of_40mb_completes_with_the_right_content() {
         assert!(journal.list().unwrap().is_empty(), "journal cleared");
         let info = c.head_object("archive/a.iso").await.unwrap();
         assert_eq!(info.size, 40_000_000);
+        if server.name == "moto" {
+            // AWS's multipart ETag rule; rclone serve s3 reports another value on HEAD.
+            assert_eq!(out.etag, out.computed_etag);
+            assert_eq!(info.etag, out.computed_etag);
+        }
         assert_eq!(info.metadata.get("sha256"), Some(&sha));
         let back = c.get_object("archive/a.iso", None).await.unwrap();
         assert_eq!(sha256_hex(&back), sha, "{}", server.name);

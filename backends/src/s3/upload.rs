@@ -202,6 +202,10 @@ pub struct UploadProgress {
 pub struct UploadOutcome {
     /// The object's ETag as CompleteMultipartUpload (or PutObject) returned it.
     pub etag: String,
+    /// The ETag AWS (and moto) give a multipart object, computed from the parts' MD5s:
+    /// `"md5(md5(part 1) ++ md5(part 2) ++ ...)-N"`. Keep it to verify the object later with a
+    /// HEAD alone; some servers (rclone serve s3) report another value on HEAD.
+    pub computed_etag: String,
     pub upload_id: Option<String>,
     pub parts_total: u32,
     /// Parts sent by this call.
@@ -300,9 +304,15 @@ pub async fn upload_resumable(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("sha256"))
         .map(|(_, v)| v.clone());
-    let outcome = |etag: String, upload_id: Option<String>, total, uploaded, reused| {
+    let outcome = |etag: String,
+                   computed_etag: String,
+                   upload_id: Option<String>,
+                   total,
+                   uploaded,
+                   reused| {
         Ok(UploadOutcome {
             etag,
+            computed_etag,
             upload_id,
             parts_total: total,
             parts_uploaded: uploaded,
@@ -315,7 +325,8 @@ pub async fn upload_resumable(
         // Multipart needs at least one part; an empty object is one PUT.
         let etag = client.put_object(key, Vec::new(), metadata).await?;
         journal.clear(key)?;
-        return outcome(etag, None, 0, 0, 0);
+        let empty_md5 = "\"d41d8cd98f00b204e9800998ecf8427e\"".to_string();
+        return outcome(etag, empty_md5, None, 0, 0, 0);
     }
     let part_size = effective_part_size(part_size, len)?;
     let total = u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts");
@@ -362,7 +373,8 @@ pub async fn upload_resumable(
                 Err(e) if is_no_such_upload(&e) => {
                     if let Some(etag) = already_complete(client, key, len, &sha256).await? {
                         journal.clear(key)?;
-                        return outcome(etag, Some(old.upload_id), total, 0, total);
+                        let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
+                        return outcome(etag, computed, Some(old.upload_id), total, 0, total);
                     }
                     tracing::info!(
                         key,
@@ -488,7 +500,28 @@ pub async fn upload_resumable(
         Err(e) => return Err(e),
     };
     journal.clear(key)?;
-    outcome(etag, Some(state.upload_id), total, uploaded, reused)
+    let computed = multipart_etag(state.parts.iter().map(|p| p.md5.as_str()));
+    outcome(
+        etag,
+        computed,
+        Some(state.upload_id),
+        total,
+        uploaded,
+        reused,
+    )
+}
+
+/// The ETag S3 gives a multipart object, from its parts' hex MD5s in order.
+pub fn multipart_etag<'a>(part_md5s: impl IntoIterator<Item = &'a str>) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    let mut n = 0;
+    for m in part_md5s {
+        // Our own hex digests; a malformed one would only make the ETag not match.
+        h.update(hex::decode(m).unwrap_or_default());
+        n += 1;
+    }
+    format!("\"{}-{n}\"", hex::encode(h.finalize()))
 }
 
 /// Unfinished uploads under `prefix` that the journal does not know: left by a crash before
@@ -541,6 +574,18 @@ mod tests {
         assert_eq!(p, 10_000_000);
         assert!(100_000_000_000u64.div_ceil(p) <= MAX_PARTS);
         assert!(effective_part_size(MAX_PART, MAX_PART * MAX_PARTS + 1).is_err());
+    }
+
+    #[test]
+    fn multipart_etag_follows_the_s3_rule() {
+        let parts = [
+            "5d41402abc4b2a76b9719d911017c592", // md5("hello")
+            "7d793037a0760186574b0282f2f435e7", // md5("world")
+        ];
+        assert_eq!(
+            multipart_etag(parts),
+            "\"065947336a2f2a95ba8899f3675c3be6-2\""
+        );
     }
 
     #[test]
