@@ -408,14 +408,16 @@ pub async fn upload_resumable(
 
     let reused = u32::try_from(state.parts.len()).expect("at most 10,000 parts");
     let mut bytes_done: u64 = state.parts.iter().map(|p| p.size).sum();
+    let mut reused_bytes = 0;
     for (i, p) in state.parts.iter().enumerate() {
+        reused_bytes += p.size;
         progress(&UploadProgress {
             part_number: p.number,
             part_size: p.size,
             reused: true,
             parts_done: u32::try_from(i + 1).unwrap_or(u32::MAX),
             parts_total: total,
-            bytes_done: state.parts[..=i].iter().map(|p| p.size).sum(),
+            bytes_done: reused_bytes,
             bytes_total: len,
         });
     }
