@@ -64,7 +64,7 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 echo "bench: lomob driver" >&2
 L0=$(lines)
 T0=$(now)
-OURS=$("$BIN" --endpoint "$EP" --bucket bench --key lomob.bin --file "$FILE" \
+OURS=$(/usr/bin/time -f 'cpu %U %S' -o "$WORK/cpu-ours" "$BIN" --endpoint "$EP" --bucket bench --key lomob.bin --file "$FILE" \
     --journal "$WORK/journal.json" --part-size "$((PART_MIB << 20))" --concurrency "$CONC" |
     grep '^done ')
 T1=$(now)
@@ -75,6 +75,7 @@ run_rclone() { # $1 = chunk size in MiB
     RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other \
         RCLONE_CONFIG_BENCH_ENDPOINT="$EP" RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=bench \
         RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=bench RCLONE_CONFIG_BENCH_REGION=us-east-1 \
+        /usr/bin/time -f 'cpu %U %S' -o "$WORK/cpu-rclone-$1" \
         "$VENV/bin/rclone" --config /dev/null copyto "$FILE" "bench:bench/rclone-$1.bin" \
         --s3-chunk-size "${1}M" --s3-upload-concurrency "$CONC" --s3-upload-cutoff 200M
 }
@@ -95,6 +96,8 @@ T5=$(now)
 RC5_LOG=$(count_requests "$L2")
 RC5_TOTAL=${RC5_LOG##*total=}
 
+cpu() { awk '/^cpu/ {printf "%.1f", $2 + $3}' "$1"; }
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 cat >"$OUT" <<EOF
 # Upload benchmark: lomob's resumable multipart driver vs rclone
@@ -104,13 +107,14 @@ uploaded to a local moto S3 server (loopback, in memory) on a $(nproc)-core mach
 (${CPU}). ${CONC} parts in flight for both tools. Request counts come from moto's request
 log; ours are also counted by the client (\`RequestCounters\`). On loopback the server
 (Python) is the bottleneck, so throughput compares the clients' overhead, not a real uplink;
-the request counts are what S3 would bill.
+the request counts are what S3 would bill. Client CPU (user + system seconds) is the steadier
+figure when the machine is shared (load average at the end: ${LOAD}).
 
-| client | part size | seconds | MB/s | requests (moto log) | requests per GB |
-| --- | --- | --- | --- | --- | --- |
-| lomob \`upload_resumable\` (example \`s3_upload\`, release) | ${PART_MIB} MiB | $(python3 -c "print(f'{$T1 - $T0:.1f}')") | $(rate "$T0" "$T1") | ${OURS_LOG} | $(per_gb "$OURS_TOTAL") |
-| \`rclone copyto\` $("$VENV/bin/rclone" version | head -1 | awk '{print $2}') | ${PART_MIB} MiB | $(python3 -c "print(f'{$T3 - $T2:.1f}')") | $(rate "$T2" "$T3") | ${RC_LOG} | $(per_gb "$RC_TOTAL") |
-| \`rclone copyto\`, default chunk | 5 MiB | $(python3 -c "print(f'{$T5 - $T4:.1f}')") | $(rate "$T4" "$T5") | ${RC5_LOG} | $(per_gb "$RC5_TOTAL") |
+| client | part size | seconds | MB/s | client CPU s | requests (moto log) | requests per GB |
+| --- | --- | --- | --- | --- | --- | --- |
+| lomob \`upload_resumable\` (example \`s3_upload\`, release) | ${PART_MIB} MiB | $(python3 -c "print(f'{$T1 - $T0:.1f}')") | $(rate "$T0" "$T1") | $(cpu "$WORK/cpu-ours") | ${OURS_LOG} | $(per_gb "$OURS_TOTAL") |
+| \`rclone copyto\` $("$VENV/bin/rclone" version | head -1 | awk '{print $2}') | ${PART_MIB} MiB | $(python3 -c "print(f'{$T3 - $T2:.1f}')") | $(rate "$T2" "$T3") | $(cpu "$WORK/cpu-rclone-$PART_MIB") | ${RC_LOG} | $(per_gb "$RC_TOTAL") |
+| \`rclone copyto\`, default chunk | 5 MiB | $(python3 -c "print(f'{$T5 - $T4:.1f}')") | $(rate "$T4" "$T5") | $(cpu "$WORK/cpu-rclone-5") | ${RC5_LOG} | $(per_gb "$RC5_TOTAL") |
 
 Our client's own count for its run: \`${OURS#done }\`.
 
