@@ -57,16 +57,24 @@ pub struct RequestCounters {
     bytes_sent: AtomicU64,
 }
 
-/// A copy of the counters at one moment.
+/// A copy of the counters at one moment. `put`, `post`, `list`, `get`, `head` and `delete`
+/// partition every request sent (retries included); `upload_part` is a subset of `put`, not
+/// an extra count: do not add it to `put`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RequestCounts {
+    /// PutObject, UploadPart and CreateBucket.
     pub put: u64,
+    /// CreateMultipartUpload, CompleteMultipartUpload and RestoreObject.
     pub post: u64,
+    /// ListParts and ListMultipartUploads.
     pub list: u64,
     pub get: u64,
     pub head: u64,
+    /// DeleteObject and AbortMultipartUpload (free on S3).
     pub delete: u64,
+    /// UploadPart requests: already included in `put`.
     pub upload_part: u64,
+    /// Request body bytes sent, retries included.
     pub bytes_sent: u64,
 }
 
@@ -99,6 +107,11 @@ impl RequestCounters {
 }
 
 impl RequestCounts {
+    /// Every request sent.
+    pub fn total(&self) -> u64 {
+        self.put + self.post + self.list + self.get + self.head + self.delete
+    }
+
     /// PUT, POST and LIST: the requests S3 bills at the higher rate.
     pub fn class_a(&self) -> u64 {
         self.put + self.post + self.list
