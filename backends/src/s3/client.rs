@@ -1036,11 +1036,26 @@ impl S3Client {
         key: &str,
         upload_id: &str,
     ) -> Result<Vec<PartInfo>, BackendError> {
+        self.list_parts_paged(key, upload_id, None).await
+    }
+
+    /// [`S3Client::list_parts`] with a page size (S3's default is 1,000), so tests can
+    /// exercise the pagination.
+    #[doc(hidden)]
+    pub async fn list_parts_paged(
+        &self,
+        key: &str,
+        upload_id: &str,
+        page_size: Option<u32>,
+    ) -> Result<Vec<PartInfo>, BackendError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             let mut call = Call::new("ListParts", Method::GET, Some(key), RequestType::List)
                 .query("uploadId", upload_id);
+            if let Some(n) = page_size {
+                call = call.query("max-parts", n.to_string());
+            }
             if let Some(m) = &marker {
                 call = call.query("part-number-marker", m.clone());
             }
@@ -1118,6 +1133,16 @@ impl S3Client {
         &self,
         prefix: &str,
     ) -> Result<Vec<MultipartUpload>, BackendError> {
+        self.list_multipart_uploads_paged(prefix, None).await
+    }
+
+    /// [`S3Client::list_multipart_uploads`] with a page size, for tests.
+    #[doc(hidden)]
+    pub async fn list_multipart_uploads_paged(
+        &self,
+        prefix: &str,
+        page_size: Option<u32>,
+    ) -> Result<Vec<MultipartUpload>, BackendError> {
         let full_prefix = self.full_key(prefix);
         let mut out = Vec::new();
         let mut markers: Option<(String, String)> = None;
@@ -1126,6 +1151,9 @@ impl S3Client {
                 .query("uploads", "");
             if !full_prefix.is_empty() {
                 call = call.query("prefix", full_prefix.clone());
+            }
+            if let Some(n) = page_size {
+                call = call.query("max-uploads", n.to_string());
             }
             if let Some((k, u)) = &markers {
                 call = call.query("key-marker", k.clone());
