@@ -219,11 +219,13 @@ async fn an_interrupted_upload_resumes_sending_only_missing_parts() {
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", server.name));
         let sent = c.counters().snapshot().since(&before);
-        assert_eq!(out.parts_reused, done, "{}", server.name);
-        assert_eq!(out.parts_uploaded, 8 - done);
+        // Parts that were in flight when the source failed may have reached the server
+        // unjournaled; they are recognised by their MD5 and not sent again.
+        assert!(out.parts_reused >= done, "{}: {out:?}", server.name);
+        assert_eq!(out.parts_reused + out.parts_uploaded, 8);
         assert_eq!(
             sent.upload_part,
-            u64::from(8 - done),
+            u64::from(out.parts_uploaded),
             "only missing parts sent"
         );
         assert_eq!(sent.post, 1, "no new upload, just complete: {sent:?}");
@@ -236,6 +238,76 @@ async fn an_interrupted_upload_resumes_sending_only_missing_parts() {
             "{}: nothing left billing",
             server.name
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_on_the_server_but_not_in_the_journal_is_not_sent_again() {
+    for server in servers() {
+        let c = fresh_bucket(&server, "unjournaled", StorageClass::Standard).await;
+        let data = Arc::new(test_data(20_000_000, 8));
+        let sha = sha256_hex(&data);
+        let metadata = meta(&[("sha256", &sha)]);
+        let dir = tempfile::tempdir().unwrap();
+        let journal = JsonFileJournal::new(dir.path().join("j.json"));
+        let t = TransferConfig {
+            concurrency: 1,
+            ..quick_transfer()
+        };
+        let c1 = client_for(&server, c.bucket(), StorageClass::Standard, &t);
+        // Part 2 of 4 fails to read: part 1 is sent and journaled.
+        let failing = FailingSource {
+            data: data.clone(),
+            fail_after: 5 * MIB + 10,
+        };
+        upload_resumable(
+            &c1,
+            "u.iso",
+            Arc::new(failing),
+            5 * MIB,
+            &metadata,
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_err();
+        let state = journal.load("u.iso").unwrap().unwrap();
+        assert_eq!(state.parts.len(), 1);
+        // Part 2 reached the server but the process died before journaling it.
+        let part2 = lomob_backends::s3::PartBody::new(
+            data[(5 * MIB) as usize..(10 * MIB) as usize].to_vec(),
+        );
+        c.upload_part("u.iso", &state.upload_id, 2, &part2)
+            .await
+            .unwrap();
+        // And a part 3 with the wrong bytes (a torn earlier attempt): must be replaced.
+        // rclone serve s3 streams parts to its backend and cannot replace one with other
+        // bytes (501 NotImplemented), so only moto gets this case.
+        if server.name == "moto" {
+            let wrong = lomob_backends::s3::PartBody::new(test_data(5 * MIB as usize, 99));
+            c.upload_part("u.iso", &state.upload_id, 3, &wrong)
+                .await
+                .unwrap();
+        }
+
+        let before = c.counters().snapshot();
+        let out = upload_resumable(
+            &c,
+            "u.iso",
+            Arc::new(MemSource(data.clone())),
+            5 * MIB,
+            &metadata,
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", server.name));
+        let sent = c.counters().snapshot().since(&before);
+        assert_eq!(out.parts_reused, 2, "{}: parts 1 and 2", server.name);
+        assert_eq!(out.parts_uploaded, 2, "{}: parts 3 and 4", server.name);
+        assert_eq!(sent.upload_part, 2);
+        let back = c.get_object("u.iso", None).await.unwrap();
+        assert_eq!(sha256_hex(&back), sha, "{}", server.name);
     }
 }
 
@@ -614,12 +686,17 @@ async fn a_killed_upload_resumes_in_a_new_process() {
         .lines()
         .find(|l| l.starts_with("done "))
         .unwrap_or_else(|| panic!("no summary: {stdout}"));
-    assert!(
-        done.contains(&format!("reused={journaled} ")),
-        "{done}\n{stdout}"
-    );
-    assert!(
-        done.contains(&format!("upload_part_requests={} ", 8 - journaled)),
+    let field = |name: &str| -> u32 {
+        let start = done.find(&format!(" {name}=")).expect(name) + name.len() + 2;
+        done[start..].split(' ').next().unwrap().parse().unwrap()
+    };
+    // Journaled parts are reused; a part that finished between the last journal write and
+    // the kill is found on the server by its MD5 and reused too.
+    assert!(field("reused") >= journaled, "{done}\n{stdout}");
+    assert_eq!(field("reused") + field("uploaded"), 8, "{done}");
+    assert_eq!(
+        field("upload_part_requests"),
+        field("uploaded"),
         "only the missing parts were sent: {done}"
     );
     let info = c.head_object("archive/killed.iso").await.unwrap();

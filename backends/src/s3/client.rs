@@ -436,6 +436,7 @@ fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
         Some(401 | 403) => ErrorKind::Permission,
         Some(404) => ErrorKind::NotFound,
         Some(408 | 429) => ErrorKind::Transient,
+        Some(501) => ErrorKind::Other,
         Some(s) if s >= 500 => ErrorKind::Transient,
         None => ErrorKind::Transient,
         _ => ErrorKind::Other,
@@ -444,7 +445,9 @@ fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
 
 /// True when an answer is worth sending the request again for.
 fn retryable(status: StatusCode, code: Option<&str>) -> bool {
-    status.is_server_error()
+    // 501 Not Implemented is a permanent answer (rclone serve s3 gives it for replacing a
+    // part with different bytes).
+    (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || matches!(
@@ -1267,6 +1270,15 @@ mod tests {
         assert_eq!(classify(Some(503), Some("SlowDown")), ErrorKind::Transient);
         assert_eq!(classify(None, None), ErrorKind::Transient);
         assert_eq!(classify(Some(400), Some("BadDigest")), ErrorKind::Other);
+        assert_eq!(
+            classify(Some(501), Some("NotImplemented")),
+            ErrorKind::Other
+        );
+        assert!(!retryable(
+            StatusCode::NOT_IMPLEMENTED,
+            Some("NotImplemented")
+        ));
+        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE, None));
     }
 
     #[test]

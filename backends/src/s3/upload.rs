@@ -210,7 +210,8 @@ pub struct UploadOutcome {
     pub parts_total: u32,
     /// Parts sent by this call.
     pub parts_uploaded: u32,
-    /// Parts found on the server from an earlier run and not sent again.
+    /// Parts found on the server from an earlier run and not sent again (journaled ones, and
+    /// unjournaled ones whose MD5 matched the server's ETag).
     pub parts_reused: u32,
     /// Requests the client sent during this call (includes other work on the same client
     /// running concurrently).
@@ -284,7 +285,8 @@ fn is_no_such_upload(e: &BackendError) -> bool {
 ///
 /// With a journal entry for `key` (same size, part size and SHA-256), the server's parts are
 /// listed and those matching the journal by number, size and ETag are kept; only the others
-/// are sent. Otherwise a new upload is created and journaled before any part is sent. Each
+/// are sent (a part on the server but not in the journal, finished just before a crash, is
+/// read again and kept without sending when its MD5 equals the server's ETag). Otherwise a new upload is created and journaled before any part is sent. Each
 /// finished part is journaled; the journal entry is cleared after completion. If the server
 /// no longer knows the upload (aborted, expired), it starts over. `metadata` becomes
 /// `x-amz-meta-*`; give `sha256` so a changed source is never completed from stale parts.
@@ -336,6 +338,9 @@ pub async fn upload_resumable(
     };
 
     let mut state: Option<UploadState> = None;
+    // Parts the server holds that the journal does not (finished just before a crash): kept
+    // when the bytes we read for them have the same MD5 as the server's ETag.
+    let mut unjournaled: BTreeMap<u32, (u64, String)> = BTreeMap::new();
     if let Some(old) = journal.load(key)? {
         let same_source = old.total_size == len
             && old.part_size == part_size
@@ -367,6 +372,11 @@ pub async fn upload_resumable(
                     });
                     kept.parts.sort_by_key(|p| p.number);
                     kept.parts.dedup_by_key(|p| p.number);
+                    let journaled: BTreeSet<u32> = kept.parts.iter().map(|p| p.number).collect();
+                    unjournaled = on_server
+                        .into_iter()
+                        .filter(|(n, _)| (1..=total).contains(n) && !journaled.contains(n))
+                        .collect();
                     journal.save(&kept)?;
                     state = Some(kept);
                 }
@@ -406,7 +416,7 @@ pub async fn upload_resumable(
         }
     };
 
-    let reused = u32::try_from(state.parts.len()).expect("at most 10,000 parts");
+    let mut reused = u32::try_from(state.parts.len()).expect("at most 10,000 parts");
     let mut bytes_done: u64 = state.parts.iter().map(|p| p.size).sum();
     let mut reused_bytes = 0;
     for (i, p) in state.parts.iter().enumerate() {
@@ -429,8 +439,10 @@ pub async fn upload_resumable(
         .max(1)
         .min(usize::try_from((MEMORY_BUDGET / part_size).max(1)).unwrap_or(1));
 
+    let unjournaled = Arc::new(unjournaled);
     let mut uploaded: u32 = 0;
-    let mut tasks: JoinSet<Result<DonePart, BackendError>> = JoinSet::new();
+    // Each task yields the finished part and whether it was sent (false: found on the server).
+    let mut tasks: JoinSet<Result<(DonePart, bool), BackendError>> = JoinSet::new();
     loop {
         while tasks.len() < in_flight {
             let Some(n) = pending.pop_front() else { break };
@@ -438,6 +450,7 @@ pub async fn upload_resumable(
             let upload_id = state.upload_id.clone();
             let offset = u64::from(n - 1) * part_size;
             let size = size_of(n);
+            let unjournaled = unjournaled.clone();
             tasks.spawn(async move {
                 let k = key.clone();
                 let body = tokio::task::spawn_blocking(move || {
@@ -445,13 +458,31 @@ pub async fn upload_resumable(
                 })
                 .await
                 .map_err(|e| BackendError::Journal(format!("part reader failed: {e}")))??;
+                let md5 = body.md5_hex.clone();
+                if let Some((server_size, server_etag)) = unjournaled.get(&n) {
+                    if *server_size == size && server_etag.trim_matches('"') == md5 {
+                        let etag = server_etag.clone();
+                        return Ok((
+                            DonePart {
+                                number: n,
+                                size,
+                                etag,
+                                md5,
+                            },
+                            false,
+                        ));
+                    }
+                }
                 let etag = client.upload_part(&key, &upload_id, n, &body).await?;
-                Ok(DonePart {
-                    number: n,
-                    size,
-                    etag,
-                    md5: body.md5_hex.clone(),
-                })
+                Ok((
+                    DonePart {
+                        number: n,
+                        size,
+                        etag,
+                        md5,
+                    },
+                    true,
+                ))
             });
         }
         let Some(joined) = tasks.join_next().await else {
@@ -459,10 +490,14 @@ pub async fn upload_resumable(
         };
         // An error drops `tasks`, which aborts the other parts; the journal keeps the ones
         // that finished, for the next run.
-        let part =
+        let (part, sent) =
             joined.map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
         bytes_done += part.size;
-        uploaded += 1;
+        if sent {
+            uploaded += 1;
+        } else {
+            reused += 1;
+        }
         let number = part.number;
         let size = part.size;
         state.parts.push(part);
@@ -471,7 +506,7 @@ pub async fn upload_resumable(
         progress(&UploadProgress {
             part_number: number,
             part_size: size,
-            reused: false,
+            reused: !sent,
             parts_done: u32::try_from(state.parts.len()).unwrap_or(u32::MAX),
             parts_total: total,
             bytes_done,
