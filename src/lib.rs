@@ -4,9 +4,17 @@
 //! module list reads like the architecture: `scan` feeds the `manifest`; `config` describes
 //! the sites whose backends come from the `lomob-backends` crate.
 
+pub mod archive;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod exit;
+pub mod iso;
 pub mod manifest;
+pub mod pack;
 pub mod progress;
 pub mod scan;
+pub mod site;
+pub mod stage;
+pub mod store;
+pub mod sync;

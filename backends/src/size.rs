@@ -115,7 +115,7 @@ impl fmt::Display for ByteSize {
         for &(m, unit) in STEPS {
             if n >= m {
                 let v = n as f64 / m as f64;
-                return if n % m == 0 && n / m >= 10 {
+                return if n.is_multiple_of(m) && n / m >= 10 {
                     write!(f, "{} {unit}", n / m)
                 } else {
                     write!(f, "{v:.1} {unit}")

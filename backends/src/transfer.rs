@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use opendal::layers::{
-    ConcurrentLimitLayer, RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer,
-};
+use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +38,10 @@ impl Default for TransferConfig {
 
 impl TransferConfig {
     /// Wraps an operator with timeout (inside retry, so each attempt is timed), retry with
-    /// jitter, a concurrency limit, an optional throttle and tracing.
+    /// jitter, an optional throttle and tracing. `concurrency` is applied by the engine,
+    /// which bounds its own uploads: OpenDAL's concurrency layer holds a permit for a
+    /// writer's whole life, so a full set of open writers each verifying with a `stat`
+    /// would wait on each other forever.
     pub fn apply(&self, op: Operator) -> Operator {
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
         let mut op = op
@@ -55,8 +56,7 @@ impl TransferConfig {
                     .with_jitter()
                     .with_min_delay(Duration::from_millis(200))
                     .with_max_delay(Duration::from_secs(60)),
-            )
-            .layer(ConcurrentLimitLayer::new(self.concurrency.max(1)));
+            );
         if let Some(limit) = self.bandwidth_limit {
             let bps = u32::try_from(limit.bytes().max(1)).unwrap_or(u32::MAX);
             op = op.layer(ThrottleLayer::new(bps, bps));

@@ -63,6 +63,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daily job: scan the library, then sync every site
+    Backup(BackupArgs),
+    /// Stage new files on a site, pack and archive images when enough is staged
+    Sync(SyncArgs),
     /// Walk the library and record new, changed and deleted files in the manifest
     Scan(ScanArgs),
     /// List what the manifest holds
@@ -76,6 +80,76 @@ pub enum Command {
     /// Inspect the configured sites
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Pack files into ISO 9660 images, and list, verify and read images
+    #[command(subcommand)]
+    Iso(IsoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IsoCommand {
+    /// Pack scanned files not yet in an image into images, oldest first
+    Create {
+        /// Name of the first image [default: <oldest file date>--<newest file date>.iso,
+        /// made unique]
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// Largest image; a single larger file gets an image of its own
+        #[arg(short = 's', long, default_value = "5GB", value_name = "SIZE")]
+        iso_size: ByteSize,
+        /// Folder the images are written to [default: ~/.local/share/lomob/isos]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// The images recorded in the manifest
+    List,
+    /// Check every file of an image against its catalog, and against the manifest when the
+    /// image is recorded there
+    Verify {
+        /// An image file, or the name of an image in the manifest
+        #[arg(value_name = "NAME|FILE")]
+        image: String,
+    },
+    /// List the files inside an image file
+    Ls {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Extract files from an image file; never writes outside DIR
+    Extract {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Paths inside the image (files or folders) [default: everything]
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+        /// Folder to extract into (created if needed)
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub scan: ScanArgs,
+    /// Pack everything staged into images now, whatever each site's threshold
+    #[arg(long)]
+    pub pack_now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The site to sync
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub site: Option<String>,
+    /// Every configured site, a few at a time; one failing does not stop the others
+    #[arg(long)]
+    pub all: bool,
+    /// Pack everything staged into images now, whatever the site's threshold
+    #[arg(long)]
+    pub pack_now: bool,
+    /// Show what would be uploaded, the requests it would take and their cost; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

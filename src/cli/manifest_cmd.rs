@@ -21,10 +21,12 @@ pub fn run(ctx: &Context, cmd: ManifestCommand) -> anyhow::Result<u8> {
         super::output::json(&counts)?;
     } else {
         println!(
-            "{verb} {} roots, {} contents, {} files, {} runs ({})",
+            "{verb} {} roots, {} contents, {} files, {} images, {} placements, {} runs ({})",
             counts.roots,
             counts.contents,
             counts.files,
+            counts.isos,
+            counts.placements,
             counts.runs,
             file.display()
         );

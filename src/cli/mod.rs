@@ -3,6 +3,7 @@
 //! only here; the engine's modules return typed errors.
 
 mod args;
+mod iso_cmd;
 mod list;
 mod logging;
 mod manifest_cmd;
@@ -10,6 +11,7 @@ mod output;
 mod scan_cmd;
 mod site;
 mod status;
+mod sync_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,10 +87,13 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         config,
     };
     match cli.command {
+        Command::Backup(a) => sync_cmd::backup(&ctx, a),
+        Command::Sync(a) => sync_cmd::run(&ctx, a),
         Command::Scan(a) => scan_cmd::run(&ctx, a),
         Command::List(l) => list::run(&ctx, l),
         Command::Status => status::run(&ctx),
         Command::Manifest(m) => manifest_cmd::run(&ctx, m),
         Command::Site(s) => site::run(&ctx, s),
+        Command::Iso(i) => iso_cmd::run(&ctx, i),
     }
 }

@@ -85,7 +85,7 @@ pub fn run(ctx: &Context, a: ScanArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn record_run(m: &Manifest, started: i64, r: &ScanReport) -> anyhow::Result<()> {
+pub(super) fn record_run(m: &Manifest, started: i64, r: &ScanReport) -> anyhow::Result<()> {
     let counts = [
         ("new", r.new),
         ("changed", r.changed),
@@ -115,7 +115,7 @@ fn record_run(m: &Manifest, started: i64, r: &ScanReport) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn print_summary(r: &ScanReport) -> std::io::Result<()> {
+pub(super) fn print_summary(r: &ScanReport) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -147,7 +147,7 @@ pub struct AlertConfig {
 pub enum ConfigError {
     #[error("config file {0} does not exist: check the path given with --config or LOMOB_CONFIG")]
     Missing(PathBuf),
-    #[error("invalid configuration:\n{0}")]
+    #[error("invalid configuration:\n{0}\nfix it and run again (`lomob site list` checks a config; profiles/ has examples)")]
     Invalid(String),
     #[error("site {site:?}: {message}")]
     Site { site: String, message: String },

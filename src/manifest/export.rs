@@ -3,8 +3,9 @@
 //!
 //! Format `lomob-manifest` version 1 is JSON Lines (UTF-8, one JSON object per line):
 //! - line 1: `{"header":{"format":"lomob-manifest","version":1,"schema":1,"exported":UNIX}}`
-//! - then, in this order, any number of `{"root":{..}}`, `{"content":{..}}`, `{"file":{..}}`
-//!   and `{"run":{..}}` lines (field by field the records of [`super::records`]; hashes are
+//! - then, in this order, any number of `{"root":{..}}`, `{"content":{..}}`, `{"file":{..}}`,
+//!   `{"iso":{..}}`, `{"placement":{..}}`, `{"staged":{..}}`, `{"archived":{..}}` and
+//!   `{"run":{..}}` lines (field by field the records of [`super::records`]; hashes are
 //!   lowercase hex; a path is a JSON string when it is valid UTF-8, else `{"b64":"..."}`
 //!   holding its raw bytes in standard base64);
 //! - last line: `{"end":{"records":N}}`, N counting the lines between header and end, so a
@@ -20,7 +21,10 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::records::{ContentRecord, FileRecord, RootRecord, RunRecord, Version};
+use super::records::{
+    ArchivedRecord, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload, PlacementRecord,
+    RootRecord, RunRecord, StagedRecord, Version,
+};
 use super::{Manifest, ManifestBatch, ManifestError, Result, SCHEMA_VERSION};
 
 pub const FORMAT: &str = "lomob-manifest";
@@ -86,6 +90,38 @@ enum Line {
         deleted_at: Option<i64>,
         versions: Vec<PortableVersion>,
     },
+    Iso {
+        id: u32,
+        name: String,
+        size: u64,
+        sha256: String,
+        files: u64,
+        data_bytes: u64,
+        created: i64,
+        status: PortableIsoStatus,
+        local_path: Option<PortablePath>,
+        uploads: Vec<PortableUpload>,
+    },
+    Placement {
+        content: String,
+        iso: u32,
+        offset: u64,
+        path: PortablePath,
+    },
+    Staged {
+        site: String,
+        content: String,
+        key: String,
+        size: u64,
+        etag: Option<String>,
+        at: i64,
+    },
+    Archived {
+        site: String,
+        content: String,
+        iso: u32,
+        at: i64,
+    },
     Run {
         id: u64,
         command: String,
@@ -98,6 +134,23 @@ enum Line {
     End {
         records: u64,
     },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PortableIsoStatus {
+    Created,
+    Uploaded,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortableUpload {
+    site: String,
+    region: String,
+    bucket: String,
+    key: String,
+    at: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -115,7 +168,24 @@ pub struct Counts {
     pub roots: u64,
     pub contents: u64,
     pub files: u64,
+    pub isos: u64,
+    pub placements: u64,
+    pub staged: u64,
+    pub archived: u64,
     pub runs: u64,
+}
+
+impl Counts {
+    fn total(&self) -> u64 {
+        self.roots
+            + self.contents
+            + self.files
+            + self.isos
+            + self.placements
+            + self.staged
+            + self.archived
+            + self.runs
+    }
 }
 
 /// Writes the whole manifest to `out`.
@@ -190,6 +260,76 @@ pub fn write_to(m: &Manifest, out: &mut dyn Write, exported: i64) -> Result<Coun
         )?;
         c.files += 1;
     }
+    for i in m.isos()? {
+        put(
+            &Line::Iso {
+                id: i.id,
+                name: i.name,
+                size: i.size,
+                sha256: hex::encode(i.sha256),
+                files: i.files,
+                data_bytes: i.data_bytes,
+                created: i.created,
+                status: match i.status {
+                    IsoStatus::Created => PortableIsoStatus::Created,
+                    IsoStatus::Uploaded => PortableIsoStatus::Uploaded,
+                },
+                local_path: i.local_path.as_deref().map(PortablePath::from_bytes),
+                uploads: i
+                    .uploads
+                    .into_iter()
+                    .map(|u| PortableUpload {
+                        site: u.site,
+                        region: u.region,
+                        bucket: u.bucket,
+                        key: u.key,
+                        at: u.at,
+                    })
+                    .collect(),
+            },
+            out,
+        )?;
+        c.isos += 1;
+    }
+    for kv in m.placements() {
+        let (content, iso, p) = kv?;
+        put(
+            &Line::Placement {
+                content: hex::encode(content),
+                iso,
+                offset: p.offset,
+                path: PortablePath::from_bytes(&p.path),
+            },
+            out,
+        )?;
+        c.placements += 1;
+    }
+    for (site, content, r) in m.staged(None)? {
+        put(
+            &Line::Staged {
+                site,
+                content: hex::encode(content),
+                key: r.key,
+                size: r.size,
+                etag: r.etag,
+                at: r.at,
+            },
+            out,
+        )?;
+        c.staged += 1;
+    }
+    for (site, content, r) in m.archived(None)? {
+        put(
+            &Line::Archived {
+                site,
+                content: hex::encode(content),
+                iso: r.iso,
+                at: r.at,
+            },
+            out,
+        )?;
+        c.archived += 1;
+    }
     // Oldest first in the file, so the order is stable.
     let mut runs: Vec<_> = m.runs().collect::<Result<_>>()?;
     runs.reverse();
@@ -208,12 +348,7 @@ pub fn write_to(m: &Manifest, out: &mut dyn Write, exported: i64) -> Result<Coun
         )?;
         c.runs += 1;
     }
-    put(
-        &Line::End {
-            records: c.roots + c.contents + c.files + c.runs,
-        },
-        out,
-    )?;
+    put(&Line::End { records: c.total() }, out)?;
     Ok(c)
 }
 
@@ -257,6 +392,7 @@ pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
     let mut roots = Vec::new();
     let mut batch = ManifestBatch::default();
     let mut runs = Vec::new();
+    let mut isos = Vec::new();
     let mut c = Counts::default();
     let mut seen_header = false;
     let mut end: Option<u64> = None;
@@ -364,6 +500,95 @@ pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
                 );
                 c.files += 1;
             }
+            Line::Iso {
+                id,
+                name,
+                size,
+                sha256,
+                files,
+                data_bytes,
+                created,
+                status,
+                local_path,
+                uploads,
+            } => {
+                isos.push(IsoRecord {
+                    id,
+                    name,
+                    size,
+                    sha256: hex_array(&sha256).map_err(|e| bad(n, e))?,
+                    files,
+                    data_bytes,
+                    created,
+                    status: match status {
+                        PortableIsoStatus::Created => IsoStatus::Created,
+                        PortableIsoStatus::Uploaded => IsoStatus::Uploaded,
+                    },
+                    local_path: local_path
+                        .map(|p| p.to_bytes())
+                        .transpose()
+                        .map_err(|e| bad(n, e))?,
+                    uploads: uploads
+                        .into_iter()
+                        .map(|u| IsoUpload {
+                            site: u.site,
+                            region: u.region,
+                            bucket: u.bucket,
+                            key: u.key,
+                            at: u.at,
+                        })
+                        .collect(),
+                });
+                c.isos += 1;
+            }
+            Line::Placement {
+                content,
+                iso,
+                offset,
+                path,
+            } => {
+                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
+                batch.put_placement(
+                    &content,
+                    iso,
+                    &PlacementRecord {
+                        offset,
+                        path: path.to_bytes().map_err(|e| bad(n, e))?,
+                    },
+                );
+                c.placements += 1;
+            }
+            Line::Staged {
+                site,
+                content,
+                key,
+                size,
+                etag,
+                at,
+            } => {
+                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
+                batch.put_staged(
+                    &site,
+                    &content,
+                    &StagedRecord {
+                        key,
+                        size,
+                        etag,
+                        at,
+                    },
+                );
+                c.staged += 1;
+            }
+            Line::Archived {
+                site,
+                content,
+                iso,
+                at,
+            } => {
+                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
+                batch.put_archived(&site, &content, &ArchivedRecord { iso, at });
+                c.archived += 1;
+            }
             Line::Run {
                 id,
                 command,
@@ -389,7 +614,7 @@ pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
             Line::End { records } => end = Some(records),
         }
     }
-    let total = c.roots + c.contents + c.files + c.runs;
+    let total = c.total();
     match end {
         None => {
             return Err(bad(
@@ -409,6 +634,9 @@ pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
         m.raw_insert_root(r)?;
     }
     m.apply(batch)?;
+    for i in &isos {
+        m.raw_insert_iso(i)?;
+    }
     for (id, r) in &runs {
         m.raw_insert_run(*id, r)?;
     }

@@ -18,10 +18,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
-pub use records::{ContentId, ContentRecord, FileRecord, RootRecord, RunRecord, Version};
+pub use records::{
+    ArchivedRecord, ContentId, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload,
+    PlacementRecord, RootRecord, RunRecord, StagedRecord, Version,
+};
 
 use lock::DbLock;
-use records::{decode, encode, file_key, split_file_key};
+use records::{decode, encode, file_key, placement_key, site_key, split_file_key};
 
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -29,6 +32,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema";
 const NEXT_ROOT_KEY: &[u8] = b"next-root";
 const NEXT_RUN_KEY: &[u8] = b"next-run";
+const NEXT_ISO_KEY: &[u8] = b"next-iso";
 
 pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -41,6 +45,11 @@ pub struct Manifest {
     files: sled::Tree,
     contents: sled::Tree,
     runs: sled::Tree,
+    isos: sled::Tree,
+    placements: sled::Tree,
+    uploads: sled::Tree,
+    staged: sled::Tree,
+    archived: sled::Tree,
     _lock: DbLock,
 }
 
@@ -49,6 +58,9 @@ pub struct Manifest {
 pub struct ManifestBatch {
     files: sled::Batch,
     contents: sled::Batch,
+    placements: sled::Batch,
+    staged: sled::Batch,
+    archived: sled::Batch,
     len: usize,
 }
 
@@ -60,6 +72,27 @@ impl ManifestBatch {
 
     pub fn put_content(&mut self, id: &ContentId, rec: &ContentRecord) {
         self.contents.insert(&id[..], encode(rec));
+        self.len += 1;
+    }
+
+    pub fn put_placement(&mut self, content: &ContentId, iso: u32, rec: &PlacementRecord) {
+        self.placements
+            .insert(placement_key(content, iso), encode(rec));
+        self.len += 1;
+    }
+
+    pub fn put_staged(&mut self, site: &str, content: &ContentId, rec: &StagedRecord) {
+        self.staged.insert(site_key(site, content), encode(rec));
+        self.len += 1;
+    }
+
+    pub fn remove_staged(&mut self, site: &str, content: &ContentId) {
+        self.staged.remove(site_key(site, content));
+        self.len += 1;
+    }
+
+    pub fn put_archived(&mut self, site: &str, content: &ContentId, rec: &ArchivedRecord) {
+        self.archived.insert(site_key(site, content), encode(rec));
         self.len += 1;
     }
 
@@ -106,6 +139,11 @@ impl Manifest {
             files: db.open_tree("files")?,
             contents: db.open_tree("contents")?,
             runs: db.open_tree("runs")?,
+            isos: db.open_tree("isos")?,
+            placements: db.open_tree("placements")?,
+            uploads: db.open_tree("uploads")?,
+            staged: db.open_tree("staged")?,
+            archived: db.open_tree("archived")?,
             db,
             _lock: lock,
         };
@@ -244,7 +282,114 @@ impl Manifest {
         // Contents first: a file record must never point at a content that is not there.
         self.contents.apply_batch(batch.contents)?;
         self.files.apply_batch(batch.files)?;
+        self.placements.apply_batch(batch.placements)?;
+        // Archived before unstaged: a content is never left recorded nowhere.
+        self.archived.apply_batch(batch.archived)?;
+        self.staged.apply_batch(batch.staged)?;
         Ok(())
+    }
+
+    fn per_site<T: serde::de::DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &str,
+        site: Option<&str>,
+    ) -> Result<Vec<(String, ContentId, T)>> {
+        let prefix = site.map(|s| {
+            let mut p = s.as_bytes().to_vec();
+            p.push(0);
+            p
+        });
+        let iter = match &prefix {
+            Some(p) => tree.scan_prefix(p),
+            None => tree.iter(),
+        };
+        iter.map(|kv| {
+            let (k, v) = kv?;
+            let bad = || corrupt(name, "malformed key");
+            let nul = k.iter().position(|&b| b == 0).ok_or_else(bad)?;
+            let site = String::from_utf8(k[..nul].to_vec()).map_err(|_| bad())?;
+            let content: ContentId = k[nul + 1..].try_into().map_err(|_| bad())?;
+            let rec = decode(&v).map_err(|e| corrupt(name, e))?;
+            Ok((site, content, rec))
+        })
+        .collect()
+    }
+
+    /// Contents staged on `site` (or on every site when `None`).
+    pub fn staged(&self, site: Option<&str>) -> Result<Vec<(String, ContentId, StagedRecord)>> {
+        Self::per_site(&self.staged, "staged", site)
+    }
+
+    /// Contents archived on `site` (or on every site when `None`).
+    pub fn archived(&self, site: Option<&str>) -> Result<Vec<(String, ContentId, ArchivedRecord)>> {
+        Self::per_site(&self.archived, "archived", site)
+    }
+
+    /// Every image, by id.
+    pub fn isos(&self) -> Result<Vec<IsoRecord>> {
+        self.isos
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&v).map_err(|e| corrupt(format!("isos/{}", hex::encode(k)), e))
+            })
+            .collect()
+    }
+
+    pub fn iso_by_name(&self, name: &str) -> Result<Option<IsoRecord>> {
+        Ok(self.isos()?.into_iter().find(|i| i.name == name))
+    }
+
+    /// Stores an image record; `id == 0` allocates a new id (returned).
+    pub fn put_iso(&self, rec: &mut IsoRecord) -> Result<u32> {
+        if rec.id == 0 {
+            rec.id = self.next_id(NEXT_ISO_KEY)? as u32;
+        }
+        self.isos.insert(rec.id.to_be_bytes(), encode(rec))?;
+        Ok(rec.id)
+    }
+
+    /// The images holding a content, with where it sits in each.
+    pub fn placements_of(&self, content: &ContentId) -> Result<Vec<(u32, PlacementRecord)>> {
+        self.placements
+            .scan_prefix(content)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let iso = k
+                    .get(16..20)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .ok_or_else(|| corrupt("placements", "key is not 20 bytes"))?;
+                let rec = decode(&v).map_err(|e| corrupt("placements", e))?;
+                Ok((iso, rec))
+            })
+            .collect()
+    }
+
+    /// Every placement: (content, image id, record).
+    pub fn placements(
+        &self,
+    ) -> impl Iterator<Item = Result<(ContentId, u32, PlacementRecord)>> + '_ {
+        self.placements.iter().map(|kv| {
+            let (k, v) = kv?;
+            if k.len() != 20 {
+                return Err(corrupt("placements", "key is not 20 bytes"));
+            }
+            let content: ContentId = k[..16].try_into().expect("length checked");
+            let iso = u32::from_be_bytes(k[16..].try_into().expect("length checked"));
+            let rec = decode(&v).map_err(|e| corrupt("placements", e))?;
+            Ok((content, iso, rec))
+        })
+    }
+
+    /// True when the content is inside at least one image.
+    pub fn is_packed(&self, content: &ContentId) -> Result<bool> {
+        Ok(self
+            .placements
+            .scan_prefix(content)
+            .next()
+            .transpose()?
+            .is_some())
     }
 
     /// Records a finished command; returns its id (increasing).
@@ -266,6 +411,15 @@ impl Manifest {
             let rec = decode(&v).map_err(|e| corrupt(format!("runs/{id}"), e))?;
             Ok((id, rec))
         })
+    }
+
+    /// Where one site's resumable archive uploads remember their parts.
+    pub fn upload_journal(&self, site: &str) -> UploadJournalTree {
+        UploadJournalTree {
+            tree: self.uploads.clone(),
+            db: self.db.clone(),
+            prefix: format!("{site}\0").into_bytes(),
+        }
     }
 
     /// Makes every write so far durable.
@@ -308,9 +462,82 @@ impl Manifest {
         self.raise_counter(NEXT_ROOT_KEY, rec.id.into())
     }
 
+    fn raw_insert_iso(&self, rec: &IsoRecord) -> Result<()> {
+        self.isos.insert(rec.id.to_be_bytes(), encode(rec))?;
+        self.raise_counter(NEXT_ISO_KEY, rec.id.into())
+    }
+
     fn raw_insert_run(&self, id: u64, rec: &RunRecord) -> Result<()> {
         self.runs.insert(id.to_be_bytes(), encode(rec))?;
         self.raise_counter(NEXT_RUN_KEY, id)
+    }
+}
+
+/// The upload journal of one site, kept in the manifest so that a run killed mid-upload
+/// continues where it stopped. Every save is flushed before it returns.
+pub struct UploadJournalTree {
+    tree: sled::Tree,
+    db: sled::Db,
+    prefix: Vec<u8>,
+}
+
+impl UploadJournalTree {
+    fn key(&self, key: &str) -> Vec<u8> {
+        let mut k = self.prefix.clone();
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+}
+
+fn journal_err(e: impl std::fmt::Display) -> lomob_backends::BackendError {
+    lomob_backends::BackendError::Journal(format!("manifest: {e}"))
+}
+
+impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
+    fn load(
+        &self,
+        key: &str,
+    ) -> std::result::Result<
+        Option<lomob_backends::s3::upload::UploadState>,
+        lomob_backends::BackendError,
+    > {
+        match self.tree.get(self.key(key)).map_err(journal_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(journal_err),
+        }
+    }
+
+    fn save(
+        &self,
+        state: &lomob_backends::s3::upload::UploadState,
+    ) -> std::result::Result<(), lomob_backends::BackendError> {
+        let v = serde_json::to_vec(state).map_err(journal_err)?;
+        self.tree
+            .insert(self.key(&state.key), v)
+            .map_err(journal_err)?;
+        self.db.flush().map_err(journal_err)?;
+        Ok(())
+    }
+
+    fn clear(&self, key: &str) -> std::result::Result<(), lomob_backends::BackendError> {
+        self.tree.remove(self.key(key)).map_err(journal_err)?;
+        self.db.flush().map_err(journal_err)?;
+        Ok(())
+    }
+
+    fn list(
+        &self,
+    ) -> std::result::Result<
+        Vec<lomob_backends::s3::upload::UploadState>,
+        lomob_backends::BackendError,
+    > {
+        self.tree
+            .scan_prefix(&self.prefix)
+            .map(|kv| {
+                let (_, v) = kv.map_err(journal_err)?;
+                serde_json::from_slice(&v).map_err(journal_err)
+            })
+            .collect()
     }
 }
 

@@ -141,3 +141,87 @@ mod tests {
         assert_eq!(split_file_key(b"ab"), None);
     }
 }
+
+/// Where an image is in its life. Uploads come with the sync; a created image is local.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IsoStatus {
+    /// Written to a local file, not uploaded anywhere.
+    Created,
+    /// Uploaded to (and verified on) at least one site's archive.
+    Uploaded,
+}
+
+/// One archive image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsoRecord {
+    pub id: u32,
+    /// File name, e.g. `2023-01-05--2023-03-30.iso`; unique in the manifest.
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub files: u64,
+    /// Bytes of file data inside.
+    pub data_bytes: u64,
+    /// Unix seconds when the image was created (also its volume creation time).
+    pub created: i64,
+    pub status: IsoStatus,
+    /// Where the image file was written, if it was written locally (raw path bytes).
+    pub local_path: Option<Vec<u8>>,
+    /// Per-site uploads: (site, region, bucket or root, key, unix seconds).
+    pub uploads: Vec<IsoUpload>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsoUpload {
+    pub site: String,
+    pub region: String,
+    pub bucket: String,
+    pub key: String,
+    pub at: i64,
+}
+
+/// Where one content sits inside one image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementRecord {
+    /// Byte offset of the content's first byte inside the image (for ranged restores).
+    pub offset: u64,
+    /// Its path inside the image.
+    pub path: Vec<u8>,
+}
+
+/// Key of a placement: content id then image id, so "is this content packed?" is a prefix
+/// lookup.
+pub fn placement_key(content: &ContentId, iso: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(20);
+    k.extend_from_slice(content);
+    k.extend_from_slice(&iso.to_be_bytes());
+    k
+}
+
+/// A content's copy on a site's stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedRecord {
+    /// Object key on the stage.
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// Unix seconds it was verified there.
+    pub at: i64,
+}
+
+/// A content safe in one of a site's archived images.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedRecord {
+    pub iso: u32,
+    /// Unix seconds the image was verified on the archive.
+    pub at: i64,
+}
+
+/// Key of a per-site record: the site name, a NUL, then the content id.
+pub fn site_key(site: &str, content: &ContentId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(site.len() + 17);
+    k.extend_from_slice(site.as_bytes());
+    k.push(0);
+    k.extend_from_slice(content);
+    k
+}

@@ -24,15 +24,6 @@ impl SftpConfig {
                 ),
             ));
         }
-        if let Some(k) = &self.key {
-            let k = crate::secret::expand_home(k);
-            if !k.is_file() {
-                return Err(BackendError::invalid(
-                    "sftp",
-                    format!("private key file {} does not exist", k.display()),
-                ));
-            }
-        }
         Ok(())
     }
 

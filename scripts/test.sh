@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one test command (README "Set-up"): installs what the tests need on a fresh Debian
+# machine, starts the local test servers (loopback only, stopped again by PID), then runs
+# formatting, lint and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Independent ISO readers checked against every image we write, and setpriv (util-linux)
+# for the unreadable-file tests.
+apt_needed=()
+for pair in xorriso:xorriso bsdtar:libarchive-tools 7z:p7zip-full genisoimage:genisoimage setpriv:util-linux; do
+    bin=${pair%%:*}
+    pkg=${pair#*:}
+    command -v "$bin" >/dev/null 2>&1 || apt_needed+=("$pkg")
+done
+if [ ${#apt_needed[@]} -gt 0 ]; then
+    echo "test.sh: installing ${apt_needed[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${apt_needed[@]}" >/dev/null
+fi
+
+if [ -x scripts/services.sh ]; then
+    scripts/services.sh start
+    trap 'scripts/services.sh stop' EXIT
+    # shellcheck disable=SC1091
+    source .test-services/env
+    # Server tests must not skip quietly here: a missing server is a failure.
+    export LOMOB_REQUIRE_SERVICES=1
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -1,0 +1,330 @@
+//! [`Archive`] over an OpenDAL operator, for every kind that is not S3: a local disk or NAS,
+//! SFTP, WebDAV, Drive-like services.
+//!
+//! Uploads go to `<key>.partial` and are renamed into place when complete, so a crash never
+//! leaves a short object under the real name. Where the backend can append (a local disk),
+//! a rerun continues the partial object from its current length; elsewhere it starts over.
+
+use std::io::Read;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use opendal::Operator;
+use sha2::{Digest, Sha256};
+
+use super::{
+    Archive, ArchiveObject, ByteSource, PutProgress, ThawRequest, ThawState, ThawTier,
+    UploadJournal, UploadState,
+};
+use crate::store::{unix, unquote, BackendInfo, ObjectInfo, StoreError};
+
+const BLOCK: usize = 8 << 20;
+
+pub struct OpendalArchive {
+    op: Operator,
+    info: BackendInfo,
+}
+
+impl OpendalArchive {
+    pub fn new(op: Operator, info: BackendInfo) -> Self {
+        OpendalArchive { op, info }
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
+        StoreError::opendal(&self.info, op, key, e)
+    }
+
+    fn object(key: &str, m: &opendal::Metadata) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            size: m.content_length(),
+            etag: unquote(m.etag()),
+            modified: unix(m.last_modified()),
+            sha256: m
+                .user_metadata()
+                .and_then(|u| u.get("sha256").map(str::to_string)),
+        }
+    }
+
+    /// Reads the whole object back and hashes it: the only check these backends allow.
+    async fn read_back_sha256(&self, key: &str) -> Result<[u8; 32], StoreError> {
+        let mut r = self
+            .op
+            .reader_with(key)
+            .chunk(BLOCK)
+            .await
+            .map_err(|e| self.err("verify", key, e))?
+            .into_bytes_stream(..)
+            .await
+            .map_err(|e| self.err("verify", key, e))?;
+        let mut sha = Sha256::new();
+        while let Some(b) = r
+            .try_next()
+            .await
+            .map_err(|e| StoreError::check(&self.info, "verify", key, e.to_string()))?
+        {
+            sha.update(&b);
+        }
+        Ok(sha.finalize().into())
+    }
+}
+
+/// Lists every object under `prefix` (shared with the S3 archive, which lists through
+/// OpenDAL too).
+pub(crate) async fn list(
+    op: &Operator,
+    info: &BackendInfo,
+    prefix: &str,
+) -> Result<Vec<ObjectInfo>, StoreError> {
+    let mut out = Vec::new();
+    let mut lister = match op.lister_with(prefix).recursive(true).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StoreError::opendal(info, "list", prefix, e)),
+    };
+    while let Some(entry) = lister
+        .try_next()
+        .await
+        .map_err(|e| StoreError::opendal(info, "list", prefix, e))?
+    {
+        if !entry.metadata().is_dir() {
+            out.push(OpendalArchive::object(entry.path(), entry.metadata()));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `len` bytes of `source` from `offset` on a blocking thread.
+async fn read_block(
+    source: &Arc<dyn ByteSource>,
+    reader: &mut Option<Box<dyn Read + Send>>,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut r = match reader.take() {
+        Some(r) => r,
+        None => {
+            let s = source.clone();
+            tokio::task::spawn_blocking(move || s.open_at(offset))
+                .await
+                .map_err(std::io::Error::other)??
+        }
+    };
+    let (r, buf) = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(filled);
+        Ok((r, buf))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    *reader = Some(r);
+    Ok(buf)
+}
+
+#[async_trait]
+impl Archive for OpendalArchive {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        source: Arc<dyn ByteSource>,
+        sha256: &[u8; 32],
+        journal: &dyn UploadJournal,
+        progress: PutProgress<'_>,
+    ) -> Result<ArchiveObject, StoreError> {
+        let total = source.len();
+        let want = hex::encode(sha256);
+        let jerr = |e| StoreError::new(&self.info, "put", key, e);
+        if let Some(existing) = self.stat(key).await? {
+            if existing.info.size == total && self.read_back_sha256(key).await? == *sha256 {
+                journal.clear(key).map_err(jerr)?;
+                return Ok(existing);
+            }
+            return Err(StoreError::check(
+                &self.info,
+                "put",
+                key,
+                "a different object already exists under this name; archives are never overwritten"
+                    .into(),
+            ));
+        }
+        let partial = format!("{key}.partial");
+        let can_append = self.op.info().capability().write_can_append;
+        // Continue a partial upload of the same source, where the backend can append.
+        let mut offset = 0u64;
+        if can_append {
+            let same = journal.load(key).map_err(jerr)?.is_some_and(|s| {
+                s.source_sha256.as_deref() == Some(&want) && s.total_size == total
+            });
+            if same {
+                if let Ok(m) = self.op.stat(&partial).await {
+                    offset = m.content_length().min(total);
+                }
+            }
+        }
+        if offset == 0 {
+            let _ = self.op.delete(&partial).await;
+        } else {
+            tracing::info!(
+                "site {}: resuming {key} at byte {offset} of {total}",
+                self.info.site
+            );
+        }
+        journal
+            .save(&UploadState {
+                key: key.to_string(),
+                upload_id: "partial".into(),
+                part_size: BLOCK as u64,
+                total_size: total,
+                source_sha256: Some(want.clone()),
+                parts: Vec::new(),
+            })
+            .map_err(jerr)?;
+        let mut w = self
+            .op
+            .writer_with(&partial)
+            .append(can_append)
+            .chunk(BLOCK)
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        let mut reader = None;
+        let mut done = offset;
+        progress(done);
+        while done < total {
+            let len = ((total - done) as usize).min(BLOCK);
+            let block = read_block(&source, &mut reader, done, len)
+                .await
+                .map_err(|e| {
+                    StoreError::check(
+                        &self.info,
+                        "put",
+                        key,
+                        format!("reading the image at byte {done}: {e}"),
+                    )
+                })?;
+            if block.is_empty() {
+                return Err(StoreError::check(
+                    &self.info,
+                    "put",
+                    key,
+                    format!("the image ended at byte {done} of {total}"),
+                ));
+            }
+            done += block.len() as u64;
+            w.write(block).await.map_err(|e| self.err("put", key, e))?;
+            if can_append {
+                // Appends are durable per write; report what the server holds.
+                progress(done);
+            }
+        }
+        w.close().await.map_err(|e| self.err("put", key, e))?;
+        progress(done);
+        let m = self
+            .op
+            .stat(&partial)
+            .await
+            .map_err(|e| self.err("verify", key, e))?;
+        if m.content_length() != total {
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                format!(
+                    "server holds {} bytes, expected {total}",
+                    m.content_length()
+                ),
+            ));
+        }
+        if self.read_back_sha256(&partial).await? != *sha256 {
+            let _ = self.op.delete(&partial).await;
+            journal.clear(key).map_err(jerr)?;
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                "the uploaded bytes' SHA-256 differs from the image's; the partial upload was removed and the next run starts over".into(),
+            ));
+        }
+        self.op
+            .rename(&partial, key)
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        journal.clear(key).map_err(jerr)?;
+        self.stat(key).await?.ok_or_else(|| {
+            StoreError::check(&self.info, "verify", key, "missing after rename".into())
+        })
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
+        match self.op.stat(key).await {
+            Ok(m) => Ok(Some(ArchiveObject {
+                info: Self::object(key, &m),
+                storage_class: None,
+                thaw: ThawState::NotNeeded,
+            })),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        list(&self.op, &self.info, prefix).await
+    }
+
+    async fn request_thaw(&self, _: &str, _: u32, _: ThawTier) -> Result<ThawRequest, StoreError> {
+        Ok(ThawRequest::NotNeeded)
+    }
+
+    async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        self.op
+            .read_with(key)
+            .range(range)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.op.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("delete", key, e)),
+        }
+    }
+
+    async fn abort_orphans(
+        &self,
+        prefix: &str,
+        journal: &dyn UploadJournal,
+    ) -> Result<usize, StoreError> {
+        // A `.partial` object the journal does not know cannot be resumed: remove it.
+        let known: std::collections::HashSet<String> = journal
+            .list()
+            .map_err(|e| StoreError::new(&self.info, "list uploads", prefix, e))?
+            .into_iter()
+            .map(|s| format!("{}.partial", s.key))
+            .collect();
+        let mut n = 0;
+        for o in self.list(prefix).await? {
+            if o.key.ends_with(".partial") && !known.contains(&o.key) {
+                self.delete(&o.key).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,227 @@
+//! [`Archive`] for the `s3` and `glacier` kinds, over our signed S3 client: multipart
+//! uploads that resume after the process dies, HEAD with storage class and restore state,
+//! and RestoreObject for the thaw.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
+use lomob_backends::s3::upload::{find_orphans, upload_resumable, UploadProgress};
+use lomob_backends::ErrorKind;
+
+use super::{
+    Archive, ArchiveObject, ByteSource, PutProgress, ThawRequest, ThawState, ThawTier,
+    UploadJournal,
+};
+use crate::store::{unquote, BackendInfo, ObjectInfo, StoreError};
+
+pub struct S3Archive {
+    client: S3Client,
+    /// OpenDAL's operator for the same bucket, for listing.
+    op: opendal::Operator,
+    info: BackendInfo,
+}
+
+impl S3Archive {
+    pub fn new(client: S3Client, op: opendal::Operator, info: BackendInfo) -> Self {
+        S3Archive { client, op, info }
+    }
+
+    pub fn client(&self) -> &S3Client {
+        &self.client
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: lomob_backends::BackendError) -> StoreError {
+        StoreError::new(&self.info, op, key, e)
+    }
+
+    fn object(&self, key: &str, o: &S3Object) -> ArchiveObject {
+        let thaw = if !o.is_frozen() && !matches!(o.restore, RestoreState::Restored { .. }) {
+            ThawState::NotNeeded
+        } else {
+            match &o.restore {
+                RestoreState::None => ThawState::Frozen,
+                RestoreState::InProgress => ThawState::InProgress,
+                RestoreState::Restored { expiry } => ThawState::Thawed {
+                    expiry: expiry.clone(),
+                },
+            }
+        };
+        ArchiveObject {
+            info: ObjectInfo {
+                key: key.to_string(),
+                size: o.size,
+                etag: unquote(Some(&o.etag)),
+                modified: o.last_modified.as_deref().and_then(http_date),
+                sha256: o.metadata.get("sha256").cloned(),
+            },
+            storage_class: Some(o.storage_class.clone()),
+            thaw,
+        }
+    }
+}
+
+/// Unix seconds from an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`).
+fn http_date(s: &str) -> Option<i64> {
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(s, fmt)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
+}
+
+#[async_trait]
+impl Archive for S3Archive {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        source: Arc<dyn ByteSource>,
+        sha256: &[u8; 32],
+        journal: &dyn UploadJournal,
+        progress: PutProgress<'_>,
+    ) -> Result<ArchiveObject, StoreError> {
+        let want = hex::encode(sha256);
+        if let Some(existing) = self.stat(key).await? {
+            if existing.info.size == source.len() && existing.info.sha256.as_deref() == Some(&want)
+            {
+                return Ok(existing);
+            }
+            if journal
+                .load(key)
+                .map_err(|e| self.err("put", key, e))?
+                .is_none()
+            {
+                return Err(StoreError::check(
+                    &self.info,
+                    "put",
+                    key,
+                    "a different object already exists under this name; archives are never overwritten".into(),
+                ));
+            }
+        }
+        let report = |p: &UploadProgress| progress(p.bytes_done);
+        upload_resumable(
+            &self.client,
+            key,
+            source.clone(),
+            self.client.part_size(),
+            &[("sha256".to_string(), want.clone())],
+            journal,
+            &report,
+        )
+        .await
+        .map_err(|e| self.err("put", key, e))?;
+        let got = self.stat(key).await?.ok_or_else(|| {
+            StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                "missing right after upload".into(),
+            )
+        })?;
+        let class = self.client.storage_class().as_str();
+        let problems: Vec<String> = [
+            (got.info.size != source.len()).then(|| {
+                format!(
+                    "server holds {} bytes, sent {}",
+                    got.info.size,
+                    source.len()
+                )
+            }),
+            (got.info.sha256.as_deref() != Some(&want))
+                .then(|| "stored SHA-256 metadata differs from the image's".to_string()),
+            (got.storage_class.as_deref() != Some(class)).then(|| {
+                format!(
+                    "storage class is {}, expected {class}",
+                    got.storage_class.as_deref().unwrap_or("unknown")
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !problems.is_empty() {
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                problems.join("; "),
+            ));
+        }
+        Ok(got)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
+        match self.client.head_object(key).await {
+            Ok(o) => Ok(Some(self.object(key, &o))),
+            Err(e) if e.kind() == ErrorKind::NotFound && e.s3_code() != Some("NoSuchBucket") => {
+                Ok(None)
+            }
+            Err(e) => Err(self.err("stat", key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        super::opendal_archive::list(&self.op, &self.info, prefix).await
+    }
+
+    async fn request_thaw(
+        &self,
+        key: &str,
+        days: u32,
+        tier: ThawTier,
+    ) -> Result<ThawRequest, StoreError> {
+        if !self.client.storage_class().needs_thaw() {
+            return Ok(ThawRequest::NotNeeded);
+        }
+        match self.client.restore_object(key, days, tier).await {
+            Ok(RestoreOutcome::Accepted) => Ok(ThawRequest::Started),
+            Ok(RestoreOutcome::InProgress) => Ok(ThawRequest::AlreadyInProgress),
+            Ok(RestoreOutcome::AlreadyRestored) => Ok(ThawRequest::AlreadyThawed),
+            Err(e) => Err(self.err("thaw", key, e)),
+        }
+    }
+
+    async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        self.client
+            .get_object(key, Some(range))
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object(key)
+            .await
+            .map_err(|e| self.err("delete", key, e))
+    }
+
+    async fn abort_orphans(
+        &self,
+        prefix: &str,
+        journal: &dyn UploadJournal,
+    ) -> Result<usize, StoreError> {
+        let orphans = find_orphans(&self.client, prefix, journal)
+            .await
+            .map_err(|e| self.err("list uploads", prefix, e))?;
+        for o in &orphans {
+            tracing::warn!(
+                "site {}: aborting unfinished upload of {} left by an earlier run",
+                self.info.site,
+                o.key
+            );
+            self.client
+                .abort_multipart_upload(&o.key, &o.upload_id)
+                .await
+                .map_err(|e| self.err("abort upload", &o.key, e))?;
+        }
+        Ok(orphans.len())
+    }
+}

@@ -1,0 +1,246 @@
+//! `lomob sync` and `lomob backup`: the daily job, per site or fanned out to every site.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::bail;
+use futures::StreamExt;
+use lomob_backends::ByteSize;
+
+use super::args::{BackupArgs, SyncArgs};
+use super::output::{self, Table};
+use super::Context;
+use crate::cost;
+use crate::exit::{self, UsageError};
+use crate::manifest::Manifest;
+use crate::site::Site;
+use crate::sync::{self, SiteReport, SyncOptions};
+
+/// Sites synced at once by `--all`.
+const SITES_AT_ONCE: usize = 3;
+
+pub fn run(ctx: &Context, a: SyncArgs) -> anyhow::Result<u8> {
+    let names = pick_sites(ctx, a.site.as_deref(), a.all)?;
+    let m = Arc::new(ctx.open_manifest()?);
+    let opts = SyncOptions {
+        pack_now: a.pack_now,
+        dry_run: a.dry_run,
+    };
+    let reports = run_sites(ctx, m, &names, &opts)?;
+    print(ctx, &reports)
+}
+
+pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
+    let names = pick_sites(ctx, None, true)?;
+    let m = ctx.open_manifest()?;
+    let roots = super::scan_cmd::resolve_roots(ctx, &m, &a.scan.dirs)?;
+    let opts = super::scan_cmd::options(ctx, &a.scan);
+    let started = crate::manifest::now();
+    let scan = crate::scan::scan(&m, &roots, &opts)?;
+    super::scan_cmd::record_run(&m, started, &scan)?;
+    if !ctx.json {
+        super::scan_cmd::print_summary(&scan)?;
+    }
+    let m = Arc::new(m);
+    let reports = run_sites(
+        ctx,
+        m,
+        &names,
+        &SyncOptions {
+            pack_now: a.pack_now,
+            dry_run: false,
+        },
+    )?;
+    let code = print(ctx, &reports)?;
+    Ok(if code == exit::SUCCESS && scan.errors > 0 {
+        exit::PARTIAL
+    } else {
+        code
+    })
+}
+
+fn pick_sites(ctx: &Context, site: Option<&str>, all: bool) -> anyhow::Result<Vec<String>> {
+    let sites = &ctx.config.config.sites;
+    match (site, all) {
+        (Some(s), false) => {
+            if !sites.contains_key(s) {
+                let known: Vec<&str> = sites.keys().map(String::as_str).collect();
+                bail!(UsageError(format!(
+                    "no site named {s:?} in the configuration (sites: {})",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            Ok(vec![s.to_string()])
+        }
+        (None, true) => {
+            if sites.is_empty() {
+                bail!(UsageError(
+                    "no sites configured: add a [sites.NAME] section (see profiles/)".into()
+                ));
+            }
+            Ok(sites.keys().cloned().collect())
+        }
+        _ => bail!(UsageError(
+            "say which sites: --site NAME, or --all for every site".into()
+        )),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run_sites(
+    ctx: &Context,
+    m: Arc<Manifest>,
+    names: &[String],
+    opts: &SyncOptions,
+) -> anyhow::Result<Vec<SiteReport>> {
+    let rt = runtime()?;
+    let sites = &ctx.config.config.sites;
+    let reports = rt.block_on(async {
+        futures::stream::iter(names.iter().cloned())
+            .map(|name| {
+                let m = m.clone();
+                let opts = opts.clone();
+                let cfg = sites[&name].clone();
+                async move {
+                    match Site::open(&name, &cfg) {
+                        Ok(site) => {
+                            tracing::info!("site {name}: syncing");
+                            tokio::spawn(sync::sync_site(m, Arc::new(site), opts))
+                                .await
+                                .unwrap_or_else(|e| SiteReport {
+                                    site: name.clone(),
+                                    errors: vec![format!("the sync task failed: {e}")],
+                                    ..Default::default()
+                                })
+                        }
+                        Err(e) => SiteReport {
+                            site: name.clone(),
+                            dry_run: opts.dry_run,
+                            errors: vec![e.to_string()],
+                            ..Default::default()
+                        },
+                    }
+                }
+            })
+            .buffer_unordered(SITES_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await
+    });
+    let mut reports = reports;
+    reports.sort_by(|a, b| a.site.cmp(&b.site));
+    Ok(reports)
+}
+
+fn dry_run_cost(ctx: &Context, r: &SiteReport) -> (u64, f64) {
+    let Some(cfg) = ctx.config.config.sites.get(&r.site) else {
+        return (0, 0.0);
+    };
+    // Stage: a PUT per file (large files in 64 MiB parts) and a HEAD to verify it.
+    let stage_puts = r.staged_files; // each at least one PUT
+    let stage_heads = r.staged_files;
+    let part = match &cfg.archive {
+        lomob_backends::BackendConfig::S3(c) | lomob_backends::BackendConfig::Glacier(c) => {
+            c.part_size().bytes()
+        }
+        _ => 64 << 20,
+    };
+    let per_image = if r.images.is_empty() {
+        0
+    } else {
+        r.archived_bytes / r.images.len() as u64
+    };
+    let archive_puts: u64 = r
+        .images
+        .iter()
+        .map(|_| cost::upload_requests(per_image, part) + 1)
+        .sum();
+    let stage_cost = cost::request_cost(&cost::prices(&cfg.stage), stage_puts, stage_heads);
+    let archive_cost = cost::request_cost(
+        &cost::prices(&cfg.archive),
+        archive_puts,
+        r.images.len() as u64,
+    );
+    (
+        stage_puts + stage_heads + archive_puts + r.images.len() as u64,
+        stage_cost + archive_cost,
+    )
+}
+
+fn print(ctx: &Context, reports: &[SiteReport]) -> anyhow::Result<u8> {
+    let failed = reports.iter().any(|r| !r.ok);
+    if ctx.json {
+        output::json(&reports)?;
+    } else if reports.iter().any(|r| r.dry_run) {
+        let mut t = Table::new(&[
+            "SITE",
+            "TO STAGE",
+            "BYTES",
+            "IMAGES",
+            "TO ARCHIVE",
+            "REQUESTS",
+            "REQUEST COST",
+        ])
+        .right(&[1, 2, 3, 4, 5, 6]);
+        for r in reports {
+            let (req, usd) = dry_run_cost(ctx, r);
+            t.row(vec![
+                r.site.clone(),
+                r.staged_files.to_string(),
+                ByteSize(r.staged_bytes).to_string(),
+                r.images.len().to_string(),
+                ByteSize(r.archived_bytes).to_string(),
+                req.to_string(),
+                format!("${usd:.4}"),
+            ]);
+        }
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "dry run: nothing was uploaded")?;
+        t.print(&mut out)?;
+        for r in reports {
+            for e in &r.errors {
+                writeln!(out, "  {}: {e}", r.site)?;
+            }
+        }
+    } else {
+        let mut t = Table::new(&[
+            "SITE", "STAGED", "IMAGES", "ARCHIVED", "FREED", "WAITING", "REQUESTS", "RESULT",
+        ])
+        .right(&[1, 2, 3, 4, 5, 6]);
+        for r in reports {
+            t.row(vec![
+                r.site.clone(),
+                format!("{} ({})", r.staged_files, ByteSize(r.staged_bytes)),
+                r.images.len().to_string(),
+                format!("{} ({})", r.archived_files, ByteSize(r.archived_bytes)),
+                r.freed_files.to_string(),
+                ByteSize(r.pending_bytes).to_string(),
+                r.requests.total().to_string(),
+                if r.ok { "ok".into() } else { "FAILED".into() },
+            ]);
+        }
+        t.print(&mut std::io::stdout().lock())?;
+        let mut err = std::io::stderr().lock();
+        for r in reports {
+            if r.skipped_changed > 0 {
+                writeln!(
+                    err,
+                    "{}: {} file(s) changed since the scan were skipped; run `lomob scan` (or `lomob backup`)",
+                    r.site, r.skipped_changed
+                )?;
+            }
+            for e in &r.errors {
+                writeln!(err, "{}: {e}", r.site)?;
+            }
+        }
+    }
+    Ok(if failed { exit::FAILURE } else { exit::SUCCESS })
+}

@@ -1,0 +1,283 @@
+//! Packing: choosing which recorded files go into which archive image, naming the images,
+//! and producing them — to a local file here, straight into an upload later.
+//!
+//! Files are packed oldest first (by modification time), each distinct content once, into
+//! images of at most the configured size; a single file larger than that gets an image of
+//! its own. Inside an image a file lives at its absolute path without the leading `/`, so
+//! images from several roots never collide and the path says where the file came from.
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::iso::{IsoError, IsoFile, IsoPlan, VolumeInfo};
+use crate::manifest::{
+    ContentId, IsoRecord, IsoStatus, Manifest, ManifestBatch, ManifestError, PlacementRecord,
+};
+
+/// A content waiting to be packed, with the path it is read from.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub content: ContentId,
+    /// Path inside the image (absolute path without the leading '/').
+    pub image_path: Vec<u8>,
+    pub source: PathBuf,
+    pub size: u64,
+    pub mtime: i64,
+    pub mode: u32,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("cannot lay out image {name}: {source}")]
+    Plan { name: String, source: IsoError },
+    #[error("cannot write image {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Present files whose current content is not in any image yet, oldest first; each content
+/// once (the first path in key order stands for the others).
+pub fn candidates(m: &Manifest) -> Result<Vec<Candidate>, PackError> {
+    let roots: std::collections::HashMap<u32, Vec<u8>> =
+        m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
+    let mut seen: HashSet<ContentId> = HashSet::new();
+    let mut out = Vec::new();
+    for kv in m.files() {
+        let (root, rel, f) = kv?;
+        if f.is_deleted() {
+            continue;
+        }
+        let v = f.current();
+        if !seen.insert(v.content) || m.is_packed(&v.content)? {
+            continue;
+        }
+        let Some(content) = m.content(&v.content)? else {
+            continue;
+        };
+        let Some(root_path) = roots.get(&root) else {
+            continue;
+        };
+        let mut abs = root_path.clone();
+        if !abs.ends_with(b"/") {
+            abs.push(b'/');
+        }
+        abs.extend_from_slice(&rel);
+        let image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
+        out.push(Candidate {
+            content: v.content,
+            image_path,
+            source: PathBuf::from(OsStr::from_bytes(&abs)),
+            size: v.size,
+            mtime: v.mtime_ns.div_euclid(1_000_000_000),
+            mode: f.mode & 0o7777,
+            sha256: content.sha256,
+        });
+    }
+    out.sort_by(|a, b| {
+        a.mtime
+            .cmp(&b.mtime)
+            .then_with(|| a.image_path.cmp(&b.image_path))
+    });
+    Ok(out)
+}
+
+/// A generous estimate of what one file adds to an image besides its data: directory
+/// records in both trees, Rock Ridge entries and its catalog line.
+const PER_FILE_OVERHEAD: u64 = 2048;
+const BASE_OVERHEAD: u64 = 1 << 20;
+
+fn round_sector(n: u64) -> u64 {
+    n.div_ceil(2048) * 2048
+}
+
+/// Takes the next group from `rest` whose image fits in `max` bytes (or one file alone),
+/// and returns it with its plan.
+pub fn next_image(
+    rest: &mut VecDeque<Candidate>,
+    max: u64,
+    volume_for: &dyn Fn(&[Candidate]) -> VolumeInfo,
+) -> Result<Option<(Vec<Candidate>, IsoPlan)>, PackError> {
+    let mut group = Vec::new();
+    let mut estimate = BASE_OVERHEAD;
+    while let Some(c) = rest.front() {
+        let add = round_sector(c.size) + PER_FILE_OVERHEAD;
+        if !group.is_empty() && estimate + add > max {
+            break;
+        }
+        estimate += add;
+        group.push(rest.pop_front().expect("front exists"));
+    }
+    if group.is_empty() {
+        return Ok(None);
+    }
+    loop {
+        let plan = plan(&group, volume_for(&group))?;
+        if plan.image_size() <= max || group.len() == 1 {
+            return Ok(Some((group, plan)));
+        }
+        // The estimate was optimistic: give files back until the image fits.
+        let give_back = (group.len() / 100).max(1);
+        for _ in 0..give_back {
+            if group.len() > 1 {
+                rest.push_front(group.pop().expect("non-empty"));
+            }
+        }
+    }
+}
+
+pub fn plan(group: &[Candidate], vol: VolumeInfo) -> Result<IsoPlan, PackError> {
+    let name = vol.volume_id.clone();
+    let files = group
+        .iter()
+        .map(|c| IsoFile {
+            path: c.image_path.clone(),
+            source: c.source.clone(),
+            size: c.size,
+            mtime: c.mtime,
+            mode: c.mode,
+            sha256: c.sha256,
+        })
+        .collect();
+    IsoPlan::new(files, vol).map_err(|source| PackError::Plan { name, source })
+}
+
+fn day(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!("[year]-[month]-[day]"))
+                .ok()
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `<oldest file date>--<newest file date>.iso`, as the original tool named images.
+pub fn default_name(group: &[Candidate]) -> String {
+    let oldest = group.iter().map(|c| c.mtime).min().unwrap_or(0);
+    let newest = group.iter().map(|c| c.mtime).max().unwrap_or(0);
+    format!("{}--{}.iso", day(oldest), day(newest))
+}
+
+/// Makes `name` unique among `taken` by adding `-2`, `-3`... before `.iso`.
+pub fn unique_name(name: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    if !taken(name) {
+        return name.to_string();
+    }
+    let stem = name.strip_suffix(".iso").unwrap_or(name);
+    (2..)
+        .map(|i| format!("{stem}-{i}.iso"))
+        .find(|n| !taken(n))
+        .expect("an unused name exists")
+}
+
+/// Why writing an image stopped.
+pub enum WriteOutcome {
+    /// The image is complete: its size and SHA-256.
+    Done { size: u64, sha256: [u8; 32] },
+    /// A source file no longer matches the scan; the image was abandoned. The path is the
+    /// file's path inside the image.
+    SourceChanged { image_path: String, reason: String },
+}
+
+/// Streams the plan's image into `path` (through a `.partial` file renamed at the end),
+/// hashing it on the way.
+pub fn write_image_file(plan: &IsoPlan, path: &Path) -> Result<WriteOutcome, PackError> {
+    let tmp = path.with_extension("iso.partial");
+    let err = |source| PackError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut out = std::fs::File::create(&tmp).map_err(err)?;
+    let mut reader = plan.reader_at(0);
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                if let Some(IsoError::SourceChanged { path, reason, .. }) = IsoError::from_io(&e) {
+                    return Ok(WriteOutcome::SourceChanged {
+                        image_path: path.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                return Err(err(e));
+            }
+        };
+        sha.update(&buf[..n]);
+        if let Err(e) = out.write_all(&buf[..n]) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
+        }
+        total += n as u64;
+    }
+    out.sync_all().map_err(err)?;
+    drop(out);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(WriteOutcome::Done {
+        size: total,
+        sha256: sha.finalize().into(),
+    })
+}
+
+/// Records a finished image and where each of its contents sits.
+#[allow(clippy::too_many_arguments)]
+pub fn record_image(
+    m: &Manifest,
+    name: &str,
+    group: &[Candidate],
+    plan: &IsoPlan,
+    size: u64,
+    sha256: [u8; 32],
+    created: i64,
+    local_path: Option<&Path>,
+) -> Result<IsoRecord, PackError> {
+    let mut rec = IsoRecord {
+        id: 0,
+        name: name.to_string(),
+        size,
+        sha256,
+        files: group.len() as u64,
+        data_bytes: group.iter().map(|c| c.size).sum(),
+        created,
+        status: IsoStatus::Created,
+        local_path: local_path.map(|p| p.as_os_str().as_bytes().to_vec()),
+        uploads: Vec::new(),
+    };
+    let id = m.put_iso(&mut rec)?;
+    // Placements come in image order, not input order: match them by path.
+    let offsets: std::collections::HashMap<&[u8], u64> = plan
+        .placements()
+        .iter()
+        .map(|p| (p.path.as_slice(), p.offset))
+        .collect();
+    let mut batch = ManifestBatch::default();
+    for c in group {
+        let offset = offsets.get(c.image_path.as_slice()).copied().unwrap_or(0);
+        batch.put_placement(
+            &c.content,
+            id,
+            &PlacementRecord {
+                offset,
+                path: c.image_path.clone(),
+            },
+        );
+    }
+    m.apply(batch)?;
+    m.flush()?;
+    Ok(rec)
+}

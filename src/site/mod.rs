@@ -1,0 +1,134 @@
+//! A site opened for work: its profile, its stage and archive behind the engine's traits,
+//! and the request counters of the current run.
+//!
+//! This is the one place that decides which implementation serves a backend kind: S3 kinds
+//! archive through our signed client (resumable multipart, thaw), everything else through
+//! OpenDAL; every archive sits behind the minimum-storage guard, every stage behind the
+//! request counter.
+
+use std::sync::Arc;
+
+use lomob_backends::s3::client::S3Client;
+use lomob_backends::{BackendConfig, BackendError};
+
+use crate::archive::opendal_archive::OpendalArchive;
+use crate::archive::s3_archive::S3Archive;
+use crate::archive::{Archive, MinStorageGuard};
+use crate::config::SiteConfig;
+use crate::stage::counting::Counting;
+use crate::stage::opendal_stage::OpendalStage;
+use crate::stage::Stage;
+use crate::store::{BackendInfo, RequestCounter, RequestCounts, Role, StoreError};
+
+pub struct Site {
+    pub name: String,
+    pub config: SiteConfig,
+    pub stage: Box<dyn Stage>,
+    pub archive: Box<dyn Archive>,
+    stage_requests: Arc<RequestCounter>,
+    archive_client: Option<S3Client>,
+}
+
+/// Where a backend writes, for messages and `site list`.
+pub fn location(c: &BackendConfig) -> String {
+    match c {
+        BackendConfig::Fs(f) => f.root.display().to_string(),
+        BackendConfig::S3(s) | BackendConfig::Glacier(s) => format!(
+            "s3://{}/{}{}",
+            s.bucket,
+            s.prefix.trim_matches('/'),
+            s.endpoint
+                .as_deref()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default()
+        ),
+        BackendConfig::Gdrive(g) => format!("gdrive:{}", g.root),
+        BackendConfig::Onedrive(o) => format!("onedrive:{}", o.root),
+        BackendConfig::Sftp(s) => format!("sftp://{}@{}{}", s.user, s.host, s.root),
+        BackendConfig::Webdav(w) => format!("{}{}", w.endpoint.trim_end_matches('/'), w.root),
+    }
+}
+
+fn info(site: &str, role: Role, c: &BackendConfig) -> BackendInfo {
+    BackendInfo {
+        site: site.to_string(),
+        role,
+        kind: c.kind(),
+        capabilities: c.capabilities(),
+        location: location(c),
+    }
+}
+
+impl Site {
+    /// Builds the backends of site `name`. Reads secrets; makes no request.
+    pub fn open(name: &str, config: &SiteConfig) -> Result<Site, StoreError> {
+        let t = &config.transfer;
+        let stage_info = info(name, Role::Stage, &config.stage);
+        let archive_info = info(name, Role::Archive, &config.archive);
+        let op_err = |i: &BackendInfo, e: BackendError| StoreError::new(i, "open", "", e);
+        let stage_op = config
+            .stage
+            .operator(t)
+            .map_err(|e| op_err(&stage_info, e))?;
+        let stage_requests = Arc::new(RequestCounter::default());
+        let stage = Counting::new(
+            OpendalStage::new(stage_op, stage_info),
+            stage_requests.clone(),
+        );
+        let archive_op = config
+            .archive
+            .operator(t)
+            .map_err(|e| op_err(&archive_info, e))?;
+        let (archive, archive_client): (Box<dyn Archive>, _) = match &config.archive {
+            BackendConfig::S3(_) | BackendConfig::Glacier(_) => {
+                let client = S3Client::for_backend(&config.archive, t)
+                    .map_err(|e| op_err(&archive_info, e))?;
+                (
+                    Box::new(MinStorageGuard::new(S3Archive::new(
+                        client.clone(),
+                        archive_op,
+                        archive_info,
+                    ))),
+                    Some(client),
+                )
+            }
+            _ => (
+                Box::new(MinStorageGuard::new(OpendalArchive::new(
+                    archive_op,
+                    archive_info,
+                ))),
+                None,
+            ),
+        };
+        Ok(Site {
+            name: name.to_string(),
+            config: config.clone(),
+            stage: Box::new(stage),
+            archive,
+            stage_requests,
+            archive_client,
+        })
+    }
+
+    /// Requests sent so far by this site's backends.
+    pub fn requests(&self) -> RequestCounts {
+        let mut c = self.stage_requests.snapshot();
+        if let Some(client) = &self.archive_client {
+            let a = client.counters().snapshot();
+            c.add(&RequestCounts {
+                put: a.put + a.upload_part,
+                get: a.get,
+                head: a.head,
+                list: a.list,
+                delete: a.delete,
+                post: a.post,
+            });
+        }
+        c
+    }
+
+    /// The signed S3 client of the archive, for S3 kinds (thaw tests, multipart checks).
+    pub fn archive_client(&self) -> Option<&S3Client> {
+        self.archive_client.as_ref()
+    }
+}

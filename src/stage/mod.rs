@@ -1,0 +1,63 @@
+//! The `Stage` trait: the daily destination, one object per file.
+//!
+//! A stage is cheap or free but small (a free tier, a NAS folder, a relative's machine), so
+//! the engine keeps under its quota and frees staged copies once they are safely archived.
+//! The engine speaks only to this trait; [`opendal_stage::OpendalStage`] implements it for
+//! every backend kind. Behaviour such as request counting is added by wrappers implementing
+//! the same trait ([`counting::Counting`]).
+
+pub mod counting;
+pub mod opendal_stage;
+
+use std::ops::Range;
+use std::path::Path;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::store::{BackendInfo, ObjectInfo, StoreError};
+
+/// Space used on a stage, against its quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub objects: u64,
+    pub bytes: u64,
+    pub quota: Option<u64>,
+}
+
+#[async_trait]
+pub trait Stage: Send + Sync {
+    fn info(&self) -> &BackendInfo;
+
+    /// Uploads the file at `path` (of `size` bytes, content `sha256`) as `key`, streaming
+    /// where the backend allows, and verifies it (size, and checksum where the backend gives
+    /// one). Returns what the server now holds.
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        sha256: &[u8; 32],
+    ) -> Result<ObjectInfo, StoreError>;
+
+    /// `None` when there is no such object.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// Every object under `prefix`, with sizes, without a request per object.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
+
+    async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError>;
+
+    /// Deleting a missing object succeeds.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Objects and bytes under `prefix`, with the configured quota.
+    async fn usage(&self, prefix: &str) -> Result<Usage, StoreError> {
+        let objects = self.list(prefix).await?;
+        Ok(Usage {
+            objects: objects.len() as u64,
+            bytes: objects.iter().map(|o| o.size).sum(),
+            quota: self.info().capabilities.free_quota.map(|q| q.bytes()),
+        })
+    }
+}

@@ -1,0 +1,201 @@
+//! [`Stage`] over an OpenDAL operator: works for every backend kind the profile offers.
+
+use std::ops::Range;
+use std::path::Path;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use md5::{Digest as _, Md5};
+use opendal::Operator;
+use sha2::Sha256;
+use tokio::io::AsyncReadExt;
+
+use super::Stage;
+use crate::store::{unix, unquote, BackendInfo, ObjectInfo, StoreError};
+use lomob_backends::ChecksumKind;
+
+/// Objects at or under this size go up in one request; larger ones in parts of this size.
+/// Most photos are a single PUT; videos are a handful of parts.
+pub const CHUNK: usize = 64 << 20;
+const READ_BUF: usize = 4 << 20;
+
+pub struct OpendalStage {
+    op: Operator,
+    info: BackendInfo,
+    metadata: bool,
+}
+
+impl OpendalStage {
+    pub fn new(op: Operator, info: BackendInfo) -> Self {
+        let metadata = op.info().capability().write_with_user_metadata;
+        OpendalStage { op, info, metadata }
+    }
+
+    fn object(&self, key: &str, m: &opendal::Metadata) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            size: m.content_length(),
+            etag: unquote(m.etag()),
+            modified: unix(m.last_modified()),
+            sha256: m
+                .user_metadata()
+                .and_then(|u| u.get("sha256").map(str::to_string)),
+        }
+    }
+
+    fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
+        StoreError::opendal(&self.info, op, key, e)
+    }
+}
+
+#[async_trait]
+impl Stage for OpendalStage {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        sha256: &[u8; 32],
+    ) -> Result<ObjectInfo, StoreError> {
+        let io = |e: std::io::Error| {
+            StoreError::check(
+                &self.info,
+                "put",
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut w = self.op.writer_with(key).chunk(CHUNK).concurrent(2);
+        if self.metadata {
+            w = w.user_metadata([("sha256".to_string(), hex::encode(sha256))]);
+        }
+        let mut w = w.await.map_err(|e| self.err("put", key, e))?;
+        let mut md5 = Md5::new();
+        let mut sha = Sha256::new();
+        let mut sent = 0u64;
+        let mut buf = vec![0u8; READ_BUF];
+        loop {
+            let n = file.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            md5.update(&buf[..n]);
+            sha.update(&buf[..n]);
+            sent += n as u64;
+            if let Err(e) = w.write(buf[..n].to_vec()).await {
+                let _ = w.abort().await;
+                return Err(self.err("put", key, e));
+            }
+        }
+        if sent != size {
+            let _ = w.abort().await;
+            return Err(StoreError::check(
+                &self.info,
+                "put",
+                key,
+                format!(
+                    "{} is {sent} bytes now but {size} when scanned: it changed; the next scan records it",
+                    path.display()
+                ),
+            ));
+        }
+        if <[u8; 32]>::from(sha.finalize()) != *sha256 {
+            // Abort before close: the object never appears with bytes the manifest does not
+            // describe.
+            let _ = w.abort().await;
+            return Err(StoreError::check(
+                &self.info,
+                "put",
+                key,
+                format!(
+                    "{} changed since it was scanned (its content differs); the next scan records it",
+                    path.display()
+                ),
+            ));
+        }
+        w.close().await.map_err(|e| self.err("put", key, e))?;
+        let got = self.stat(key).await?.ok_or_else(|| {
+            StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                "missing right after upload".into(),
+            )
+        })?;
+        if got.size != size {
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                format!("server holds {} bytes, sent {size}", got.size),
+            ));
+        }
+        if self.info.capabilities.checksum == ChecksumKind::Md5Etag {
+            // A single-part upload's ETag is the MD5 of the bytes; multipart ETags ("…-N")
+            // are not, and were checked part by part by the server.
+            if let Some(etag) = got.etag.as_deref().filter(|e| !e.contains('-')) {
+                let want = hex::encode(md5.finalize());
+                if !etag.eq_ignore_ascii_case(&want) {
+                    return Err(StoreError::check(
+                        &self.info,
+                        "verify",
+                        key,
+                        format!("server MD5 {etag} differs from the uploaded bytes' {want}"),
+                    ));
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self.op.stat(key).await {
+            Ok(m) => Ok(Some(self.object(key, &m))),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut lister = match self.op.lister_with(prefix).recursive(true).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(self.err("list", prefix, e)),
+        };
+        while let Some(entry) = lister
+            .try_next()
+            .await
+            .map_err(|e| self.err("list", prefix, e))?
+        {
+            if entry.metadata().is_dir() {
+                continue;
+            }
+            out.push(self.object(entry.path(), entry.metadata()));
+        }
+        Ok(out)
+    }
+
+    async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        let b = self
+            .op
+            .read_with(key)
+            .range(range)
+            .await
+            .map_err(|e| self.err("read", key, e))?;
+        Ok(b.to_vec())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.op.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("delete", key, e)),
+        }
+    }
+}

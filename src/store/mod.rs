@@ -1,0 +1,190 @@
+//! What the [`crate::stage::Stage`] and [`crate::archive::Archive`] traits share: object
+//! descriptions, an error that names the site, role, operation and key and carries a kind
+//! the engine acts on (retry, alert, abort), and per-run request counting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lomob_backends::{BackendError, Capabilities, ErrorKind};
+use serde::Serialize;
+
+/// An object on a stage or archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// As the server gives it (quotes removed).
+    pub etag: Option<String>,
+    /// Unix seconds.
+    pub modified: Option<i64>,
+    /// The content's SHA-256 (hex) when the backend keeps user metadata and we stored it.
+    pub sha256: Option<String>,
+}
+
+/// Which half of a site an object or error belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Stage,
+    Archive,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Stage => "stage",
+            Role::Archive => "archive",
+        })
+    }
+}
+
+/// Who a backend is: for messages, and for what the engine may ask of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackendInfo {
+    pub site: String,
+    pub role: Role,
+    pub kind: &'static str,
+    pub capabilities: Capabilities,
+    /// Where objects go, for display: a folder, `s3://bucket/prefix`, a URL.
+    pub location: String,
+}
+
+/// A failed operation on one backend of one site.
+#[derive(Debug, thiserror::Error)]
+#[error("site {site}, {role} ({backend}): {op} {key}: {source}")]
+pub struct StoreError {
+    pub site: String,
+    pub role: Role,
+    pub backend: &'static str,
+    pub op: &'static str,
+    pub key: String,
+    #[source]
+    pub source: BackendError,
+}
+
+impl StoreError {
+    pub fn new(info: &BackendInfo, op: &'static str, key: &str, source: BackendError) -> Self {
+        StoreError {
+            site: info.site.clone(),
+            role: info.role,
+            backend: info.kind,
+            op,
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    pub fn opendal(info: &BackendInfo, op: &'static str, key: &str, e: opendal::Error) -> Self {
+        Self::new(
+            info,
+            op,
+            key,
+            BackendError::Opendal {
+                kind: info.kind,
+                source: e,
+            },
+        )
+    }
+
+    /// A problem we found ourselves (a size mismatch, a refused delete).
+    pub fn check(info: &BackendInfo, op: &'static str, key: &str, message: String) -> Self {
+        Self::new(
+            info,
+            op,
+            key,
+            BackendError::Invalid {
+                kind: info.kind,
+                message,
+            },
+        )
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.source.kind()
+    }
+
+    /// Worth trying again later (network trouble, a server hiccup).
+    pub fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+}
+
+/// Requests sent, by type, as the providers bill them.
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    put: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+    post: AtomicU64,
+}
+
+/// A snapshot of a [`RequestCounter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RequestCounts {
+    pub put: u64,
+    pub get: u64,
+    pub head: u64,
+    pub list: u64,
+    pub delete: u64,
+    pub post: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Request {
+    Put,
+    Get,
+    Head,
+    List,
+    Delete,
+    Post,
+}
+
+impl RequestCounter {
+    pub fn add(&self, r: Request, n: u64) {
+        let c = match r {
+            Request::Put => &self.put,
+            Request::Get => &self.get,
+            Request::Head => &self.head,
+            Request::List => &self.list,
+            Request::Delete => &self.delete,
+            Request::Post => &self.post,
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> RequestCounts {
+        RequestCounts {
+            put: self.put.load(Ordering::Relaxed),
+            get: self.get.load(Ordering::Relaxed),
+            head: self.head.load(Ordering::Relaxed),
+            list: self.list.load(Ordering::Relaxed),
+            delete: self.delete.load(Ordering::Relaxed),
+            post: self.post.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl RequestCounts {
+    pub fn total(&self) -> u64 {
+        self.put + self.get + self.head + self.list + self.delete + self.post
+    }
+
+    pub fn add(&mut self, o: &RequestCounts) {
+        self.put += o.put;
+        self.get += o.get;
+        self.head += o.head;
+        self.list += o.list;
+        self.delete += o.delete;
+        self.post += o.post;
+    }
+}
+
+/// Unix seconds from an OpenDAL timestamp.
+pub(crate) fn unix(t: Option<opendal::raw::Timestamp>) -> Option<i64> {
+    t.map(|t| t.into_inner().as_second())
+}
+
+pub(crate) fn unquote(etag: Option<&str>) -> Option<String> {
+    etag.map(|e| e.trim_matches('"').to_string())
+}

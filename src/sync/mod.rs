@@ -1,0 +1,568 @@
+//! The two-stage backup of one site: stage what is not safe there yet, pack staged files into
+//! images when enough has gathered, archive and verify the images, free the staged copies,
+//! and leave a manifest snapshot on the site.
+//!
+//! Every site packs its own images: thresholds, image sizes and timing differ per site, and
+//! one site failing must never hold another back. State is recorded per site (`staged`,
+//! `archived`) as each step is verified, so a run killed at any point continues where it
+//! stopped: staged objects are not sent again, and an interrupted archive upload resumes
+//! from its journal.
+
+mod plan;
+mod snapshot;
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use lomob_backends::ByteSize;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::archive::ByteSource;
+use crate::iso::{IsoError, IsoPlan, VolumeInfo};
+use crate::manifest::{
+    self, ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
+    PlacementRecord, StagedRecord,
+};
+use crate::pack::{self, Candidate};
+use crate::site::Site;
+use crate::store::RequestCounts;
+
+pub use plan::{pending, Pending, WantedContent};
+
+/// How a sync runs.
+#[derive(Clone, Debug, Default)]
+pub struct SyncOptions {
+    /// Pack everything staged now, whatever the threshold (a last image may be small).
+    pub pack_now: bool,
+    /// Report what would be done, with its requests and cost, and do nothing.
+    pub dry_run: bool,
+}
+
+/// What one site's sync did (or, on a dry run, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SiteReport {
+    pub site: String,
+    pub dry_run: bool,
+    pub staged_files: u64,
+    pub staged_bytes: u64,
+    /// Files found changed since the scan; skipped until the next scan records them.
+    pub skipped_changed: u64,
+    /// Files too big for this stage, waiting for the next image.
+    pub direct_files: u64,
+    pub images: Vec<String>,
+    pub archived_files: u64,
+    pub archived_bytes: u64,
+    pub freed_files: u64,
+    pub freed_bytes: u64,
+    /// Still staged (not yet in an image) after the run.
+    pub pending_bytes: u64,
+    pub orphans_aborted: u64,
+    pub requests: RequestCounts,
+    pub errors: Vec<String>,
+    pub ok: bool,
+}
+
+impl SiteReport {
+    fn fail(&mut self, e: impl std::fmt::Display) {
+        self.errors.push(e.to_string());
+        self.ok = false;
+    }
+}
+
+/// Stage objects are named by content (xxh3-128), so a content is staged once per site,
+/// a new version never overwrites an older one that is not archived yet, and names are
+/// valid on every backend whatever the file was called.
+pub fn stage_key(content: &ContentId) -> String {
+    format!("stage/{}", hex::encode(content))
+}
+
+pub fn archive_key(image: &str) -> String {
+    format!("archive/{image}")
+}
+
+/// After this many failed uploads in a row the server is taken as down for this run.
+const MAX_CONSECUTIVE_FAILURES: usize = 5;
+
+/// Runs the sync of one site. Errors are reported in the result, never raised, so a
+/// failing site does not stop the others.
+pub async fn sync_site(m: Arc<Manifest>, site: Arc<Site>, opts: SyncOptions) -> SiteReport {
+    let started = manifest::now();
+    let mut r = SiteReport {
+        site: site.name.clone(),
+        dry_run: opts.dry_run,
+        ok: true,
+        ..Default::default()
+    };
+    if let Err(e) = run(&m, &site, &opts, &mut r).await {
+        r.fail(format!("{e:#}"));
+    }
+    r.requests = site.requests();
+    if !opts.dry_run {
+        let _ = record_run(&m, &r, started);
+    }
+    r
+}
+
+async fn run(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    opts: &SyncOptions,
+    r: &mut SiteReport,
+) -> anyhow::Result<()> {
+    let journal = m.upload_journal(&site.name);
+    if !opts.dry_run {
+        r.orphans_aborted = site.archive.abort_orphans("archive/", &journal).await? as u64;
+    }
+    let p = pending(m, &site.name, &site.config)?;
+    r.direct_files = p.direct.len() as u64;
+
+    // Stage.
+    if opts.dry_run {
+        r.staged_files = p.to_stage.len() as u64;
+        r.staged_bytes = p.to_stage.iter().map(|w| w.size).sum();
+    } else {
+        stage_all(m, site, &p.to_stage, r).await?;
+    }
+
+    // Pack and archive when enough has gathered.
+    let p = if opts.dry_run {
+        p
+    } else {
+        pending(m, &site.name, &site.config)?
+    };
+    let mut waiting: Vec<&WantedContent> =
+        p.staged_unarchived.iter().chain(p.direct.iter()).collect();
+    if opts.dry_run {
+        waiting.extend(p.to_stage.iter());
+    }
+    waiting.sort_by(|a, b| {
+        a.mtime
+            .cmp(&b.mtime)
+            .then_with(|| a.image_path.cmp(&b.image_path))
+    });
+    let waiting_bytes: u64 = waiting.iter().map(|w| w.size).sum();
+    let threshold = site.config.pack_threshold.bytes();
+    if opts.pack_now || waiting_bytes >= threshold {
+        archive_all(m, site, &journal, &waiting, opts, r).await?;
+    } else if !waiting.is_empty() {
+        tracing::info!(
+            "site {}: {} staged, packing at {}",
+            site.name,
+            ByteSize(waiting_bytes),
+            site.config.pack_threshold
+        );
+    }
+    r.pending_bytes = if opts.dry_run {
+        waiting_bytes.saturating_sub(r.archived_bytes)
+    } else {
+        let p = pending(m, &site.name, &site.config)?;
+        p.staged_unarchived
+            .iter()
+            .chain(p.direct.iter())
+            .map(|w| w.size)
+            .sum()
+    };
+
+    if !opts.dry_run {
+        snapshot::upload(m, site, !r.images.is_empty()).await?;
+    }
+    Ok(())
+}
+
+async fn stage_all(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    todo: &[WantedContent],
+    r: &mut SiteReport,
+) -> anyhow::Result<()> {
+    let concurrency = site.config.transfer.concurrency.clamp(1, 16);
+    let mut results = futures::stream::iter(todo.iter().cloned())
+        .map(|w| {
+            let site = site.clone();
+            async move {
+                if !w.unchanged_on_disk() {
+                    return (w, Err(None));
+                }
+                let key = stage_key(&w.content);
+                let res = site
+                    .stage
+                    .put_file(&key, &w.source, w.size, &w.sha256)
+                    .await;
+                (w, res.map_err(Some))
+            }
+        })
+        .buffer_unordered(concurrency);
+    let mut batch = ManifestBatch::default();
+    let mut consecutive = 0usize;
+    while let Some((w, res)) = results.next().await {
+        match res {
+            Ok(obj) => {
+                consecutive = 0;
+                r.staged_files += 1;
+                r.staged_bytes += w.size;
+                batch.put_staged(
+                    &site.name,
+                    &w.content,
+                    &StagedRecord {
+                        key: obj.key,
+                        size: obj.size,
+                        etag: obj.etag,
+                        at: manifest::now(),
+                    },
+                );
+                if batch.len() >= 256 {
+                    m.apply(std::mem::take(&mut batch))?;
+                    m.flush()?;
+                }
+            }
+            Err(None) => r.skipped_changed += 1,
+            Err(Some(e)) => {
+                let transient = e.is_transient();
+                r.fail(&e);
+                consecutive += 1;
+                if consecutive >= MAX_CONSECUTIVE_FAILURES {
+                    m.apply(std::mem::take(&mut batch))?;
+                    m.flush()?;
+                    anyhow::bail!(
+                        "site {}: {} uploads failed in a row{}; stopping this site (the next run continues)",
+                        site.name,
+                        consecutive,
+                        if transient { " (the server looks unreachable)" } else { "" }
+                    );
+                }
+            }
+        }
+    }
+    m.apply(batch)?;
+    m.flush()?;
+    Ok(())
+}
+
+/// The plan's image as a [`ByteSource`] for the uploader.
+struct ImageSource(IsoPlan);
+
+impl ByteSource for ImageSource {
+    fn len(&self) -> u64 {
+        self.0.image_size()
+    }
+
+    fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(self.0.reader_at(offset)))
+    }
+}
+
+/// Reads the whole image once, in order, before anything is sent: every file's bytes are
+/// checked against its SHA-256 (a file that changed since the scan is caught here, not in a
+/// cold object that cannot be deleted for months), and the image's SHA-256 comes out, to be
+/// stored with the object.
+fn verify_image(plan: &IsoPlan) -> Result<[u8; 32], std::io::Error> {
+    use std::io::Read;
+    let mut reader = plan.reader_at(0);
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+    }
+    Ok(sha.finalize().into())
+}
+
+async fn archive_all(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    journal: &manifest::UploadJournalTree,
+    waiting: &[&WantedContent],
+    opts: &SyncOptions,
+    r: &mut SiteReport,
+) -> anyhow::Result<()> {
+    let iso_size = site.config.iso_size.bytes();
+    let tmp = tempdir_for(site)?;
+    // Each content from its local original when that is unchanged, else from its staged
+    // copy (downloaded), never a wrong version.
+    let mut rest: VecDeque<Candidate> = VecDeque::new();
+    for w in waiting {
+        let source = if w.unchanged_on_disk() {
+            w.source.clone()
+        } else if w.staged.is_some() && !opts.dry_run {
+            match download_staged(site, w, &tmp).await {
+                Ok(p) => p,
+                Err(e) => {
+                    r.fail(e);
+                    continue;
+                }
+            }
+        } else if opts.dry_run {
+            w.source.clone()
+        } else {
+            r.skipped_changed += 1;
+            continue;
+        };
+        rest.push_back(Candidate {
+            content: w.content,
+            image_path: w.image_path.clone(),
+            source,
+            size: w.size,
+            mtime: w.mtime,
+            mode: w.mode,
+            sha256: w.sha256,
+        });
+    }
+    let mut taken: Vec<String> = m.isos()?.into_iter().map(|i| i.name).collect();
+    let created = manifest::now();
+    loop {
+        let remaining: u64 = rest.iter().map(|c| c.size).sum();
+        if rest.is_empty() || (!opts.pack_now && remaining < iso_size && !r.images.is_empty()) {
+            break;
+        }
+        let name_for = |g: &[Candidate], taken: &[String]| {
+            pack::unique_name(&format!("{}-{}", site.name, pack::default_name(g)), &|n| {
+                taken.iter().any(|t| t == n)
+            })
+        };
+        let vol = |g: &[Candidate]| VolumeInfo {
+            volume_id: name_for(g, &taken).trim_end_matches(".iso").to_string(),
+            created,
+        };
+        let Some((mut group, mut plan)) = pack::next_image(&mut rest, iso_size, &vol)? else {
+            break;
+        };
+        if opts.dry_run {
+            r.images.push(name_for(&group, &taken));
+            taken.push(r.images.last().cloned().unwrap_or_default());
+            r.archived_files += group.len() as u64;
+            r.archived_bytes += group.iter().map(|c| c.size).sum::<u64>();
+            continue;
+        }
+        // Verify before sending; drop a file that changed and plan again.
+        let sha = loop {
+            let p2 = plan.clone();
+            match tokio::task::spawn_blocking(move || verify_image(&p2)).await? {
+                Ok(sha) => break Some(sha),
+                Err(e) => match IsoError::from_io(&e) {
+                    Some(IsoError::SourceChanged { path, .. }) => {
+                        let path = path.clone();
+                        r.skipped_changed += 1;
+                        tracing::warn!(
+                            "site {}: /{path} changed since the scan; left out of this image",
+                            site.name
+                        );
+                        group.retain(|c| String::from_utf8_lossy(&c.image_path) != path);
+                        if group.is_empty() {
+                            break None;
+                        }
+                        plan = pack::plan(&group, vol(&group))?;
+                    }
+                    _ => return Err(e.into()),
+                },
+            }
+        };
+        let Some(sha) = sha else { continue };
+        let name = name_for(&group, &taken);
+        let key = archive_key(&name);
+        tracing::info!(
+            "site {}: archiving {name} ({}, {} files)",
+            site.name,
+            ByteSize(plan.image_size()),
+            group.len()
+        );
+        let source: Arc<dyn ByteSource> = Arc::new(ImageSource(plan.clone()));
+        let obj = site
+            .archive
+            .put(&key, source, &sha, journal, &|_| {})
+            .await?;
+        // The catalog beside the image, so it is self-describing even without the database.
+        let catalog: Arc<dyn ByteSource> = Arc::new(BytesSource(plan.catalog_bytes().to_vec()));
+        let catalog_sha: [u8; 32] = Sha256::digest(plan.catalog_bytes()).into();
+        site.archive
+            .put(
+                &format!("{key}.catalog.json"),
+                catalog,
+                &catalog_sha,
+                journal,
+                &|_| {},
+            )
+            .await?;
+        // Verified: record, then free the staged copies.
+        let now = manifest::now();
+        let mut iso = IsoRecord {
+            id: 0,
+            name: name.clone(),
+            size: obj.info.size,
+            sha256: sha,
+            files: group.len() as u64,
+            data_bytes: group.iter().map(|c| c.size).sum(),
+            created,
+            status: IsoStatus::Uploaded,
+            local_path: None,
+            uploads: vec![IsoUpload {
+                site: site.name.clone(),
+                region: region_of(site),
+                bucket: site.archive.info().location.clone(),
+                key: key.clone(),
+                at: now,
+            }],
+        };
+        let iso_id = m.put_iso(&mut iso)?;
+        let offsets: HashMap<&[u8], u64> = plan
+            .placements()
+            .iter()
+            .map(|p| (p.path.as_slice(), p.offset))
+            .collect();
+        let mut batch = ManifestBatch::default();
+        for c in &group {
+            batch.put_placement(
+                &c.content,
+                iso_id,
+                &PlacementRecord {
+                    offset: offsets.get(c.image_path.as_slice()).copied().unwrap_or(0),
+                    path: c.image_path.clone(),
+                },
+            );
+            batch.put_archived(
+                &site.name,
+                &c.content,
+                &ArchivedRecord {
+                    iso: iso_id,
+                    at: now,
+                },
+            );
+        }
+        m.apply(batch)?;
+        m.flush()?;
+        taken.push(name.clone());
+        r.images.push(name);
+        r.archived_files += group.len() as u64;
+        r.archived_bytes += group.iter().map(|c| c.size).sum::<u64>();
+        free_staged(m, site, &group, r).await?;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+struct BytesSource(Vec<u8>);
+
+impl ByteSource for BytesSource {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let start = (offset as usize).min(self.0.len());
+        Ok(Box::new(std::io::Cursor::new(self.0[start..].to_vec())))
+    }
+}
+
+fn region_of(site: &Site) -> String {
+    match &site.config.archive {
+        lomob_backends::BackendConfig::S3(c) | lomob_backends::BackendConfig::Glacier(c) => {
+            c.region.clone()
+        }
+        _ => String::new(),
+    }
+}
+
+async fn free_staged(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    group: &[Candidate],
+    r: &mut SiteReport,
+) -> anyhow::Result<()> {
+    let staged: HashMap<ContentId, StagedRecord> = m
+        .staged(Some(&site.name))?
+        .into_iter()
+        .map(|(_, c, rec)| (c, rec))
+        .collect();
+    let mut batch = ManifestBatch::default();
+    for c in group {
+        if let Some(s) = staged.get(&c.content) {
+            match site.stage.delete(&s.key).await {
+                Ok(()) => {
+                    batch.remove_staged(&site.name, &c.content);
+                    r.freed_files += 1;
+                    r.freed_bytes += s.size;
+                }
+                // Still archived; the copy is freed by a later run.
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+    m.apply(batch)?;
+    m.flush()?;
+    Ok(())
+}
+
+fn tempdir_for(site: &Site) -> anyhow::Result<PathBuf> {
+    let dir =
+        crate::config::data_dir()
+            .join("tmp")
+            .join(format!("{}-{}", site.name, std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Downloads a staged copy to use in an image instead of a local original that changed.
+async fn download_staged(
+    site: &Site,
+    w: &WantedContent,
+    tmp: &std::path::Path,
+) -> anyhow::Result<PathBuf> {
+    let s = w.staged.as_ref().expect("caller checked");
+    let bytes = site.stage.read_range(&s.key, 0..w.size).await?;
+    let got: [u8; 32] = Sha256::digest(&bytes).into();
+    if got != w.sha256 {
+        anyhow::bail!(
+            "site {}: the staged copy {} does not match its recorded SHA-256; it will be staged again",
+            site.name,
+            s.key
+        );
+    }
+    let p = tmp.join(hex::encode(w.content));
+    std::fs::write(&p, &bytes)?;
+    Ok(p)
+}
+
+fn record_run(m: &Manifest, r: &SiteReport, started: i64) -> anyhow::Result<()> {
+    let counts = [
+        ("staged_files", r.staged_files),
+        ("staged_bytes", r.staged_bytes),
+        ("archived_files", r.archived_files),
+        ("archived_bytes", r.archived_bytes),
+        ("images", r.images.len() as u64),
+        ("freed_files", r.freed_files),
+        ("skipped_changed", r.skipped_changed),
+        ("requests_put", r.requests.put),
+        ("requests_post", r.requests.post),
+        ("requests_get", r.requests.get),
+        ("requests_head", r.requests.head),
+        ("requests_list", r.requests.list),
+        ("requests_delete", r.requests.delete),
+        ("errors", r.errors.len() as u64),
+    ];
+    m.add_run(&manifest::RunRecord {
+        command: format!("sync:{}", r.site),
+        started,
+        ended: manifest::now(),
+        counts: counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        errors: r.errors.iter().take(100).cloned().collect(),
+        ok: r.ok,
+    })?;
+    m.flush()?;
+    Ok(())
+}
+
+/// True when the file at `path` still has the size and mtime recorded for it.
+pub(crate) fn unchanged(path: &std::path::Path, size: u64, mtime_ns: i64) -> bool {
+    std::fs::symlink_metadata(path)
+        .map(|md| md.is_file() && md.len() == size && crate::scan::walk::mtime_ns(&md) == mtime_ns)
+        .unwrap_or(false)
+        && std::fs::metadata(path)
+            .map(|md| md.ino() != 0)
+            .unwrap_or(false)
+}

@@ -1,0 +1,117 @@
+//! What a site still needs: contents to stage, contents too big for its stage, and staged
+//! contents waiting for an image. Worked out from the manifest alone, so a dry run and a
+//! real run agree.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::config::SiteConfig;
+use crate::manifest::{ContentId, Manifest, StagedRecord};
+
+/// One content a site needs, with where its bytes can be read.
+#[derive(Clone, Debug)]
+pub struct WantedContent {
+    pub content: ContentId,
+    /// The local original (which may have changed or vanished since).
+    pub source: PathBuf,
+    /// Path inside an image: the absolute path without its leading '/'; older versions of a
+    /// path get a `~<content prefix>` suffix so two versions can share an image.
+    pub image_path: Vec<u8>,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub sha256: [u8; 32],
+    /// Its copy on this site's stage, if staged.
+    pub staged: Option<StagedRecord>,
+    /// False for an older version: the original on disk holds newer bytes.
+    pub current: bool,
+}
+
+impl WantedContent {
+    /// True when the local original still has the recorded size and mtime.
+    pub fn unchanged_on_disk(&self) -> bool {
+        self.current && super::unchanged(&self.source, self.size, self.mtime_ns)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub to_stage: Vec<WantedContent>,
+    /// Too big for this stage: they go straight into the next image.
+    pub direct: Vec<WantedContent>,
+    pub staged_unarchived: Vec<WantedContent>,
+}
+
+pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<Pending> {
+    let archived: HashSet<ContentId> = m
+        .archived(Some(site))?
+        .into_iter()
+        .map(|(_, c, _)| c)
+        .collect();
+    let staged: HashMap<ContentId, StagedRecord> = m
+        .staged(Some(site))?
+        .into_iter()
+        .map(|(_, c, r)| (c, r))
+        .collect();
+    let one_shot = config
+        .stage
+        .capabilities()
+        .one_shot_limit
+        .map(|l| l.bytes());
+    let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
+    let mut seen: HashSet<ContentId> = HashSet::new();
+    let mut out = Pending::default();
+    for kv in m.files() {
+        let (root, rel, f) = kv?;
+        let Some(root_path) = roots.get(&root) else {
+            continue;
+        };
+        let mut abs = root_path.clone();
+        if !abs.ends_with(b"/") {
+            abs.push(b'/');
+        }
+        abs.extend_from_slice(&rel);
+        let last = f.versions.len() - 1;
+        for (i, v) in f.versions.iter().enumerate() {
+            let current = i == last && !f.is_deleted();
+            // Older versions matter only while a staged copy holds their bytes.
+            if archived.contains(&v.content)
+                || (!current && !staged.contains_key(&v.content))
+                || !seen.insert(v.content)
+            {
+                continue;
+            }
+            let Some(content) = m.content(&v.content)? else {
+                continue;
+            };
+            let mut image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
+            if i != last {
+                image_path
+                    .extend_from_slice(format!("~{}", &hex::encode(v.content)[..8]).as_bytes());
+            }
+            let w = WantedContent {
+                content: v.content,
+                source: PathBuf::from(OsStr::from_bytes(&abs)),
+                image_path,
+                size: v.size,
+                mtime: v.mtime_ns.div_euclid(1_000_000_000),
+                mtime_ns: v.mtime_ns,
+                mode: f.mode & 0o7777,
+                sha256: content.sha256,
+                staged: staged.get(&v.content).cloned(),
+                current,
+            };
+            if w.staged.is_some() {
+                out.staged_unarchived.push(w);
+            } else if one_shot.is_some_and(|l| w.size > l) {
+                out.direct.push(w);
+            } else {
+                out.to_stage.push(w);
+            }
+        }
+    }
+    Ok(out)
+}

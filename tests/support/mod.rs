@@ -1,0 +1,104 @@
+//! Shared helpers for the end-to-end tests: each test gets its own home, data and config
+//! folders and a library folder, and runs the real `lomob` binary with nothing leaking in
+//! from the developer's environment.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The library folder most tests scan.
+    pub fn lib(&self) -> PathBuf {
+        self.path().join("lib")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path().join("home/.local/share/lomob/lomob.db")
+    }
+
+    /// Writes `content` to `rel` under the library, creating folders.
+    pub fn write(&self, rel: &str, content: &[u8]) -> PathBuf {
+        let p = self.lib().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// `lomob` with a clean environment rooted in this test's folder.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("lomob").unwrap();
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LOMOB_") {
+                c.env_remove(k);
+            }
+        }
+        let home = self.path().join("home");
+        c.env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("NO_COLOR", "1")
+            .current_dir(self.path());
+        c
+    }
+
+    /// Runs `lomob ARGS --json` and parses stdout, asserting the exit code.
+    pub fn json(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let out = self.cmd().args(args).arg("--json").output().unwrap();
+        assert_code(&out, code);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Scans the library and returns the JSON report.
+    pub fn scan(&self) -> serde_json::Value {
+        let lib = self.lib();
+        self.json(&["scan", lib.to_str().unwrap()], 0)
+    }
+}
+
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sets a file's mtime (seconds), so tests can make "changed" files without sleeping.
+pub fn set_mtime(p: &Path, secs: i64) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+        .unwrap();
+}
