@@ -122,6 +122,23 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
     if e.is_temporary() {
         return ErrorKind::Transient;
     }
+    // After its retries, OpenDAL reports a failed connection as a persistent `Unexpected`
+    // error; the request never reached a server, so it is still network trouble.
+    if e.kind() == K::Unexpected {
+        let text = format!("{e:?}").to_ascii_lowercase();
+        if [
+            "error sending request",
+            "connection refused",
+            "dns error",
+            "timed out",
+            "connection reset",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
+        {
+            return ErrorKind::Transient;
+        }
+    }
     match e.kind() {
         K::ConfigInvalid => ErrorKind::Config,
         K::PermissionDenied => ErrorKind::Permission,

@@ -72,8 +72,14 @@ pub enum Command {
     /// List what the manifest holds
     #[command(subcommand)]
     List(ListCommand),
-    /// Totals of files and bytes by state, and the last scan
+    /// Totals of files and bytes by state, per site, and the last runs
     Status,
+    /// Monthly storage and request cost per site, beside one object per file
+    Cost {
+        /// Only this site
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
+    },
     /// Export or import the manifest in its portable format
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -225,6 +231,13 @@ pub enum ManifestCommand {
 pub enum SiteCommand {
     /// Each site: its stage and archive backends, capabilities and settings (secrets hidden)
     List,
+    /// Probe a site's stage and archive: write, stat, list, read back and delete a small
+    /// object (on a cold archive: list, an aborted multipart upload, and a HEAD of the
+    /// newest image; nothing is stored that could not be deleted for free)
+    Test {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 /// Accepts 0-6 as the original tool did, or a level name.

@@ -3,6 +3,7 @@
 //! only here; the engine's modules return typed errors.
 
 mod args;
+mod cost_cmd;
 mod iso_cmd;
 mod list;
 mod logging;
@@ -10,6 +11,7 @@ mod manifest_cmd;
 mod output;
 mod scan_cmd;
 mod site;
+mod site_test;
 mod status;
 mod sync_cmd;
 
@@ -92,6 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Scan(a) => scan_cmd::run(&ctx, a),
         Command::List(l) => list::run(&ctx, l),
         Command::Status => status::run(&ctx),
+        Command::Cost { site } => cost_cmd::run(&ctx, site),
         Command::Manifest(m) => manifest_cmd::run(&ctx, m),
         Command::Site(s) => site::run(&ctx, s),
         Command::Iso(i) => iso_cmd::run(&ctx, i),

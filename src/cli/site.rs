@@ -22,6 +22,7 @@ struct SiteView<'a> {
 pub fn run(ctx: &Context, cmd: SiteCommand) -> anyhow::Result<u8> {
     match cmd {
         SiteCommand::List => list(ctx),
+        SiteCommand::Test { name } => super::site_test::run(ctx, &name),
     }
 }
 

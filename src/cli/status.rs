@@ -26,6 +26,20 @@ struct Status {
     /// Distinct contents (what is actually stored, once each).
     contents: Totals,
     last_scan: Option<LastRun>,
+    sites: Vec<SiteStatus>,
+}
+
+#[derive(Serialize, Default)]
+struct SiteStatus {
+    name: String,
+    /// On the stage, not yet in an image.
+    staged: Totals,
+    /// In verified images on the archive.
+    archived: Totals,
+    /// Present locally but not yet safe on this site.
+    not_yet_safe: Totals,
+    images: u64,
+    last_sync: Option<LastRun>,
 }
 
 #[derive(Serialize)]
@@ -72,6 +86,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
             break;
         }
     }
+    s.sites = sites(ctx, &m)?;
     if ctx.json {
         output::json(&s)?;
         return Ok(exit::SUCCESS);
@@ -113,5 +128,103 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
         }
         None => writeln!(out, "last scan: never")?,
     }
+    if !s.sites.is_empty() {
+        writeln!(out)?;
+        let mut t = Table::new(&[
+            "SITE",
+            "STAGED",
+            "ARCHIVED",
+            "IMAGES",
+            "NOT YET SAFE",
+            "LAST SYNC",
+        ])
+        .right(&[1, 2, 3, 4]);
+        for site in &s.sites {
+            t.row(vec![
+                site.name.clone(),
+                format!("{} ({})", site.staged.files, ByteSize(site.staged.bytes)),
+                format!(
+                    "{} ({})",
+                    site.archived.files,
+                    ByteSize(site.archived.bytes)
+                ),
+                site.images.to_string(),
+                format!(
+                    "{} ({})",
+                    site.not_yet_safe.files,
+                    ByteSize(site.not_yet_safe.bytes)
+                ),
+                match &site.last_sync {
+                    Some(r) => format!(
+                        "{} {}",
+                        r.ended.replace('T', " "),
+                        if r.ok { "ok" } else { "FAILED" }
+                    ),
+                    None => "never".into(),
+                },
+            ]);
+        }
+        t.print(&mut out)?;
+    }
     Ok(exit::SUCCESS)
+}
+
+fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<SiteStatus>> {
+    use std::collections::HashSet;
+    let isos = m.isos()?;
+    let mut out = Vec::new();
+    for name in ctx.config.config.sites.keys() {
+        let mut st = SiteStatus {
+            name: name.clone(),
+            ..Default::default()
+        };
+        let staged: HashSet<_> = m
+            .staged(Some(name))?
+            .into_iter()
+            .map(|(_, c, r)| {
+                st.staged.files += 1;
+                st.staged.bytes += r.size;
+                c
+            })
+            .collect();
+        let mut archived = HashSet::new();
+        for (_, c, _) in m.archived(Some(name))? {
+            if let Some(rec) = m.content(&c)? {
+                st.archived.files += 1;
+                st.archived.bytes += rec.size;
+            }
+            archived.insert(c);
+        }
+        let mut seen = HashSet::new();
+        for kv in m.files() {
+            let (_, _, f) = kv?;
+            let v = f.current();
+            if f.is_deleted() || !seen.insert(v.content) {
+                continue;
+            }
+            if !staged.contains(&v.content) && !archived.contains(&v.content) {
+                st.not_yet_safe.files += 1;
+                st.not_yet_safe.bytes += v.size;
+            }
+        }
+        st.images = isos
+            .iter()
+            .filter(|i| i.uploads.iter().any(|u| &u.site == name))
+            .count() as u64;
+        let command = format!("sync:{name}");
+        for kv in m.runs() {
+            let (_, r) = kv?;
+            if r.command == command {
+                st.last_sync = Some(LastRun {
+                    started: output::rfc3339(r.started),
+                    ended: output::rfc3339(r.ended),
+                    ok: r.ok,
+                    counts: r.counts,
+                });
+                break;
+            }
+        }
+        out.push(st);
+    }
+    Ok(out)
 }

@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
 pub use records::{
-    ArchivedRecord, ContentId, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload,
-    PlacementRecord, RootRecord, RunRecord, StagedRecord, Version,
+    ArchivedRecord, ContentId, ContentRecord, FileRecord, FileStat, IsoRecord, IsoStatus,
+    IsoUpload, PlacementRecord, RootRecord, RunRecord, StagedRecord, Version,
 };
 
 use lock::DbLock;
-use records::{decode, encode, file_key, placement_key, site_key, split_file_key};
+use records::{decode, decode_stat, encode, file_key, placement_key, site_key, split_file_key};
 
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -222,7 +222,24 @@ impl Manifest {
         Ok(rec)
     }
 
-    /// Every file record of one root, keyed by relative path: what a rescan compares with.
+    /// The stat fields of every file of one root, in path order: what a rescan compares
+    /// with. Only the leading fields are decoded, so this stays fast for large roots.
+    pub fn file_stats_of_root(&self, root: u32) -> Result<Vec<(Vec<u8>, FileStat)>> {
+        let mut out = Vec::with_capacity(self.files.len() / 2);
+        for kv in self.files.scan_prefix(root.to_be_bytes()) {
+            let (k, v) = kv?;
+            let stat = decode_stat(&v).map_err(|e| {
+                corrupt(
+                    format!("files/{root}/{}", String::from_utf8_lossy(&k[4..])),
+                    e,
+                )
+            })?;
+            out.push((k[4..].to_vec(), stat));
+        }
+        Ok(out)
+    }
+
+    /// Every file record of one root, keyed by relative path.
     pub fn files_of_root(&self, root: u32) -> Result<HashMap<Vec<u8>, FileRecord>> {
         let mut out = HashMap::new();
         for kv in self.files.scan_prefix(root.to_be_bytes()) {

@@ -38,6 +38,23 @@ pub struct FileRecord {
     pub versions: Vec<Version>,
 }
 
+/// The leading fields of a [`FileRecord`]: all a rescan needs to decide that a file is
+/// unchanged. Decoded alone (postcard fields are in order), it spares reading versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+    pub device: u64,
+    pub mode: u32,
+    pub first_seen: i64,
+    pub deleted_at: Option<i64>,
+}
+
+pub(crate) fn decode_stat(bytes: &[u8]) -> Result<FileStat, postcard::Error> {
+    postcard::take_from_bytes(bytes).map(|(s, _)| s)
+}
+
 impl FileRecord {
     pub fn current(&self) -> &Version {
         self.versions
@@ -132,6 +149,25 @@ mod tests {
         let b = encode(&f);
         assert!(b.len() < 64, "record is {} bytes", b.len());
         assert_eq!(decode::<FileRecord>(&b).unwrap(), f);
+    }
+
+    #[test]
+    fn the_stat_prefix_decodes_from_a_full_record() {
+        let f = FileRecord {
+            size: 5,
+            mtime_ns: -3,
+            inode: 9,
+            device: 1,
+            mode: 0o644,
+            first_seen: 2,
+            deleted_at: Some(7),
+            versions: vec![],
+        };
+        let s = decode_stat(&encode(&f)).unwrap();
+        assert_eq!(
+            (s.size, s.mtime_ns, s.inode, s.deleted_at),
+            (5, -3, 9, Some(7))
+        );
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::manifest::{
-    self, ContentId, ContentRecord, FileRecord, Manifest, ManifestBatch, ManifestError, Version,
+    self, ContentId, ContentRecord, FileRecord, FileStat, Manifest, ManifestBatch, ManifestError,
+    Version,
 };
 use crate::progress::Progress;
 use hash::{hash_file, HashError, Hashed};
@@ -86,18 +87,20 @@ const BATCH: usize = 8192;
 const CHECKPOINT: Duration = Duration::from_secs(5);
 
 struct Slot {
-    rec: FileRecord,
+    stat: FileStat,
     seen: AtomicBool,
 }
 
 impl Slot {
     fn unchanged(&self, e: &WalkEntry) -> bool {
-        !self.rec.is_deleted()
-            && self.rec.size == e.size
-            && self.rec.mtime_ns == e.mtime_ns
-            && self.rec.inode == e.inode
+        self.stat.deleted_at.is_none()
+            && self.stat.size == e.size
+            && self.stat.mtime_ns == e.mtime_ns
+            && self.stat.inode == e.inode
     }
 }
+
+type Existing = HashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
 
 fn lossy(root: &Path, rel: &[u8]) -> String {
     if rel.is_empty() {
@@ -162,19 +165,17 @@ fn scan_root(
 ) -> Result<(), ScanError> {
     let now = manifest::now();
     let root_rec = m.ensure_root(root.as_os_str().as_bytes(), now)?;
-    let existing: HashMap<Vec<u8>, Slot> = m
-        .files_of_root(root_rec.id)?
-        .into_iter()
-        .map(|(k, rec)| {
-            (
-                k,
-                Slot {
-                    rec,
-                    seen: AtomicBool::new(false),
-                },
-            )
-        })
-        .collect();
+    let stats = m.file_stats_of_root(root_rec.id)?;
+    let mut existing: Existing = HashMap::with_capacity_and_hasher(stats.len(), Default::default());
+    for (k, stat) in stats {
+        existing.insert(
+            k,
+            Slot {
+                stat,
+                seen: AtomicBool::new(false),
+            },
+        );
+    }
     let walk_opts = WalkOptions {
         ignore_files: opts
             .ignore_files
@@ -264,17 +265,24 @@ fn scan_root(
                 Outcome::Hashed(h) => {
                     report.files_hashed += 1;
                     report.bytes_hashed += h.entry.size;
-                    let step = record(
-                        m,
-                        root,
-                        root_rec.id,
-                        existing.get(&h.entry.rel).map(|s| &s.rec),
-                        &h,
-                        now,
-                        &mut batch,
-                        &mut new_contents,
-                        report,
-                    );
+                    let prev = if existing.contains_key(&h.entry.rel) {
+                        m.file(root_rec.id, &h.entry.rel)
+                    } else {
+                        Ok(None)
+                    };
+                    let step = prev.map_err(ScanError::from).and_then(|prev| {
+                        record(
+                            m,
+                            root,
+                            root_rec.id,
+                            prev.as_ref(),
+                            &h,
+                            now,
+                            &mut batch,
+                            &mut new_contents,
+                            report,
+                        )
+                    });
                     match step {
                         Ok(Some(id)) => new_paths_contents.push(id),
                         Ok(None) => {}
@@ -304,7 +312,7 @@ fn scan_root(
     // Whatever was not seen (and is not hidden behind an unreadable folder) is gone.
     let mut gone_contents: HashSet<ContentId> = HashSet::new();
     for (rel, slot) in &existing {
-        if slot.seen.load(Ordering::Relaxed) || slot.rec.is_deleted() {
+        if slot.seen.load(Ordering::Relaxed) || slot.stat.deleted_at.is_some() {
             continue;
         }
         if protected.iter().any(|p| {
@@ -312,7 +320,9 @@ fn scan_root(
         }) {
             continue;
         }
-        let mut rec = slot.rec.clone();
+        let Some(mut rec) = m.file(root_rec.id, rel)? else {
+            continue;
+        };
         rec.deleted_at = Some(now);
         gone_contents.insert(rec.current().content);
         batch.put_file(root_rec.id, rel, &rec);

@@ -58,7 +58,7 @@ pub struct StoreError {
     pub op: &'static str,
     pub key: String,
     #[source]
-    pub source: BackendError,
+    pub source: Box<BackendError>,
 }
 
 impl StoreError {
@@ -69,7 +69,7 @@ impl StoreError {
             backend: info.kind,
             op,
             key: key.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -198,6 +198,7 @@ async fn stage_all(
         .buffer_unordered(concurrency);
     let mut batch = ManifestBatch::default();
     let mut consecutive = 0usize;
+    let mut last_flush = std::time::Instant::now();
     while let Some((w, res)) = results.next().await {
         match res {
             Ok(obj) => {
@@ -214,9 +215,12 @@ async fn stage_all(
                         at: manifest::now(),
                     },
                 );
-                if batch.len() >= 256 {
-                    m.apply(std::mem::take(&mut batch))?;
+                // Recorded at once, made durable every second: a kill -9 costs at most a
+                // second of uploads, sent again under the same content-derived names.
+                m.apply(std::mem::take(&mut batch))?;
+                if last_flush.elapsed() >= std::time::Duration::from_secs(1) {
                     m.flush()?;
+                    last_flush = std::time::Instant::now();
                 }
             }
             Err(None) => r.skipped_changed += 1,

@@ -102,3 +102,37 @@ pub fn set_mtime(p: &Path, secs: i64) {
     f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
         .unwrap();
 }
+
+/// Reads a variable `scripts/services.sh` sets. Missing: the test is skipped loudly, or fails
+/// when `LOMOB_REQUIRE_SERVICES=1` (as `scripts/test.sh` sets).
+pub fn service_var(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            if std::env::var("LOMOB_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{var} is not set: run scripts/services.sh start (scripts/test.sh does)");
+            }
+            eprintln!("SKIPPED: {var} is not set; scripts/test.sh starts the test servers");
+            None
+        }
+    }
+}
+
+/// Files under `dir` (recursively), as paths relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

@@ -1,0 +1,350 @@
+//! `lomob site test NAME`: a probe of both backends of a site, step by step, with a clear
+//! reason and what to do when a step fails. On a cold archive nothing is written that could
+//! not be deleted for free: write access is checked by starting and aborting a multipart
+//! upload, and the storage class by a HEAD of an existing image.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lomob_backends::ErrorKind;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Context;
+use crate::archive::ByteSource;
+use crate::exit::{self, UsageError};
+use crate::site::Site;
+use crate::store::{Role, StoreError};
+
+#[derive(Serialize)]
+struct Step {
+    role: Role,
+    step: &'static str,
+    ok: bool,
+    detail: String,
+    ms: u128,
+}
+
+fn hint(e: &StoreError) -> &'static str {
+    match e.kind() {
+        ErrorKind::Permission => "the credentials were refused or lack permission: check the keys and what they may do",
+        ErrorKind::NotFound => "the bucket or folder does not exist: check its name and region, or create it",
+        ErrorKind::Transient => "the server could not be reached or failed: check the endpoint, the network, and try again",
+        ErrorKind::Config => "the profile is incomplete or wrong: fix the site's section",
+        ErrorKind::Frozen => "the object is in cold storage and needs a thaw before it can be read",
+        ErrorKind::Other => "see the message above",
+    }
+}
+
+struct Probe {
+    steps: Vec<Step>,
+}
+
+impl Probe {
+    fn record<T>(
+        &mut self,
+        role: Role,
+        step: &'static str,
+        start: Instant,
+        r: Result<T, StoreError>,
+        ok_detail: impl FnOnce(&T) -> String,
+    ) -> Option<T> {
+        let ms = start.elapsed().as_millis();
+        match r {
+            Ok(v) => {
+                self.steps.push(Step {
+                    role,
+                    step,
+                    ok: true,
+                    detail: ok_detail(&v),
+                    ms,
+                });
+                Some(v)
+            }
+            Err(e) => {
+                self.steps.push(Step {
+                    role,
+                    step,
+                    ok: false,
+                    detail: format!("{e}\n      -> {}", hint(&e)),
+                    ms,
+                });
+                None
+            }
+        }
+    }
+
+    fn check(&mut self, role: Role, step: &'static str, ok: bool, detail: String) {
+        self.steps.push(Step {
+            role,
+            step,
+            ok,
+            detail,
+            ms: 0,
+        });
+    }
+}
+
+struct Bytes(Vec<u8>);
+
+impl ByteSource for Bytes {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(
+            self.0[offset as usize..].to_vec(),
+        )))
+    }
+}
+
+pub fn run(ctx: &Context, name: &str) -> anyhow::Result<u8> {
+    let Some(cfg) = ctx.config.config.sites.get(name) else {
+        anyhow::bail!(UsageError(format!(
+            "no site named {name:?} in the configuration"
+        )));
+    };
+    let site = Site::open(name, cfg)?;
+    let m = ctx.open_manifest()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let probe = rt.block_on(probe(&site, &m));
+    let failed = probe.steps.iter().any(|s| !s.ok);
+    if ctx.json {
+        super::output::json(&probe.steps)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "site {name}: stage {} ({}), archive {} ({})",
+            site.stage.info().kind,
+            site.stage.info().location,
+            site.archive.info().kind,
+            site.archive.info().location
+        )?;
+        for s in &probe.steps {
+            writeln!(
+                out,
+                "  {} {:<7} {:<10} {}{}",
+                if s.ok { "ok  " } else { "FAIL" },
+                s.role.to_string(),
+                s.step,
+                s.detail,
+                if s.ms > 0 {
+                    format!(" ({} ms)", s.ms)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    Ok(if failed { exit::FAILURE } else { exit::SUCCESS })
+}
+
+async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
+    let mut p = Probe { steps: Vec::new() };
+    let key = format!(
+        "meta/lomob-probe-{}-{}",
+        std::process::id(),
+        crate::manifest::now()
+    );
+    let body: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+    let sha: [u8; 32] = Sha256::digest(&body).into();
+
+    // Stage: the full cycle.
+    let tmp = std::env::temp_dir().join(format!("lomob-probe-{}", std::process::id()));
+    let _ = std::fs::write(&tmp, &body);
+    let t = Instant::now();
+    let wrote = p.record(
+        Role::Stage,
+        "write",
+        t,
+        site.stage
+            .put_file(&key, &tmp, body.len() as u64, &sha)
+            .await,
+        |o| format!("{} ({} bytes, verified)", o.key, o.size),
+    );
+    let _ = std::fs::remove_file(&tmp);
+    if wrote.is_some() {
+        let t = Instant::now();
+        p.record(Role::Stage, "stat", t, site.stage.stat(&key).await, |o| {
+            if o.is_some() {
+                "found".into()
+            } else {
+                "missing".into()
+            }
+        });
+        let t = Instant::now();
+        if let Some(list) = p.record(
+            Role::Stage,
+            "list",
+            t,
+            site.stage.list("meta/").await,
+            |v| format!("{} objects under meta/", v.len()),
+        ) {
+            let found = list.iter().any(|o| o.key == key);
+            p.check(
+                Role::Stage,
+                "list",
+                found,
+                if found {
+                    "probe listed".into()
+                } else {
+                    "probe not in the listing".into()
+                },
+            );
+        }
+        let t = Instant::now();
+        if let Some(back) = p.record(
+            Role::Stage,
+            "read",
+            t,
+            site.stage.read_range(&key, 0..body.len() as u64).await,
+            |b| format!("{} bytes", b.len()),
+        ) {
+            p.check(
+                Role::Stage,
+                "read",
+                back == body,
+                if back == body {
+                    "bytes match".into()
+                } else {
+                    "bytes differ".into()
+                },
+            );
+        }
+        let t = Instant::now();
+        p.record(
+            Role::Stage,
+            "delete",
+            t,
+            site.stage.delete(&key).await,
+            |_| "removed".into(),
+        );
+    }
+
+    // Archive.
+    let caps = site.archive.info().capabilities.clone();
+    if caps.min_storage_days > 0 {
+        let t = Instant::now();
+        let list = p.record(
+            Role::Archive,
+            "list",
+            t,
+            site.archive.list("archive/").await,
+            |v| format!("{} objects under archive/", v.len()),
+        );
+        if let Some(client) = site.archive_client() {
+            let t = Instant::now();
+            let r = async {
+                let id = client.create_multipart_upload(&key, &[]).await?;
+                client.abort_multipart_upload(&key, &id).await
+            }
+            .await
+            .map_err(|e| StoreError::new(site.archive.info(), "write", &key, e));
+            p.record(Role::Archive, "write", t, r, |_| {
+                "multipart upload started and aborted (nothing stored)".into()
+            });
+        }
+        let newest = list
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.key.ends_with(".iso"))
+            .max_by_key(|o| o.modified);
+        match newest {
+            Some(o) => {
+                let t = Instant::now();
+                if let Some(Some(obj)) = p.record(
+                    Role::Archive,
+                    "head",
+                    t,
+                    site.archive.stat(&o.key).await,
+                    |_| o.key.to_string(),
+                ) {
+                    let want = caps.storage_class.clone().unwrap_or_default();
+                    let got = obj.storage_class.clone().unwrap_or_default();
+                    p.check(
+                        Role::Archive,
+                        "class",
+                        got == want,
+                        format!(
+                            "{} is {got} (expected {want}); not read, nothing deleted",
+                            o.key
+                        ),
+                    );
+                }
+            }
+            None => p.check(
+                Role::Archive,
+                "class",
+                true,
+                "no images yet: storage class checked after the first one".into(),
+            ),
+        }
+    } else {
+        let journal = m.upload_journal(&site.name);
+        let t = Instant::now();
+        let put = site
+            .archive
+            .put(&key, Arc::new(Bytes(body.clone())), &sha, &journal, &|_| {})
+            .await;
+        if p.record(Role::Archive, "write", t, put, |o| {
+            format!("{} ({} bytes, verified)", o.info.key, o.info.size)
+        })
+        .is_some()
+        {
+            let t = Instant::now();
+            p.record(
+                Role::Archive,
+                "stat",
+                t,
+                site.archive.stat(&key).await,
+                |o| {
+                    if o.is_some() {
+                        "found".into()
+                    } else {
+                        "missing".into()
+                    }
+                },
+            );
+            let t = Instant::now();
+            p.record(
+                Role::Archive,
+                "list",
+                t,
+                site.archive.list("meta/").await,
+                |v| format!("{} objects under meta/", v.len()),
+            );
+            let t = Instant::now();
+            if let Some(back) = p.record(
+                Role::Archive,
+                "read",
+                t,
+                site.archive.read_range(&key, 0..body.len() as u64).await,
+                |b| format!("{} bytes", b.len()),
+            ) {
+                p.check(
+                    Role::Archive,
+                    "read",
+                    back == body,
+                    if back == body {
+                        "bytes match".into()
+                    } else {
+                        "bytes differ".into()
+                    },
+                );
+            }
+            let t = Instant::now();
+            p.record(
+                Role::Archive,
+                "delete",
+                t,
+                site.archive.delete(&key).await,
+                |_| "removed".into(),
+            );
+        }
+    }
+    p
+}

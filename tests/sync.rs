@@ -1,0 +1,367 @@
+//! End-to-end tests of `lomob backup` and `lomob sync`: staging, packing at the threshold or
+//! on demand, archiving with verification, freeing staged copies, snapshots, fan-out with a
+//! failing site, and S3 with Deep Archive semantics (moto).
+
+mod support;
+
+use support::{assert_code, files_under, service_var, set_mtime, stderr, Env};
+
+fn library(env: &Env, n: usize, size: usize) {
+    for i in 0..n {
+        let data: Vec<u8> = (0..size)
+            .map(|x| (x as u32 * 7 + i as u32 * 13) as u8)
+            .collect();
+        let p = env.write(
+            &format!("20{:02}/0{}/IMG_{i:04}.jpg", 20 + i % 3, 1 + i % 9),
+            &data,
+        );
+        set_mtime(&p, 1_600_000_000 + i as i64 * 86_400);
+    }
+}
+
+fn data_dir(env: &Env) -> std::path::PathBuf {
+    env.path().join("home/.local/share/lomob")
+}
+
+#[test]
+fn backup_on_the_embedded_default_stages_then_packs_and_frees() {
+    let env = Env::new();
+    library(&env, 8, 50_000);
+    let lib = env.lib();
+    let lib = lib.to_str().unwrap();
+
+    // The daily job with no configuration at all: scan, then stage on the local site.
+    let r = env.json(&["backup", lib], 0);
+    let site = &r[0];
+    assert_eq!(site["site"], "local");
+    assert_eq!(site["staged_files"], 8, "{r}");
+    assert_eq!(
+        site["images"].as_array().unwrap().len(),
+        0,
+        "below the 10GB threshold"
+    );
+    let stage = data_dir(&env).join("local/stage");
+    let staged: Vec<String> = files_under(&stage);
+    assert_eq!(
+        staged.iter().filter(|f| f.starts_with("stage/")).count(),
+        8,
+        "{staged:?}"
+    );
+    assert!(
+        staged.iter().any(|f| f.starts_with("meta/manifest-")),
+        "{staged:?}"
+    );
+
+    // Nothing new: nothing is uploaded again.
+    let r = env.json(&["backup", lib], 0);
+    assert_eq!(r[0]["staged_files"], 0, "{r}");
+    assert_eq!(
+        r[0]["requests"]["put"], 1,
+        "only the manifest snapshot: {r}"
+    );
+
+    // Pack now: one image, verified, catalog beside it, staged copies freed.
+    let r = env.json(&["sync", "--site", "local", "--pack-now"], 0);
+    assert_eq!(r[0]["images"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r[0]["archived_files"], 8);
+    assert_eq!(r[0]["freed_files"], 8);
+    let archive = data_dir(&env).join("local/archive");
+    let archived = files_under(&archive);
+    let image = archived
+        .iter()
+        .find(|f| f.ends_with(".iso"))
+        .unwrap_or_else(|| panic!("{archived:?}"));
+    assert!(archived.iter().any(|f| f.ends_with(".iso.catalog.json")));
+    assert!(files_under(&stage).iter().all(|f| !f.starts_with("stage/")));
+    // The image is complete and reads back byte-identical.
+    let image = archive.join(image);
+    let v = env.json(&["iso", "verify", image.to_str().unwrap()], 0);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+    let to = env.path().join("out");
+    env.cmd()
+        .args([
+            "iso",
+            "extract",
+            image.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+    let rel = env.lib().join("2020/01/IMG_0000.jpg");
+    let extracted = to.join(rel.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(&extracted).unwrap(),
+        std::fs::read(&rel).unwrap()
+    );
+
+    let list = env.json(&["iso", "list"], 0);
+    assert!(list[0]["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("Uploaded to local"));
+
+    // A changed file is a new version: staged again, the archived one stays.
+    let p = env.write("2020/01/IMG_0000.jpg", b"edited");
+    set_mtime(&p, 1_700_000_000);
+    let r = env.json(&["backup", lib], 0);
+    assert_eq!(r[0]["staged_files"], 1, "{r}");
+    assert!(archive
+        .join(archived.iter().find(|f| f.ends_with(".iso")).unwrap())
+        .exists());
+}
+
+fn config(env: &Env, text: &str) -> String {
+    let p = env.path().join("config.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn the_threshold_triggers_packing_into_images_of_the_configured_size() {
+    let env = Env::new();
+    library(&env, 12, 400_000); // 4.8 MB
+    let root = env.path().display().to_string();
+    let cfg = config(
+        &env,
+        &format!(
+            r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.nas]
+pack-threshold = "3MB"
+iso-size = "2MB"
+stage = {{ kind = "fs", root = "{root}/nas-stage" }}
+archive = {{ kind = "fs", root = "{root}/nas-archive" }}
+"#
+        ),
+    );
+    let r = env.json(&["--config", &cfg, "backup"], 0);
+    let images = r[0]["images"].as_array().unwrap();
+    // Full images only; what is left waits for the threshold again.
+    assert!(images.len() >= 2, "{r}");
+    for i in files_under(&env.path().join("nas-archive")) {
+        if i.ends_with(".iso") {
+            let size = std::fs::metadata(env.path().join("nas-archive").join(&i))
+                .unwrap()
+                .len();
+            assert!(size <= 2_000_000, "{i} is {size} bytes");
+        }
+    }
+    let waiting = r[0]["pending_bytes"].as_u64().unwrap();
+    assert!(waiting < 2_000_000, "{r}");
+    // Every archived file's staged copy was freed.
+    assert_eq!(r[0]["archived_files"], r[0]["freed_files"]);
+    // Status shows the runs.
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "status"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+}
+
+#[test]
+fn one_unreachable_site_does_not_stop_the_others() {
+    let env = Env::new();
+    library(&env, 3, 10_000);
+    let root = env.path().display().to_string();
+    let cfg = config(
+        &env,
+        &format!(
+            r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.good]
+stage = {{ kind = "fs", root = "{root}/good-stage" }}
+archive = {{ kind = "fs", root = "{root}/good-archive" }}
+
+[sites.gone]
+stage = {{ kind = "s3", bucket = "b", endpoint = "http://127.0.0.1:9", access-key-id = "k", secret-access-key = "s" }}
+archive = {{ kind = "fs", root = "{root}/gone-archive" }}
+[sites.gone.transfer]
+retries = 1
+timeout-secs = 5
+"#
+        ),
+    );
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "backup", "--json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by = |n: &str| {
+        r.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("good")["ok"], true);
+    assert_eq!(by("good")["staged_files"], 3);
+    assert_eq!(by("gone")["ok"], false);
+    let errors = by("gone")["errors"].to_string();
+    assert!(errors.contains("site gone"), "{errors}");
+    assert!(errors.contains("stage"), "{errors}");
+    // A human run prints the table and the reason.
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "sync", "--all"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+    assert!(stderr(&out).contains("gone"));
+}
+
+#[test]
+fn sync_arguments_are_checked() {
+    let env = Env::new();
+    let out = env.cmd().args(["sync"]).output().unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("--site NAME"));
+    let out = env.cmd().args(["sync", "--site", "nope"]).output().unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("\"nope\""));
+    assert!(stderr(&out).contains("local"));
+}
+
+#[test]
+fn dry_run_reports_and_changes_nothing() {
+    let env = Env::new();
+    library(&env, 4, 10_000);
+    let lib = env.lib();
+    env.json(&["scan", lib.to_str().unwrap()], 0);
+    let r = env.json(&["sync", "--site", "local", "--dry-run", "--pack-now"], 0);
+    assert_eq!(r[0]["staged_files"], 4);
+    assert_eq!(r[0]["images"].as_array().unwrap().len(), 1);
+    assert!(!data_dir(&env).join("local/stage/stage").exists());
+    let out = env
+        .cmd()
+        .args(["sync", "--site", "local", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REQUEST COST"));
+}
+
+/// Creates buckets on the S3 server with the engine's own client.
+fn make_buckets(endpoint: &str, buckets: &[&str]) {
+    use lomob_backends::glacier::StorageClass;
+    use lomob_backends::s3::{S3Client, S3Config};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for b in buckets {
+        let cfg: S3Config = toml::from_str(&format!(
+            "bucket = \"{b}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"k\"\nsecret-access-key = \"s\""
+        ))
+        .unwrap();
+        let c = S3Client::new(&cfg, "s3", StorageClass::Standard, &Default::default()).unwrap();
+        rt.block_on(c.create_bucket()).unwrap();
+    }
+}
+
+fn head(endpoint: &str, bucket: &str, key: &str) -> Option<lomob_backends::s3::client::ObjectInfo> {
+    use lomob_backends::glacier::StorageClass;
+    use lomob_backends::s3::{S3Client, S3Config};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cfg: S3Config = toml::from_str(&format!(
+        "bucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"k\"\nsecret-access-key = \"s\""
+    ))
+    .unwrap();
+    let c = S3Client::new(&cfg, "s3", StorageClass::Standard, &Default::default()).unwrap();
+    rt.block_on(c.head_object(key)).ok()
+}
+
+#[test]
+fn s3_stage_and_deep_archive_on_moto() {
+    let Some(endpoint) = service_var("LOMOB_TEST_MOTO_ENDPOINT") else {
+        return;
+    };
+    let env = Env::new();
+    library(&env, 6, 300_000);
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        env.path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_lowercase()
+            .replace(['.', '_'], "-")
+    );
+    let (stage_b, archive_b) = (format!("stage-{tag}"), format!("archive-{tag}"));
+    make_buckets(&endpoint, &[&stage_b, &archive_b]);
+    let root = env.path().display().to_string();
+    let cfg = config(
+        &env,
+        &format!(
+            r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.cloud]
+iso-size = "1GB"
+stage = {{ kind = "s3", bucket = "{stage_b}", endpoint = "{endpoint}", access-key-id = {{ env = "T_KEY" }}, secret-access-key = {{ env = "T_SECRET" }} }}
+archive = {{ kind = "glacier", bucket = "{archive_b}", endpoint = "{endpoint}", access-key-id = {{ env = "T_KEY" }}, secret-access-key = {{ env = "T_SECRET" }}, part-size = "5MiB" }}
+"#
+        ),
+    );
+    let run = |args: &[&str], code: i32| {
+        let out = env
+            .cmd()
+            .env("T_KEY", "testkey")
+            .env("T_SECRET", "TESTSECRETVALUE")
+            .args(["--config", &cfg])
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert_code(&out, code);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("TESTSECRETVALUE"));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let r = run(&["backup"], 0);
+    assert_eq!(r[0]["staged_files"], 6, "{r}");
+    let m = env.json(&["--config", &cfg, "list", "files"], 0);
+    let xxh = m[0]["xxh3"].as_str().unwrap().to_string();
+    let staged = head(&endpoint, &stage_b, &format!("stage/{xxh}")).expect("staged object");
+    assert_eq!(staged.storage_class, "STANDARD");
+    assert_eq!(staged.size, 300_000);
+
+    let r = run(&["sync", "--site", "cloud", "--pack-now"], 0);
+    let name = r[0]["images"][0].as_str().unwrap().to_string();
+    let img = head(&endpoint, &archive_b, &format!("archive/{name}")).expect("image object");
+    assert_eq!(img.storage_class, "DEEP_ARCHIVE");
+    let list = env.json(&["--config", &cfg, "iso", "list"], 0);
+    assert_eq!(
+        img.metadata.get("sha256").map(String::as_str),
+        list[0]["sha256"].as_str()
+    );
+    assert_eq!(img.size, list[0]["size"].as_u64().unwrap());
+    // Staged copies are gone once the image is verified.
+    assert!(head(&endpoint, &stage_b, &format!("stage/{xxh}")).is_none());
+    // Requests: a fixed handful per image (create, one per part, complete; the catalog; the
+    // snapshot), whatever the number of files inside.
+    let writes =
+        r[0]["requests"]["put"].as_u64().unwrap() + r[0]["requests"]["post"].as_u64().unwrap();
+    assert!(writes <= 13, "{r}");
+
+    // Cost: one cold object instead of six, and its price beside one object per file.
+    let c = env.json(&["--config", &cfg, "cost", "--site", "cloud"], 0);
+    assert_eq!(c[0]["archive_objects"], 1, "{c}");
+    assert_eq!(c[0]["per_file_objects"], 6, "{c}");
+    assert!(c[0]["per_file_put_cost"].as_f64().unwrap() > 0.0, "{c}");
+    assert!(
+        c[0]["storage_per_month"].as_f64().unwrap()
+            < c[0]["per_file_storage_per_month"].as_f64().unwrap(),
+        "{c}"
+    );
+    let s = env.json(&["--config", &cfg, "status"], 0);
+    assert_eq!(s["sites"][0]["archived"]["files"], 6, "{s}");
+    assert_eq!(s["sites"][0]["staged"]["files"], 0, "{s}");
+    assert_eq!(s["sites"][0]["not_yet_safe"]["files"], 0, "{s}");
+}
