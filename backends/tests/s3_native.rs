@@ -109,6 +109,11 @@ async fn multipart_of_40mb_completes_with_the_right_content() {
         assert!(journal.list().unwrap().is_empty(), "journal cleared");
         let info = c.head_object("archive/a.iso").await.unwrap();
         assert_eq!(info.size, 40_000_000);
+        if server.name == "moto" {
+            // AWS's multipart ETag rule; rclone serve s3 reports another value on HEAD.
+            assert_eq!(out.etag, out.computed_etag);
+            assert_eq!(info.etag, out.computed_etag);
+        }
         assert_eq!(info.metadata.get("sha256"), Some(&sha));
         let back = c.get_object("archive/a.iso", None).await.unwrap();
         assert_eq!(sha256_hex(&back), sha, "{}", server.name);
@@ -214,11 +219,13 @@ async fn an_interrupted_upload_resumes_sending_only_missing_parts() {
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", server.name));
         let sent = c.counters().snapshot().since(&before);
-        assert_eq!(out.parts_reused, done, "{}", server.name);
-        assert_eq!(out.parts_uploaded, 8 - done);
+        // Parts that were in flight when the source failed may have reached the server
+        // unjournaled; they are recognised by their MD5 and not sent again.
+        assert!(out.parts_reused >= done, "{}: {out:?}", server.name);
+        assert_eq!(out.parts_reused + out.parts_uploaded, 8);
         assert_eq!(
             sent.upload_part,
-            u64::from(8 - done),
+            u64::from(out.parts_uploaded),
             "only missing parts sent"
         );
         assert_eq!(sent.post, 1, "no new upload, just complete: {sent:?}");
@@ -231,6 +238,76 @@ async fn an_interrupted_upload_resumes_sending_only_missing_parts() {
             "{}: nothing left billing",
             server.name
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_on_the_server_but_not_in_the_journal_is_not_sent_again() {
+    for server in servers() {
+        let c = fresh_bucket(&server, "unjournaled", StorageClass::Standard).await;
+        let data = Arc::new(test_data(20_000_000, 8));
+        let sha = sha256_hex(&data);
+        let metadata = meta(&[("sha256", &sha)]);
+        let dir = tempfile::tempdir().unwrap();
+        let journal = JsonFileJournal::new(dir.path().join("j.json"));
+        let t = TransferConfig {
+            concurrency: 1,
+            ..quick_transfer()
+        };
+        let c1 = client_for(&server, c.bucket(), StorageClass::Standard, &t);
+        // Part 2 of 4 fails to read: part 1 is sent and journaled.
+        let failing = FailingSource {
+            data: data.clone(),
+            fail_after: 5 * MIB + 10,
+        };
+        upload_resumable(
+            &c1,
+            "u.iso",
+            Arc::new(failing),
+            5 * MIB,
+            &metadata,
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_err();
+        let state = journal.load("u.iso").unwrap().unwrap();
+        assert_eq!(state.parts.len(), 1);
+        // Part 2 reached the server but the process died before journaling it.
+        let part2 = lomob_backends::s3::PartBody::new(
+            data[(5 * MIB) as usize..(10 * MIB) as usize].to_vec(),
+        );
+        c.upload_part("u.iso", &state.upload_id, 2, &part2)
+            .await
+            .unwrap();
+        // And a part 3 with the wrong bytes (a torn earlier attempt): must be replaced.
+        // rclone serve s3 streams parts to its backend and cannot replace one with other
+        // bytes (501 NotImplemented), so only moto gets this case.
+        if server.name == "moto" {
+            let wrong = lomob_backends::s3::PartBody::new(test_data(5 * MIB as usize, 99));
+            c.upload_part("u.iso", &state.upload_id, 3, &wrong)
+                .await
+                .unwrap();
+        }
+
+        let before = c.counters().snapshot();
+        let out = upload_resumable(
+            &c,
+            "u.iso",
+            Arc::new(MemSource(data.clone())),
+            5 * MIB,
+            &metadata,
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", server.name));
+        let sent = c.counters().snapshot().since(&before);
+        assert_eq!(out.parts_reused, 2, "{}: parts 1 and 2", server.name);
+        assert_eq!(out.parts_uploaded, 2, "{}: parts 3 and 4", server.name);
+        assert_eq!(sent.upload_part, 2);
+        let back = c.get_object("u.iso", None).await.unwrap();
+        assert_eq!(sha256_hex(&back), sha, "{}", server.name);
     }
 }
 
@@ -395,6 +472,54 @@ async fn an_unreachable_endpoint_is_transient() {
     assert_eq!(c.counters().snapshot().head, 3, "first try + 2 retries");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_follow_every_page() {
+    for server in servers() {
+        let c = fresh_bucket(&server, "pages", StorageClass::Standard).await;
+        let id = c.create_multipart_upload("big.iso", &[]).await.unwrap();
+        for n in 1..=5u32 {
+            // Parts other than the last may be small until Complete checks them.
+            let body = lomob_backends::s3::PartBody::new(test_data(1000, u64::from(n)));
+            c.upload_part("big.iso", &id, n, &body).await.unwrap();
+        }
+        let before = c.counters().snapshot();
+        let parts = c
+            .list_parts_paged("big.iso", &id, Some(2))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", server.name));
+        let numbers: Vec<u32> = parts.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, vec![1, 2, 3, 4, 5], "{}", server.name);
+        let pages = c.counters().snapshot().since(&before).list;
+        if pages == 1 {
+            eprintln!("note: {} ignores max-parts (one page)", server.name);
+        } else {
+            assert_eq!(pages, 3, "{}", server.name);
+        }
+
+        let mut ids = vec![id];
+        for i in 0..4 {
+            ids.push(
+                c.create_multipart_upload(&format!("u{i}"), &[])
+                    .await
+                    .unwrap(),
+            );
+        }
+        let all = c
+            .list_multipart_uploads_paged("", Some(2))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", server.name));
+        let mut found: Vec<String> = all.into_iter().map(|u| u.upload_id).collect();
+        found.sort();
+        ids.sort();
+        assert_eq!(found, ids, "{}", server.name);
+        for u in c.list_multipart_uploads("").await.unwrap() {
+            c.abort_multipart_upload(&u.key, &u.upload_id)
+                .await
+                .unwrap();
+        }
+    }
+}
+
 fn upstream(server: &Server) -> SocketAddr {
     server
         .endpoint
@@ -445,6 +570,14 @@ async fn retries_recover_from_resets_stalls_and_truncated_answers() {
         );
         let back = setup.get_object(&key, None).await.unwrap();
         assert_eq!(sha256_hex(&back), sha, "{fault:?}");
+        // A truncated answer to CreateMultipartUpload leaves an upload the server made and we
+        // never learnt of: exactly what orphan detection is for.
+        let orphans = find_orphans(&setup, &key, &journal).await.unwrap();
+        if fault == Fault::Truncate {
+            assert!(!orphans.is_empty(), "retried creates leave orphans");
+        }
+        abort_uploads(&setup, &orphans).await.unwrap();
+        assert!(setup.list_multipart_uploads(&key).await.unwrap().is_empty());
     }
 
     // Faults that never stop end as a transient error, after the configured retries.
@@ -484,10 +617,11 @@ fn example_binary() -> std::path::PathBuf {
     assert!(out.status.success(), "building the example failed");
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"]["name"] == "s3_upload")
         .filter_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
-        .last()
+        .next()
         .expect("cargo reported the example's executable")
 }
 
@@ -560,12 +694,17 @@ async fn a_killed_upload_resumes_in_a_new_process() {
         .lines()
         .find(|l| l.starts_with("done "))
         .unwrap_or_else(|| panic!("no summary: {stdout}"));
-    assert!(
-        done.contains(&format!("reused={journaled} ")),
-        "{done}\n{stdout}"
-    );
-    assert!(
-        done.contains(&format!("upload_part_requests={} ", 8 - journaled)),
+    let field = |name: &str| -> u32 {
+        let start = done.find(&format!(" {name}=")).expect(name) + name.len() + 2;
+        done[start..].split(' ').next().unwrap().parse().unwrap()
+    };
+    // Journaled parts are reused; a part that finished between the last journal write and
+    // the kill is found on the server by its MD5 and reused too.
+    assert!(field("reused") >= journaled, "{done}\n{stdout}");
+    assert_eq!(field("reused") + field("uploaded"), 8, "{done}");
+    assert_eq!(
+        field("upload_part_requests"),
+        field("uploaded"),
         "only the missing parts were sent: {done}"
     );
     let info = c.head_object("archive/killed.iso").await.unwrap();

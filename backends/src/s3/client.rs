@@ -57,16 +57,24 @@ pub struct RequestCounters {
     bytes_sent: AtomicU64,
 }
 
-/// A copy of the counters at one moment.
+/// A copy of the counters at one moment. `put`, `post`, `list`, `get`, `head` and `delete`
+/// partition every request sent (retries included); `upload_part` is a subset of `put`, not
+/// an extra count: do not add it to `put`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RequestCounts {
+    /// PutObject, UploadPart and CreateBucket.
     pub put: u64,
+    /// CreateMultipartUpload, CompleteMultipartUpload and RestoreObject.
     pub post: u64,
+    /// ListParts and ListMultipartUploads.
     pub list: u64,
     pub get: u64,
     pub head: u64,
+    /// DeleteObject and AbortMultipartUpload (free on S3).
     pub delete: u64,
+    /// UploadPart requests: already included in `put`.
     pub upload_part: u64,
+    /// Request body bytes sent, retries included.
     pub bytes_sent: u64,
 }
 
@@ -99,6 +107,11 @@ impl RequestCounters {
 }
 
 impl RequestCounts {
+    /// Every request sent.
+    pub fn total(&self) -> u64 {
+        self.put + self.post + self.list + self.get + self.head + self.delete
+    }
+
     /// PUT, POST and LIST: the requests S3 bills at the higher rate.
     pub fn class_a(&self) -> u64 {
         self.put + self.post + self.list
@@ -423,6 +436,7 @@ fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
         Some(401 | 403) => ErrorKind::Permission,
         Some(404) => ErrorKind::NotFound,
         Some(408 | 429) => ErrorKind::Transient,
+        Some(501) => ErrorKind::Other,
         Some(s) if s >= 500 => ErrorKind::Transient,
         None => ErrorKind::Transient,
         _ => ErrorKind::Other,
@@ -431,7 +445,9 @@ fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
 
 /// True when an answer is worth sending the request again for.
 fn retryable(status: StatusCode, code: Option<&str>) -> bool {
-    status.is_server_error()
+    // 501 Not Implemented is a permanent answer (rclone serve s3 gives it for replacing a
+    // part with different bytes).
+    (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || matches!(
@@ -1023,11 +1039,26 @@ impl S3Client {
         key: &str,
         upload_id: &str,
     ) -> Result<Vec<PartInfo>, BackendError> {
+        self.list_parts_paged(key, upload_id, None).await
+    }
+
+    /// [`S3Client::list_parts`] with a page size (S3's default is 1,000), so tests can
+    /// exercise the pagination.
+    #[doc(hidden)]
+    pub async fn list_parts_paged(
+        &self,
+        key: &str,
+        upload_id: &str,
+        page_size: Option<u32>,
+    ) -> Result<Vec<PartInfo>, BackendError> {
         let mut parts = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             let mut call = Call::new("ListParts", Method::GET, Some(key), RequestType::List)
                 .query("uploadId", upload_id);
+            if let Some(n) = page_size {
+                call = call.query("max-parts", n.to_string());
+            }
             if let Some(m) = &marker {
                 call = call.query("part-number-marker", m.clone());
             }
@@ -1105,6 +1136,16 @@ impl S3Client {
         &self,
         prefix: &str,
     ) -> Result<Vec<MultipartUpload>, BackendError> {
+        self.list_multipart_uploads_paged(prefix, None).await
+    }
+
+    /// [`S3Client::list_multipart_uploads`] with a page size, for tests.
+    #[doc(hidden)]
+    pub async fn list_multipart_uploads_paged(
+        &self,
+        prefix: &str,
+        page_size: Option<u32>,
+    ) -> Result<Vec<MultipartUpload>, BackendError> {
         let full_prefix = self.full_key(prefix);
         let mut out = Vec::new();
         let mut markers: Option<(String, String)> = None;
@@ -1113,6 +1154,9 @@ impl S3Client {
                 .query("uploads", "");
             if !full_prefix.is_empty() {
                 call = call.query("prefix", full_prefix.clone());
+            }
+            if let Some(n) = page_size {
+                call = call.query("max-uploads", n.to_string());
             }
             if let Some((k, u)) = &markers {
                 call = call.query("key-marker", k.clone());
@@ -1226,6 +1270,15 @@ mod tests {
         assert_eq!(classify(Some(503), Some("SlowDown")), ErrorKind::Transient);
         assert_eq!(classify(None, None), ErrorKind::Transient);
         assert_eq!(classify(Some(400), Some("BadDigest")), ErrorKind::Other);
+        assert_eq!(
+            classify(Some(501), Some("NotImplemented")),
+            ErrorKind::Other
+        );
+        assert!(!retryable(
+            StatusCode::NOT_IMPLEMENTED,
+            Some("NotImplemented")
+        ));
+        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE, None));
     }
 
     #[test]

@@ -23,8 +23,9 @@ pub use client::{
 };
 pub use config::S3Config;
 pub use upload::{
-    abort_uploads, effective_part_size, find_orphans, upload_resumable, ByteSource, DonePart,
-    FileSource, JsonFileJournal, UploadJournal, UploadOutcome, UploadProgress, UploadState,
+    abort_uploads, effective_part_size, find_orphans, multipart_etag, upload_resumable, ByteSource,
+    DonePart, FileSource, JsonFileJournal, UploadJournal, UploadOutcome, UploadProgress,
+    UploadState,
 };
 
 use crate::glacier::StorageClass;

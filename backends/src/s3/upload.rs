@@ -202,11 +202,16 @@ pub struct UploadProgress {
 pub struct UploadOutcome {
     /// The object's ETag as CompleteMultipartUpload (or PutObject) returned it.
     pub etag: String,
+    /// The ETag AWS (and moto) give a multipart object, computed from the parts' MD5s:
+    /// `"md5(md5(part 1) ++ md5(part 2) ++ ...)-N"`. Keep it to verify the object later with a
+    /// HEAD alone; some servers (rclone serve s3) report another value on HEAD.
+    pub computed_etag: String,
     pub upload_id: Option<String>,
     pub parts_total: u32,
     /// Parts sent by this call.
     pub parts_uploaded: u32,
-    /// Parts found on the server from an earlier run and not sent again.
+    /// Parts found on the server from an earlier run and not sent again (journaled ones, and
+    /// unjournaled ones whose MD5 matched the server's ETag).
     pub parts_reused: u32,
     /// Requests the client sent during this call (includes other work on the same client
     /// running concurrently).
@@ -280,7 +285,8 @@ fn is_no_such_upload(e: &BackendError) -> bool {
 ///
 /// With a journal entry for `key` (same size, part size and SHA-256), the server's parts are
 /// listed and those matching the journal by number, size and ETag are kept; only the others
-/// are sent. Otherwise a new upload is created and journaled before any part is sent. Each
+/// are sent (a part on the server but not in the journal, finished just before a crash, is
+/// read again and kept without sending when its MD5 equals the server's ETag). Otherwise a new upload is created and journaled before any part is sent. Each
 /// finished part is journaled; the journal entry is cleared after completion. If the server
 /// no longer knows the upload (aborted, expired), it starts over. `metadata` becomes
 /// `x-amz-meta-*`; give `sha256` so a changed source is never completed from stale parts.
@@ -300,9 +306,15 @@ pub async fn upload_resumable(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("sha256"))
         .map(|(_, v)| v.clone());
-    let outcome = |etag: String, upload_id: Option<String>, total, uploaded, reused| {
+    let outcome = |etag: String,
+                   computed_etag: String,
+                   upload_id: Option<String>,
+                   total,
+                   uploaded,
+                   reused| {
         Ok(UploadOutcome {
             etag,
+            computed_etag,
             upload_id,
             parts_total: total,
             parts_uploaded: uploaded,
@@ -315,7 +327,8 @@ pub async fn upload_resumable(
         // Multipart needs at least one part; an empty object is one PUT.
         let etag = client.put_object(key, Vec::new(), metadata).await?;
         journal.clear(key)?;
-        return outcome(etag, None, 0, 0, 0);
+        let empty_md5 = "\"d41d8cd98f00b204e9800998ecf8427e\"".to_string();
+        return outcome(etag, empty_md5, None, 0, 0, 0);
     }
     let part_size = effective_part_size(part_size, len)?;
     let total = u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts");
@@ -325,6 +338,9 @@ pub async fn upload_resumable(
     };
 
     let mut state: Option<UploadState> = None;
+    // Parts the server holds that the journal does not (finished just before a crash): kept
+    // when the bytes we read for them have the same MD5 as the server's ETag.
+    let mut unjournaled: BTreeMap<u32, (u64, String)> = BTreeMap::new();
     if let Some(old) = journal.load(key)? {
         let same_source = old.total_size == len
             && old.part_size == part_size
@@ -356,13 +372,19 @@ pub async fn upload_resumable(
                     });
                     kept.parts.sort_by_key(|p| p.number);
                     kept.parts.dedup_by_key(|p| p.number);
+                    let journaled: BTreeSet<u32> = kept.parts.iter().map(|p| p.number).collect();
+                    unjournaled = on_server
+                        .into_iter()
+                        .filter(|(n, _)| (1..=total).contains(n) && !journaled.contains(n))
+                        .collect();
                     journal.save(&kept)?;
                     state = Some(kept);
                 }
                 Err(e) if is_no_such_upload(&e) => {
                     if let Some(etag) = already_complete(client, key, len, &sha256).await? {
                         journal.clear(key)?;
-                        return outcome(etag, Some(old.upload_id), total, 0, total);
+                        let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
+                        return outcome(etag, computed, Some(old.upload_id), total, 0, total);
                     }
                     tracing::info!(
                         key,
@@ -394,16 +416,18 @@ pub async fn upload_resumable(
         }
     };
 
-    let reused = u32::try_from(state.parts.len()).expect("at most 10,000 parts");
+    let mut reused = u32::try_from(state.parts.len()).expect("at most 10,000 parts");
     let mut bytes_done: u64 = state.parts.iter().map(|p| p.size).sum();
+    let mut reused_bytes = 0;
     for (i, p) in state.parts.iter().enumerate() {
+        reused_bytes += p.size;
         progress(&UploadProgress {
             part_number: p.number,
             part_size: p.size,
             reused: true,
             parts_done: u32::try_from(i + 1).unwrap_or(u32::MAX),
             parts_total: total,
-            bytes_done: state.parts[..=i].iter().map(|p| p.size).sum(),
+            bytes_done: reused_bytes,
             bytes_total: len,
         });
     }
@@ -415,8 +439,10 @@ pub async fn upload_resumable(
         .max(1)
         .min(usize::try_from((MEMORY_BUDGET / part_size).max(1)).unwrap_or(1));
 
+    let unjournaled = Arc::new(unjournaled);
     let mut uploaded: u32 = 0;
-    let mut tasks: JoinSet<Result<DonePart, BackendError>> = JoinSet::new();
+    // Each task yields the finished part and whether it was sent (false: found on the server).
+    let mut tasks: JoinSet<Result<(DonePart, bool), BackendError>> = JoinSet::new();
     loop {
         while tasks.len() < in_flight {
             let Some(n) = pending.pop_front() else { break };
@@ -424,6 +450,7 @@ pub async fn upload_resumable(
             let upload_id = state.upload_id.clone();
             let offset = u64::from(n - 1) * part_size;
             let size = size_of(n);
+            let unjournaled = unjournaled.clone();
             tasks.spawn(async move {
                 let k = key.clone();
                 let body = tokio::task::spawn_blocking(move || {
@@ -431,13 +458,31 @@ pub async fn upload_resumable(
                 })
                 .await
                 .map_err(|e| BackendError::Journal(format!("part reader failed: {e}")))??;
+                let md5 = body.md5_hex.clone();
+                if let Some((server_size, server_etag)) = unjournaled.get(&n) {
+                    if *server_size == size && server_etag.trim_matches('"') == md5 {
+                        let etag = server_etag.clone();
+                        return Ok((
+                            DonePart {
+                                number: n,
+                                size,
+                                etag,
+                                md5,
+                            },
+                            false,
+                        ));
+                    }
+                }
                 let etag = client.upload_part(&key, &upload_id, n, &body).await?;
-                Ok(DonePart {
-                    number: n,
-                    size,
-                    etag,
-                    md5: body.md5_hex.clone(),
-                })
+                Ok((
+                    DonePart {
+                        number: n,
+                        size,
+                        etag,
+                        md5,
+                    },
+                    true,
+                ))
             });
         }
         let Some(joined) = tasks.join_next().await else {
@@ -445,10 +490,14 @@ pub async fn upload_resumable(
         };
         // An error drops `tasks`, which aborts the other parts; the journal keeps the ones
         // that finished, for the next run.
-        let part =
+        let (part, sent) =
             joined.map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
         bytes_done += part.size;
-        uploaded += 1;
+        if sent {
+            uploaded += 1;
+        } else {
+            reused += 1;
+        }
         let number = part.number;
         let size = part.size;
         state.parts.push(part);
@@ -457,7 +506,7 @@ pub async fn upload_resumable(
         progress(&UploadProgress {
             part_number: number,
             part_size: size,
-            reused: false,
+            reused: !sent,
             parts_done: u32::try_from(state.parts.len()).unwrap_or(u32::MAX),
             parts_total: total,
             bytes_done,
@@ -488,7 +537,28 @@ pub async fn upload_resumable(
         Err(e) => return Err(e),
     };
     journal.clear(key)?;
-    outcome(etag, Some(state.upload_id), total, uploaded, reused)
+    let computed = multipart_etag(state.parts.iter().map(|p| p.md5.as_str()));
+    outcome(
+        etag,
+        computed,
+        Some(state.upload_id),
+        total,
+        uploaded,
+        reused,
+    )
+}
+
+/// The ETag S3 gives a multipart object, from its parts' hex MD5s in order.
+pub fn multipart_etag<'a>(part_md5s: impl IntoIterator<Item = &'a str>) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    let mut n = 0;
+    for m in part_md5s {
+        // Our own hex digests; a malformed one would only make the ETag not match.
+        h.update(hex::decode(m).unwrap_or_default());
+        n += 1;
+    }
+    format!("\"{}-{n}\"", hex::encode(h.finalize()))
 }
 
 /// Unfinished uploads under `prefix` that the journal does not know: left by a crash before
@@ -541,6 +611,18 @@ mod tests {
         assert_eq!(p, 10_000_000);
         assert!(100_000_000_000u64.div_ceil(p) <= MAX_PARTS);
         assert!(effective_part_size(MAX_PART, MAX_PART * MAX_PARTS + 1).is_err());
+    }
+
+    #[test]
+    fn multipart_etag_follows_the_s3_rule() {
+        let parts = [
+            "5d41402abc4b2a76b9719d911017c592", // md5("hello")
+            "7d793037a0760186574b0282f2f435e7", // md5("world")
+        ];
+        assert_eq!(
+            multipart_etag(parts),
+            "\"065947336a2f2a95ba8899f3675c3be6-2\""
+        );
     }
 
     #[test]
