@@ -93,7 +93,7 @@ fn wrong_keys_a_missing_bucket_and_an_unreachable_host_are_told_apart() {
         .unwrap();
     assert_code(&out, 0);
     for (name, want) in [
-        ("badkey", "credentials were refused"),
+        ("badkey", "secret key does not match"),
         ("nobucket", "does not exist"),
         ("nohost", "could not be reached"),
     ] {

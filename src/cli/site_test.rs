@@ -27,6 +27,18 @@ struct Step {
 }
 
 fn hint(e: &StoreError) -> &'static str {
+    match e.source.s3_code() {
+        Some("InvalidAccessKeyId") => {
+            return "the access key id is unknown to the server: check access-key-id"
+        }
+        Some("SignatureDoesNotMatch") => {
+            return "the secret key does not match the access key: check secret-access-key"
+        }
+        Some("AccessDenied") => {
+            return "the keys are valid but may not do this here: check the key's permissions (policy) for this bucket"
+        }
+        _ => {}
+    }
     match e.kind() {
         ErrorKind::Permission => "the credentials were refused or lack permission: check the keys and what they may do",
         ErrorKind::NotFound => "the bucket or folder does not exist: check its name and region, or create it",

@@ -235,10 +235,17 @@ pub fn load(files: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
     // variables (the CLI's own, test harness settings) are not configuration keys.
     let env = Env::prefixed("LOMOB_")
         .filter(|k| {
-            let k = k.as_str();
-            !CLI_ENV.contains(&k) && (k.starts_with("library__") || k.starts_with("sites__"))
+            let k = k.as_str().to_ascii_lowercase();
+            !CLI_ENV.contains(&k.as_str())
+                && (k.starts_with("library__") || k.starts_with("sites__"))
         })
-        .map(|k| k.as_str().replace("__", ".").replace('_', "-").into());
+        .map(|k| {
+            k.as_str()
+                .to_ascii_lowercase()
+                .replace("__", ".")
+                .replace('_', "-")
+                .into()
+        });
     fig = fig.merge(env);
     let config: Config = fig
         .extract()

@@ -102,6 +102,46 @@ fn advise_sequential(f: &File) {
 mod tests {
     use super::*;
 
+    /// A file appended to while it is read is either reported as changing, or hashed
+    /// consistently with the size recorded: never a hash of bytes other than those described.
+    #[test]
+    fn a_file_growing_while_read_is_never_recorded_with_a_wrong_hash() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("growing.mp4");
+        std::fs::write(&p, vec![1u8; 8 << 20]).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    f.write_all(&[2u8; 4096]).unwrap();
+                }
+            })
+        };
+        let m = std::fs::metadata(&p).unwrap();
+        let w = WalkEntry::from_metadata(b"growing.mp4".to_vec(), &m);
+        let got = hash_file(&p, &w, &mut Vec::new());
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        match got {
+            Err(HashError::KeptChanging) => {}
+            Ok(h) => {
+                let bytes = std::fs::read(&p).unwrap();
+                let prefix = &bytes[..h.entry.size as usize];
+                let want: [u8; 32] = Sha256::digest(prefix).into();
+                assert_eq!(
+                    h.sha256, want,
+                    "hash must describe exactly the recorded size"
+                );
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
     #[test]
     fn hashes_match_known_values() {
         let d = tempfile::tempdir().unwrap();
