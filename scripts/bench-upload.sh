@@ -7,7 +7,7 @@
 #   BENCH_SIZE_MB=500 BENCH_PART_MIB=64 BENCH_CONCURRENCY=2 scripts/bench-upload.sh
 #
 # Requests are counted twice: by our client's counters and from moto's request log (which
-# also counts rclone's). Results go to BENCHMARKS-upload.md. Needs .venv from
+# also counts rclone's). Results go to the bench-upload section of BENCHMARKS.md. Needs .venv from
 # `scripts/services.sh start`. Builds the example in release once.
 set -euo pipefail
 
@@ -16,12 +16,12 @@ VENV="$ROOT/.venv"
 SIZE_MB=${BENCH_SIZE_MB:-2000}
 PART_MIB=${BENCH_PART_MIB:-256}
 CONC=${BENCH_CONCURRENCY:-4}
-OUT="$ROOT/BENCHMARKS-upload.md"
 
 [[ -x $VENV/bin/moto_server && -x $VENV/bin/rclone ]] ||
     { echo "bench: run scripts/services.sh start first (it installs .venv)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/lomob-bench.XXXXXX)
+OUT="$WORK/section.md"
 MOTO_PID=
 cleanup() {
     [[ -n $MOTO_PID ]] && kill "$MOTO_PID" 2>/dev/null && wait "$MOTO_PID" 2>/dev/null
@@ -100,7 +100,7 @@ cpu() { awk '/^cpu/ {printf "%.1f", $2 + $3}' "$1"; }
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)
 cat >"$OUT" <<EOF
-# Upload benchmark: lomob's resumable multipart driver vs rclone
+## Upload benchmark: lomob's resumable multipart driver vs rclone
 
 Run on $(date -u +%Y-%m-%d) by \`scripts/bench-upload.sh\`: one ${SIZE_MB} MB file of random bytes
 uploaded to a local moto S3 server (loopback, in memory) on a $(nproc)-core machine
@@ -129,3 +129,19 @@ Notes:
   $(python3 -c "print(f'\${$OURS_TOTAL / ($BYTES / 1e9) * 0.05 / 1000 * 250:.4f}')").
 EOF
 cat "$OUT"
+# Replace this script's section of BENCHMARKS.md, keeping the others.
+python3 - "$ROOT/BENCHMARKS.md" "$OUT" <<'PY'
+import sys
+bm, new = sys.argv[1], open(sys.argv[2]).read()
+try:
+    text = open(bm).read()
+except FileNotFoundError:
+    text = "# lomob benchmarks\n"
+begin, end = "<!-- bench-upload:begin -->", "<!-- bench-upload:end -->"
+section = f"{begin}\n{new}{end}\n"
+if begin in text and end in text:
+    text = text[: text.index(begin)] + section + text[text.index(end) + len(end) + 1 :]
+else:
+    text = text.rstrip("\n") + "\n\n" + section
+open(bm, "w").write(text)
+PY
