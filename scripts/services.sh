@@ -198,7 +198,7 @@ cmd_stop() {
     # ours when their command line names our test key.
     local key="$STATE/sftp/id_ed25519" p
     for p in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$key"; then
+        if { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "$key"; then
             stop_pid "${p#/proc/}"
         fi
     done
