@@ -189,6 +189,72 @@ pub enum WriteOutcome {
     SourceChanged { image_path: String, reason: String },
 }
 
+/// Block size of the image pipeline: large reads and writes, few syscalls.
+const BLOCK: usize = 4 << 20;
+/// Blocks in flight between the two threads (bounded memory: about 4 x 4 MiB).
+const IN_FLIGHT: usize = 4;
+
+/// Streams the whole image once, in order, and returns its SHA-256 and size; `sink` sees
+/// every block. Two threads share the work: one generates the image (reading the files and
+/// checking each against its SHA-256), the other hashes the image and feeds `sink`, so the
+/// two SHA-256 passes run on two cores. Blocks are recycled, so memory stays bounded.
+pub fn stream_image(
+    plan: &IsoPlan,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<([u8; 32], u64)> {
+    let (full_tx, full_rx) =
+        crossbeam_channel::bounded::<std::io::Result<(Vec<u8>, usize)>>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(IN_FLIGHT + 1);
+    for _ in 0..IN_FLIGHT {
+        let _ = empty_tx.send(vec![0u8; BLOCK]);
+    }
+    let mut reader = plan.reader_at(0);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for mut buf in empty_rx.iter() {
+                let mut filled = 0;
+                let res = loop {
+                    if filled == buf.len() {
+                        break Ok(());
+                    }
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                let last = filled < buf.len();
+                let msg = res.map(|()| (buf, filled));
+                let failed = msg.is_err();
+                if full_tx.send(msg).is_err() || failed || last {
+                    return;
+                }
+            }
+        });
+        let mut sha = Sha256::new();
+        let mut total = 0u64;
+        let result = (|| {
+            for msg in full_rx.iter() {
+                let (buf, n) = msg?;
+                sha.update(&buf[..n]);
+                sink(&buf[..n])?;
+                total += n as u64;
+                if n < buf.len() {
+                    break;
+                }
+                // The reader may have finished; a closed channel is fine.
+                let _ = empty_tx.send(buf);
+            }
+            Ok(())
+        })();
+        // Unblock the reader if we stopped early.
+        drop(full_rx);
+        drop(empty_tx);
+        result.map(|()| (sha.finalize().into(), total))
+    })
+}
+
 /// Streams the plan's image into `path` (through a `.partial` file renamed at the end),
 /// hashing it on the way.
 pub fn write_image_file(plan: &IsoPlan, path: &Path) -> Result<WriteOutcome, PackError> {
@@ -198,40 +264,24 @@ pub fn write_image_file(plan: &IsoPlan, path: &Path) -> Result<WriteOutcome, Pac
         source,
     };
     let mut out = std::fs::File::create(&tmp).map_err(err)?;
-    let mut reader = plan.reader_at(0);
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                if let Some(IsoError::SourceChanged { path, reason, .. }) = IsoError::from_io(&e) {
-                    return Ok(WriteOutcome::SourceChanged {
-                        image_path: path.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                return Err(err(e));
-            }
-        };
-        sha.update(&buf[..n]);
-        if let Err(e) = out.write_all(&buf[..n]) {
+    let streamed = stream_image(plan, |block| out.write_all(block));
+    let (sha256, size) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
             let _ = std::fs::remove_file(&tmp);
+            if let Some(IsoError::SourceChanged { path, reason, .. }) = IsoError::from_io(&e) {
+                return Ok(WriteOutcome::SourceChanged {
+                    image_path: path.clone(),
+                    reason: reason.clone(),
+                });
+            }
             return Err(err(e));
         }
-        total += n as u64;
-    }
+    };
     out.sync_all().map_err(err)?;
     drop(out);
     std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(WriteOutcome::Done {
-        size: total,
-        sha256: sha.finalize().into(),
-    })
+    Ok(WriteOutcome::Done { size, sha256 })
 }
 
 /// Records a finished image and where each of its contents sits.

@@ -273,18 +273,7 @@ impl ByteSource for ImageSource {
 /// cold object that cannot be deleted for months), and the image's SHA-256 comes out, to be
 /// stored with the object.
 fn verify_image(plan: &IsoPlan) -> Result<[u8; 32], std::io::Error> {
-    use std::io::Read;
-    let mut reader = plan.reader_at(0);
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-    }
-    Ok(sha.finalize().into())
+    pack::stream_image(plan, |_| Ok(())).map(|(sha, _)| sha)
 }
 
 async fn archive_all(
