@@ -3,6 +3,7 @@
 #
 #   scripts/bench-scan.sh            generate the corpora (or reuse them) and measure
 #   scripts/bench-scan.sh --clean    remove the work dir and stop
+#   scripts/bench-scan.sh --corpus-only   generate the corpora (or reuse them) and stop
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_DIR     work dir, the only place this script writes outside BENCHMARKS.md
@@ -47,8 +48,9 @@ case "${1:-}" in
         exit 0
         ;;
     "") ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1 (only --clean)" ;;
+    --corpus-only) CORPUS_ONLY=1 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) die "unknown argument: $1 (only --clean, --corpus-only)" ;;
 esac
 
 for tool in hyperfine openssl python3 jq find; do
@@ -144,6 +146,7 @@ gen() { # gen KIND DIR STAMP
 }
 gen small "$SMALL" "small files=$SMALL_FILES dirs=$SMALL_DIRS v1"
 gen media "$MEDIA" "media photos=$PHOTOS videos=$VIDEOS v1"
+[[ ${CORPUS_ONLY:-0} == 1 ]] && exit 0
 
 SMALL_BYTES=$(find "$SMALL" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
 MEDIA_BYTES=$(find "$MEDIA" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
