@@ -31,7 +31,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.len() >= 2, "{usage}");
     let db = PathBuf::from(&args[0]);
     let out: Option<PathBuf> = match args[1].as_str() {
-        "--out" => Some(PathBuf::from(args.get(2).ok_or_else(|| anyhow::anyhow!(usage))?)),
+        "--out" => Some(PathBuf::from(
+            args.get(2).ok_or_else(|| anyhow::anyhow!(usage))?,
+        )),
         "--sink" => None,
         _ => anyhow::bail!(usage),
     };

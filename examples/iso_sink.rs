@@ -56,21 +56,24 @@ fn main() -> anyhow::Result<()> {
     let plan_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let mut reader = plan.reader_at(0);
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; buf_size];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
+    let (digest, total) = if sink == "sha256" {
+        // Exactly what `lomob sync` runs before an upload (two threads).
+        let (sha, total) = lomob::pack::stream_image(&plan, |_| Ok(()))?;
+        (sha, total)
+    } else {
+        let mut reader = plan.reader_at(0);
+        let mut buf = vec![0u8; buf_size];
+        let mut total = 0u64;
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
         }
-        if sink == "sha256" {
-            sha.update(&buf[..n]);
-        }
-        total += n as u64;
-    }
-    let digest = hex::encode(sha.finalize());
+        (Sha256::new().finalize().into(), total)
+    };
+    let digest = hex::encode(digest);
     let stream_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(total == plan.image_size(), "short image: {total} bytes");
 
