@@ -117,7 +117,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     let journal = m.upload_journal(&site.name);
     if !opts.dry_run {
-        r.orphans_aborted = site.archive.abort_orphans("archive/", &journal).await? as u64;
+        r.orphans_aborted = site.archive.abort_orphans("", &journal).await? as u64;
     }
     let p = pending(m, &site.name, &site.config)?;
     r.direct_files = p.direct.len() as u64;
