@@ -150,6 +150,41 @@ mod tests {
         assert!(e.contains("ftp"), "{e}");
     }
 
+    /// Drive and OneDrive cannot be reached from the test machines: everything up to the
+    /// network is checked here (profile parsing, secrets, operator construction, limits).
+    #[test]
+    fn drive_like_operators_build_without_the_network() {
+        std::env::set_var("LOMOB_T_GD_ID", "client-id");
+        std::env::set_var("LOMOB_T_GD_SECRET", "client-secret");
+        std::env::set_var("LOMOB_T_GD_TOKEN", "refresh-token");
+        for kind in ["gdrive", "onedrive"] {
+            let c = parse(&format!(
+                "kind = \"{kind}\"\nroot = \"/lomob\"\nclient-id = {{ env = \"LOMOB_T_GD_ID\" }}\nclient-secret = {{ env = \"LOMOB_T_GD_SECRET\" }}\nrefresh-token = {{ env = \"LOMOB_T_GD_TOKEN\" }}\none-shot-limit = \"50MB\""
+            ))
+            .unwrap();
+            let caps = c.capabilities();
+            assert_eq!(caps.one_shot_limit, Some(ByteSize::mb(50)), "{kind}");
+            assert!(!caps.streaming_write, "{kind}");
+            let op = c.operator(&TransferConfig::default()).unwrap();
+            assert_eq!(op.info().scheme().to_string(), kind);
+            assert!(!format!("{c:?}").contains("refresh-token"), "{kind}");
+        }
+        let c = parse(
+            "kind = \"gdrive\"\nroot = \"lomob\"\nclient-id = \"a\"\nclient-secret = \"b\"\nrefresh-token = \"c\"",
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("absolute"));
+        let c = parse(
+            "kind = \"onedrive\"\nclient-id = \"a\"\nrefresh-token = { env = \"LOMOB_T_UNSET_TOKEN\" }",
+        )
+        .unwrap();
+        let e = c
+            .operator(&TransferConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("LOMOB_T_UNSET_TOKEN"), "{e}");
+    }
+
     #[tokio::test]
     async fn fs_operator_writes_and_reads() {
         let dir = std::env::temp_dir().join(format!("lomob-be-{}", std::process::id()));
