@@ -295,6 +295,25 @@ fn a_missing_root_is_an_error_and_deletes_nothing() {
 }
 
 #[test]
+fn a_db_path_that_is_not_a_manifest_is_refused() {
+    let env = Env::new();
+    env.write("photo.jpg", b"x");
+    let lib = env.lib();
+    let out = env
+        .cmd()
+        .args(["--db", lib.to_str().unwrap(), "status"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("not a lomob manifest"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!lib.join("db").exists());
+}
+
+#[test]
 fn nothing_to_scan_is_a_usage_error() {
     let env = Env::new();
     let out = env.cmd().arg("scan").output().unwrap();

@@ -31,6 +31,8 @@ pub enum ManifestError {
         line: usize,
         reason: String,
     },
+    #[error("{0} is not a lomob manifest but a folder holding other files: give --db a new or empty folder")]
+    NotAManifest(PathBuf),
     #[error("the manifest at {0} already holds records; import only into an empty manifest (choose a new --db path)")]
     NotEmpty(PathBuf),
 }

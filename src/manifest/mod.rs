@@ -115,6 +115,13 @@ fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> ManifestError 
 impl Manifest {
     /// Opens (creating if needed) the manifest at `path`, a folder.
     pub fn open(path: &Path) -> Result<Manifest> {
+        // A mistyped --db must not scatter database files into a photo folder.
+        if let Ok(mut entries) = std::fs::read_dir(path) {
+            let ours = path.join("db").is_dir() || path.join("lomob.lock").exists();
+            if !ours && entries.next().is_some() {
+                return Err(ManifestError::NotAManifest(path.to_path_buf()));
+            }
+        }
         std::fs::create_dir_all(path).map_err(|source| ManifestError::Io {
             path: path.to_path_buf(),
             source,
