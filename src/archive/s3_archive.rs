@@ -208,9 +208,12 @@ impl Archive for S3Archive {
         prefix: &str,
         journal: &dyn UploadJournal,
     ) -> Result<usize, StoreError> {
-        let orphans = find_orphans(&self.client, prefix, journal)
-            .await
-            .map_err(|e| self.err("list uploads", prefix, e))?;
+        let orphans = match find_orphans(&self.client, prefix, journal).await {
+            Ok(o) => o,
+            // rclone serve s3 answers an empty bucket's listing this way: nothing is open.
+            Err(e) if e.s3_code() == Some("NoSuchUpload") => Vec::new(),
+            Err(e) => return Err(self.err("list uploads", prefix, e)),
+        };
         for o in &orphans {
             tracing::warn!(
                 "site {}: aborting unfinished upload of {} left by an earlier run",

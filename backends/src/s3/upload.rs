@@ -331,6 +331,17 @@ pub async fn upload_resumable(
         return outcome(etag, empty_md5, None, 0, 0, 0);
     }
     let part_size = effective_part_size(part_size, len)?;
+    if len <= part_size && journal.load(key)?.is_none() {
+        // One part's worth: a single PutObject is one billed request instead of three
+        // (create, part, complete), and as cheap to redo as a part would be to resume.
+        let (source, k) = (source.clone(), key.to_string());
+        let body = tokio::task::spawn_blocking(move || read_part(source.as_ref(), &k, 0, len))
+            .await
+            .map_err(|e| BackendError::Journal(format!("reader failed: {e}")))??;
+        let md5 = format!("\"{}\"", body.md5_hex);
+        let etag = client.put_object(key, body.data.clone(), metadata).await?;
+        return outcome(etag, md5, None, 1, 1, 0);
+    }
     let total = u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts");
     let size_of = |n: u32| -> u64 {
         let offset = u64::from(n - 1) * part_size;
