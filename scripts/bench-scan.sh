@@ -3,6 +3,8 @@
 #
 #   scripts/bench-scan.sh            generate the corpora (or reuse them) and measure
 #   scripts/bench-scan.sh --clean    remove the work dir and stop
+#   scripts/bench-scan.sh --corpus-only   generate the corpora (or reuse them) and stop
+#                                    (used by scripts/bench-backup.sh)
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_DIR     work dir, the only place this script writes outside BENCHMARKS.md
@@ -28,6 +30,7 @@ SMALL_DIRS=${SMALL_DIRS:-2000}
 PHOTOS=${PHOTOS:-1000}
 VIDEOS=${VIDEOS:-30}
 COLD=${COLD:-auto}
+CORPUS_ONLY=0
 NO_WRITE=${NO_WRITE:-0}
 if [[ -z ${RESTIC:-} ]]; then
     if command -v restic >/dev/null; then RESTIC=1; else RESTIC=0; fi
@@ -46,9 +49,10 @@ case "${1:-}" in
         fi
         exit 0
         ;;
+    --corpus-only) CORPUS_ONLY=1 ;;
     "") ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
-    *) die "unknown argument: $1 (only --clean)" ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) die "unknown argument: $1 (only --clean or --corpus-only)" ;;
 esac
 
 for tool in hyperfine openssl python3 jq find; do
@@ -144,6 +148,7 @@ gen() { # gen KIND DIR STAMP
 }
 gen small "$SMALL" "small files=$SMALL_FILES dirs=$SMALL_DIRS v1"
 gen media "$MEDIA" "media photos=$PHOTOS videos=$VIDEOS v1"
+[[ $CORPUS_ONLY == 1 ]] && exit 0
 
 SMALL_BYTES=$(find "$SMALL" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
 MEDIA_BYTES=$(find "$MEDIA" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
