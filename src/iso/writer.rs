@@ -88,6 +88,8 @@ impl ImageReader {
     }
 
     /// Loads the next chunk of segment `seg` starting at `file_off` into `buf`.
+    ///
+    /// (Read-ahead of the following files is advisory: failures are ignored.)
     fn fill(&mut self, seg: usize, file_off: u64) -> io::Result<()> {
         let plan = self.plan.clone();
         let s = &plan.segments[seg];
@@ -115,6 +117,16 @@ impl ImageReader {
             if file_off > 0 {
                 file.seek(SeekFrom::Start(file_off))
                     .map_err(|e| self.fail(seg, format!("seek failed: {e}")))?;
+            }
+            advise(&file, libc::POSIX_FADV_SEQUENTIAL);
+            // Ask the kernel to start reading the next files while this one is hashed: on a
+            // cold disk the image would otherwise wait for each file's first read in turn.
+            for next in plan.segments.iter().skip(seg + 1).take(READ_AHEAD_FILES) {
+                if let Some(npi) = next.placement {
+                    if let Ok(f) = File::open(&plan.placements[npi].source) {
+                        advise(&f, libc::POSIX_FADV_WILLNEED);
+                    }
+                }
             }
             self.cur = Some(OpenFile {
                 segment: seg,
@@ -256,5 +268,16 @@ impl Seek for ImageReader {
         }
         self.pos = target.min(u64::MAX as i128) as u64;
         Ok(self.pos)
+    }
+}
+
+/// Files after the current one whose reading is started in advance.
+const READ_AHEAD_FILES: usize = 2;
+
+fn advise(f: &File, advice: libc::c_int) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: an advisory call on a descriptor we own; it reads no memory of ours.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, advice);
     }
 }
