@@ -488,24 +488,6 @@ cat "$TMP/section.md"
 rm -rf -- "$WORK/last-bench-backup"; cp -r "$TMP/res" "$WORK/last-bench-backup"
 
 if [[ $NO_WRITE != 1 ]]; then
-    python3 - "$REPO/BENCHMARKS.md" "$TMP/section.md" <<'PY'
-import sys
-path, sec = sys.argv[1:3]
-begin, end = "<!-- bench-backup:begin -->", "<!-- bench-backup:end -->"
-try:
-    text = open(path).read()
-except FileNotFoundError:
-    text = "# lomob benchmarks\n"
-block = begin + "\n" + open(sec).read().rstrip("\n") + "\n" + end + "\n"
-if begin in text and end in text:
-    a = text.index(begin)
-    b = text.index(end) + len(end)
-    if text[b:b + 1] == "\n":
-        b += 1
-    text = text[:a] + block + text[b:]
-else:
-    text = text.rstrip("\n") + "\n\n" + block
-open(path, "w").write(text)
-PY
+    python3 "$REPO/scripts/bench-section.py" "$REPO/BENCHMARKS.md" "$TMP/section.md" bench-backup
     log "wrote the bench-backup section of BENCHMARKS.md"
 fi

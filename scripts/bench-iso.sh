@@ -236,23 +236,6 @@ cat "$TMP/section.md"
 
 if [[ $NO_WRITE != 1 ]]; then
     BM=$REPO/BENCHMARKS.md
-    BEGIN='<!-- bench-iso:begin -->'
-    END='<!-- bench-iso:end -->'
-    [[ -f $BM ]] || printf '# lomob benchmarks\n\n' > "$BM"
-    python3 - "$BM" "$TMP/section.md" "$BEGIN" "$END" <<'PY'
-import sys
-path, sec, begin, end = sys.argv[1:5]
-text = open(path).read()
-block = begin + "\n" + open(sec).read().rstrip("\n") + "\n" + end + "\n"
-if begin in text and end in text:
-    a = text.index(begin)
-    b = text.index(end) + len(end)
-    if text[b:b + 1] == "\n":
-        b += 1
-    text = text[:a] + block + text[b:]
-else:
-    text = text.rstrip("\n") + "\n\n" + block
-open(path, "w").write(text)
-PY
+    python3 "$REPO/scripts/bench-section.py" "$BM" "$TMP/section.md" bench-iso
     log "wrote the section to $BM"
 fi

@@ -296,25 +296,6 @@ cat "$TMP/section.md"
 
 if [[ $NO_WRITE != 1 ]]; then
     BM=$REPO/BENCHMARKS.md
-    BEGIN='<!-- bench-scan:begin -->'
-    END='<!-- bench-scan:end -->'
-    if [[ ! -f $BM ]]; then
-        printf '# lomob benchmarks\n\nEach section is written by the script it names; run that script again to refresh it.\nNumbers come from a shared 2-core build machine, so treat differences under ~15%% as noise.\n\n' > "$BM"
-    fi
-    python3 - "$BM" "$TMP/section.md" "$BEGIN" "$END" <<'PY'
-import sys
-path, sec, begin, end = sys.argv[1:5]
-text = open(path).read()
-block = begin + "\n" + open(sec).read().rstrip("\n") + "\n" + end + "\n"
-if begin in text and end in text:
-    a = text.index(begin)
-    b = text.index(end) + len(end)
-    if text[b:b + 1] == "\n":
-        b += 1
-    text = text[:a] + block + text[b:]
-else:
-    text = text.rstrip("\n") + "\n\n" + block
-open(path, "w").write(text)
-PY
+    python3 "$REPO/scripts/bench-section.py" "$BM" "$TMP/section.md" bench-scan
     log "wrote the section to $BM"
 fi

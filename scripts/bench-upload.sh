@@ -130,18 +130,4 @@ Notes:
 EOF
 cat "$OUT"
 # Replace this script's section of BENCHMARKS.md, keeping the others.
-python3 - "$ROOT/BENCHMARKS.md" "$OUT" <<'PY'
-import sys
-bm, new = sys.argv[1], open(sys.argv[2]).read()
-try:
-    text = open(bm).read()
-except FileNotFoundError:
-    text = "# lomob benchmarks\n"
-begin, end = "<!-- bench-upload:begin -->", "<!-- bench-upload:end -->"
-section = f"{begin}\n{new}{end}\n"
-if begin in text and end in text:
-    text = text[: text.index(begin)] + section + text[text.index(end) + len(end) + 1 :]
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(bm, "w").write(text)
-PY
+python3 "$ROOT/scripts/bench-section.py" "$ROOT/BENCHMARKS.md" "$OUT" bench-upload
