@@ -101,9 +101,23 @@ impl BackendError {
     }
 
     /// The S3 error code (`NoSuchUpload`, `InvalidObjectState`...) when there is one.
+    /// OpenDAL's S3 errors carry the code only in their text; the codes the engine acts on
+    /// are recognised there too.
     pub fn s3_code(&self) -> Option<&str> {
         match self {
             BackendError::S3(e) => e.code.as_deref(),
+            BackendError::Opendal { source, .. } => {
+                let text = source.to_string();
+                [
+                    "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch",
+                    "AccessDenied",
+                    "NoSuchBucket",
+                    "InvalidObjectState",
+                ]
+                .into_iter()
+                .find(|c| text.contains(c))
+            }
             _ => None,
         }
     }

@@ -27,18 +27,7 @@ struct Step {
 }
 
 fn hint(e: &StoreError) -> &'static str {
-    // The S3 error code, from our own client or from OpenDAL's message.
-    let text = e.to_string();
-    let code = e.source.s3_code().or_else(|| {
-        [
-            "InvalidAccessKeyId",
-            "SignatureDoesNotMatch",
-            "AccessDenied",
-        ]
-        .into_iter()
-        .find(|c| text.contains(c))
-    });
-    match code {
+    match e.source.s3_code() {
         Some("InvalidAccessKeyId") => {
             return "the access key id is unknown to the server: check access-key-id"
         }

@@ -14,7 +14,6 @@ pub mod export;
 mod lock;
 pub mod records;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
@@ -242,20 +241,6 @@ impl Manifest {
                 )
             })?;
             out.push((k[4..].to_vec(), stat));
-        }
-        Ok(out)
-    }
-
-    /// Every file record of one root, keyed by relative path.
-    pub fn files_of_root(&self, root: u32) -> Result<HashMap<Vec<u8>, FileRecord>> {
-        let mut out = HashMap::new();
-        for kv in self.files.scan_prefix(root.to_be_bytes()) {
-            let (k, v) = kv?;
-            let rel = k[4..].to_vec();
-            let rec = decode(&v).map_err(|e| {
-                corrupt(format!("files/{root}/{}", String::from_utf8_lossy(&rel)), e)
-            })?;
-            out.insert(rel, rec);
         }
         Ok(out)
     }
@@ -619,7 +604,7 @@ mod tests {
             m.flush().unwrap();
         }
         let m = Manifest::open(dir.path()).unwrap();
-        assert_eq!(m.files_of_root(1).unwrap().len(), 1);
+        assert_eq!(m.file_stats_of_root(1).unwrap().len(), 1);
         assert_eq!(m.file(2, b"\xff.jpg").unwrap(), Some(rec(1)));
         assert_eq!(m.content(&[1; 16]).unwrap().unwrap().sha256, [2; 32]);
         assert_eq!(m.files().count(), 2);

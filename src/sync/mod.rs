@@ -12,7 +12,6 @@ mod plan;
 mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -563,7 +562,4 @@ pub(crate) fn unchanged(path: &std::path::Path, size: u64, mtime_ns: i64) -> boo
     std::fs::symlink_metadata(path)
         .map(|md| md.is_file() && md.len() == size && crate::scan::walk::mtime_ns(&md) == mtime_ns)
         .unwrap_or(false)
-        && std::fs::metadata(path)
-            .map(|md| md.ino() != 0)
-            .unwrap_or(false)
 }
