@@ -67,11 +67,24 @@ fn suite(kind: &str) {
         probe.as_array().unwrap().iter().all(|s| s["ok"] == true),
         "{kind}: {probe}"
     );
-    let r = env.json(&["--config", cfg, "backup", "--pack-now"], 0);
+    // Below the threshold: staged only.
+    let r = env.json(&["--config", cfg, "backup"], 0);
     assert_eq!(r[0]["ok"], true, "{kind}: {r}");
     assert_eq!(r[0]["staged_files"], 4, "{kind}: {r}");
+    assert_eq!(r[0]["archived_files"], 0, "{kind}: {r}");
+    // Packed from the originals, archived, verified, then the staged copies freed.
+    let r = env.json(&["--config", cfg, "sync", "--all", "--pack-now"], 0);
+    assert_eq!(r[0]["ok"], true, "{kind}: {r}");
     assert_eq!(r[0]["archived_files"], 4, "{kind}: {r}");
     assert_eq!(r[0]["freed_files"], 4, "{kind}: {r}");
+    // A new file when packing anyway goes straight into the image, never staged.
+    let data: Vec<u8> = (0..90_000u32).map(|x| (x * 7) as u8).collect();
+    env.write("2024/05/IMG_4.jpg", &data);
+    let r = env.json(&["--config", cfg, "backup", "--pack-now"], 0);
+    assert_eq!(r[0]["ok"], true, "{kind}: {r}");
+    assert_eq!(r[0]["staged_files"], 0, "{kind}: {r}");
+    assert_eq!(r[0]["archived_files"], 1, "{kind}: {r}");
+    assert_eq!(r[0]["freed_files"], 0, "{kind}: {r}");
     // Nothing left to do, nothing sent again.
     let r = env.json(&["--config", cfg, "backup"], 0);
     assert_eq!(r[0]["staged_files"], 0, "{kind}: {r}");

@@ -115,7 +115,7 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
     std::fs::write(
         &cfg,
         format!(
-            "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\", part-size = \"5MiB\" }}\n[sites.cold.transfer]\nconcurrency = 1\nbandwidth-limit = \"20MB\"\n"
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\", part-size = \"5MiB\", single-put-max = \"0\" }}\n[sites.cold.transfer]\nconcurrency = 1\nbandwidth-limit = \"20MB\"\n"
         ),
     )
     .unwrap();
@@ -170,13 +170,15 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
         .unwrap();
     assert_eq!(head.storage_class, "DEEP_ARCHIVE");
     let list = env.json(&["--config", &cfg, "iso", "list"], 0);
+    assert_eq!(head.size, list[0]["size"].as_u64().unwrap());
     assert_eq!(
-        head.metadata.get("sha256").map(String::as_str),
-        list[0]["sha256"].as_str()
+        head.metadata.get("fingerprint").map(String::len),
+        Some(64),
+        "{head:?}"
     );
     // 40 MB in 5 MiB parts is 8 parts; the rerun sent only those not finished before the
     // kill (the part in flight at the kill may be sent again), plus one PUT each for the
-    // catalog and the snapshots, and started no new upload of the image: its Complete is the
+    // catalog and the snapshot, and started no new upload of the image: its Complete is the
     // only POST.
     let puts = r[0]["requests"]["put"].as_u64().unwrap();
     assert!(
@@ -189,4 +191,79 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
     assert!(open.is_empty(), "{open:?}");
     // Staged copies freed only now that the image is verified.
     assert_eq!(r[0]["freed_files"], 40);
+}
+
+#[test]
+fn killed_during_a_single_put_image_then_rerun_sends_it_whole_once() {
+    let Some(ep) = service_var("LOMOB_TEST_MOTO_ENDPOINT") else {
+        return;
+    };
+    let env = Env::new();
+    library(&env, 40, 1_000_000); // a 40 MB image, sent as one PUT at 20 MB/s
+    let root = env.path().display().to_string();
+    let bucket = format!("killput-{}", unique(&env));
+    let client = s3_client(
+        &ep,
+        "k",
+        "s",
+        &bucket,
+        lomob_backends::glacier::StorageClass::DeepArchive,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(client.create_bucket()).unwrap();
+    let cfg = env.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\" }}\n[sites.cold.transfer]\nbandwidth-limit = \"20MB\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let mut child = env
+        .std_cmd()
+        .args(["--config", &cfg, "backup", "--pack-now", "-l", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(err).lines();
+    let mut archiving = false;
+    for l in lines.by_ref() {
+        if l.unwrap_or_default().contains("archiving") {
+            archiving = true;
+            break;
+        }
+    }
+    assert!(archiving, "the run never reached the archive step");
+    // Mid-body: the bandwidth limit makes the PUT take about two seconds.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "finished before the kill"
+    );
+    kill9(&mut child);
+    // A PUT is all or nothing: no object, and no multipart upload was ever started.
+    let listed = rt.block_on(client.list_multipart_uploads("")).unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+
+    let r = env.json(&["--config", &cfg, "backup", "--pack-now"], 0);
+    assert_eq!(r[0]["ok"], true, "{r}");
+    assert_eq!(r[0]["archived_files"], 40, "{r}");
+    assert_eq!(r[0]["staged_files"], 0, "{r}");
+    let name = r[0]["images"][0].as_str().unwrap().to_string();
+    let head = rt
+        .block_on(client.head_object(&format!("archive/{name}")))
+        .unwrap();
+    assert_eq!(head.storage_class, "DEEP_ARCHIVE");
+    let list = env.json(&["--config", &cfg, "iso", "list"], 0);
+    assert_eq!(head.size, list[0]["size"].as_u64().unwrap());
+    // The image in one PUT, its catalog in another, the snapshot on the stage: no POST.
+    assert_eq!(r[0]["requests"]["post"], 0, "{r}");
+    assert_eq!(r[0]["requests"]["put"], 3, "{r}");
+    let catalog = rt
+        .block_on(client.head_object(&format!("archive/{name}.catalog.json")))
+        .unwrap();
+    assert_eq!(catalog.storage_class, "STANDARD", "readable without a thaw");
 }

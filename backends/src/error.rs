@@ -50,6 +50,10 @@ pub enum BackendError {
     /// The upload journal (where resumable uploads remember their parts) failed.
     #[error("upload journal: {0}")]
     Journal(String),
+    /// The server holds something other than what was sent (a wrong ETag), or the source
+    /// no longer matches an interrupted upload.
+    #[error("checking {key}: {message}")]
+    Check { key: String, message: String },
 }
 
 /// One failed S3 request, with what the engine needs to act on it. The message names the
@@ -96,7 +100,9 @@ impl BackendError {
             BackendError::Invalid { .. } | BackendError::Secret { .. } => ErrorKind::Config,
             BackendError::Opendal { source, .. } => classify(source),
             BackendError::S3(e) => e.kind,
-            BackendError::Journal(_) | BackendError::Source { .. } => ErrorKind::Other,
+            BackendError::Journal(_) | BackendError::Source { .. } | BackendError::Check { .. } => {
+                ErrorKind::Other
+            }
         }
     }
 

@@ -184,6 +184,7 @@ async fn an_interrupted_upload_resumes_sending_only_missing_parts() {
         let failing = FailingSource {
             data: data.clone(),
             fail_after: 4 * 5 * MIB + 1000,
+            changed: false,
         };
         let e = upload_resumable(
             &c,
@@ -259,6 +260,7 @@ async fn a_part_on_the_server_but_not_in_the_journal_is_not_sent_again() {
         let failing = FailingSource {
             data: data.clone(),
             fail_after: 5 * MIB + 10,
+            changed: false,
         };
         upload_resumable(
             &c1,
@@ -325,6 +327,7 @@ async fn a_vanished_upload_starts_over_cleanly() {
             Arc::new(FailingSource {
                 data: data.clone(),
                 fail_after: 6 * MIB,
+                changed: false,
             }),
             5 * MIB,
             &meta(&[("sha256", &sha)]),
@@ -717,4 +720,76 @@ async fn a_killed_upload_resumes_in_a_new_process() {
         .unwrap();
     let back = c.get_object("archive/killed.iso", None).await.unwrap();
     assert_eq!(sha256_hex(&back), sha);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_changed_mid_upload_leaves_nothing_behind() {
+    for server in servers() {
+        let c = fresh_bucket(&server, "changed", StorageClass::Standard).await;
+        let data = Arc::new(test_data(12_000_000, 6));
+        let sha = sha256_hex(&data);
+        let dir = tempfile::tempdir().unwrap();
+        let journal = JsonFileJournal::new(dir.path().join("j.json"));
+        let changed = |fail_after| {
+            Arc::new(FailingSource {
+                data: data.clone(),
+                fail_after,
+                changed: true,
+            })
+        };
+        // Multipart: the upload is aborted (it can never be completed) and forgotten.
+        let e = upload_resumable(
+            &c,
+            "m.iso",
+            changed(7 * MIB),
+            5 * MIB,
+            &meta(&[("fingerprint", &sha)]),
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("injected source failure"), "{e}");
+        assert!(journal.list().unwrap().is_empty(), "{}", server.name);
+        assert!(
+            c.list_multipart_uploads("").await.unwrap().is_empty(),
+            "{}: nothing left billing",
+            server.name
+        );
+        // One streamed PUT, cut short by the source, even just before its last byte: the
+        // server keeps nothing.
+        for fail_after in [3 * MIB, data.len() as u64 - 1] {
+            let e = upload_resumable(
+                &c,
+                "p.iso",
+                changed(fail_after),
+                16 * MIB,
+                &meta(&[("fingerprint", &sha)]),
+                &journal,
+                &no_progress(),
+            )
+            .await
+            .unwrap_err();
+            assert!(e.to_string().contains("injected source failure"), "{e}");
+            let gone = c.head_object("p.iso").await.unwrap_err();
+            assert_eq!(gone.kind(), ErrorKind::NotFound, "{}: {gone}", server.name);
+        }
+        // The same PUT from a good source stores it, read once: its SHA-256 comes back.
+        let out = upload_resumable(
+            &c,
+            "p.iso",
+            Arc::new(MemSource(data.clone())),
+            16 * MIB,
+            &meta(&[("fingerprint", &sha)]),
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", server.name));
+        assert_eq!(out.sha256, sha);
+        assert_eq!(out.requests.put, 1, "{:?}", out.requests);
+        assert_eq!(out.requests.post, 0, "{:?}", out.requests);
+        let back = c.get_object("p.iso", None).await.unwrap();
+        assert_eq!(sha256_hex(&back), sha, "{}", server.name);
+    }
 }

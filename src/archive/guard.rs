@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Archive, ArchiveObject, ByteSource, PutProgress, ThawRequest, ThawTier, UploadJournal,
+    Archive, ArchiveObject, ByteSource, PutProgress, Stored, ThawRequest, ThawTier, UploadJournal,
 };
 use crate::store::{BackendInfo, ObjectInfo, StoreError};
 
@@ -44,11 +44,17 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
         &self,
         key: &str,
         source: Arc<dyn ByteSource>,
-        sha256: &[u8; 32],
+        fingerprint: &str,
         journal: &dyn UploadJournal,
         progress: PutProgress<'_>,
-    ) -> Result<ArchiveObject, StoreError> {
-        self.inner.put(key, source, sha256, journal, progress).await
+    ) -> Result<Stored, StoreError> {
+        self.inner
+            .put(key, source, fingerprint, journal, progress)
+            .await
+    }
+
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError> {
+        self.inner.put_index(key, bytes).await
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {

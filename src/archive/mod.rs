@@ -12,6 +12,7 @@ pub mod guard;
 pub mod opendal_archive;
 pub mod s3_archive;
 
+use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct ArchiveObject {
     /// The storage class, for S3 kinds.
     pub storage_class: Option<String>,
     pub thaw: ThawState,
+    /// The content fingerprint stored with the object, where the backend keeps metadata.
+    pub fingerprint: Option<String>,
 }
 
 /// What a thaw request did.
@@ -74,6 +77,56 @@ impl ByteSource for MemorySource {
     }
 }
 
+/// What a put stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub object: ArchiveObject,
+    /// SHA-256 of the bytes stored, computed while they were read for sending.
+    pub sha256: [u8; 32],
+}
+
+/// Reads a source once, in order, for its SHA-256 (which makes a self-checking source check
+/// itself), sending nothing.
+pub async fn digest_source(
+    source: &Arc<dyn ByteSource>,
+    key: &str,
+) -> Result<[u8; 32], lomob_backends::BackendError> {
+    let (source, key) = (source.clone(), key.to_string());
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        let mut r = source
+            .open_at(0)
+            .map_err(|e| lomob_backends::BackendError::Source {
+                key: key.clone(),
+                offset: 0,
+                source: e,
+            })?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    at += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(lomob_backends::BackendError::Source {
+                        key,
+                        offset: at,
+                        source: e,
+                    })
+                }
+            }
+        }
+        Ok(h.finalize().into())
+    })
+    .await
+    .map_err(|e| lomob_backends::BackendError::Journal(format!("reader failed: {e}")))?
+}
+
 /// Progress of a put: bytes confirmed by the server so far.
 pub type PutProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
@@ -82,17 +135,30 @@ pub trait Archive: Send + Sync {
     fn info(&self) -> &BackendInfo;
 
     /// Uploads `source` as `key`, continuing an upload the journal remembers, and verifies
-    /// it (size; stored SHA-256 and storage class where the backend keeps them). An
-    /// existing object with the same size and SHA-256 is accepted as already done; a
-    /// different one is never overwritten.
+    /// it (size, the server's checksum of what it received, fingerprint and storage class
+    /// where the backend keeps them).
+    ///
+    /// The source is read once, in order, from its first byte (also when resuming), and its
+    /// SHA-256 comes back in [`Stored`]: a source that checks itself while read (the image
+    /// reader verifies every file) fails the put before the object is complete, so nothing
+    /// wrong is stored and no separate verification pass is needed. `fingerprint` (hex)
+    /// identifies the content before it is read: it is stored with the object where the
+    /// backend keeps metadata, and ties a resumed upload to the same content. An existing
+    /// object holding the same content is accepted as already done; a different one is never
+    /// overwritten.
     async fn put(
         &self,
         key: &str,
         source: Arc<dyn ByteSource>,
-        sha256: &[u8; 32],
+        fingerprint: &str,
         journal: &dyn UploadJournal,
         progress: PutProgress<'_>,
-    ) -> Result<ArchiveObject, StoreError>;
+    ) -> Result<Stored, StoreError>;
+
+    /// Writes a small object that must stay readable without a thaw (an image's catalog):
+    /// in the backend's hot storage class, verified by the server's checksum. An existing
+    /// object with the same bytes is accepted; a different one is never overwritten.
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError>;
 
     /// `None` when there is no such object.
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError>;

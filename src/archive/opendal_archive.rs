@@ -15,8 +15,8 @@ use opendal::Operator;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Archive, ArchiveObject, ByteSource, PutProgress, ThawRequest, ThawState, ThawTier,
-    UploadJournal, UploadState,
+    digest_source, Archive, ArchiveObject, ByteSource, PutProgress, Stored, ThawRequest, ThawState,
+    ThawTier, UploadJournal, UploadState,
 };
 use crate::store::{list_objects, object_from_metadata, BackendInfo, ObjectInfo, StoreError};
 
@@ -105,17 +105,36 @@ impl Archive for OpendalArchive {
         &self,
         key: &str,
         source: Arc<dyn ByteSource>,
-        sha256: &[u8; 32],
+        fingerprint: &str,
         journal: &dyn UploadJournal,
         progress: PutProgress<'_>,
-    ) -> Result<ArchiveObject, StoreError> {
+    ) -> Result<Stored, StoreError> {
         let total = source.len();
-        let want = hex::encode(sha256);
         let jerr = |e| StoreError::new(&self.info, "put", key, e);
+        let read_err = |at: u64, e: std::io::Error| {
+            StoreError::new(
+                &self.info,
+                "put",
+                key,
+                lomob_backends::BackendError::Source {
+                    key: key.to_string(),
+                    offset: at,
+                    source: e,
+                },
+            )
+        };
         if let Some(existing) = self.stat(key).await? {
-            if existing.info.size == total && self.read_back_sha256(key).await? == *sha256 {
-                journal.clear(key).map_err(jerr)?;
-                return Ok(existing);
+            // Stored by a run killed before it could record it? Only when it holds the
+            // same bytes: these backends keep no metadata to compare.
+            if existing.info.size == total {
+                let sha256 = digest_source(&source, key).await.map_err(jerr)?;
+                if self.read_back_sha256(key).await? == sha256 {
+                    journal.clear(key).map_err(jerr)?;
+                    return Ok(Stored {
+                        object: existing,
+                        sha256,
+                    });
+                }
             }
             return Err(StoreError::check(
                 &self.info,
@@ -128,22 +147,22 @@ impl Archive for OpendalArchive {
         let partial = format!("{key}.partial");
         let can_append = self.op.info().capability().write_can_append;
         // Continue a partial upload of the same source, where the backend can append.
-        let mut offset = 0u64;
+        let mut resume_at = 0u64;
         if can_append {
             let same = journal.load(key).map_err(jerr)?.is_some_and(|s| {
-                s.source_sha256.as_deref() == Some(&want) && s.total_size == total
+                s.source_sha256.as_deref() == Some(fingerprint) && s.total_size == total
             });
             if same {
                 if let Ok(m) = self.op.stat(&partial).await {
-                    offset = m.content_length().min(total);
+                    resume_at = m.content_length().min(total);
                 }
             }
         }
-        if offset == 0 {
+        if resume_at == 0 {
             let _ = self.op.delete(&partial).await;
         } else {
             tracing::info!(
-                "site {}: resuming {key} at byte {offset} of {total}",
+                "site {}: resuming {key} at byte {resume_at} of {total}",
                 self.info.site
             );
         }
@@ -153,7 +172,7 @@ impl Archive for OpendalArchive {
                 upload_id: "partial".into(),
                 part_size: BLOCK as u64,
                 total_size: total,
-                source_sha256: Some(want.clone()),
+                source_sha256: Some(fingerprint.to_string()),
                 parts: Vec::new(),
             })
             .map_err(jerr)?;
@@ -164,36 +183,55 @@ impl Archive for OpendalArchive {
             .chunk(BLOCK)
             .await
             .map_err(|e| self.err("put", key, e))?;
+        // Read from the first byte even when resuming: the bytes already stored are hashed,
+        // not sent, so the SHA-256 covers the whole object and every file is checked.
         let mut reader = None;
-        let mut done = offset;
-        progress(done);
-        while done < total {
+        let mut sha = Sha256::new();
+        let mut done = 0u64;
+        progress(resume_at);
+        let failed = loop {
+            if done >= total {
+                break None;
+            }
             let len = ((total - done) as usize).min(BLOCK);
-            let block = read_block(&source, &mut reader, done, len)
-                .await
-                .map_err(|e| {
-                    StoreError::check(
-                        &self.info,
-                        "put",
-                        key,
-                        format!("reading the image at byte {done}: {e}"),
-                    )
-                })?;
-            if block.is_empty() {
-                return Err(StoreError::check(
-                    &self.info,
-                    "put",
-                    key,
-                    format!("the image ended at byte {done} of {total}"),
-                ));
+            let block = match read_block(&source, &mut reader, done, len).await {
+                Ok(b) if b.is_empty() => {
+                    break Some(read_err(
+                        done,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("the image ended at byte {done} of {total}"),
+                        ),
+                    ))
+                }
+                Ok(b) => b,
+                Err(e) => break Some(read_err(done, e)),
+            };
+            sha.update(&block);
+            let end = done + block.len() as u64;
+            if end > resume_at {
+                let skip = resume_at.saturating_sub(done) as usize;
+                let mut block = block;
+                if skip > 0 {
+                    block.drain(..skip);
+                }
+                w.write(block).await.map_err(|e| self.err("put", key, e))?;
+                if can_append {
+                    // Appends are durable per write; report what the server holds.
+                    progress(end);
+                }
             }
-            done += block.len() as u64;
-            w.write(block).await.map_err(|e| self.err("put", key, e))?;
-            if can_append {
-                // Appends are durable per write; report what the server holds.
-                progress(done);
-            }
+            done = end;
+        };
+        if let Some(e) = failed {
+            // The source is not what the upload started with (a file changed under the
+            // image): the partial object can never be completed.
+            let _ = w.abort().await;
+            let _ = self.op.delete(&partial).await;
+            journal.clear(key).map_err(jerr)?;
+            return Err(e);
         }
+        let sha256: [u8; 32] = sha.finalize().into();
         w.close().await.map_err(|e| self.err("put", key, e))?;
         progress(done);
         let m = self
@@ -212,14 +250,14 @@ impl Archive for OpendalArchive {
                 ),
             ));
         }
-        if self.read_back_sha256(&partial).await? != *sha256 {
+        if self.read_back_sha256(&partial).await? != sha256 {
             let _ = self.op.delete(&partial).await;
             journal.clear(key).map_err(jerr)?;
             return Err(StoreError::check(
                 &self.info,
                 "verify",
                 key,
-                "the uploaded bytes' SHA-256 differs from the image's; the partial upload was removed and the next run starts over".into(),
+                "the stored bytes' SHA-256 differs from the image's; the partial upload was removed and the next run starts over".into(),
             ));
         }
         self.op
@@ -227,6 +265,47 @@ impl Archive for OpendalArchive {
             .await
             .map_err(|e| self.err("put", key, e))?;
         journal.clear(key).map_err(jerr)?;
+        let object = self.stat(key).await?.ok_or_else(|| {
+            StoreError::check(&self.info, "verify", key, "missing after rename".into())
+        })?;
+        Ok(Stored { object, sha256 })
+    }
+
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError> {
+        if let Some(existing) = self.stat(key).await? {
+            let same = existing.info.size == bytes.len() as u64
+                && self.read_range(key, 0..existing.info.size).await? == bytes;
+            if same {
+                return Ok(existing);
+            }
+            return Err(StoreError::check(
+                &self.info,
+                "put",
+                key,
+                "a different object already exists under this name; archives are never overwritten"
+                    .into(),
+            ));
+        }
+        // Through a partial name, so a crash never leaves a short object under the real one.
+        let partial = format!("{key}.partial");
+        let size = bytes.len() as u64;
+        self.op
+            .write(&partial, bytes.clone())
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        if self.read_range(&partial, 0..size).await? != bytes {
+            let _ = self.op.delete(&partial).await;
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                "the stored bytes differ from the ones written".into(),
+            ));
+        }
+        self.op
+            .rename(&partial, key)
+            .await
+            .map_err(|e| self.err("put", key, e))?;
         self.stat(key).await?.ok_or_else(|| {
             StoreError::check(&self.info, "verify", key, "missing after rename".into())
         })
@@ -238,6 +317,7 @@ impl Archive for OpendalArchive {
                 info: object_from_metadata(key, &m),
                 storage_class: None,
                 thaw: ThawState::NotNeeded,
+                fingerprint: None,
             })),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),

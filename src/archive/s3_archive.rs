@@ -8,10 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
 use lomob_backends::s3::upload::{find_orphans, upload_resumable, UploadProgress};
+
+use super::digest_source;
+use lomob_backends::glacier::StorageClass;
 use lomob_backends::ErrorKind;
 
 use super::{
-    Archive, ArchiveObject, ByteSource, PutProgress, ThawRequest, ThawState, ThawTier,
+    Archive, ArchiveObject, ByteSource, PutProgress, Stored, ThawRequest, ThawState, ThawTier,
     UploadJournal,
 };
 use crate::store::{unquote, BackendInfo, ObjectInfo, StoreError};
@@ -56,6 +59,7 @@ impl S3Archive {
                 modified: o.last_modified.as_deref().and_then(http_date),
                 sha256: o.metadata.get("sha256").cloned(),
             },
+            fingerprint: o.metadata.get("fingerprint").cloned(),
             storage_class: Some(o.storage_class.clone()),
             thaw,
         }
@@ -82,21 +86,30 @@ impl Archive for S3Archive {
         &self,
         key: &str,
         source: Arc<dyn ByteSource>,
-        sha256: &[u8; 32],
+        fingerprint: &str,
         journal: &dyn UploadJournal,
         progress: PutProgress<'_>,
-    ) -> Result<ArchiveObject, StoreError> {
-        let want = hex::encode(sha256);
+    ) -> Result<Stored, StoreError> {
+        let len = source.len();
+        let pending = journal
+            .load(key)
+            .map_err(|e| self.err("put", key, e))?
+            .is_some();
         if let Some(existing) = self.stat(key).await? {
-            if existing.info.size == source.len() && existing.info.sha256.as_deref() == Some(&want)
-            {
-                return Ok(existing);
+            let ours =
+                existing.info.size == len && existing.fingerprint.as_deref() == Some(fingerprint);
+            if ours {
+                // Stored by a run killed before it could record it: read the source once for
+                // its SHA-256 (which also checks every file), send nothing.
+                let sha256 = digest_source(&source, key)
+                    .await
+                    .map_err(|e| self.err("verify", key, e))?;
+                return Ok(Stored {
+                    object: existing,
+                    sha256,
+                });
             }
-            if journal
-                .load(key)
-                .map_err(|e| self.err("put", key, e))?
-                .is_none()
-            {
+            if !pending {
                 return Err(StoreError::check(
                     &self.info,
                     "put",
@@ -105,13 +118,19 @@ impl Archive for S3Archive {
                 ));
             }
         }
+        // One streamed PUT when allowed (the fewest requests), else resumable parts.
+        let part_size = if len <= self.client.single_put_max() && !pending {
+            len
+        } else {
+            self.client.part_size()
+        };
         let report = |p: &UploadProgress| progress(p.bytes_done);
-        upload_resumable(
+        let out = upload_resumable(
             &self.client,
             key,
             source.clone(),
-            self.client.part_size(),
-            &[("sha256".to_string(), want.clone())],
+            part_size,
+            &[("fingerprint".to_string(), fingerprint.to_string())],
             journal,
             &report,
         )
@@ -127,15 +146,10 @@ impl Archive for S3Archive {
         })?;
         let class = self.client.storage_class().as_str();
         let problems: Vec<String> = [
-            (got.info.size != source.len()).then(|| {
-                format!(
-                    "server holds {} bytes, sent {}",
-                    got.info.size,
-                    source.len()
-                )
-            }),
-            (got.info.sha256.as_deref() != Some(&want))
-                .then(|| "stored SHA-256 metadata differs from the image's".to_string()),
+            (got.info.size != len)
+                .then(|| format!("server holds {} bytes, sent {len}", got.info.size)),
+            (got.fingerprint.as_deref() != Some(fingerprint))
+                .then(|| "stored fingerprint metadata differs from the image's".to_string()),
             (got.storage_class.as_deref() != Some(class)).then(|| {
                 format!(
                     "storage class is {}, expected {class}",
@@ -154,7 +168,64 @@ impl Archive for S3Archive {
                 problems.join("; "),
             ));
         }
-        Ok(got)
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(&out.sha256, &mut sha256)
+            .map_err(|e| StoreError::check(&self.info, "verify", key, format!("internal: {e}")))?;
+        Ok(Stored {
+            object: got,
+            sha256,
+        })
+    }
+
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError> {
+        use md5::Digest as _;
+        let md5 = hex::encode(md5::Md5::digest(&bytes));
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        if let Some(existing) = self.stat(key).await? {
+            if existing.info.size == bytes.len() as u64
+                && (existing.info.sha256.as_deref() == Some(&sha)
+                    || existing.info.etag.as_deref() == Some(&md5))
+            {
+                return Ok(existing);
+            }
+            return Err(StoreError::check(
+                &self.info,
+                "put",
+                key,
+                "a different object already exists under this name; archives are never overwritten"
+                    .into(),
+            ));
+        }
+        let size = bytes.len() as u64;
+        // Hot, so that a machine with nothing but the profile can read every catalog at
+        // once, without a thaw; a few hundred KB per image costs nothing.
+        let hot = self.client.with_storage_class(StorageClass::Standard);
+        let etag = hot
+            .put_object(key, bytes, &[("sha256".to_string(), sha.clone())])
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        // The server checked Content-MD5; its ETag says what it stored.
+        let etag = unquote(Some(&etag));
+        if etag.as_deref().is_some_and(|e| e.len() == 32 && e != md5) {
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                format!("the server's ETag {etag:?} is not the MD5 {md5} of the bytes sent"),
+            ));
+        }
+        Ok(ArchiveObject {
+            info: ObjectInfo {
+                key: key.to_string(),
+                size,
+                etag,
+                modified: None,
+                sha256: Some(sha),
+            },
+            storage_class: Some(StorageClass::Standard.as_str().to_string()),
+            thaw: ThawState::NotNeeded,
+            fingerprint: None,
+        })
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {

@@ -290,13 +290,16 @@ async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
             .put(
                 &key,
                 Arc::new(MemorySource(body.clone())),
-                &sha,
+                &hex::encode(sha),
                 &journal,
                 &|_| {},
             )
             .await;
         if p.record(Role::Archive, "write", t, put, |o| {
-            format!("{} ({} bytes, verified)", o.info.key, o.info.size)
+            format!(
+                "{} ({} bytes, verified)",
+                o.object.info.key, o.object.info.size
+            )
         })
         .is_some()
         {

@@ -76,8 +76,15 @@ pub enum IsoError {
 impl IsoError {
     /// Wraps this error in an `io::Error` (used by the streaming reader); recover it with
     /// [`IsoError::from_io`] or `io_err.get_ref().and_then(|e| e.downcast_ref::<IsoError>())`.
+    /// As an `io::Error` (for `Read` implementations). A source that changed is
+    /// `InvalidData`: its bytes are not the planned ones, and never will be, so an upload
+    /// of the image can be abandoned rather than resumed.
     pub fn into_io(self) -> std::io::Error {
-        std::io::Error::other(self)
+        let kind = match &self {
+            IsoError::SourceChanged { .. } => std::io::ErrorKind::InvalidData,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, self)
     }
 
     /// Returns the `IsoError` carried inside an `io::Error`, if any.

@@ -124,6 +124,20 @@ impl IsoPlan {
         &self.inner.catalog_bytes
     }
 
+    /// Identifies the image before a byte of it is read: SHA-256 over the layout's version,
+    /// the image size and the catalog, which lists the volume and every file's path, size,
+    /// mtime, mode, SHA-256 and offset. The image is a pure function of these, so equal
+    /// fingerprints mean equal images. Stored with the archived object, it ties a resumed
+    /// or already finished upload to the same bytes.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"lomob-iso-layout-1\0");
+        h.update(self.inner.image_size.to_le_bytes());
+        h.update(&self.inner.catalog_bytes);
+        h.finalize().into()
+    }
+
     /// Byte offset of `/LOMOB/CATALOG.JSON`'s data inside the image.
     pub fn catalog_offset(&self) -> u64 {
         self.inner.catalog_offset

@@ -102,14 +102,21 @@ impl ImageReader {
         if !reuse {
             self.cur = None;
             let src = plan.placements[pi].source.clone();
-            let mut file = File::open(&src).map_err(|e| {
-                self.failed = Some((lossy(&plan.placements[pi].path), src.clone(), e.to_string()));
-                IsoError::Io {
-                    path: src.clone(),
-                    source: e,
+            let mut file = match File::open(&src) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(self.fail(seg, "the file is gone".into()));
                 }
-                .into_io()
-            })?;
+                Err(e) => {
+                    self.failed =
+                        Some((lossy(&plan.placements[pi].path), src.clone(), e.to_string()));
+                    return Err(IsoError::Io {
+                        path: src.clone(),
+                        source: e,
+                    }
+                    .into_io());
+                }
+            };
             let len = file.metadata().map(|m| m.len()).unwrap_or(size);
             if len != size {
                 return Err(self.fail(seg, format!("size is now {len} bytes, planned {size}")));

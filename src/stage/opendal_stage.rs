@@ -105,7 +105,32 @@ impl Stage for OpendalStage {
                 ),
             ));
         }
-        w.close().await.map_err(|e| self.err("put", key, e))?;
+        let closed = w.close().await.map_err(|e| self.err("put", key, e))?;
+        let md5 = hex::encode(md5.finalize());
+        let md5_etag = self.info.capabilities.checksum == ChecksumKind::Md5Etag;
+        // A single-part upload's ETag is the MD5 of the bytes, computed by the server: when
+        // the PUT's answer carries it, that is the whole verification, with no HEAD.
+        if md5_etag {
+            if let Some(etag) = closed.etag().map(|e| e.trim_matches('"')) {
+                if !etag.contains('-') {
+                    if !etag.eq_ignore_ascii_case(&md5) {
+                        return Err(StoreError::check(
+                            &self.info,
+                            "verify",
+                            key,
+                            format!("server MD5 {etag} differs from the uploaded bytes' {md5}"),
+                        ));
+                    }
+                    return Ok(ObjectInfo {
+                        key: key.to_string(),
+                        size,
+                        etag: Some(etag.to_string()),
+                        modified: Some(crate::manifest::now()),
+                        sha256: self.metadata.then(|| hex::encode(sha256)),
+                    });
+                }
+            }
+        }
         let got = self.stat(key).await?.ok_or_else(|| {
             StoreError::check(
                 &self.info,
@@ -122,17 +147,15 @@ impl Stage for OpendalStage {
                 format!("server holds {} bytes, sent {size}", got.size),
             ));
         }
-        if self.info.capabilities.checksum == ChecksumKind::Md5Etag {
-            // A single-part upload's ETag is the MD5 of the bytes; multipart ETags ("…-N")
-            // are not, and were checked part by part by the server.
+        if md5_etag {
+            // Multipart ETags ("…-N") are not MD5s; the server checked those part by part.
             if let Some(etag) = got.etag.as_deref().filter(|e| !e.contains('-')) {
-                let want = hex::encode(md5.finalize());
-                if !etag.eq_ignore_ascii_case(&want) {
+                if !etag.eq_ignore_ascii_case(&md5) {
                     return Err(StoreError::check(
                         &self.info,
                         "verify",
                         key,
-                        format!("server MD5 {etag} differs from the uploaded bytes' {want}"),
+                        format!("server MD5 {etag} differs from the uploaded bytes' {md5}"),
                     ));
                 }
             }

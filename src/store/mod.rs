@@ -102,6 +102,15 @@ impl StoreError {
         self.source.kind()
     }
 
+    /// The read error behind a failed upload, when the data being sent could not be read
+    /// (for an image: a file that changed under it, as an `IsoError` inside).
+    pub fn source_io(&self) -> Option<&std::io::Error> {
+        match self.source.as_ref() {
+            BackendError::Source { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
     /// Worth trying again later (network trouble, a server hiccup).
     pub fn is_transient(&self) -> bool {
         self.kind() == ErrorKind::Transient

@@ -11,7 +11,7 @@
 mod plan;
 mod snapshot;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use lomob_backends::ByteSize;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::archive::{ByteSource, MemorySource};
+use crate::archive::ByteSource;
 use crate::iso::{IsoError, IsoPlan, VolumeInfo};
 use crate::manifest::{
     self, ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
@@ -121,25 +121,16 @@ async fn run(
     let p = pending(m, &site.name, &site.config)?;
     r.direct_files = p.direct.len() as u64;
 
-    // Stage.
-    if opts.dry_run {
-        r.staged_files = p.to_stage.len() as u64;
-        r.staged_bytes = p.to_stage.iter().map(|w| w.size).sum();
-    } else {
-        stage_all(m, site, &p.to_stage, opts, r).await?;
-    }
-
-    // Pack and archive when enough has gathered.
-    let p = if opts.dry_run {
-        p
-    } else {
-        pending(m, &site.name, &site.config)?
-    };
-    let mut waiting: Vec<&WantedContent> =
-        p.staged_unarchived.iter().chain(p.direct.iter()).collect();
-    if opts.dry_run {
-        waiting.extend(p.to_stage.iter());
-    }
+    // Everything waiting for an image: staged copies, files too big for the stage, and files
+    // not staged yet. When this run packs, the files that fill its images go from their
+    // originals straight into the archive: staging them first would send them twice and
+    // read them once more, only to delete the staged copies minutes later.
+    let mut waiting: Vec<&WantedContent> = p
+        .staged_unarchived
+        .iter()
+        .chain(p.direct.iter())
+        .chain(p.to_stage.iter())
+        .collect();
     waiting.sort_by(|a, b| {
         a.mtime
             .cmp(&b.mtime)
@@ -147,16 +138,36 @@ async fn run(
     });
     let waiting_bytes: u64 = waiting.iter().map(|w| w.size).sum();
     let threshold = site.config.pack_threshold.bytes();
+    let mut handled: HashSet<ContentId> = HashSet::new();
+    let mut archive_failed = None;
     if opts.pack_now || waiting_bytes >= threshold {
-        archive_all(m, site, &journal, &waiting, opts, r).await?;
+        if let Err(e) = archive_all(m, site, &journal, &waiting, opts, r, &mut handled).await {
+            archive_failed = Some(e);
+        }
     } else if !waiting.is_empty() {
         tracing::info!(
-            "site {}: {} staged, packing at {}",
+            "site {}: {} waiting, packing at {}",
             site.name,
             ByteSize(waiting_bytes),
             site.config.pack_threshold
         );
     }
+
+    // Stage what no image took: the remainder below a full image, or everything when this
+    // run did not pack or packing failed, so nothing is left unsafe for longer than a run.
+    let to_stage: Vec<WantedContent> = p
+        .to_stage
+        .iter()
+        .filter(|w| !handled.contains(&w.content))
+        .cloned()
+        .collect();
+    if opts.dry_run {
+        r.staged_files = to_stage.len() as u64;
+        r.staged_bytes = to_stage.iter().map(|w| w.size).sum();
+    } else {
+        stage_all(m, site, &to_stage, opts, r).await?;
+    }
+
     r.pending_bytes = if opts.dry_run {
         waiting_bytes.saturating_sub(r.archived_bytes)
     } else {
@@ -169,9 +180,12 @@ async fn run(
     };
 
     if !opts.dry_run {
-        snapshot::upload(m, site, !r.images.is_empty()).await?;
+        snapshot::upload(m, site).await?;
     }
-    Ok(())
+    match archive_failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 async fn stage_all(
@@ -267,14 +281,12 @@ impl ByteSource for ImageSource {
     }
 }
 
-/// Reads the whole image once, in order, before anything is sent: every file's bytes are
-/// checked against its SHA-256 (a file that changed since the scan is caught here, not in a
-/// cold object that cannot be deleted for months), and the image's SHA-256 comes out, to be
-/// stored with the object.
-fn verify_image(plan: &IsoPlan) -> Result<[u8; 32], std::io::Error> {
-    pack::stream_image(plan, |_| Ok(())).map(|(sha, _)| sha)
-}
-
+/// Packs `waiting` (oldest first) into images and archives them: at least one image, then
+/// as many full ones as there are, or everything with `--pack-now`. Each image streams from
+/// the local originals (or, for an original that changed, its verified staged copy) straight
+/// into the archive upload, and every file is checked against its SHA-256 as it streams: a
+/// file that changed since the scan fails the upload before it completes, and the image is
+/// planned again without it. Contents packed or found changed go into `handled`.
 async fn archive_all(
     m: &Arc<Manifest>,
     site: &Arc<Site>,
@@ -282,6 +294,7 @@ async fn archive_all(
     waiting: &[&WantedContent],
     opts: &SyncOptions,
     r: &mut SiteReport,
+    handled: &mut HashSet<ContentId>,
 ) -> anyhow::Result<()> {
     let iso_size = site.config.iso_size.bytes();
     let tmp = tempdir_for(site)?;
@@ -302,7 +315,9 @@ async fn archive_all(
         } else if opts.dry_run {
             w.source.clone()
         } else {
+            // Changed since the scan and never staged: the next scan records the new bytes.
             r.skipped_changed += 1;
+            handled.insert(w.content);
             continue;
         };
         rest.push_back(Candidate {
@@ -341,65 +356,80 @@ async fn archive_all(
             taken.push(r.images.last().cloned().unwrap_or_default());
             r.archived_files += group.len() as u64;
             r.archived_bytes += group.iter().map(|c| c.size).sum::<u64>();
+            handled.extend(group.iter().map(|c| c.content));
             continue;
         }
-        // Verify before sending; drop a file that changed and plan again.
-        let sha = loop {
-            let p2 = plan.clone();
-            match tokio::task::spawn_blocking(move || verify_image(&p2)).await? {
-                Ok(sha) => break Some(sha),
-                Err(e) => match IsoError::from_io(&e) {
-                    Some(IsoError::SourceChanged { path, .. }) => {
-                        let path = path.clone();
-                        r.skipped_changed += 1;
-                        tracing::warn!(
-                            "site {}: /{path} changed since the scan; left out of this image",
-                            site.name
-                        );
-                        group.retain(|c| String::from_utf8_lossy(&c.image_path) != path);
-                        if group.is_empty() {
-                            break None;
-                        }
-                        plan = pack::plan(&group, vol(&group))?;
-                    }
-                    _ => return Err(e.into()),
-                },
+        let uploaded = loop {
+            let name = name_for(&group, &taken);
+            let key = archive_key(&name);
+            tracing::info!(
+                "site {}: archiving {name} ({}, {} files)",
+                site.name,
+                ByteSize(plan.image_size()),
+                group.len()
+            );
+            let source: Arc<dyn ByteSource> = Arc::new(ImageSource(plan.clone()));
+            let bar = crate::progress::Progress::with_total(
+                &format!("{} archive", site.name),
+                opts.progress,
+                plan.image_size(),
+            );
+            let last = std::sync::atomic::AtomicU64::new(0);
+            let put = site
+                .archive
+                .put(
+                    &key,
+                    source,
+                    &hex::encode(plan.fingerprint()),
+                    journal,
+                    &|done| {
+                        let before = last.swap(done, std::sync::atomic::Ordering::Relaxed);
+                        bar.add(0, done.saturating_sub(before));
+                    },
+                )
+                .await;
+            bar.finish();
+            let e = match put {
+                Ok(stored) => break Some((name, key, stored)),
+                Err(e) => e,
+            };
+            // A file that changed (or vanished) since the scan stopped the upload before it
+            // completed: nothing was stored. Leave the file out and send the image again.
+            let culprit = e
+                .source_io()
+                .and_then(IsoError::from_io)
+                .and_then(|ie| match ie {
+                    IsoError::SourceChanged { path, .. } => group
+                        .iter()
+                        .position(|c| String::from_utf8_lossy(&c.image_path) == *path),
+                    IsoError::Io { path, .. } => group.iter().position(|c| c.source == *path),
+                    _ => None,
+                });
+            let Some(i) = culprit else {
+                return Err(e.into());
+            };
+            let c = group.remove(i);
+            tracing::warn!(
+                "site {}: {} changed since the scan; left out of this image",
+                site.name,
+                c.source.display()
+            );
+            r.skipped_changed += 1;
+            handled.insert(c.content);
+            if group.is_empty() {
+                break None;
             }
+            plan = pack::plan(&group, vol(&group))?;
         };
-        let Some(sha) = sha else { continue };
-        let name = name_for(&group, &taken);
-        let key = archive_key(&name);
-        tracing::info!(
-            "site {}: archiving {name} ({}, {} files)",
-            site.name,
-            ByteSize(plan.image_size()),
-            group.len()
-        );
-        let source: Arc<dyn ByteSource> = Arc::new(ImageSource(plan.clone()));
-        let bar = crate::progress::Progress::with_total(
-            &format!("{} archive", site.name),
-            opts.progress,
-            plan.image_size(),
-        );
-        let last = std::sync::atomic::AtomicU64::new(0);
-        let obj = site
-            .archive
-            .put(&key, source, &sha, journal, &|done| {
-                let before = last.swap(done, std::sync::atomic::Ordering::Relaxed);
-                bar.add(0, done.saturating_sub(before));
-            })
-            .await?;
-        bar.finish();
-        // The catalog beside the image, so it is self-describing even without the database.
-        let catalog: Arc<dyn ByteSource> = Arc::new(MemorySource(plan.catalog_bytes().to_vec()));
-        let catalog_sha: [u8; 32] = Sha256::digest(plan.catalog_bytes()).into();
+        let Some((name, key, stored)) = uploaded else {
+            continue;
+        };
+        // The catalog beside the image, kept hot: the archive describes itself, readable
+        // without a thaw and without the database.
         site.archive
-            .put(
+            .put_index(
                 &format!("{key}.catalog.json"),
-                catalog,
-                &catalog_sha,
-                journal,
-                &|_| {},
+                plan.catalog_bytes().to_vec(),
             )
             .await?;
         // Verified: record, then free the staged copies.
@@ -407,8 +437,8 @@ async fn archive_all(
         let mut iso = IsoRecord {
             id: 0,
             name: name.clone(),
-            size: obj.info.size,
-            sha256: sha,
+            size: stored.object.info.size,
+            sha256: stored.sha256,
             files: group.len() as u64,
             data_bytes: group.iter().map(|c| c.size).sum(),
             created: manifest::now(),
@@ -449,6 +479,7 @@ async fn archive_all(
         }
         m.apply(batch)?;
         m.flush()?;
+        handled.extend(group.iter().map(|c| c.content));
         taken.push(name.clone());
         r.images.push(name);
         r.archived_files += group.len() as u64;

@@ -1,19 +1,19 @@
-//! A fresh manifest snapshot on the site after each sync, so recovery from nothing works
-//! from any one site. The stage keeps the newest few; the archive gets one whenever images
-//! were added (cold objects are never deleted early, so it keeps them all).
+//! A fresh manifest snapshot on the site's stage after each sync, so recovery from nothing
+//! works from any one site; the newest few are kept. The archive gets none: it describes
+//! itself with the catalog beside every image (kept hot, readable without a thaw), and a
+//! snapshot there would cost a cold request on every run that adds an image.
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::archive::FileSource;
 use crate::manifest::{self, export, Manifest};
 use crate::site::Site;
 
 /// Snapshots kept on the stage.
 pub const KEEP: usize = 3;
 
-pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>, to_archive: bool) -> anyhow::Result<()> {
+pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> anyhow::Result<()> {
     let now = manifest::now();
     let dir = crate::config::data_dir().join("tmp");
     std::fs::create_dir_all(&dir)?;
@@ -33,18 +33,6 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>, to_archive: bool) -> an
         site.stage
             .put_file(&key, &file, bytes.len() as u64, &sha)
             .await?;
-        if to_archive {
-            let journal = m.upload_journal(&site.name);
-            site.archive
-                .put(
-                    &key,
-                    Arc::new(FileSource::open(&file)?),
-                    &sha,
-                    &journal,
-                    &|_| {},
-                )
-                .await?;
-        }
         let mut old: Vec<String> = site
             .stage
             .list("meta/")

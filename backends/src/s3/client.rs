@@ -299,6 +299,15 @@ impl Pacer {
     }
 }
 
+/// What a streamed PUT returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPut {
+    /// As the server sent it, quotes included.
+    pub etag: String,
+    /// Encrypted with SSE-KMS: the ETag is then not the MD5 of the body.
+    pub kms: bool,
+}
+
 /// A signed S3 client for one bucket (and prefix) of one site.
 #[derive(Clone)]
 pub struct S3Client {
@@ -319,6 +328,7 @@ struct Inner {
     backend: &'static str,
     transfer: TransferConfig,
     part_size: u64,
+    single_put_max: u64,
     counters: Arc<RequestCounters>,
     pacer: Option<Pacer>,
 }
@@ -348,6 +358,20 @@ struct Reply {
 }
 
 impl Reply {
+    fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Reply {
+        let error = if !status.is_success() || xml::is_error_document(&body) {
+            Some(xml::parse::<xml::ErrorBody>(&body).unwrap_or_default())
+        } else {
+            None
+        };
+        Reply {
+            status,
+            headers,
+            body,
+            error,
+        }
+    }
+
     fn ok(&self) -> bool {
         self.status.is_success() && self.error.is_none()
     }
@@ -559,6 +583,7 @@ impl S3Client {
                 backend,
                 transfer: transfer.clone(),
                 part_size: config.part_size().bytes(),
+                single_put_max: config.single_put_max().bytes(),
                 counters: Arc::new(RequestCounters::default()),
                 pacer,
             }),
@@ -609,6 +634,11 @@ impl S3Client {
     /// The profile's part size (default 256 MiB).
     pub fn part_size(&self) -> u64 {
         self.inner.part_size
+    }
+
+    /// The profile's largest single PUT (default 5 GiB).
+    pub fn single_put_max(&self) -> u64 {
+        self.inner.single_put_max
     }
 
     pub fn transfer(&self) -> &TransferConfig {
@@ -719,24 +749,6 @@ impl S3Client {
     async fn execute(&self, call: Call<'_>) -> Result<Reply, BackendError> {
         let i = &self.inner;
         let key = call.key.unwrap_or("");
-        let (url, host, encoded_path) = self.target(call.key);
-        let query_string: String = call
-            .query
-            .iter()
-            .map(|(k, v)| {
-                if v.is_empty() {
-                    sigv4::encode_query(k)
-                } else {
-                    format!("{}={}", sigv4::encode_query(k), sigv4::encode_query(v))
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("&");
-        let url = if query_string.is_empty() {
-            url
-        } else {
-            format!("{url}?{query_string}")
-        };
         let payload = call.body_sha256.clone().unwrap_or_else(|| {
             if call.body.is_empty() {
                 sigv4::EMPTY_SHA256.to_string()
@@ -747,55 +759,7 @@ impl S3Client {
         let timeout = Duration::from_secs(i.transfer.timeout_secs.max(1));
         let mut attempt: u32 = 0;
         loop {
-            let amz_date = jiff::Timestamp::now()
-                .strftime("%Y%m%dT%H%M%SZ")
-                .to_string();
-            let mut headers = call.headers.clone();
-            headers.push(("host".into(), host.clone()));
-            headers.push(("x-amz-date".into(), amz_date.clone()));
-            headers.push(("x-amz-content-sha256".into(), payload.clone()));
-            if let Some(t) = &i.creds.session_token {
-                headers.push(("x-amz-security-token".into(), t.clone()));
-            }
-            let auth = sigv4::authorization(
-                &i.creds,
-                &sigv4::SigningInput {
-                    method: call.method.as_str(),
-                    encoded_path: &encoded_path,
-                    query: &call.query,
-                    headers: &headers,
-                    payload_sha256: &payload,
-                    amz_date: &amz_date,
-                    region: &i.region,
-                    service: "s3",
-                },
-            );
-            headers.push(("authorization".into(), auth));
-            let mut map = HeaderMap::new();
-            for (k, v) in &headers {
-                let (Ok(name), Ok(value)) = (
-                    HeaderName::from_bytes(k.as_bytes()),
-                    HeaderValue::from_str(v),
-                ) else {
-                    return Err(self.error(
-                        call.op,
-                        key,
-                        None,
-                        None,
-                        &format!("header {k} has a value HTTP cannot carry"),
-                    ));
-                };
-                map.insert(name, value);
-            }
-            let req = i
-                .http
-                .request(call.method.clone(), &url)
-                .headers(map)
-                .body(call.body.clone());
-            i.counters.count(call.kind);
-            if call.op == "UploadPart" {
-                i.counters.upload_part.fetch_add(1, Ordering::Relaxed);
-            }
+            let req = self.signed(&call, &payload)?.body(call.body.clone());
             i.counters
                 .bytes_sent
                 .fetch_add(call.body.len() as u64, Ordering::Relaxed);
@@ -811,17 +775,7 @@ impl S3Client {
                 Err(_) => format!("no complete answer within {}s", timeout.as_secs()),
                 Ok(Err(e)) => format!("request failed: {}", chain(&e)),
                 Ok(Ok((status, headers, body))) => {
-                    let error = if !status.is_success() || xml::is_error_document(&body) {
-                        Some(xml::parse::<xml::ErrorBody>(&body).unwrap_or_default())
-                    } else {
-                        None
-                    };
-                    let reply = Reply {
-                        status,
-                        headers,
-                        body,
-                        error,
-                    };
+                    let reply = Reply::new(status, headers, body);
                     if reply.ok() || !retryable(status, reply.code()) {
                         return Ok(reply);
                     }
@@ -846,6 +800,80 @@ impl S3Client {
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
+    }
+
+    /// The request for `call`, signed for `payload` (a hex SHA-256 or `UNSIGNED-PAYLOAD`),
+    /// without its body; counts it.
+    fn signed(
+        &self,
+        call: &Call<'_>,
+        payload: &str,
+    ) -> Result<reqwest::RequestBuilder, BackendError> {
+        let i = &self.inner;
+        let key = call.key.unwrap_or("");
+        let (url, host, encoded_path) = self.target(call.key);
+        let query_string: String = call
+            .query
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    sigv4::encode_query(k)
+                } else {
+                    format!("{}={}", sigv4::encode_query(k), sigv4::encode_query(v))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = if query_string.is_empty() {
+            url
+        } else {
+            format!("{url}?{query_string}")
+        };
+        let amz_date = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
+        let mut headers = call.headers.clone();
+        headers.push(("host".into(), host.clone()));
+        headers.push(("x-amz-date".into(), amz_date.clone()));
+        headers.push(("x-amz-content-sha256".into(), payload.to_string()));
+        if let Some(t) = &i.creds.session_token {
+            headers.push(("x-amz-security-token".into(), t.clone()));
+        }
+        let auth = sigv4::authorization(
+            &i.creds,
+            &sigv4::SigningInput {
+                method: call.method.as_str(),
+                encoded_path: &encoded_path,
+                query: &call.query,
+                headers: &headers,
+                payload_sha256: payload,
+                amz_date: &amz_date,
+                region: &i.region,
+                service: "s3",
+            },
+        );
+        headers.push(("authorization".into(), auth));
+        let mut map = HeaderMap::new();
+        for (k, v) in &headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) else {
+                return Err(self.error(
+                    call.op,
+                    key,
+                    None,
+                    None,
+                    &format!("header {k} has a value HTTP cannot carry"),
+                ));
+            };
+            map.insert(name, value);
+        }
+        i.counters.count(call.kind);
+        if call.op == "UploadPart" {
+            i.counters.upload_part.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(i.http.request(call.method.clone(), &url).headers(map))
     }
 
     fn class_and_metadata<'a>(
@@ -899,6 +927,105 @@ impl S3Client {
             return Err(self.fail("PutObject", key, &r));
         }
         Ok(r.header("etag").unwrap_or_default().to_string())
+    }
+
+    /// Writes an object of `len` bytes in one request from a stream, never holding it in
+    /// memory (images up to S3's 5 GiB limit for one PUT). The body is sent as
+    /// `UNSIGNED-PAYLOAD`, its SHA-256 being unknown before its last byte; the caller compares
+    /// the returned ETag with the MD5 it computed while streaming. Sent once, not retried: a
+    /// stream cannot be replayed, so the caller retries by opening its source again. When the
+    /// stream yields an error the request is cut short and the server stores nothing. Fails
+    /// when no byte moves for the transfer timeout. Returns the ETag and whether the server
+    /// encrypted with KMS (whose ETags are not MD5s).
+    pub async fn put_object_stream<S>(
+        &self,
+        key: &str,
+        len: u64,
+        body: S,
+        metadata: &[(String, String)],
+    ) -> Result<StreamPut, BackendError>
+    where
+        S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    {
+        use futures::StreamExt;
+        let inner = self.inner.clone();
+        let timeout = Duration::from_secs(inner.transfer.timeout_secs.max(1));
+        let started = tokio::time::Instant::now();
+        // Milliseconds since `started` of the last byte handed to the connection.
+        let moved = Arc::new(AtomicU64::new(0));
+        let body = {
+            let (inner, moved) = (inner.clone(), moved.clone());
+            body.then(move |chunk| {
+                let (inner, moved) = (inner.clone(), moved.clone());
+                async move {
+                    if let (Ok(b), Some(p)) = (&chunk, &inner.pacer) {
+                        p.pace(b.len() as u64).await;
+                    }
+                    if let Ok(b) = &chunk {
+                        inner
+                            .counters
+                            .bytes_sent
+                            .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    }
+                    moved.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    chunk
+                }
+            })
+        };
+        let call = Call::new("PutObject", Method::PUT, Some(key), RequestType::Put)
+            .header("content-type", "application/octet-stream")
+            .header("content-length", len.to_string());
+        let call = self.class_and_metadata(call, metadata);
+        let req = self
+            .signed(&call, sigv4::UNSIGNED_PAYLOAD)?
+            .body(reqwest::Body::wrap_stream(body));
+        let exchange = async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, body))
+        };
+        tokio::pin!(exchange);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let sent = loop {
+            tokio::select! {
+                r = &mut exchange => break r,
+                _ = tick.tick() => {
+                    let idle = started.elapsed().saturating_sub(Duration::from_millis(
+                        moved.load(Ordering::Relaxed),
+                    ));
+                    if idle > timeout {
+                        return Err(self.error(
+                            "PutObject",
+                            key,
+                            None,
+                            None,
+                            &format!("no progress for {}s", timeout.as_secs()),
+                        ));
+                    }
+                }
+            }
+        };
+        let (status, headers, body) = sent.map_err(|e| {
+            self.error(
+                "PutObject",
+                key,
+                None,
+                None,
+                &format!("request failed: {}", chain(&e)),
+            )
+        })?;
+        let r = Reply::new(status, headers, body);
+        if !r.ok() {
+            return Err(self.fail("PutObject", key, &r));
+        }
+        Ok(StreamPut {
+            etag: r.header("etag").unwrap_or_default().to_string(),
+            kms: r
+                .header("x-amz-server-side-encryption")
+                .is_some_and(|v| v.starts_with("aws:kms")),
+        })
     }
 
     /// HEAD: size, ETag, storage class, restore state and user metadata.

@@ -42,6 +42,12 @@ pub struct S3Config {
     /// Multipart part size for large uploads. Default 256MiB: one request per part is billed,
     /// so parts are as large as still allows resuming after a failure.
     pub part_size: Option<ByteSize>,
+    /// Objects up to this size (images, catalogs) go up in one streamed PUT: one request,
+    /// the fewest an image can cost, but a failed PUT is sent again from its first byte.
+    /// Larger objects use resumable multipart uploads in `part-size` parts (one request per
+    /// part plus two), which continue where they stopped. Default 5GiB, S3's limit for one
+    /// PUT; set it lower (for example "0") on a slow uplink to make every image resumable.
+    pub single_put_max: Option<ByteSize>,
 }
 
 fn default_region() -> String {

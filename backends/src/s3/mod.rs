@@ -19,13 +19,13 @@ mod xml;
 
 pub use client::{
     MultipartUpload, ObjectInfo, PartBody, PartInfo, RequestCounters, RequestCounts, RequestType,
-    RestoreOutcome, RestoreState, S3Client,
+    RestoreOutcome, RestoreState, S3Client, StreamPut,
 };
 pub use config::S3Config;
 pub use upload::{
-    abort_uploads, effective_part_size, find_orphans, multipart_etag, upload_resumable, ByteSource,
-    DonePart, FileSource, JsonFileJournal, UploadJournal, UploadOutcome, UploadProgress,
-    UploadState,
+    abort_uploads, effective_part_size, find_orphans, multipart_etag, put_streamed,
+    upload_resumable, ByteSource, Digests, DonePart, FileSource, JsonFileJournal, UploadJournal,
+    UploadOutcome, UploadProgress, UploadState,
 };
 
 use crate::glacier::StorageClass;
@@ -67,6 +67,14 @@ impl S3Config {
                 ));
             }
         }
+        if let Some(p) = self.single_put_max {
+            if p.bytes() > MAX_PART {
+                return Err(BackendError::invalid(
+                    kind,
+                    format!("`single-put-max` {p} is above S3's limit for one PUT (5GiB)"),
+                ));
+            }
+        }
         if kind == "s3" {
             if self.thaw_tier.is_some() || self.thaw_days.is_some() {
                 return Err(BackendError::invalid(
@@ -91,6 +99,11 @@ impl S3Config {
 
     pub fn part_size(&self) -> ByteSize {
         self.part_size.unwrap_or(DEFAULT_PART)
+    }
+
+    /// The largest object sent in one PUT (see `single-put-max`).
+    pub fn single_put_max(&self) -> ByteSize {
+        self.single_put_max.unwrap_or(ByteSize(MAX_PART))
     }
 
     pub fn capabilities(&self) -> Capabilities {

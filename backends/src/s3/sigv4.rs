@@ -23,6 +23,8 @@ const PATH: &AsciiSet = &QUERY.remove(b'/');
 
 /// SHA-256 of the empty body, used for bodiless requests.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+/// The payload hash of a request whose body is not signed (streamed bodies).
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
 /// The keys that sign requests. `Debug` shows only the access key id's first characters.
 #[derive(Clone)]

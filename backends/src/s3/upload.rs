@@ -10,12 +10,13 @@
 //! can restart at any offset (the ISO writer can regenerate any byte range), holds at most one
 //! part buffer per upload in flight, and reports progress through a callback.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
@@ -202,6 +203,8 @@ pub struct UploadProgress {
 pub struct UploadOutcome {
     /// The object's ETag as CompleteMultipartUpload (or PutObject) returned it.
     pub etag: String,
+    /// Hex SHA-256 of the whole object, computed while it was read for sending.
+    pub sha256: String,
     /// The ETag AWS (and moto) give a multipart object, computed from the parts' MD5s:
     /// `"md5(md5(part 1) ++ md5(part 2) ++ ...)-N"`. Keep it to verify the object later with a
     /// HEAD alone; some servers (rclone serve s3) report another value on HEAD.
@@ -232,43 +235,204 @@ pub fn effective_part_size(requested: u64, len: u64) -> Result<u64, BackendError
     Ok(size)
 }
 
-/// Reads part `number` (1-based) and computes its digests; runs on a blocking thread.
-fn read_part(
-    source: &dyn ByteSource,
+/// What reading a source once, in order, learned about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: [u8; 32],
+    pub md5: [u8; 16],
+}
+
+/// Chunks of the streamed single PUT: small, so memory stays low and progress is smooth.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// Reads `source` from byte 0 to `len` in order on a blocking thread, sending it in units
+/// of `unit` bytes (the last may be shorter) and computing the whole object's SHA-256 and
+/// MD5 on the way. Reading in order is what lets a source check itself as it goes (the ISO
+/// image reader verifies each file's SHA-256 before handing out its last byte), so a bad
+/// byte fails the upload before it completes, with no separate verification pass. A read
+/// error is sent down the channel too, so a streamed body is cut short at once. Stops
+/// quietly when the receiver goes away (the upload failed).
+fn spawn_reader(
+    source: Arc<dyn ByteSource>,
+    key: String,
+    unit: usize,
+    depth: usize,
+) -> (
+    tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    tokio::task::JoinHandle<Result<Digests, BackendError>>,
+) {
+    use md5::{Digest as _, Md5};
+    use sha2::Sha256;
+    let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
+    let handle = tokio::task::spawn_blocking(move || {
+        let len = source.len();
+        let mut offset = 0u64;
+        let fail = |offset: u64, e: std::io::Error| BackendError::Source {
+            key: key.clone(),
+            offset,
+            source: e,
+        };
+        let result = (|| {
+            let mut reader = source.open_at(0).map_err(|e| fail(0, e))?;
+            let (mut sha, mut md5) = (Sha256::new(), Md5::new());
+            while offset < len {
+                let want = usize::try_from((len - offset).min(unit as u64)).unwrap_or(unit);
+                let mut buf = vec![0u8; want];
+                let mut got = 0;
+                while got < want {
+                    match reader.read(&mut buf[got..]) {
+                        Ok(0) => {
+                            return Err(fail(
+                                offset + got as u64,
+                                std::io::Error::new(
+                                    std::io::ErrorKind::UnexpectedEof,
+                                    format!(
+                                        "the source ended at byte {} of {len}",
+                                        offset + got as u64
+                                    ),
+                                ),
+                            ))
+                        }
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(fail(offset + got as u64, e)),
+                    }
+                }
+                sha2::Digest::update(&mut sha, &buf);
+                md5.update(&buf);
+                offset += want as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return Err(BackendError::Journal(
+                        "the upload stopped before the source was read".into(),
+                    ));
+                }
+            }
+            Ok(Digests {
+                sha256: sha2::Digest::finalize(sha).into(),
+                md5: md5.finalize().into(),
+            })
+        })();
+        if let Err(BackendError::Source { source, .. }) = &result {
+            let _ = tx.blocking_send(Err(std::io::Error::new(source.kind(), source.to_string())));
+        }
+        result
+    });
+    (rx, handle)
+}
+
+/// Waits for the reader; a join failure becomes an error.
+async fn reader_result(
+    handle: tokio::task::JoinHandle<Result<Digests, BackendError>>,
+) -> Result<Digests, BackendError> {
+    handle
+        .await
+        .map_err(|e| BackendError::Journal(format!("source reader failed: {e}")))?
+}
+
+/// Sends `source` as one streamed PutObject, read once in order and never held in memory.
+/// A transient failure sends it again from its first byte (a PUT is all or nothing: the
+/// server keeps no partial object); a failing source is not retried. The server's ETag must
+/// equal the MD5 computed while reading, unless the bucket encrypts with KMS (whose ETags
+/// are not MD5s).
+pub async fn put_streamed(
+    client: &S3Client,
     key: &str,
-    offset: u64,
-    size: u64,
-) -> Result<PartBody, BackendError> {
-    let err = |source| BackendError::Source {
-        key: key.to_string(),
-        offset,
-        source,
-    };
-    let mut reader = source.open_at(offset).map_err(err)?;
-    let len = usize::try_from(size).map_err(|_| {
-        err(std::io::Error::other(
-            "part does not fit in memory on this platform",
-        ))
-    })?;
-    let mut buf = vec![0u8; len];
-    reader.read_exact(&mut buf).map_err(err)?;
-    Ok(PartBody::new(buf))
+    source: Arc<dyn ByteSource>,
+    metadata: &[(String, String)],
+    progress: &(dyn Fn(&UploadProgress) + Send + Sync),
+) -> Result<(String, Digests), BackendError> {
+    use futures::StreamExt;
+    let len = source.len();
+    let retries = client.transfer().retries;
+    let mut attempt = 0usize;
+    loop {
+        let (rx, reader) = spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8);
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let body = {
+            let sent = sent.clone();
+            tokio_stream_of(rx).inspect(move |c| {
+                if let Ok(b) = c {
+                    sent.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let put = client.put_object_stream(key, len, body, metadata);
+        tokio::pin!(put);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        let result = loop {
+            tokio::select! {
+                r = &mut put => break r,
+                _ = tick.tick() => progress(&UploadProgress {
+                    part_number: 1,
+                    part_size: len,
+                    reused: false,
+                    parts_done: 0,
+                    parts_total: 1,
+                    bytes_done: sent.load(std::sync::atomic::Ordering::Relaxed),
+                    bytes_total: len,
+                }),
+            }
+        };
+        // The source's own failure explains a cut-short request better than the network
+        // error it caused, and is never worth retrying.
+        let digests = reader_result(reader).await;
+        match (result, digests) {
+            (Ok(put), Ok(d)) => {
+                let md5 = hex::encode(d.md5);
+                if !put.kms && put.etag.trim_matches('"') != md5 {
+                    return Err(BackendError::Check {
+                        key: key.to_string(),
+                        message: format!(
+                            "the server's ETag {} is not the MD5 {md5} of the bytes sent",
+                            put.etag
+                        ),
+                    });
+                }
+                progress(&UploadProgress {
+                    part_number: 1,
+                    part_size: len,
+                    reused: false,
+                    parts_done: 1,
+                    parts_total: 1,
+                    bytes_done: len,
+                    bytes_total: len,
+                });
+                return Ok((put.etag, d));
+            }
+            (_, Err(e @ BackendError::Source { .. })) => return Err(e),
+            (Err(e), _) if e.kind() == ErrorKind::Transient && attempt < retries => {
+                tracing::info!(key, attempt, "streamed upload failed, sending again: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200u64 << attempt.min(6)))
+                    .await;
+                attempt += 1;
+            }
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// A channel receiver as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
 /// True when the object already holds this content: an earlier run completed the upload
-/// but was stopped before it could clear the journal. Needs the SHA-256 in metadata to be
-/// sure; without it we start over.
+/// but was stopped before it could clear the journal. Needs the source's fingerprint in
+/// metadata to be sure; without it we start over.
 async fn already_complete(
     client: &S3Client,
     key: &str,
     len: u64,
-    sha256: &Option<String>,
+    fingerprint: &Option<(String, String)>,
 ) -> Result<Option<String>, BackendError> {
-    let Some(sha) = sha256 else {
+    let Some((name, value)) = fingerprint else {
         return Ok(None);
     };
     match client.head_object(key).await {
-        Ok(info) if info.size == len && info.metadata.get("sha256") == Some(sha) => {
+        Ok(info) if info.size == len && info.metadata.get(name) == Some(value) => {
             Ok(Some(info.etag))
         }
         Ok(_) => Ok(None),
@@ -281,16 +445,35 @@ fn is_no_such_upload(e: &BackendError) -> bool {
     e.s3_code() == Some("NoSuchUpload")
 }
 
-/// Uploads `source` to `key` as a multipart upload that survives restarts.
+/// The metadata entry that identifies the source: `fingerprint` (a hash of what the source
+/// is made of, known before reading it) or else `sha256`.
+fn fingerprint_of(metadata: &[(String, String)]) -> Option<(String, String)> {
+    ["fingerprint", "sha256"].iter().find_map(|name| {
+        metadata
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| (name.to_string(), v.clone()))
+    })
+}
+
+/// Uploads `source` to `key` as a multipart upload that survives restarts (or as one
+/// streamed PUT when it fits in one part).
 ///
-/// With a journal entry for `key` (same size, part size and SHA-256), the server's parts are
-/// listed and those matching the journal by number, size and ETag are kept; only the others
-/// are sent (a part on the server but not in the journal, finished just before a crash, is
-/// read again and kept without sending when its MD5 equals the server's ETag). Otherwise a new upload is created and journaled before any part is sent. Each
-/// finished part is journaled; the journal entry is cleared after completion. If the server
-/// no longer knows the upload (aborted, expired), it starts over. `metadata` becomes
-/// `x-amz-meta-*`; give `sha256` so a changed source is never completed from stale parts.
-/// `part_size` is usually [`S3Client::part_size`]; it is raised to fit 10,000 parts.
+/// The source is read once, in order, from its first byte, even when resuming: parts the
+/// server already holds are read and compared, not sent, and the whole object's SHA-256 and
+/// MD5 come out of the same pass ([`UploadOutcome::sha256`]). A source that fails while
+/// being read (a file that changed under an image) aborts the upload, so nothing is
+/// completed from bad bytes and nothing is left open.
+///
+/// With a journal entry for `key` (same size, part size and fingerprint), the server's parts
+/// are listed and those matching the journal by number, size and ETag are kept; a part on the
+/// server but not in the journal (finished just before a crash) is kept when its MD5 equals
+/// the server's ETag. Otherwise a new upload is created and journaled before any part is
+/// sent. Each finished part is journaled; the journal entry is cleared after completion. If
+/// the server no longer knows the upload (aborted, expired), it starts over. `metadata`
+/// becomes `x-amz-meta-*`; give a `fingerprint` (or `sha256`) entry so a changed source is
+/// never completed from stale parts. `part_size` is usually [`S3Client::part_size`]; it is
+/// raised to fit 10,000 parts.
 pub async fn upload_resumable(
     client: &S3Client,
     key: &str,
@@ -302,12 +485,11 @@ pub async fn upload_resumable(
 ) -> Result<UploadOutcome, BackendError> {
     let start_counts = client.counters().snapshot();
     let len = source.len();
-    let sha256 = metadata
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("sha256"))
-        .map(|(_, v)| v.clone());
+    let fingerprint = fingerprint_of(metadata);
+    let fp_value = fingerprint.as_ref().map(|(_, v)| v.clone());
     let outcome = |etag: String,
                    computed_etag: String,
+                   digests: Digests,
                    upload_id: Option<String>,
                    total,
                    uploaded,
@@ -315,6 +497,7 @@ pub async fn upload_resumable(
         Ok(UploadOutcome {
             etag,
             computed_etag,
+            sha256: hex::encode(digests.sha256),
             upload_id,
             parts_total: total,
             parts_uploaded: uploaded,
@@ -323,24 +506,13 @@ pub async fn upload_resumable(
         })
     };
 
-    if len == 0 {
-        // Multipart needs at least one part; an empty object is one PUT.
-        let etag = client.put_object(key, Vec::new(), metadata).await?;
-        journal.clear(key)?;
-        let empty_md5 = "\"d41d8cd98f00b204e9800998ecf8427e\"".to_string();
-        return outcome(etag, empty_md5, None, 0, 0, 0);
-    }
     let part_size = effective_part_size(part_size, len)?;
     if len <= part_size && journal.load(key)?.is_none() {
-        // One part's worth: a single PutObject is one billed request instead of three
-        // (create, part, complete), and as cheap to redo as a part would be to resume.
-        let (source, k) = (source.clone(), key.to_string());
-        let body = tokio::task::spawn_blocking(move || read_part(source.as_ref(), &k, 0, len))
-            .await
-            .map_err(|e| BackendError::Journal(format!("reader failed: {e}")))??;
-        let md5 = format!("\"{}\"", body.md5_hex);
-        let etag = client.put_object(key, body.data.clone(), metadata).await?;
-        return outcome(etag, md5, None, 1, 1, 0);
+        // One part's worth (or an empty object, which multipart cannot make): a single
+        // PutObject is one billed request instead of three (create, part, complete).
+        let (etag, d) = put_streamed(client, key, source, metadata, progress).await?;
+        let md5 = format!("\"{}\"", hex::encode(d.md5));
+        return outcome(etag, md5, d, None, 1, 1, 0);
     }
     let total = u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts");
     let size_of = |n: u32| -> u64 {
@@ -355,7 +527,7 @@ pub async fn upload_resumable(
     if let Some(old) = journal.load(key)? {
         let same_source = old.total_size == len
             && old.part_size == part_size
-            && old.source_sha256 == sha256
+            && old.source_sha256 == fp_value
             && old.key == key;
         if !same_source {
             tracing::info!(
@@ -392,10 +564,16 @@ pub async fn upload_resumable(
                     state = Some(kept);
                 }
                 Err(e) if is_no_such_upload(&e) => {
-                    if let Some(etag) = already_complete(client, key, len, &sha256).await? {
+                    if let Some(etag) = already_complete(client, key, len, &fingerprint).await? {
+                        // Completed before the crash: read the source once more for its
+                        // digests (nothing is sent).
+                        let (mut rx, reader) =
+                            spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8);
+                        while rx.recv().await.is_some() {}
+                        let d = reader_result(reader).await?;
                         journal.clear(key)?;
                         let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
-                        return outcome(etag, computed, Some(old.upload_id), total, 0, total);
+                        return outcome(etag, computed, d, Some(old.upload_id), total, 0, total);
                     }
                     tracing::info!(
                         key,
@@ -417,7 +595,7 @@ pub async fn upload_resumable(
                 upload_id,
                 part_size,
                 total_size: len,
-                source_sha256: sha256.clone(),
+                source_sha256: fp_value.clone(),
                 parts: Vec::new(),
             };
             // Journaled before any part is sent, so even a crash during the first part
@@ -427,136 +605,215 @@ pub async fn upload_resumable(
         }
     };
 
-    let mut reused = u32::try_from(state.parts.len()).expect("at most 10,000 parts");
-    let mut bytes_done: u64 = state.parts.iter().map(|p| p.size).sum();
-    let mut reused_bytes = 0;
-    for (i, p) in state.parts.iter().enumerate() {
-        reused_bytes += p.size;
-        progress(&UploadProgress {
-            part_number: p.number,
-            part_size: p.size,
-            reused: true,
-            parts_done: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            parts_total: total,
-            bytes_done: reused_bytes,
-            bytes_total: len,
-        });
-    }
-    let done: BTreeSet<u32> = state.parts.iter().map(|p| p.number).collect();
-    let mut pending: VecDeque<u32> = (1..=total).filter(|n| !done.contains(n)).collect();
-    let in_flight = client
-        .transfer()
-        .concurrency
-        .max(1)
-        .min(usize::try_from((MEMORY_BUDGET / part_size).max(1)).unwrap_or(1));
-
-    let unjournaled = Arc::new(unjournaled);
-    let mut uploaded: u32 = 0;
-    // Each task yields the finished part and whether it was sent (false: found on the server).
-    let mut tasks: JoinSet<Result<(DonePart, bool), BackendError>> = JoinSet::new();
-    loop {
-        while tasks.len() < in_flight {
-            let Some(n) = pending.pop_front() else { break };
-            let (client, source, key) = (client.clone(), source.clone(), key.to_string());
-            let upload_id = state.upload_id.clone();
-            let offset = u64::from(n - 1) * part_size;
-            let size = size_of(n);
-            let unjournaled = unjournaled.clone();
-            tasks.spawn(async move {
-                let k = key.clone();
-                let body = tokio::task::spawn_blocking(move || {
-                    read_part(source.as_ref(), &k, offset, size)
-                })
+    match send_parts(
+        client,
+        key,
+        source,
+        part_size,
+        total,
+        &mut state,
+        &unjournaled,
+        journal,
+        progress,
+    )
+    .await
+    {
+        Ok((digests, uploaded, reused)) => {
+            let list: Vec<(u32, String)> = state
+                .parts
+                .iter()
+                .map(|p| (p.number, p.etag.clone()))
+                .collect();
+            let etag = match client
+                .complete_multipart_upload(key, &state.upload_id, &list)
                 .await
-                .map_err(|e| BackendError::Journal(format!("part reader failed: {e}")))??;
-                let md5 = body.md5_hex.clone();
-                if let Some((server_size, server_etag)) = unjournaled.get(&n) {
-                    if *server_size == size && server_etag.trim_matches('"') == md5 {
-                        let etag = server_etag.clone();
-                        return Ok((
-                            DonePart {
-                                number: n,
-                                size,
-                                etag,
-                                md5,
-                            },
-                            false,
-                        ));
+            {
+                Ok(etag) => etag,
+                // A retried Complete whose first attempt succeeded finds the upload gone.
+                Err(e) if is_no_such_upload(&e) => {
+                    match already_complete(client, key, len, &fingerprint).await? {
+                        Some(etag) => etag,
+                        None => {
+                            journal.clear(key)?;
+                            return Err(e);
+                        }
                     }
                 }
-                let etag = client.upload_part(&key, &upload_id, n, &body).await?;
-                Ok((
-                    DonePart {
+                Err(e) => return Err(e),
+            };
+            journal.clear(key)?;
+            let computed = multipart_etag(state.parts.iter().map(|p| p.md5.as_str()));
+            outcome(
+                etag,
+                computed,
+                digests,
+                Some(state.upload_id),
+                total,
+                uploaded,
+                reused,
+            )
+        }
+        Err(e) if source_is_not_what_was_planned(&e) => {
+            // The source is not what the upload was started with: its parts can never be
+            // completed, so abort now rather than leave them billing. (Other read errors
+            // keep the upload, to resume.)
+            let _ = client.abort_multipart_upload(key, &state.upload_id).await;
+            journal.clear(key)?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// True for a source whose bytes differ from the ones the upload was started for: it failed
+/// with `InvalidData` (the engine's image reader says so when a file changed under the
+/// image), or no longer matches the parts already sent.
+fn source_is_not_what_was_planned(e: &BackendError) -> bool {
+    match e {
+        BackendError::Source { source, .. } => source.kind() == std::io::ErrorKind::InvalidData,
+        BackendError::Check { .. } => true,
+        _ => false,
+    }
+}
+
+/// Reads the source once in order, part by part, and sends the parts the server lacks, up to
+/// the transfer concurrency (within [`MEMORY_BUDGET`]) at once. Returns the source's digests
+/// and how many parts were sent and reused.
+#[allow(clippy::too_many_arguments)]
+async fn send_parts(
+    client: &S3Client,
+    key: &str,
+    source: Arc<dyn ByteSource>,
+    part_size: u64,
+    total: u32,
+    state: &mut UploadState,
+    unjournaled: &BTreeMap<u32, (u64, String)>,
+    journal: &dyn UploadJournal,
+    progress: &(dyn Fn(&UploadProgress) + Send + Sync),
+) -> Result<(Digests, u32, u32), BackendError> {
+    let len = source.len();
+    // Parts in memory: the one being read, one waiting in the channel, the ones in flight.
+    let in_memory = usize::try_from((MEMORY_BUDGET / part_size).max(3)).unwrap_or(3);
+    let in_flight = client.transfer().concurrency.max(1).min(in_memory - 2);
+    let unit = usize::try_from(part_size).map_err(|_| {
+        BackendError::invalid("s3", "a part does not fit in memory on this platform")
+    })?;
+    let (mut rx, reader) = spawn_reader(source, key.to_string(), unit, 1);
+    let journaled: BTreeMap<u32, DonePart> =
+        state.parts.iter().map(|p| (p.number, p.clone())).collect();
+    let (mut uploaded, mut reused) = (0u32, 0u32);
+    let mut bytes_done: u64 = 0;
+    let mut next: u32 = 1;
+    let mut tasks: JoinSet<Result<DonePart, BackendError>> = JoinSet::new();
+    let mut finish = |part: DonePart,
+                      sent: bool,
+                      state: &mut UploadState,
+                      bytes_done: &mut u64|
+     -> Result<(), BackendError> {
+        *bytes_done += part.size;
+        let (number, size) = (part.number, part.size);
+        if sent {
+            uploaded += 1;
+            state.parts.push(part);
+            state.parts.sort_by_key(|p| p.number);
+            journal.save(state)?;
+        } else {
+            reused += 1;
+        }
+        progress(&UploadProgress {
+            part_number: number,
+            part_size: size,
+            reused: !sent,
+            parts_done: uploaded + reused,
+            parts_total: total,
+            bytes_done: *bytes_done,
+            bytes_total: len,
+        });
+        Ok(())
+    };
+    loop {
+        // Take the next part from the reader when a slot is free.
+        if next <= total && tasks.len() < in_flight {
+            let chunk = tokio::select! {
+                c = rx.recv() => c,
+                Some(joined) = tasks.join_next() => {
+                    let part = joined
+                        .map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
+                    finish(part, true, state, &mut bytes_done)?;
+                    continue;
+                }
+            };
+            let data = match chunk {
+                Some(Ok(b)) => b,
+                // The reader reports its own error below.
+                Some(Err(_)) | None => {
+                    drop(rx);
+                    tasks.abort_all();
+                    return Err(match reader_result(reader).await {
+                        Err(e) => e,
+                        Ok(_) => BackendError::Journal("the source ended early".into()),
+                    });
+                }
+            };
+            let n = next;
+            next += 1;
+            let body = tokio::task::spawn_blocking(move || PartBody::new(data))
+                .await
+                .map_err(|e| BackendError::Journal(format!("part hashing failed: {e}")))?;
+            if let Some(done) = journaled.get(&n) {
+                if done.md5 != body.md5_hex {
+                    return Err(BackendError::Check {
+                        key: key.to_string(),
+                        message: format!(
+                            "part {n} read now differs from the one sent by the interrupted upload; starting over"
+                        ),
+                    });
+                }
+                finish(done.clone(), false, state, &mut bytes_done)?;
+                continue;
+            }
+            if let Some((server_size, server_etag)) = unjournaled.get(&n) {
+                if *server_size == body.data.len() as u64
+                    && server_etag.trim_matches('"') == body.md5_hex
+                {
+                    let part = DonePart {
                         number: n,
-                        size,
-                        etag,
-                        md5,
-                    },
-                    true,
-                ))
+                        size: *server_size,
+                        etag: server_etag.clone(),
+                        md5: body.md5_hex.clone(),
+                    };
+                    state.parts.push(part.clone());
+                    state.parts.sort_by_key(|p| p.number);
+                    journal.save(state)?;
+                    finish(part, false, state, &mut bytes_done)?;
+                    continue;
+                }
+            }
+            let (client, key, upload_id) =
+                (client.clone(), key.to_string(), state.upload_id.clone());
+            tasks.spawn(async move {
+                let etag = client.upload_part(&key, &upload_id, n, &body).await?;
+                Ok(DonePart {
+                    number: n,
+                    size: body.data.len() as u64,
+                    etag,
+                    md5: body.md5_hex,
+                })
             });
+            continue;
         }
         let Some(joined) = tasks.join_next().await else {
             break;
         };
         // An error drops `tasks`, which aborts the other parts; the journal keeps the ones
         // that finished, for the next run.
-        let (part, sent) =
+        let part =
             joined.map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
-        bytes_done += part.size;
-        if sent {
-            uploaded += 1;
-        } else {
-            reused += 1;
-        }
-        let number = part.number;
-        let size = part.size;
-        state.parts.push(part);
-        state.parts.sort_by_key(|p| p.number);
-        journal.save(&state)?;
-        progress(&UploadProgress {
-            part_number: number,
-            part_size: size,
-            reused: !sent,
-            parts_done: u32::try_from(state.parts.len()).unwrap_or(u32::MAX),
-            parts_total: total,
-            bytes_done,
-            bytes_total: len,
-        });
+        finish(part, true, state, &mut bytes_done)?;
     }
-
-    let list: Vec<(u32, String)> = state
-        .parts
-        .iter()
-        .map(|p| (p.number, p.etag.clone()))
-        .collect();
-    let etag = match client
-        .complete_multipart_upload(key, &state.upload_id, &list)
-        .await
-    {
-        Ok(etag) => etag,
-        // A retried Complete whose first attempt succeeded finds the upload gone.
-        Err(e) if is_no_such_upload(&e) => {
-            match already_complete(client, key, len, &sha256).await? {
-                Some(etag) => etag,
-                None => {
-                    journal.clear(key)?;
-                    return Err(e);
-                }
-            }
-        }
-        Err(e) => return Err(e),
-    };
-    journal.clear(key)?;
-    let computed = multipart_etag(state.parts.iter().map(|p| p.md5.as_str()));
-    outcome(
-        etag,
-        computed,
-        Some(state.upload_id),
-        total,
-        uploaded,
-        reused,
-    )
+    drop(rx);
+    let digests = reader_result(reader).await?;
+    Ok((digests, uploaded, reused))
 }
 
 /// The ETag S3 gives a multipart object, from its parts' hex MD5s in order.

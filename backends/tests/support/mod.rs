@@ -97,6 +97,7 @@ pub fn config(endpoint: &str, bucket: &str, key: &str, secret: &str) -> S3Config
         thaw_tier: None,
         thaw_days: None,
         part_size: None,
+        single_put_max: None,
     }
 }
 
@@ -167,6 +168,8 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub struct FailingSource {
     pub data: std::sync::Arc<Vec<u8>>,
     pub fail_after: u64,
+    /// Fail with `InvalidData`, as the image reader does when a file changed under it.
+    pub changed: bool,
 }
 
 impl ByteSource for FailingSource {
@@ -179,11 +182,17 @@ impl ByteSource for FailingSource {
             data: std::sync::Arc<Vec<u8>>,
             pos: u64,
             fail_after: u64,
+            changed: bool,
         }
         impl Read for R {
             fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
                 if self.pos >= self.fail_after {
-                    return Err(std::io::Error::other("injected source failure"));
+                    let kind = if self.changed {
+                        std::io::ErrorKind::InvalidData
+                    } else {
+                        std::io::ErrorKind::Other
+                    };
+                    return Err(std::io::Error::new(kind, "injected source failure"));
                 }
                 let end = (self.pos + buf.len() as u64)
                     .min(self.fail_after)
@@ -198,6 +207,7 @@ impl ByteSource for FailingSource {
             data: self.data.clone(),
             pos: offset,
             fail_after: self.fail_after,
+            changed: self.changed,
         }))
     }
 }
