@@ -510,3 +510,60 @@ fn a_file_changed_under_an_image_is_left_out_and_nothing_wrong_is_stored() {
         .iter()
         .any(|f| f.ends_with(".partial")));
 }
+
+/// Originals that changed or vanished after they were staged are packed from their staged
+/// copies (streamed to a temporary file and checked), never from the new bytes.
+#[test]
+fn staged_copies_stand_in_for_originals_that_changed_or_vanished() {
+    let env = Env::new();
+    library(&env, 4, 60_000);
+    let lib = env.lib();
+    let r = env.json(&["backup", lib.to_str().unwrap()], 0);
+    assert_eq!(r[0]["staged_files"], 4, "{r}");
+    let files = files_under(&lib);
+    let changed = lib.join(files.iter().find(|f| f.ends_with("IMG_0001.jpg")).unwrap());
+    let gone = lib.join(files.iter().find(|f| f.ends_with("IMG_0003.jpg")).unwrap());
+    let old = std::fs::read(&changed).unwrap();
+    let old_gone = std::fs::read(&gone).unwrap();
+    std::fs::write(&changed, b"new bytes, not scanned yet").unwrap();
+    std::fs::remove_file(&gone).unwrap();
+
+    let r = env.json(&["sync", "--site", "local", "--pack-now"], 0);
+    assert_eq!(r[0]["ok"], true, "{r}");
+    assert_eq!(r[0]["archived_files"], 4, "{r}");
+    assert_eq!(r[0]["skipped_changed"], 0, "{r}");
+    let archive = data_dir(&env).join("local/archive");
+    let image = files_under(&archive)
+        .into_iter()
+        .find(|f| f.ends_with(".iso"))
+        .unwrap();
+    let out_dir = env.path().join("extracted");
+    let out = env
+        .cmd()
+        .args(["iso", "extract", "--to"])
+        .arg(&out_dir)
+        .arg(archive.join(&image))
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let extracted = files_under(&out_dir);
+    let find = |name: &str| {
+        std::fs::read(
+            out_dir.join(
+                extracted
+                    .iter()
+                    .find(|f| f.ends_with(name))
+                    .unwrap_or_else(|| panic!("{name} in {extracted:?}")),
+            ),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        find("IMG_0001.jpg"),
+        old,
+        "the scanned version, from its staged copy"
+    );
+    assert_eq!(find("IMG_0003.jpg"), old_gone);
+    // No temporary copies left behind.
+    assert!(files_under(&data_dir(&env).join("tmp")).is_empty());
+}

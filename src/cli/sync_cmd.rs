@@ -146,33 +146,36 @@ fn dry_run_cost(ctx: &Context, r: &SiteReport) -> (u64, f64) {
     let Some(cfg) = ctx.config.config.sites.get(&r.site) else {
         return (0, 0.0);
     };
-    // Stage: a PUT per file (large files in 64 MiB parts) and a HEAD to verify it.
-    let stage_puts = r.staged_files; // each at least one PUT
-    let stage_heads = r.staged_files;
-    let part = match &cfg.archive {
+    // Stage: a PUT per file; a HEAD to verify it only where the PUT's answer carries no MD5.
+    let stage_puts = r.staged_files;
+    let stage_heads = match &cfg.stage {
+        lomob_backends::BackendConfig::S3(_) => 0,
+        _ => r.staged_files,
+    };
+    // Archive, per image: one PUT up to single-put-max, else create + parts + complete; one
+    // PUT for its catalog; HEADs before and after.
+    let (part, single_max) = match &cfg.archive {
         lomob_backends::BackendConfig::S3(c) | lomob_backends::BackendConfig::Glacier(c) => {
-            c.part_size().bytes()
+            (c.part_size().bytes(), c.single_put_max().bytes())
         }
-        _ => 64 << 20,
+        _ => (64 << 20, u64::MAX),
     };
     let per_image = if r.images.is_empty() {
         0
     } else {
         r.archived_bytes / r.images.len() as u64
     };
-    let archive_puts: u64 = r
-        .images
-        .iter()
-        .map(|_| cost::upload_requests(per_image, part) + 1)
-        .sum();
+    let image_requests = if per_image <= single_max {
+        1
+    } else {
+        cost::upload_requests(per_image, part)
+    };
+    let archive_puts: u64 = r.images.len() as u64 * (image_requests + 1);
+    let archive_heads = r.images.len() as u64 * 3;
     let stage_cost = cost::request_cost(&cost::prices(&cfg.stage), stage_puts, stage_heads);
-    let archive_cost = cost::request_cost(
-        &cost::prices(&cfg.archive),
-        archive_puts,
-        r.images.len() as u64,
-    );
+    let archive_cost = cost::request_cost(&cost::prices(&cfg.archive), archive_puts, archive_heads);
     (
-        stage_puts + stage_heads + archive_puts + r.images.len() as u64,
+        stage_puts + stage_heads + archive_puts + archive_heads,
         stage_cost + archive_cost,
     )
 }

@@ -71,6 +71,11 @@ impl<S: Stage> Stage for Counting<S> {
         self.inner.read_range(key, range).await
     }
 
+    async fn download(&self, key: &str, dest: &Path) -> Result<([u8; 32], u64), StoreError> {
+        self.counter.add(Request::Get, 1);
+        self.inner.download(key, dest).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.counter.add(Request::Delete, 1);
         self.inner.delete(key).await

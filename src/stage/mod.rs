@@ -48,6 +48,10 @@ pub trait Stage: Send + Sync {
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError>;
 
+    /// Streams the whole object into a new local file at `dest`, in bounded memory, and
+    /// returns its SHA-256 and length.
+    async fn download(&self, key: &str, dest: &Path) -> Result<([u8; 32], u64), StoreError>;
+
     /// Deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 

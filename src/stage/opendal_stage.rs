@@ -185,6 +185,43 @@ impl Stage for OpendalStage {
         Ok(b.to_vec())
     }
 
+    async fn download(&self, key: &str, dest: &Path) -> Result<([u8; 32], u64), StoreError> {
+        use futures::TryStreamExt;
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        let local = |e: std::io::Error| {
+            StoreError::check(
+                &self.info,
+                "download",
+                key,
+                format!("cannot write {}: {e}", dest.display()),
+            )
+        };
+        let mut stream = self
+            .op
+            .reader_with(key)
+            .chunk(READ_BUF)
+            .await
+            .map_err(|e| self.err("read", key, e))?
+            .into_bytes_stream(..)
+            .await
+            .map_err(|e| self.err("read", key, e))?;
+        let mut out = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut sha = Sha256::new();
+        let mut len = 0u64;
+        while let Some(b) = stream
+            .try_next()
+            .await
+            .map_err(|e| StoreError::check(&self.info, "read", key, e.to_string()))?
+        {
+            sha.update(&b);
+            len += b.len() as u64;
+            out.write_all(&b).await.map_err(local)?;
+        }
+        out.flush().await.map_err(local)?;
+        Ok((sha.finalize().into(), len))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self.op.delete(key).await {
             Ok(()) => Ok(()),

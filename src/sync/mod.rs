@@ -18,7 +18,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use lomob_backends::ByteSize;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::archive::ByteSource;
 use crate::iso::{IsoError, IsoPlan, VolumeInfo};
@@ -538,24 +537,26 @@ fn tempdir_for(site: &Site) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Downloads a staged copy to use in an image instead of a local original that changed.
+/// Downloads a staged copy to use in an image instead of a local original that changed,
+/// streaming it to a temporary file (a staged video may be larger than memory), and checks
+/// it against the recorded SHA-256.
 async fn download_staged(
     site: &Site,
     w: &WantedContent,
     tmp: &std::path::Path,
 ) -> anyhow::Result<PathBuf> {
     let s = w.staged.as_ref().expect("caller checked");
-    let bytes = site.stage.read_range(&s.key, 0..w.size).await?;
-    let got: [u8; 32] = Sha256::digest(&bytes).into();
-    if got != w.sha256 {
+    let p = tmp.join(hex::encode(w.content));
+    let (got, len) = site.stage.download(&s.key, &p).await?;
+    if got != w.sha256 || len != w.size {
+        let _ = std::fs::remove_file(&p);
         anyhow::bail!(
-            "site {}: the staged copy {} does not match its recorded SHA-256; it will be staged again",
+            "site {}: the staged copy {} of {} does not match its recorded size and SHA-256, and the original has changed since: this version cannot be archived (the current one is backed up after the next scan)",
             site.name,
-            s.key
+            s.key,
+            w.source.display()
         );
     }
-    let p = tmp.join(hex::encode(w.content));
-    std::fs::write(&p, &bytes)?;
     Ok(p)
 }
 
