@@ -583,6 +583,48 @@ async fn retries_recover_from_resets_stalls_and_truncated_answers() {
         assert!(setup.list_multipart_uploads(&key).await.unwrap().is_empty());
     }
 
+    // The same faults on one streamed PUT: each failed attempt sends the object again from
+    // its first byte (a stream cannot be replayed), until one goes through whole.
+    for (fault, n) in [(Fault::Reset, 2), (Fault::Truncate, 2), (Fault::Stall, 1)] {
+        let proxy = FaultProxy::start(upstream(&server), fault, n).await;
+        let t = TransferConfig {
+            retries: 4,
+            timeout_secs: 2,
+            concurrency: 2,
+            bandwidth_limit: None,
+        };
+        let via = Server {
+            endpoint: proxy.endpoint(),
+            ..server.clone()
+        };
+        let c = client_for(&via, setup.bucket(), StorageClass::Standard, &t);
+        let dir = tempfile::tempdir().unwrap();
+        let journal = JsonFileJournal::new(dir.path().join("j.json"));
+        let key = format!("single-{fault:?}.iso");
+        let out = upload_resumable(
+            &c,
+            &key,
+            Arc::new(MemSource(data.clone())),
+            16 * MIB,
+            &meta(&[("fingerprint", &sha)]),
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("single PUT, {fault:?}: {e}"));
+        assert_eq!(proxy.faults_left(), 0, "{fault:?}: all faults were hit");
+        assert_eq!(
+            out.requests.put,
+            n as u64 + 1,
+            "{fault:?}: {:?}",
+            out.requests
+        );
+        assert_eq!(out.requests.post, 0, "{fault:?}");
+        assert_eq!(out.sha256, sha, "{fault:?}");
+        let back = setup.get_object(&key, None).await.unwrap();
+        assert_eq!(sha256_hex(&back), sha, "{fault:?}");
+    }
+
     // Faults that never stop end as a transient error, after the configured retries.
     let proxy = FaultProxy::start(upstream(&server), Fault::Reset, usize::MAX).await;
     let via = Server {

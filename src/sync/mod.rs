@@ -163,8 +163,13 @@ async fn run(
     if opts.dry_run {
         r.staged_files = to_stage.len() as u64;
         r.staged_bytes = to_stage.iter().map(|w| w.size).sum();
-    } else {
-        stage_all(m, site, &to_stage, opts, r).await?;
+    } else if !to_stage.is_empty() {
+        if let Err(e) = stage_all(m, site, &to_stage, opts, r).await {
+            if let Some(a) = archive_failed {
+                r.fail(format!("{a:#}"));
+            }
+            return Err(e);
+        }
     }
 
     r.pending_bytes = if opts.dry_run {
