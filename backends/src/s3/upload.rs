@@ -257,6 +257,7 @@ fn spawn_reader(
     key: String,
     unit: usize,
     depth: usize,
+    budget: Option<Arc<tokio::sync::Semaphore>>,
 ) -> (
     tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
     tokio::task::JoinHandle<Result<Digests, BackendError>>,
@@ -264,6 +265,7 @@ fn spawn_reader(
     use md5::{Digest as _, Md5};
     use sha2::Sha256;
     let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
+    let runtime = tokio::runtime::Handle::current();
     let handle = tokio::task::spawn_blocking(move || {
         let len = source.len();
         let mut offset = 0u64;
@@ -277,6 +279,18 @@ fn spawn_reader(
             let (mut sha, mut md5) = (Sha256::new(), Md5::new());
             while offset < len {
                 let want = usize::try_from((len - offset).min(unit as u64)).unwrap_or(unit);
+                // One permit per unit in memory, given back by the consumer when it is done
+                // with the unit: bounds the parts read ahead plus the parts in flight.
+                if let Some(b) = &budget {
+                    match runtime.block_on(b.acquire()) {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => {
+                            return Err(BackendError::Journal(
+                                "the upload stopped before the source was read".into(),
+                            ))
+                        }
+                    }
+                }
                 let mut buf = vec![0u8; want];
                 let mut got = 0;
                 while got < want {
@@ -346,7 +360,7 @@ pub async fn put_streamed(
     let retries = client.transfer().retries;
     let mut attempt = 0usize;
     loop {
-        let (rx, reader) = spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8);
+        let (rx, reader) = spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8, None);
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let body = {
             let sent = sent.clone();
@@ -568,7 +582,7 @@ pub async fn upload_resumable(
                         // Completed before the crash: read the source once more for its
                         // digests (nothing is sent).
                         let (mut rx, reader) =
-                            spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8);
+                            spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8, None);
                         while rx.recv().await.is_some() {}
                         let d = reader_result(reader).await?;
                         journal.clear(key)?;
@@ -692,13 +706,14 @@ async fn send_parts(
     progress: &(dyn Fn(&UploadProgress) + Send + Sync),
 ) -> Result<(Digests, u32, u32), BackendError> {
     let len = source.len();
-    // Parts in memory: the one being read, one waiting in the channel, the ones in flight.
-    let in_memory = usize::try_from((MEMORY_BUDGET / part_size).max(3)).unwrap_or(3);
-    let in_flight = client.transfer().concurrency.max(1).min(in_memory - 2);
+    // Parts in memory (read ahead, or in flight) stay within the budget, with at least one.
+    let in_memory = usize::try_from((MEMORY_BUDGET / part_size).max(1)).unwrap_or(1);
+    let in_flight = client.transfer().concurrency.max(1).min(in_memory);
     let unit = usize::try_from(part_size).map_err(|_| {
         BackendError::invalid("s3", "a part does not fit in memory on this platform")
     })?;
-    let (mut rx, reader) = spawn_reader(source, key.to_string(), unit, 1);
+    let budget = Arc::new(tokio::sync::Semaphore::new(in_memory));
+    let (mut rx, reader) = spawn_reader(source, key.to_string(), unit, 1, Some(budget.clone()));
     let journaled: BTreeMap<u32, DonePart> =
         state.parts.iter().map(|p| (p.number, p.clone())).collect();
     let (mut uploaded, mut reused) = (0u32, 0u32);
@@ -710,6 +725,8 @@ async fn send_parts(
                       state: &mut UploadState,
                       bytes_done: &mut u64|
      -> Result<(), BackendError> {
+        // Its buffer is gone: the reader may read one more part.
+        budget.add_permits(1);
         *bytes_done += part.size;
         let (number, size) = (part.number, part.size);
         if sent {
