@@ -1,6 +1,6 @@
 //! Benchmark helper: produce one ISO image of everything a manifest holds into a sink,
-//! without writing it anywhere (what `lomob sync` does before an upload: `verify_image` in
-//! `src/sync/mod.rs` streams the whole image once into SHA-256).
+//! without writing it anywhere: the reading side of what `lomob sync` does while it uploads an
+//! image (the upload driver reads the image once, in order, into SHA-256 and MD5).
 //!
 //!   cargo run --release --example iso_sink -- DB [--sink sha256|null] [--buf BYTES]
 //!

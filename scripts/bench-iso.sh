@@ -225,7 +225,7 @@ echo
 echo "- lomob: \`lomob --db DB --no-progress iso create -s 5GB --out OUT\` on a copy of a manifest made by one untimed \`lomob scan\` (one 3.1 GB image; lomob reads, checks each file's SHA-256, hashes the image and fsyncs it)."
 echo "- genisoimage: \`genisoimage -quiet -R -J -o OUT/gen.iso MEDIA && sync OUT/gen.iso\`."
 echo "- xorriso: \`xorriso -as mkisofs -quiet -R -J -iso-level 3 -o OUT/xor.iso MEDIA && sync OUT/xor.iso\`."
-echo "- hashing sink: \`target/release/examples/iso_sink DB\` (\`examples/iso_sink.rs\`): plans the same image and streams it through \`ImageReader\` into SHA-256 in 4 MiB reads, as \`verify_image\` in \`src/sync/mod.rs\` does before an upload; nothing is written."
+echo "- hashing sink: \`target/release/examples/iso_sink DB\` (\`examples/iso_sink.rs\`): plans the same image and streams it through \`ImageReader\` into SHA-256 in 4 MiB reads, the reading side of an image upload in \`lomob sync\`; nothing is written."
 echo
 echo "Before every run: outputs deleted, manifest copy restored, \`sync\` (untimed); cold runs also \`echo 3 > /proc/sys/vm/drop_caches\`. Outputs go to the same disk as the corpus. Noise: the machine is shared with another engineer's builds; load average was $LOAD_BEFORE before and $LOAD_AFTER after."
 echo

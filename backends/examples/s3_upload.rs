@@ -7,10 +7,10 @@
 //! AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. cargo run -p lomob-backends --example s3_upload -- \
 //!     --endpoint http://127.0.0.1:9000 --bucket b --key archive/x.iso --file x.iso \
 //!     --journal x.journal.json [--part-size 268435456] [--concurrency 4] \
-//!     [--bandwidth 10000000] [--class DEEP_ARCHIVE] [--no-sha256]
+//!     [--bandwidth 10000000] [--class DEEP_ARCHIVE] [--no-fingerprint]
 //! ```
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +23,7 @@ fn usage(msg: &str) -> ! {
     eprintln!("s3_upload: {msg}");
     eprintln!(
         "usage: s3_upload --endpoint URL --bucket B --key K --file PATH --journal PATH \
-         [--part-size BYTES] [--concurrency N] [--bandwidth BYTES_PER_SEC] [--class CLASS] [--no-sha256]"
+         [--part-size BYTES] [--concurrency N] [--bandwidth BYTES_PER_SEC] [--class CLASS] [--no-fingerprint]"
     );
     std::process::exit(2)
 }
@@ -58,7 +58,7 @@ fn main() {
                 class = serde_json::from_str(&format!("\"{}\"", val()))
                     .unwrap_or_else(|_| usage("bad --class"))
             }
-            "--no-sha256" => hash = false,
+            "--no-fingerprint" | "--no-sha256" => hash = false,
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -96,21 +96,19 @@ fn main() {
         std::process::exit(1)
     });
     let source = FileSource::open(&file).unwrap_or_else(|e| usage(&format!("{file}: {e}")));
+    // The file's identity without reading it (path, size, mtime): ties a resumed upload to the
+    // same version of the file. The driver computes the SHA-256 while it sends.
     let mut metadata = Vec::new();
     if hash {
-        let mut f = std::fs::File::open(&file).unwrap_or_else(|e| usage(&format!("{file}: {e}")));
+        let md = std::fs::metadata(&file).unwrap_or_else(|e| usage(&format!("{file}: {e}")));
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
         let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .unwrap_or_else(|e| usage(&format!("{file}: {e}")));
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        metadata.push(("sha256".to_string(), hex::encode(h.finalize())));
+        h.update(format!("{file}\0{}\0{mtime}", md.len()).as_bytes());
+        metadata.push(("fingerprint".to_string(), hex::encode(h.finalize())));
     }
     let journal = JsonFileJournal::new(journal);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -142,8 +140,9 @@ fn main() {
         Ok(o) => {
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "done etag={} parts={} uploaded={} reused={} upload_part_requests={} put={} post={} list={} head={} seconds={secs:.3}",
+                "done etag={} sha256={} parts={} uploaded={} reused={} upload_part_requests={} put={} post={} list={} head={} seconds={secs:.3}",
                 o.etag,
+                o.sha256,
                 o.parts_total,
                 o.parts_uploaded,
                 o.parts_reused,

@@ -250,7 +250,7 @@ pub struct PartBody {
     pub md5_base64: String,
     /// Hex MD5, which is what S3 returns as a part's ETag.
     pub md5_hex: String,
-    /// Hex SHA-256 for the SigV4 payload hash.
+    /// Hex SHA-256 for the SigV4 payload hash, or `UNSIGNED-PAYLOAD`.
     pub sha256_hex: String,
 }
 
@@ -262,6 +262,19 @@ impl PartBody {
             md5_base64: base64::engine::general_purpose::STANDARD.encode(md5),
             md5_hex: hex::encode(md5),
             sha256_hex: sigv4::sha256_hex(&data),
+            data,
+        }
+    }
+}
+
+impl PartBody {
+    /// A part whose MD5 was computed while it was read: sent with Content-MD5 (which the
+    /// server checks) and an unsigned payload, so its bytes are hashed once, not twice.
+    pub fn with_md5(data: Bytes, md5: [u8; 16]) -> PartBody {
+        PartBody {
+            md5_base64: base64::engine::general_purpose::STANDARD.encode(md5),
+            md5_hex: hex::encode(md5),
+            sha256_hex: sigv4::UNSIGNED_PAYLOAD.to_string(),
             data,
         }
     }

@@ -239,7 +239,20 @@ pub fn effective_part_size(requested: u64, len: u64) -> Result<u64, BackendError
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Digests {
     pub sha256: [u8; 32],
-    pub md5: [u8; 16],
+    /// The whole object's MD5, when it was asked for (one PUT: its ETag).
+    pub md5: Option<[u8; 16]>,
+}
+
+/// One unit of the source as read, with its MD5 when each unit is a part.
+type Unit = (Bytes, Option<[u8; 16]>);
+
+/// Which MD5s the reader computes besides the SHA-256 of everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Md5Of {
+    /// The whole object (the ETag of one PUT).
+    Whole,
+    /// Each unit (a part's Content-MD5 and ETag).
+    EachUnit,
 }
 
 /// Chunks of the streamed single PUT: small, so memory stays low and progress is smooth.
@@ -256,10 +269,11 @@ fn spawn_reader(
     source: Arc<dyn ByteSource>,
     key: String,
     unit: usize,
+    md5_of: Md5Of,
     depth: usize,
     budget: Option<Arc<tokio::sync::Semaphore>>,
 ) -> (
-    tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    tokio::sync::mpsc::Receiver<std::io::Result<Unit>>,
     tokio::task::JoinHandle<Result<Digests, BackendError>>,
 ) {
     use md5::{Digest as _, Md5};
@@ -313,9 +327,15 @@ fn spawn_reader(
                     }
                 }
                 sha2::Digest::update(&mut sha, &buf);
-                md5.update(&buf);
+                let unit_md5 = match md5_of {
+                    Md5Of::Whole => {
+                        md5.update(&buf);
+                        None
+                    }
+                    Md5Of::EachUnit => Some(Md5::digest(&buf).into()),
+                };
                 offset += want as u64;
-                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                if tx.blocking_send(Ok((Bytes::from(buf), unit_md5))).is_err() {
                     return Err(BackendError::Journal(
                         "the upload stopped before the source was read".into(),
                     ));
@@ -323,7 +343,7 @@ fn spawn_reader(
             }
             Ok(Digests {
                 sha256: sha2::Digest::finalize(sha).into(),
-                md5: md5.finalize().into(),
+                md5: (md5_of == Md5Of::Whole).then(|| md5.finalize().into()),
             })
         })();
         if let Err(BackendError::Source { source, .. }) = &result {
@@ -360,14 +380,22 @@ pub async fn put_streamed(
     let retries = client.transfer().retries;
     let mut attempt = 0usize;
     loop {
-        let (rx, reader) = spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8, None);
+        let (rx, reader) = spawn_reader(
+            source.clone(),
+            key.to_string(),
+            STREAM_CHUNK,
+            Md5Of::Whole,
+            8,
+            None,
+        );
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let body = {
             let sent = sent.clone();
-            tokio_stream_of(rx).inspect(move |c| {
-                if let Ok(b) = c {
+            tokio_stream_of(rx).map(move |c| {
+                c.map(|(b, _)| {
                     sent.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
+                    b
+                })
             })
         };
         let put = client.put_object_stream(key, len, body, metadata);
@@ -392,7 +420,7 @@ pub async fn put_streamed(
         let digests = reader_result(reader).await;
         match (result, digests) {
             (Ok(put), Ok(d)) => {
-                let md5 = hex::encode(d.md5);
+                let md5 = hex::encode(d.md5.unwrap_or_default());
                 if !put.kms && put.etag.trim_matches('"') != md5 {
                     return Err(BackendError::Check {
                         key: key.to_string(),
@@ -525,7 +553,7 @@ pub async fn upload_resumable(
         // One part's worth (or an empty object, which multipart cannot make): a single
         // PutObject is one billed request instead of three (create, part, complete).
         let (etag, d) = put_streamed(client, key, source, metadata, progress).await?;
-        let md5 = format!("\"{}\"", hex::encode(d.md5));
+        let md5 = format!("\"{}\"", hex::encode(d.md5.unwrap_or_default()));
         return outcome(etag, md5, d, None, 1, 1, 0);
     }
     let total = u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts");
@@ -581,8 +609,14 @@ pub async fn upload_resumable(
                     if let Some(etag) = already_complete(client, key, len, &fingerprint).await? {
                         // Completed before the crash: read the source once more for its
                         // digests (nothing is sent).
-                        let (mut rx, reader) =
-                            spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, 8, None);
+                        let (mut rx, reader) = spawn_reader(
+                            source.clone(),
+                            key.to_string(),
+                            STREAM_CHUNK,
+                            Md5Of::Whole,
+                            8,
+                            None,
+                        );
                         while rx.recv().await.is_some() {}
                         let d = reader_result(reader).await?;
                         journal.clear(key)?;
@@ -713,7 +747,14 @@ async fn send_parts(
         BackendError::invalid("s3", "a part does not fit in memory on this platform")
     })?;
     let budget = Arc::new(tokio::sync::Semaphore::new(in_memory));
-    let (mut rx, reader) = spawn_reader(source, key.to_string(), unit, 1, Some(budget.clone()));
+    let (mut rx, reader) = spawn_reader(
+        source,
+        key.to_string(),
+        unit,
+        Md5Of::EachUnit,
+        1,
+        Some(budget.clone()),
+    );
     let journaled: BTreeMap<u32, DonePart> =
         state.parts.iter().map(|p| (p.number, p.clone())).collect();
     let (mut uploaded, mut reused) = (0u32, 0u32);
@@ -760,10 +801,10 @@ async fn send_parts(
                     continue;
                 }
             };
-            let data = match chunk {
-                Some(Ok(b)) => b,
+            let (data, md5) = match chunk {
+                Some(Ok((b, Some(md5)))) => (b, md5),
                 // The reader reports its own error below.
-                Some(Err(_)) | None => {
+                Some(Ok((_, None))) | Some(Err(_)) | None => {
                     drop(rx);
                     tasks.abort_all();
                     return Err(match reader_result(reader).await {
@@ -774,9 +815,7 @@ async fn send_parts(
             };
             let n = next;
             next += 1;
-            let body = tokio::task::spawn_blocking(move || PartBody::new(data))
-                .await
-                .map_err(|e| BackendError::Journal(format!("part hashing failed: {e}")))?;
+            let body = PartBody::with_md5(data, md5);
             if let Some(done) = journaled.get(&n) {
                 if done.md5 != body.md5_hex {
                     return Err(BackendError::Check {
