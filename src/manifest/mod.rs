@@ -126,18 +126,34 @@ impl Manifest {
             source,
         })?;
         let lock = DbLock::acquire(path)?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path.join("db"))
             // The default cache is 1 GB; rescans stream through records once, so a small
             // cache costs little and keeps lomob light on a home server.
             .cache_capacity(64 << 20)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(2000))
-            .open()
-            .map_err(|e| ManifestError::Open {
-                path: path.to_path_buf(),
-                source: Box::new(e),
-            })?;
+            .flush_every_ms(Some(2000));
+        // Our lock says no other process has the database, so sled's own file lock can only
+        // be held by a handle this process just dropped: sled's flusher thread lets it go a
+        // moment after the drop. Wait for that rather than fail.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(ManifestError::Open {
+                        path: path.to_path_buf(),
+                        source: Box::new(e),
+                    })
+                }
+            }
+        };
         let m = Manifest {
             path: path.to_path_buf(),
             meta: db.open_tree("meta")?,
