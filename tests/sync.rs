@@ -567,3 +567,85 @@ fn staged_copies_stand_in_for_originals_that_changed_or_vanished() {
     // No temporary copies left behind.
     assert!(files_under(&data_dir(&env).join("tmp")).is_empty());
 }
+
+/// By default a staged copy of a file deleted locally is archived like any other; with
+/// `stage-retention-days` it is removed from the stage once the file has been gone that long,
+/// and never archived. Nothing archived is touched.
+#[test]
+fn stage_retention_frees_copies_of_deleted_files_only_when_asked() {
+    let env = Env::new();
+    library(&env, 3, 20_000);
+    let root = env.path().display().to_string();
+    let cfg = config(
+        &env,
+        &format!(
+            r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.keep]
+stage = {{ kind = "fs", root = "{root}/keep-stage" }}
+archive = {{ kind = "fs", root = "{root}/keep-archive" }}
+
+[sites.trim]
+stage-retention-days = 0
+stage = {{ kind = "fs", root = "{root}/trim-stage" }}
+archive = {{ kind = "fs", root = "{root}/trim-archive" }}
+"#
+        ),
+    );
+    let r = env.json(&["--config", &cfg, "backup"], 0);
+    for s in r.as_array().unwrap() {
+        assert_eq!(s["staged_files"], 3, "{r}");
+    }
+    let lib = env.lib();
+    let victim = files_under(&lib)
+        .into_iter()
+        .find(|f| f.ends_with("IMG_0001.jpg"))
+        .unwrap();
+    std::fs::remove_file(lib.join(&victim)).unwrap();
+    // And an edit: the staged older version is gone locally too.
+    let edited = files_under(&lib)
+        .into_iter()
+        .find(|f| f.ends_with("IMG_0002.jpg"))
+        .unwrap();
+    std::fs::write(lib.join(&edited), b"edited since").unwrap();
+    // The rescan records both; the dry run shows what would expire.
+    env.json(&["--config", &cfg, "scan"], 0);
+    let dry = env.json(&["--config", &cfg, "sync", "--all", "--dry-run"], 0);
+    let by = |v: &serde_json::Value, n: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by(&dry, "trim")["expired_files"], 2, "{dry}");
+    assert_eq!(by(&dry, "keep")["expired_files"], 0, "{dry}");
+    let staged = |site: &str| {
+        files_under(&env.path().join(format!("{site}-stage")))
+            .into_iter()
+            .filter(|f| f.starts_with("stage/"))
+            .count()
+    };
+    assert_eq!(staged("trim"), 3, "a dry run removes nothing");
+
+    let r = env.json(&["--config", &cfg, "sync", "--all", "--pack-now"], 0);
+    // trim: the untouched file and the edited file's new version; keep: those, plus the
+    // deleted file and the older version, from their staged copies.
+    assert_eq!(by(&r, "trim")["expired_files"], 2, "{r}");
+    assert_eq!(by(&r, "trim")["archived_files"], 2, "{r}");
+    assert_eq!(by(&r, "keep")["expired_files"], 0, "{r}");
+    assert_eq!(
+        by(&r, "keep")["archived_files"],
+        4,
+        "kept, and archived: {r}"
+    );
+    assert_eq!(staged("trim"), 0);
+    assert_eq!(staged("keep"), 0);
+    // Nothing is left waiting, and the next run does not stage it again.
+    let r = env.json(&["--config", &cfg, "sync", "--all"], 0);
+    assert_eq!(by(&r, "trim")["staged_files"], 0, "{r}");
+    assert_eq!(by(&r, "trim")["pending_bytes"], 0, "{r}");
+}

@@ -242,6 +242,15 @@ fn print(ctx: &Context, reports: &[SiteReport]) -> anyhow::Result<u8> {
                     r.site, r.skipped_changed
                 )?;
             }
+            if r.expired_files > 0 {
+                writeln!(
+                    err,
+                    "{}: {} staged copie(s) of files gone locally ({}) removed under stage-retention-days; they are not archived",
+                    r.site,
+                    r.expired_files,
+                    ByteSize(r.expired_bytes)
+                )?;
+            }
             for e in &r.errors {
                 writeln!(err, "{}: {e}", r.site)?;
             }

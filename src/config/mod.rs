@@ -70,6 +70,13 @@ pub struct SiteConfig {
     /// Size of each archive image. Default 5GB.
     #[serde(default = "default_iso_size")]
     pub iso_size: ByteSize,
+    /// Days a staged copy is kept after its content stopped existing locally (the file was
+    /// deleted, or the copy is an older version replaced since); it is then removed from the
+    /// stage and never archived. Unset (the default): kept, and archived like any other, so
+    /// nothing that was ever staged is lost. Applies to the stage only: nothing archived is
+    /// ever deleted.
+    #[serde(default)]
+    pub stage_retention_days: Option<u32>,
     #[serde(default)]
     pub schedule: ScheduleConfig,
     #[serde(default)]
@@ -189,6 +196,7 @@ pub fn embedded_default(data_dir: &Path) -> Config {
             archive: fs("archive"),
             pack_threshold: default_pack_threshold(),
             iso_size: default_iso_size(),
+            stage_retention_days: None,
             schedule: ScheduleConfig::default(),
             alert: AlertConfig::default(),
             transfer: TransferConfig::default(),

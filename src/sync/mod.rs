@@ -60,6 +60,9 @@ pub struct SiteReport {
     pub freed_bytes: u64,
     /// Still staged (not yet in an image) after the run.
     pub pending_bytes: u64,
+    /// Staged copies removed under `stage-retention-days` (gone locally for that long).
+    pub expired_files: u64,
+    pub expired_bytes: u64,
     pub orphans_aborted: u64,
     pub requests: RequestCounts,
     pub errors: Vec<String>,
@@ -119,6 +122,12 @@ async fn run(
     }
     let p = pending(m, &site.name, &site.config)?;
     r.direct_files = p.direct.len() as u64;
+    if opts.dry_run {
+        r.expired_files = p.expired.len() as u64;
+        r.expired_bytes = p.expired.iter().map(|w| w.size).sum();
+    } else {
+        expire_staged(m, site, &p.expired, r).await?;
+    }
 
     // Everything waiting for an image: staged copies, files too big for the stage, and files
     // not staged yet. When this run packs, the files that fill its images go from their
@@ -533,6 +542,39 @@ async fn free_staged(
     Ok(())
 }
 
+/// Removes staged copies past the site's `stage-retention-days` (their content has not
+/// existed locally for that long); they will not be archived.
+async fn expire_staged(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    expired: &[WantedContent],
+    r: &mut SiteReport,
+) -> anyhow::Result<()> {
+    let mut batch = ManifestBatch::default();
+    for w in expired {
+        let Some(s) = &w.staged else { continue };
+        match site.stage.delete(&s.key).await {
+            Ok(()) => {
+                tracing::info!(
+                    "site {}: {} gone locally for over {} days: staged copy {} removed",
+                    site.name,
+                    w.source.display(),
+                    site.config.stage_retention_days.unwrap_or(0),
+                    s.key
+                );
+                batch.remove_staged(&site.name, &w.content);
+                r.expired_files += 1;
+                r.expired_bytes += s.size;
+            }
+            // Still recorded; a later run tries again.
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+    m.apply(batch)?;
+    m.flush()?;
+    Ok(())
+}
+
 fn tempdir_for(site: &Site) -> anyhow::Result<PathBuf> {
     let dir =
         crate::config::data_dir()
@@ -573,6 +615,7 @@ fn record_run(m: &Manifest, r: &SiteReport, started: i64) -> anyhow::Result<()> 
         ("archived_bytes", r.archived_bytes),
         ("images", r.images.len() as u64),
         ("freed_files", r.freed_files),
+        ("expired_files", r.expired_files),
         ("skipped_changed", r.skipped_changed),
         ("requests_put", r.requests.put),
         ("requests_post", r.requests.post),

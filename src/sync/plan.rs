@@ -43,6 +43,18 @@ pub struct Pending {
     /// Too big for this stage: they go straight into the next image.
     pub direct: Vec<WantedContent>,
     pub staged_unarchived: Vec<WantedContent>,
+    /// Staged copies past the site's `stage-retention-days`: their content has not existed
+    /// locally for that long. Not archived; to be removed from the stage.
+    pub expired: Vec<WantedContent>,
+}
+
+/// Whether a content still exists locally, or since when it has not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    Present,
+    /// Unix seconds it stopped being any present file's current content (the latest such
+    /// time over all the paths that held it).
+    GoneSince(i64),
 }
 
 pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<Pending> {
@@ -63,6 +75,7 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<
         .map(|l| l.bytes());
     let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
     let mut seen: HashSet<ContentId> = HashSet::new();
+    let mut presence: HashMap<ContentId, Presence> = HashMap::new();
     let mut out = Pending::default();
     for kv in m.files() {
         let (root, rel, f) = kv?;
@@ -77,6 +90,24 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<
         let last = f.versions.len() - 1;
         for (i, v) in f.versions.iter().enumerate() {
             let current = i == last && !f.is_deleted();
+            let here = if current {
+                Presence::Present
+            } else if i == last {
+                Presence::GoneSince(f.deleted_at.unwrap_or(0))
+            } else {
+                Presence::GoneSince(f.versions[i + 1].recorded)
+            };
+            presence
+                .entry(v.content)
+                .and_modify(|p| {
+                    *p = match (*p, here) {
+                        (Presence::GoneSince(a), Presence::GoneSince(b)) => {
+                            Presence::GoneSince(a.max(b))
+                        }
+                        _ => Presence::Present,
+                    }
+                })
+                .or_insert(here);
             // Older versions matter only while a staged copy holds their bytes.
             if archived.contains(&v.content)
                 || (!current && !staged.contains_key(&v.content))
@@ -112,6 +143,18 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<
                 out.to_stage.push(w);
             }
         }
+    }
+    if let Some(days) = config.stage_retention_days {
+        let cutoff = crate::manifest::now() - i64::from(days) * 86_400;
+        let expired =
+            |c: &ContentId| matches!(presence.get(c), Some(Presence::GoneSince(t)) if *t <= cutoff);
+        // Only staged copies expire: a content never staged is not wanted once it is gone
+        // (there is nothing left to read it from).
+        let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut out.staged_unarchived)
+            .into_iter()
+            .partition(|w| expired(&w.content));
+        out.staged_unarchived = keep;
+        out.expired = gone;
     }
     Ok(out)
 }
