@@ -310,7 +310,8 @@ async fn archive_all(
     handled: &mut HashSet<ContentId>,
 ) -> anyhow::Result<()> {
     let iso_size = site.config.iso_size.bytes();
-    let tmp = tempdir_for(site)?;
+    let tmp = TempDir(tempdir_for(site)?);
+    let tmp = tmp.0.as_path();
     // Each content from its local original when that is unchanged, else from its staged
     // copy (downloaded), never a wrong version.
     let mut rest: VecDeque<Candidate> = VecDeque::new();
@@ -318,7 +319,7 @@ async fn archive_all(
         let source = if w.unchanged_on_disk() {
             w.source.clone()
         } else if w.staged.is_some() && !opts.dry_run {
-            match download_staged(site, w, &tmp).await {
+            match download_staged(site, w, tmp).await {
                 Ok(p) => p,
                 Err(e) => {
                     r.fail(e);
@@ -499,8 +500,16 @@ async fn archive_all(
         r.archived_bytes += group.iter().map(|c| c.size).sum::<u64>();
         free_staged(m, site, &group, r).await?;
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// A folder removed when dropped, whichever way the function using it returns.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn region_of(site: &Site) -> String {
