@@ -1,7 +1,10 @@
 //! The `Archive` trait: few, large, cold objects (the packed images).
 //!
-//! Puts are resumable from a [`ByteSource`] that can restart at any offset (the ISO image
-//! reader regenerates any byte range, so there is never a temporary copy on disk). Nothing
+//! A put reads its [`ByteSource`] once, in order (the ISO image reader regenerates any byte
+//! range, so there is never a temporary copy on disk, and checks every file as it goes, so a
+//! changed file fails the put before the object is complete); where the backend allows, an
+//! interrupted put continues where it stopped. Catalogs go through [`Archive::put_index`], hot
+//! and readable without a thaw. Nothing
 //! in an archive is ever overwritten, and nothing younger than the backend's minimum storage
 //! duration is deleted: [`MinStorageGuard`] enforces that for every implementation.
 //! [`s3_archive::S3Archive`] serves the `s3` and `glacier` kinds with our own signed

@@ -6,8 +6,9 @@
 //! - [`client`]: [`S3Client`], the calls OpenDAL 0.59 does not expose (multipart with our own
 //!   upload id, ListParts, ListMultipartUploads, RestoreObject, HEAD with storage class and
 //!   restore state), with retries, timeouts and per-type request counters;
-//! - [`upload`]: a multipart upload driver that resumes after a crash from an
-//!   [`upload::UploadJournal`], and finds orphan uploads so none is left billing;
+//! - [`upload`]: large objects in one streamed PUT, or as a multipart upload that resumes
+//!   after a crash from an [`upload::UploadJournal`]; both read the source once, in order;
+//!   and orphan uploads are found so none is left billing;
 //! - `sigv4`: AWS Signature Version 4, tested against AWS's published examples;
 //! - `xml`: the request and response bodies.
 

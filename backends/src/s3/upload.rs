@@ -1,14 +1,22 @@
-//! Resumable multipart uploads of large objects (ISO images of several GB).
+//! Uploads of large objects (ISO images of several GB): one streamed PUT, or a multipart
+//! upload that resumes after a crash.
 //!
-//! OpenDAL's multipart writer keeps its upload id private and cannot continue after a
-//! restart, so a crash on a home uplink would re-send gigabytes and leave an orphan upload
-//! billing in the bucket. Here the upload id and every finished part are written to an
-//! [`UploadJournal`] (the engine keeps it in its manifest) *before* and *after* each part, so a
-//! rerun asks the server which parts it holds (ListParts) and sends only the rest.
+//! The source is read once, in order, from its first byte, whichever way it is sent: a
+//! source that checks itself while read (the engine's ISO image reader verifies each file's
+//! SHA-256 before handing out its last byte) then fails the upload before it completes, and
+//! the object's SHA-256 and MD5 come out of the same pass, with no separate verification
+//! read. The driver knows nothing of the engine: it reads through a [`ByteSource`] (the ISO
+//! writer can regenerate any byte range, so there is never a temporary copy on disk) and
+//! reports progress through a callback.
 //!
-//! The driver knows nothing of the engine: it reads the object through a [`ByteSource`] that
-//! can restart at any offset (the ISO writer can regenerate any byte range), holds at most one
-//! part buffer per upload in flight, and reports progress through a callback.
+//! - [`put_streamed`]: one PutObject whose body streams from the reader (never held in
+//!   memory), checked against the server's MD5 ETag. A failure sends it again from byte 0.
+//! - [`upload_resumable`]: OpenDAL's multipart writer keeps its upload id private and cannot
+//!   continue after a restart, so a crash on a home uplink would re-send gigabytes and leave
+//!   an orphan upload billing in the bucket. Here the upload id and every finished part are
+//!   written to an [`UploadJournal`] (the engine keeps it in its manifest) before and after
+//!   each part, so a rerun asks the server which parts it holds (ListParts) and sends only
+//!   the rest. Parts read ahead and parts in flight share one memory budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
