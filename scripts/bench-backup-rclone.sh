@@ -130,7 +130,7 @@ PY
 {
     echo "## Backup wall time on the second local S3 server (rclone serve s3)"
     echo
-    echo "Produced by \`scripts/bench-backup-rclone.sh\` (RUNS=$RUNS) on $(date -u '+%Y-%m-%d %H:%M UTC'), lomob $REV: the corpus of \`scripts/bench-backup.sh\` ($CORPUS bytes, 1030 files, incompressible), each command against a fresh \`rclone serve s3\` $RCLONE_V (Go, objects written to a local folder) and a fresh manifest or repository, page cache dropped before it; restic $RESTIC_V. lomob's stage and archive are buckets on that server with \`kind = \"s3\"\` (it has no storage classes) and default settings."
+    echo "Produced by \`scripts/bench-backup-rclone.sh\` (RUNS=$RUNS) on $(date -u '+%Y-%m-%d %H:%M UTC'), lomob $REV: the corpus of \`scripts/bench-backup.sh\` (1030 files, incompressible; $CORPUS bytes by \`du -sb\`), each command against a fresh \`rclone serve s3\` $RCLONE_V (Go, objects written to a local folder) and a fresh manifest or repository, page cache dropped before it; restic $RESTIC_V. lomob's stage and archive are buckets on that server with \`kind = \"s3\"\` (it has no storage classes) and default settings."
     echo
     cat "$TMP/table.md"
 } >"$OUT"
