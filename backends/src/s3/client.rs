@@ -4,7 +4,7 @@
 //! and restore state. Also PUT/GET/DELETE of whole objects so tests and small writes need no
 //! second client.
 //!
-//! Every request is signed with SigV4 ([`super::sigv4`]), timed out and retried with backoff
+//! Every request is signed with SigV4 (the private `sigv4` module), timed out and retried with backoff
 //! and jitter per the site's [`TransferConfig`], and counted by type in [`RequestCounters`]
 //! because S3 bills per request and the engine records counts per run. Errors name the
 //! operation, bucket and key and carry an [`ErrorKind`]; they never contain credentials.
