@@ -28,6 +28,74 @@ fn kill9(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
+/// A site `cold` whose archive is a fresh Deep Archive bucket on moto: the config file's
+/// path, a client for the bucket and a runtime to drive it.
+struct ColdSite {
+    cfg: String,
+    client: lomob_backends::s3::S3Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl ColdSite {
+    /// `archive_extra` is added to the archive's table, `transfer` to the site's transfer
+    /// section.
+    fn new(env: &Env, ep: &str, prefix: &str, archive_extra: &str, transfer: &str) -> ColdSite {
+        let root = env.path().display().to_string();
+        let bucket = format!("{prefix}-{}", unique(env));
+        let client = s3_client(
+            ep,
+            "k",
+            "s",
+            &bucket,
+            lomob_backends::glacier::StorageClass::DeepArchive,
+        );
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(client.create_bucket()).unwrap();
+        let cfg = env.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\"{archive_extra} }}\n[sites.cold.transfer]\n{transfer}\n"
+            ),
+        )
+        .unwrap();
+        ColdSite {
+            cfg: cfg.to_str().unwrap().to_string(),
+            client,
+            rt,
+        }
+    }
+}
+
+/// Starts lomob with `args` and returns once it logs that it is archiving, with the rest of
+/// its stderr (kept open, so the child can go on writing to it).
+fn spawn_until_archiving(
+    env: &Env,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let mut child = env
+        .std_cmd()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(err).lines();
+    let mut archiving = false;
+    for l in lines.by_ref() {
+        if l.unwrap_or_default().contains("archiving") {
+            archiving = true;
+            break;
+        }
+    }
+    assert!(archiving, "the run never reached the archive step");
+    (child, lines)
+}
+
 #[test]
 fn killed_while_staging_then_rerun_completes_without_resending_what_was_verified() {
     let env = Env::new();
@@ -100,44 +168,19 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
     };
     let env = Env::new();
     library(&env, 40, 1_000_000); // a 40 MB image in 5 MiB parts
-    let root = env.path().display().to_string();
-    let bucket = format!("kill-{}", unique(&env));
-    let client = s3_client(
+    let site = ColdSite::new(
+        &env,
         &ep,
-        "k",
-        "s",
-        &bucket,
-        lomob_backends::glacier::StorageClass::DeepArchive,
+        "kill",
+        ", part-size = \"5MiB\", single-put-max = \"0\"",
+        "concurrency = 1\nbandwidth-limit = \"20MB\"",
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(client.create_bucket()).unwrap();
-    let cfg = env.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\", part-size = \"5MiB\", single-put-max = \"0\" }}\n[sites.cold.transfer]\nconcurrency = 1\nbandwidth-limit = \"20MB\"\n"
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.to_str().unwrap().to_string();
-    env.json(&["--config", &cfg, "backup"], 0);
-    let mut child = env
-        .std_cmd()
-        .args(["--config", &cfg, "sync", "--site", "cold", "--pack-now"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(err).lines();
-    let mut archiving = false;
-    for l in lines.by_ref() {
-        if l.unwrap_or_default().contains("archiving") {
-            archiving = true;
-            break;
-        }
-    }
-    assert!(archiving, "the run never reached the archive step");
+    let (cfg, client, rt) = (&site.cfg, &site.client, &site.rt);
+    env.json(&["--config", cfg, "backup"], 0);
+    let (mut child, _stderr) = spawn_until_archiving(
+        &env,
+        &["--config", cfg, "sync", "--site", "cold", "--pack-now"],
+    );
     // Kill once the image upload has at least two finished parts on the server.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut parts_before = 0;
@@ -160,7 +203,7 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
     assert!(parts_before >= 2, "no parts were finished before the kill");
 
     let r = env.json(
-        &["--config", &cfg, "sync", "--site", "cold", "--pack-now"],
+        &["--config", cfg, "sync", "--site", "cold", "--pack-now"],
         0,
     );
     assert_eq!(r[0]["ok"], true, "{r}");
@@ -169,7 +212,7 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
         .block_on(client.head_object(&format!("archive/{name}")))
         .unwrap();
     assert_eq!(head.storage_class, "DEEP_ARCHIVE");
-    let list = env.json(&["--config", &cfg, "iso", "list"], 0);
+    let list = env.json(&["--config", cfg, "iso", "list"], 0);
     assert_eq!(head.size, list[0]["size"].as_u64().unwrap());
     assert_eq!(
         head.metadata.get("fingerprint").map(String::len),
@@ -200,43 +243,10 @@ fn killed_during_a_single_put_image_then_rerun_sends_it_whole_once() {
     };
     let env = Env::new();
     library(&env, 40, 1_000_000); // a 40 MB image, sent as one PUT at 20 MB/s
-    let root = env.path().display().to_string();
-    let bucket = format!("killput-{}", unique(&env));
-    let client = s3_client(
-        &ep,
-        "k",
-        "s",
-        &bucket,
-        lomob_backends::glacier::StorageClass::DeepArchive,
-    );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(client.create_bucket()).unwrap();
-    let cfg = env.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\" }}\n[sites.cold.transfer]\nbandwidth-limit = \"20MB\"\n"
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.to_str().unwrap().to_string();
-    let mut child = env
-        .std_cmd()
-        .args(["--config", &cfg, "backup", "--pack-now", "-l", "4"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(err).lines();
-    let mut archiving = false;
-    for l in lines.by_ref() {
-        if l.unwrap_or_default().contains("archiving") {
-            archiving = true;
-            break;
-        }
-    }
-    assert!(archiving, "the run never reached the archive step");
+    let site = ColdSite::new(&env, &ep, "killput", "", "bandwidth-limit = \"20MB\"");
+    let (cfg, client, rt) = (&site.cfg, &site.client, &site.rt);
+    let (mut child, _stderr) =
+        spawn_until_archiving(&env, &["--config", cfg, "backup", "--pack-now", "-l", "4"]);
     // Mid-body: the bandwidth limit makes the PUT take about two seconds.
     std::thread::sleep(Duration::from_millis(700));
     assert!(
@@ -248,7 +258,7 @@ fn killed_during_a_single_put_image_then_rerun_sends_it_whole_once() {
     let listed = rt.block_on(client.list_multipart_uploads("")).unwrap();
     assert!(listed.is_empty(), "{listed:?}");
 
-    let r = env.json(&["--config", &cfg, "backup", "--pack-now"], 0);
+    let r = env.json(&["--config", cfg, "backup", "--pack-now"], 0);
     assert_eq!(r[0]["ok"], true, "{r}");
     assert_eq!(r[0]["archived_files"], 40, "{r}");
     assert_eq!(r[0]["staged_files"], 0, "{r}");
@@ -257,7 +267,7 @@ fn killed_during_a_single_put_image_then_rerun_sends_it_whole_once() {
         .block_on(client.head_object(&format!("archive/{name}")))
         .unwrap();
     assert_eq!(head.storage_class, "DEEP_ARCHIVE");
-    let list = env.json(&["--config", &cfg, "iso", "list"], 0);
+    let list = env.json(&["--config", cfg, "iso", "list"], 0);
     assert_eq!(head.size, list[0]["size"].as_u64().unwrap());
     // The image in one PUT, its catalog in another, the snapshot on the stage: no POST.
     assert_eq!(r[0]["requests"]["post"], 0, "{r}");

@@ -113,6 +113,17 @@ fn backup_on_the_embedded_default_stages_then_packs_and_frees() {
         .exists());
 }
 
+/// One site's report out of a `--json` sync or backup report.
+fn site(report: &serde_json::Value, name: &str) -> serde_json::Value {
+    report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["site"] == name)
+        .unwrap_or_else(|| panic!("no site {name} in {report}"))
+        .clone()
+}
+
 fn config(env: &Env, text: &str) -> String {
     let p = env.path().join("config.toml");
     std::fs::write(&p, text).unwrap();
@@ -212,14 +223,7 @@ timeout-secs = 5
         .unwrap();
     assert_code(&out, 1);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let by = |n: &str| {
-        r.as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["site"] == n)
-            .unwrap()
-            .clone()
-    };
+    let by = |n: &str| site(&r, n);
     assert_eq!(by("good")["ok"], true);
     assert_eq!(by("good")["staged_files"], 3);
     assert_eq!(by("gone")["ok"], false);
@@ -613,14 +617,7 @@ archive = {{ kind = "fs", root = "{root}/trim-archive" }}
     // The rescan records both; the dry run shows what would expire.
     env.json(&["--config", &cfg, "scan"], 0);
     let dry = env.json(&["--config", &cfg, "sync", "--all", "--dry-run"], 0);
-    let by = |v: &serde_json::Value, n: &str| {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["site"] == n)
-            .unwrap()
-            .clone()
-    };
+    let by = site;
     assert_eq!(by(&dry, "trim")["expired_files"], 2, "{dry}");
     assert_eq!(by(&dry, "keep")["expired_files"], 0, "{dry}");
     let staged = |site: &str| {

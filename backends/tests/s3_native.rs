@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use lomob_backends::glacier::{StorageClass, ThawTier};
 use lomob_backends::s3::{
     abort_uploads, find_orphans, upload_resumable, JsonFileJournal, RestoreOutcome, RestoreState,
-    UploadJournal, UploadProgress, UploadState,
+    UploadJournal, UploadOutcome, UploadProgress, UploadState,
 };
 use lomob_backends::{ErrorKind, TransferConfig};
 use support::proxy::{Fault, FaultProxy};
@@ -531,6 +531,59 @@ fn upstream(server: &Server) -> SocketAddr {
         .expect("endpoint is http://IP:PORT")
 }
 
+/// An upload through a proxy that applies `fault` to the first `n` connections.
+struct FaultyUpload<'a> {
+    server: &'a Server,
+    bucket: &'a str,
+    fault: Fault,
+    n: usize,
+    retries: usize,
+}
+
+impl FaultyUpload<'_> {
+    /// Uploads `data` as `key` in `part`-sized parts (one PUT when it fits); returns the
+    /// outcome, the proxy, and the journal with its folder.
+    async fn upload(
+        &self,
+        key: &str,
+        data: &Arc<Vec<u8>>,
+        part: u64,
+        metadata: &[(String, String)],
+    ) -> (
+        UploadOutcome,
+        FaultProxy,
+        JsonFileJournal,
+        tempfile::TempDir,
+    ) {
+        let proxy = FaultProxy::start(upstream(self.server), self.fault, self.n).await;
+        let t = TransferConfig {
+            retries: self.retries,
+            timeout_secs: 2,
+            concurrency: 2,
+            bandwidth_limit: None,
+        };
+        let via = Server {
+            endpoint: proxy.endpoint(),
+            ..self.server.clone()
+        };
+        let c = client_for(&via, self.bucket, StorageClass::Standard, &t);
+        let dir = tempfile::tempdir().unwrap();
+        let journal = JsonFileJournal::new(dir.path().join("j.json"));
+        let out = upload_resumable(
+            &c,
+            key,
+            Arc::new(MemSource(data.clone())),
+            part,
+            metadata,
+            &journal,
+            &no_progress(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{key}, {:?}: {e}", self.fault));
+        (out, proxy, journal, dir)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_recover_from_resets_stalls_and_truncated_answers() {
     let Some(server) = moto() else { return };
@@ -538,32 +591,17 @@ async fn retries_recover_from_resets_stalls_and_truncated_answers() {
     let data = Arc::new(test_data(12_000_000, 6));
     let sha = sha256_hex(&data);
     for (fault, n) in [(Fault::Reset, 3), (Fault::Truncate, 3), (Fault::Stall, 2)] {
-        let proxy = FaultProxy::start(upstream(&server), fault, n).await;
-        let t = TransferConfig {
-            retries: 5,
-            timeout_secs: 2,
-            concurrency: 2,
-            bandwidth_limit: None,
-        };
-        let via = Server {
-            endpoint: proxy.endpoint(),
-            ..server.clone()
-        };
-        let c = client_for(&via, setup.bucket(), StorageClass::Standard, &t);
-        let dir = tempfile::tempdir().unwrap();
-        let journal = JsonFileJournal::new(dir.path().join("j.json"));
         let key = format!("{fault:?}.iso");
-        let out = upload_resumable(
-            &c,
-            &key,
-            Arc::new(MemSource(data.clone())),
-            5 * MIB,
-            &meta(&[("sha256", &sha)]),
-            &journal,
-            &no_progress(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{fault:?}: {e}"));
+        let f = FaultyUpload {
+            server: &server,
+            bucket: setup.bucket(),
+            fault,
+            n,
+            retries: 5,
+        };
+        let (out, proxy, journal, _dir) = f
+            .upload(&key, &data, 5 * MIB, &meta(&[("sha256", &sha)]))
+            .await;
         assert_eq!(proxy.faults_left(), 0, "{fault:?}: all faults were hit");
         let n_requests = out.requests.put + out.requests.post + out.requests.list;
         assert!(
@@ -586,32 +624,17 @@ async fn retries_recover_from_resets_stalls_and_truncated_answers() {
     // The same faults on one streamed PUT: each failed attempt sends the object again from
     // its first byte (a stream cannot be replayed), until one goes through whole.
     for (fault, n) in [(Fault::Reset, 2), (Fault::Truncate, 2), (Fault::Stall, 1)] {
-        let proxy = FaultProxy::start(upstream(&server), fault, n).await;
-        let t = TransferConfig {
-            retries: 4,
-            timeout_secs: 2,
-            concurrency: 2,
-            bandwidth_limit: None,
-        };
-        let via = Server {
-            endpoint: proxy.endpoint(),
-            ..server.clone()
-        };
-        let c = client_for(&via, setup.bucket(), StorageClass::Standard, &t);
-        let dir = tempfile::tempdir().unwrap();
-        let journal = JsonFileJournal::new(dir.path().join("j.json"));
         let key = format!("single-{fault:?}.iso");
-        let out = upload_resumable(
-            &c,
-            &key,
-            Arc::new(MemSource(data.clone())),
-            16 * MIB,
-            &meta(&[("fingerprint", &sha)]),
-            &journal,
-            &no_progress(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("single PUT, {fault:?}: {e}"));
+        let f = FaultyUpload {
+            server: &server,
+            bucket: setup.bucket(),
+            fault,
+            n,
+            retries: 4,
+        };
+        let (out, proxy, _journal, _dir) = f
+            .upload(&key, &data, 16 * MIB, &meta(&[("fingerprint", &sha)]))
+            .await;
         assert_eq!(proxy.faults_left(), 0, "{fault:?}: all faults were hit");
         assert_eq!(
             out.requests.put,

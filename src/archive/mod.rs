@@ -15,7 +15,6 @@ pub mod guard;
 pub mod opendal_archive;
 pub mod s3_archive;
 
-use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -24,7 +23,9 @@ use serde::Serialize;
 
 pub use guard::MinStorageGuard;
 pub use lomob_backends::glacier::ThawTier;
-pub use lomob_backends::s3::upload::{ByteSource, FileSource, UploadJournal, UploadState};
+pub use lomob_backends::s3::upload::{
+    read_digests, ByteSource, FileSource, UploadJournal, UploadState,
+};
 
 use crate::store::{BackendInfo, ObjectInfo, StoreError};
 
@@ -88,46 +89,14 @@ pub struct Stored {
     pub sha256: [u8; 32],
 }
 
-/// Reads a source once, in order, for its SHA-256 (which makes a self-checking source check
-/// itself), sending nothing.
-pub async fn digest_source(
-    source: &Arc<dyn ByteSource>,
-    key: &str,
-) -> Result<[u8; 32], lomob_backends::BackendError> {
-    let (source, key) = (source.clone(), key.to_string());
-    tokio::task::spawn_blocking(move || {
-        use sha2::Digest;
-        let mut r = source
-            .open_at(0)
-            .map_err(|e| lomob_backends::BackendError::Source {
-                key: key.clone(),
-                offset: 0,
-                source: e,
-            })?;
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0u64;
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    h.update(&buf[..n]);
-                    at += n as u64;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(lomob_backends::BackendError::Source {
-                        key,
-                        offset: at,
-                        source: e,
-                    })
-                }
-            }
-        }
-        Ok(h.finalize().into())
-    })
-    .await
-    .map_err(|e| lomob_backends::BackendError::Journal(format!("reader failed: {e}")))?
+/// The refusal every implementation gives when `key` already holds other bytes.
+pub(crate) fn never_overwritten(info: &BackendInfo, key: &str) -> StoreError {
+    StoreError::check(
+        info,
+        "put",
+        key,
+        "a different object already exists under this name; archives are never overwritten".into(),
+    )
 }
 
 /// Progress of a put: bytes confirmed by the server so far.

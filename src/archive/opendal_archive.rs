@@ -15,10 +15,12 @@ use opendal::Operator;
 use sha2::{Digest, Sha256};
 
 use super::{
-    digest_source, Archive, ArchiveObject, ByteSource, PutProgress, Stored, ThawRequest, ThawState,
-    ThawTier, UploadJournal, UploadState,
+    never_overwritten, read_digests, Archive, ArchiveObject, ByteSource, PutProgress, Stored,
+    ThawRequest, ThawState, ThawTier, UploadJournal, UploadState,
 };
-use crate::store::{list_objects, object_from_metadata, BackendInfo, ObjectInfo, StoreError};
+use crate::store::{
+    list_objects, object_from_metadata, object_stream, BackendInfo, ObjectInfo, StoreError,
+};
 
 const BLOCK: usize = 8 << 20;
 
@@ -38,15 +40,7 @@ impl OpendalArchive {
 
     /// Reads the whole object back and hashes it: the only check these backends allow.
     async fn read_back_sha256(&self, key: &str) -> Result<[u8; 32], StoreError> {
-        let mut r = self
-            .op
-            .reader_with(key)
-            .chunk(BLOCK)
-            .await
-            .map_err(|e| self.err("verify", key, e))?
-            .into_bytes_stream(..)
-            .await
-            .map_err(|e| self.err("verify", key, e))?;
+        let mut r = object_stream(&self.op, &self.info, "verify", key, BLOCK).await?;
         let mut sha = Sha256::new();
         while let Some(b) = r
             .try_next()
@@ -127,7 +121,10 @@ impl Archive for OpendalArchive {
             // Stored by a run killed before it could record it? Only when it holds the
             // same bytes: these backends keep no metadata to compare.
             if existing.info.size == total {
-                let sha256 = digest_source(&source, key).await.map_err(jerr)?;
+                let sha256 = read_digests(source.clone(), key)
+                    .await
+                    .map_err(jerr)?
+                    .sha256;
                 if self.read_back_sha256(key).await? == sha256 {
                     journal.clear(key).map_err(jerr)?;
                     return Ok(Stored {
@@ -136,13 +133,7 @@ impl Archive for OpendalArchive {
                     });
                 }
             }
-            return Err(StoreError::check(
-                &self.info,
-                "put",
-                key,
-                "a different object already exists under this name; archives are never overwritten"
-                    .into(),
-            ));
+            return Err(never_overwritten(&self.info, key));
         }
         let partial = format!("{key}.partial");
         let can_append = self.op.info().capability().write_can_append;
@@ -278,13 +269,7 @@ impl Archive for OpendalArchive {
             if same {
                 return Ok(existing);
             }
-            return Err(StoreError::check(
-                &self.info,
-                "put",
-                key,
-                "a different object already exists under this name; archives are never overwritten"
-                    .into(),
-            ));
+            return Err(never_overwritten(&self.info, key));
         }
         // Through a partial name, so a crash never leaves a short object under the real one.
         let partial = format!("{key}.partial");

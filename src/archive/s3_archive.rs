@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
 use lomob_backends::s3::upload::{find_orphans, upload_resumable, UploadProgress};
 
-use super::digest_source;
+use super::{never_overwritten, read_digests};
 use lomob_backends::glacier::StorageClass;
 use lomob_backends::ErrorKind;
 
@@ -101,21 +101,17 @@ impl Archive for S3Archive {
             if ours {
                 // Stored by a run killed before it could record it: read the source once for
                 // its SHA-256 (which also checks every file), send nothing.
-                let sha256 = digest_source(&source, key)
+                let sha256 = read_digests(source.clone(), key)
                     .await
-                    .map_err(|e| self.err("verify", key, e))?;
+                    .map_err(|e| self.err("verify", key, e))?
+                    .sha256;
                 return Ok(Stored {
                     object: existing,
                     sha256,
                 });
             }
             if !pending {
-                return Err(StoreError::check(
-                    &self.info,
-                    "put",
-                    key,
-                    "a different object already exists under this name; archives are never overwritten".into(),
-                ));
+                return Err(never_overwritten(&self.info, key));
             }
         }
         // One streamed PUT when allowed (the fewest requests), else resumable parts.
@@ -188,13 +184,7 @@ impl Archive for S3Archive {
             {
                 return Ok(existing);
             }
-            return Err(StoreError::check(
-                &self.info,
-                "put",
-                key,
-                "a different object already exists under this name; archives are never overwritten"
-                    .into(),
-            ));
+            return Err(never_overwritten(&self.info, key));
         }
         let size = bytes.len() as u64;
         // Hot, so that a machine with nothing but the profile can read every catalog at

@@ -10,7 +10,9 @@ use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 
 use super::Stage;
-use crate::store::{list_objects, object_from_metadata, BackendInfo, ObjectInfo, StoreError};
+use crate::store::{
+    list_objects, object_from_metadata, object_stream, BackendInfo, ObjectInfo, StoreError,
+};
 use lomob_backends::ChecksumKind;
 
 /// Objects at or under this size go up in one request; larger ones in parts of this size.
@@ -197,15 +199,7 @@ impl Stage for OpendalStage {
                 format!("cannot write {}: {e}", dest.display()),
             )
         };
-        let mut stream = self
-            .op
-            .reader_with(key)
-            .chunk(READ_BUF)
-            .await
-            .map_err(|e| self.err("read", key, e))?
-            .into_bytes_stream(..)
-            .await
-            .map_err(|e| self.err("read", key, e))?;
+        let mut stream = object_stream(&self.op, &self.info, "read", key, READ_BUF).await?;
         let mut out = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut sha = Sha256::new();
         let mut len = 0u64;

@@ -117,6 +117,24 @@ impl StoreError {
     }
 }
 
+/// The whole object `key` as a stream of `chunk`-sized pieces, in bounded memory. `what`
+/// names the operation in errors; the stream's own items fail with `io::Error`.
+pub async fn object_stream(
+    op: &opendal::Operator,
+    info: &BackendInfo,
+    what: &'static str,
+    key: &str,
+    chunk: usize,
+) -> Result<opendal::FuturesBytesStream, StoreError> {
+    op.reader_with(key)
+        .chunk(chunk)
+        .await
+        .map_err(|e| StoreError::opendal(info, what, key, e))?
+        .into_bytes_stream(..)
+        .await
+        .map_err(|e| StoreError::opendal(info, what, key, e))
+}
+
 /// Requests sent, by type, as the providers bill them.
 #[derive(Debug, Default)]
 pub struct RequestCounter {

@@ -527,28 +527,44 @@ async fn free_staged(
     group: &[Candidate],
     r: &mut SiteReport,
 ) -> anyhow::Result<()> {
-    let staged: HashMap<ContentId, StagedRecord> = m
+    let mut staged: HashMap<ContentId, StagedRecord> = m
         .staged(Some(&site.name))?
         .into_iter()
         .map(|(_, c, rec)| (c, rec))
         .collect();
+    let copies = group
+        .iter()
+        .filter_map(|c| staged.remove_entry(&c.content))
+        .collect();
+    // Copies that fail to go are still archived; a later run frees them.
+    for (_, s) in remove_staged(m, site, copies).await? {
+        r.freed_files += 1;
+        r.freed_bytes += s.size;
+    }
+    Ok(())
+}
+
+/// Deletes staged copies and forgets them in the manifest; returns those deleted. A copy
+/// that fails to go stays recorded (with a warning), so a later run tries again.
+async fn remove_staged(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    copies: Vec<(ContentId, StagedRecord)>,
+) -> anyhow::Result<Vec<(ContentId, StagedRecord)>> {
     let mut batch = ManifestBatch::default();
-    for c in group {
-        if let Some(s) = staged.get(&c.content) {
-            match site.stage.delete(&s.key).await {
-                Ok(()) => {
-                    batch.remove_staged(&site.name, &c.content);
-                    r.freed_files += 1;
-                    r.freed_bytes += s.size;
-                }
-                // Still archived; the copy is freed by a later run.
-                Err(e) => tracing::warn!("{e}"),
+    let mut removed = Vec::new();
+    for (content, s) in copies {
+        match site.stage.delete(&s.key).await {
+            Ok(()) => {
+                batch.remove_staged(&site.name, &content);
+                removed.push((content, s));
             }
+            Err(e) => tracing::warn!("{e}"),
         }
     }
     m.apply(batch)?;
     m.flush()?;
-    Ok(())
+    Ok(removed)
 }
 
 /// Removes staged copies past the site's `stage-retention-days` (their content has not
@@ -559,28 +575,20 @@ async fn expire_staged(
     expired: &[WantedContent],
     r: &mut SiteReport,
 ) -> anyhow::Result<()> {
-    let mut batch = ManifestBatch::default();
-    for w in expired {
-        let Some(s) = &w.staged else { continue };
-        match site.stage.delete(&s.key).await {
-            Ok(()) => {
-                tracing::info!(
-                    "site {}: {} gone locally for over {} days: staged copy {} removed",
-                    site.name,
-                    w.source.display(),
-                    site.config.stage_retention_days.unwrap_or(0),
-                    s.key
-                );
-                batch.remove_staged(&site.name, &w.content);
-                r.expired_files += 1;
-                r.expired_bytes += s.size;
-            }
-            // Still recorded; a later run tries again.
-            Err(e) => tracing::warn!("{e}"),
-        }
+    let copies = expired
+        .iter()
+        .filter_map(|w| w.staged.clone().map(|s| (w.content, s)))
+        .collect();
+    for (_, s) in remove_staged(m, site, copies).await? {
+        tracing::info!(
+            "site {}: staged copy {} removed: its content has been gone locally for over {} days",
+            site.name,
+            s.key,
+            site.config.stage_retention_days.unwrap_or(0),
+        );
+        r.expired_files += 1;
+        r.expired_bytes += s.size;
     }
-    m.apply(batch)?;
-    m.flush()?;
     Ok(())
 }
 

@@ -57,6 +57,16 @@ enum Presence {
     GoneSince(i64),
 }
 
+impl Presence {
+    /// Present if any path holds it now, else gone since the latest of the times.
+    fn merge(self, other: Presence) -> Presence {
+        match (self, other) {
+            (Presence::GoneSince(a), Presence::GoneSince(b)) => Presence::GoneSince(a.max(b)),
+            _ => Presence::Present,
+        }
+    }
+}
+
 pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<Pending> {
     let archived: HashSet<ContentId> = m
         .archived(Some(site))?
@@ -90,24 +100,19 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<
         let last = f.versions.len() - 1;
         for (i, v) in f.versions.iter().enumerate() {
             let current = i == last && !f.is_deleted();
-            let here = if current {
-                Presence::Present
-            } else if i == last {
-                Presence::GoneSince(f.deleted_at.unwrap_or(0))
-            } else {
-                Presence::GoneSince(f.versions[i + 1].recorded)
-            };
-            presence
-                .entry(v.content)
-                .and_modify(|p| {
-                    *p = match (*p, here) {
-                        (Presence::GoneSince(a), Presence::GoneSince(b)) => {
-                            Presence::GoneSince(a.max(b))
-                        }
-                        _ => Presence::Present,
-                    }
-                })
-                .or_insert(here);
+            if config.stage_retention_days.is_some() {
+                let here = if current {
+                    Presence::Present
+                } else if i == last {
+                    Presence::GoneSince(f.deleted_at.unwrap_or(0))
+                } else {
+                    Presence::GoneSince(f.versions[i + 1].recorded)
+                };
+                presence
+                    .entry(v.content)
+                    .and_modify(|p| *p = p.merge(here))
+                    .or_insert(here);
+            }
             // Older versions matter only while a staged copy holds their bytes.
             if archived.contains(&v.content)
                 || (!current && !staged.contains_key(&v.content))

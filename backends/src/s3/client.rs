@@ -510,7 +510,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Exponential backoff with jitter: 200 ms doubling per attempt, at most 20 s, each delay
 /// drawn from its upper half so that parallel parts do not retry in lockstep.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let ceiling = 200u64.saturating_mul(1 << attempt.min(10)).min(20_000);
     let ms = rand::random_range(ceiling / 2..=ceiling);
     Duration::from_millis(ms)

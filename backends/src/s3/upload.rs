@@ -261,6 +261,8 @@ enum Md5Of {
     Whole,
     /// Each unit (a part's Content-MD5 and ETag).
     EachUnit,
+    /// None: only the SHA-256 is wanted.
+    Neither,
 }
 
 /// Chunks of the streamed single PUT: small, so memory stays low and progress is smooth.
@@ -341,6 +343,7 @@ fn spawn_reader(
                         None
                     }
                     Md5Of::EachUnit => Some(Md5::digest(&buf).into()),
+                    Md5Of::Neither => None,
                 };
                 offset += want as u64;
                 if tx.blocking_send(Ok((Bytes::from(buf), unit_md5))).is_err() {
@@ -360,6 +363,21 @@ fn spawn_reader(
         result
     });
     (rx, handle)
+}
+
+/// Reads `source` once, in order, for its SHA-256, sending nothing (a self-checking source
+/// checks itself on the way): for an object already stored by an earlier run.
+pub async fn read_digests(source: Arc<dyn ByteSource>, key: &str) -> Result<Digests, BackendError> {
+    let (mut rx, reader) = spawn_reader(
+        source,
+        key.to_string(),
+        STREAM_CHUNK,
+        Md5Of::Neither,
+        8,
+        None,
+    );
+    while rx.recv().await.is_some() {}
+    reader_result(reader).await
 }
 
 /// Waits for the reader; a join failure becomes an error.
@@ -459,8 +477,7 @@ pub async fn put_streamed(
             (_, Err(e @ BackendError::Source { .. })) => return Err(e),
             (Err(e), _) if e.kind() == ErrorKind::Transient && attempt < retries => {
                 tracing::info!(key, attempt, "streamed upload failed, sending again: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(200u64 << attempt.min(6)))
-                    .await;
+                tokio::time::sleep(super::client::backoff(attempt as u32)).await;
                 attempt += 1;
             }
             (Err(e), _) => return Err(e),
@@ -624,16 +641,7 @@ pub async fn upload_resumable(
                     if let Some(etag) = already_complete(client, key, len, &fingerprint).await? {
                         // Completed before the crash: read the source once more for its
                         // digests (nothing is sent).
-                        let (mut rx, reader) = spawn_reader(
-                            source.clone(),
-                            key.to_string(),
-                            STREAM_CHUNK,
-                            Md5Of::Whole,
-                            8,
-                            None,
-                        );
-                        while rx.recv().await.is_some() {}
-                        let d = reader_result(reader).await?;
+                        let d = read_digests(source.clone(), key).await?;
                         journal.clear(key)?;
                         let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
                         return outcome(etag, computed, d, Some(old.upload_id), total, 0, total);
