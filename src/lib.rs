@@ -10,6 +10,7 @@ pub mod config;
 pub mod cost;
 pub mod exit;
 pub mod iso;
+pub mod keys;
 pub mod manifest;
 pub mod pack;
 pub mod progress;

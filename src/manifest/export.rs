@@ -1,18 +1,27 @@
 //! The portable manifest format: what `lomob manifest export` writes, what every site keeps
 //! a copy of, and what recovery from nothing starts from.
 //!
-//! Format `lomob-manifest` version 1 is JSON Lines (UTF-8, one JSON object per line):
-//! - line 1: `{"header":{"format":"lomob-manifest","version":1,"schema":1,"exported":UNIX}}`
+//! Format `lomob-manifest` version 2 is JSON Lines (UTF-8, one JSON object per line):
+//! - line 1: `{"header":{"format":"lomob-manifest","version":2,"schema":2,"exported":UNIX,
+//!   "manifest_id":"<32 hex>"}}`;
 //! - then, in this order, any number of `{"root":{..}}`, `{"content":{..}}`, `{"file":{..}}`,
-//!   `{"iso":{..}}`, `{"placement":{..}}`, `{"staged":{..}}`, `{"archived":{..}}` and
-//!   `{"run":{..}}` lines (field by field the records of [`super::records`]; hashes are
-//!   lowercase hex; a path is a JSON string when it is valid UTF-8, else `{"b64":"..."}`
-//!   holding its raw bytes in standard base64);
+//!   `{"iso":{..}}`, `{"placement":{..}}`, `{"staged":{..}}`, `{"archived":{..}}`,
+//!   `{"silent":{..}}`, `{"lost":{..}}`, `{"unverified":{..}}` and `{"run":{..}}` lines (field
+//!   by field the records of [`super::records`]; hashes are lowercase hex; a path is a JSON
+//!   string when it is valid UTF-8, else `{"b64":"..."}` holding its raw bytes in standard
+//!   base64);
 //! - last line: `{"end":{"records":N}}`, N counting the lines between header and end, so a
 //!   truncated copy is detected.
 //!
+//! Version 1 files (no manifest id, no silent, lost or unverified lines) are still read.
 //! Readers must reject a newer `version`. Importing an export and exporting again gives the
 //! same lines except the header's `exported` time.
+//!
+//! An export may come from anywhere (a snapshot downloaded from a site someone else can
+//! write to), and its keys and paths are later used to delete, download and write files.
+//! So every field is checked before anything is written: object keys only in lomob's own
+//! formats ([`crate::keys`]), paths relative (or, for roots, absolute) with no `..`, site
+//! and image names in the forms lomob makes, hashes of the right length.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -22,13 +31,15 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::records::{
-    ArchivedRecord, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload, PlacementRecord,
-    RootRecord, RunRecord, StagedRecord, Version,
+    ArchivedRecord, ContentId, ContentRecord, FileRecord, IsoRecord, IsoStatus, IsoUpload,
+    LostVersion, PlacementRecord, RootRecord, RunRecord, SilentChange, StagedRecord,
+    UnverifiedObject, Version,
 };
 use super::{Manifest, ManifestBatch, ManifestError, Result, SCHEMA_VERSION};
+use crate::keys;
 
 pub const FORMAT: &str = "lomob-manifest";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A path as raw bytes, written as text when it is text.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +77,8 @@ enum Line {
         version: u32,
         schema: u32,
         exported: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest_id: Option<String>,
     },
     Root {
         id: u32,
@@ -122,6 +135,30 @@ enum Line {
         iso: u32,
         at: i64,
     },
+    Silent {
+        root: u32,
+        path: PortablePath,
+        content: String,
+        previous: String,
+        found: i64,
+    },
+    Lost {
+        root: u32,
+        path: PortablePath,
+        content: String,
+        size: u64,
+        found: i64,
+    },
+    Unverified {
+        site: String,
+        key: String,
+        size: u64,
+        storage_class: Option<String>,
+        modified: Option<i64>,
+        reason: String,
+        ours: bool,
+        found: i64,
+    },
     Run {
         id: u64,
         command: String,
@@ -172,6 +209,9 @@ pub struct Counts {
     pub placements: u64,
     pub staged: u64,
     pub archived: u64,
+    pub silent: u64,
+    pub lost: u64,
+    pub unverified: u64,
     pub runs: u64,
 }
 
@@ -184,13 +224,190 @@ impl Counts {
             + self.placements
             + self.staged
             + self.archived
+            + self.silent
+            + self.lost
+            + self.unverified
             + self.runs
     }
+
+    /// Counts one line of the body (not the header or end).
+    fn add(&mut self, line: &Line) {
+        let c = match line {
+            Line::Root { .. } => &mut self.roots,
+            Line::Content { .. } => &mut self.contents,
+            Line::File { .. } => &mut self.files,
+            Line::Iso { .. } => &mut self.isos,
+            Line::Placement { .. } => &mut self.placements,
+            Line::Staged { .. } => &mut self.staged,
+            Line::Archived { .. } => &mut self.archived,
+            Line::Silent { .. } => &mut self.silent,
+            Line::Lost { .. } => &mut self.lost,
+            Line::Unverified { .. } => &mut self.unverified,
+            Line::Run { .. } => &mut self.runs,
+            Line::Header { .. } | Line::End { .. } => return,
+        };
+        *c += 1;
+    }
+}
+
+// ---- export ------------------------------------------------------------------------------
+
+fn root_line(r: RootRecord) -> Line {
+    Line::Root {
+        id: r.id,
+        path: PortablePath::from_bytes(&r.path),
+        added: r.added,
+    }
+}
+
+fn file_line(root: u32, rel: &[u8], f: FileRecord) -> Line {
+    Line::File {
+        root,
+        path: PortablePath::from_bytes(rel),
+        size: f.size,
+        mtime_ns: f.mtime_ns,
+        inode: f.inode,
+        device: f.device,
+        mode: f.mode,
+        first_seen: f.first_seen,
+        deleted_at: f.deleted_at,
+        versions: f
+            .versions
+            .iter()
+            .map(|v| PortableVersion {
+                content: hex::encode(v.content),
+                size: v.size,
+                mtime_ns: v.mtime_ns,
+                recorded: v.recorded,
+            })
+            .collect(),
+    }
+}
+
+fn iso_line(i: IsoRecord) -> Line {
+    Line::Iso {
+        id: i.id,
+        name: i.name,
+        size: i.size,
+        sha256: hex::encode(i.sha256),
+        files: i.files,
+        data_bytes: i.data_bytes,
+        created: i.created,
+        status: match i.status {
+            IsoStatus::Created => PortableIsoStatus::Created,
+            IsoStatus::Uploaded => PortableIsoStatus::Uploaded,
+        },
+        local_path: i.local_path.as_deref().map(PortablePath::from_bytes),
+        uploads: i
+            .uploads
+            .into_iter()
+            .map(|u| PortableUpload {
+                site: u.site,
+                region: u.region,
+                bucket: u.bucket,
+                key: u.key,
+                at: u.at,
+            })
+            .collect(),
+    }
+}
+
+fn unverified_line(site: String, o: UnverifiedObject) -> Line {
+    Line::Unverified {
+        site,
+        key: o.key,
+        size: o.size,
+        storage_class: o.storage_class,
+        modified: o.modified,
+        reason: o.reason,
+        ours: o.ours,
+        found: o.found,
+    }
+}
+
+/// Every body line of the manifest, in the format's order.
+fn body_lines(m: &Manifest) -> Result<Vec<Line>> {
+    let mut out = Vec::new();
+    out.extend(m.roots()?.into_iter().map(root_line));
+    for kv in m.contents() {
+        let (id, r) = kv?;
+        out.push(Line::Content {
+            id: hex::encode(id),
+            size: r.size,
+            sha256: hex::encode(r.sha256),
+            first_seen: r.first_seen,
+        });
+    }
+    for kv in m.files() {
+        let (root, rel, f) = kv?;
+        out.push(file_line(root, &rel, f));
+    }
+    out.extend(m.isos()?.into_iter().map(iso_line));
+    for kv in m.placements() {
+        let (content, iso, p) = kv?;
+        out.push(Line::Placement {
+            content: hex::encode(content),
+            iso,
+            offset: p.offset,
+            path: PortablePath::from_bytes(&p.path),
+        });
+    }
+    for (site, content, r) in m.staged(None)? {
+        out.push(Line::Staged {
+            site,
+            content: hex::encode(content),
+            key: r.key,
+            size: r.size,
+            etag: r.etag,
+            at: r.at,
+        });
+    }
+    for (site, content, r) in m.archived(None)? {
+        out.push(Line::Archived {
+            site,
+            content: hex::encode(content),
+            iso: r.iso,
+            at: r.at,
+        });
+    }
+    for (root, rel, content, r) in m.silent_changes()? {
+        out.push(Line::Silent {
+            root,
+            path: PortablePath::from_bytes(&rel),
+            content: hex::encode(content),
+            previous: hex::encode(r.previous),
+            found: r.found,
+        });
+    }
+    for (root, rel, content, r) in m.lost_versions()? {
+        out.push(Line::Lost {
+            root,
+            path: PortablePath::from_bytes(&rel),
+            content: hex::encode(content),
+            size: r.size,
+            found: r.found,
+        });
+    }
+    for (site, o) in m.unverified(None)? {
+        out.push(unverified_line(site, o));
+    }
+    // Oldest first in the file, so the order is stable.
+    let mut runs: Vec<_> = m.runs().collect::<Result<_>>()?;
+    runs.reverse();
+    out.extend(runs.into_iter().map(|(id, r)| Line::Run {
+        id,
+        command: r.command,
+        started: r.started,
+        ended: r.ended,
+        counts: r.counts,
+        errors: r.errors,
+        ok: r.ok,
+    }));
+    Ok(out)
 }
 
 /// Writes the whole manifest to `out`.
 pub fn write_to(m: &Manifest, out: &mut dyn Write, exported: i64) -> Result<Counts> {
-    let mut c = Counts::default();
     let io = |e: std::io::Error| ManifestError::Io {
         path: "<export>".into(),
         source: e,
@@ -205,148 +422,14 @@ pub fn write_to(m: &Manifest, out: &mut dyn Write, exported: i64) -> Result<Coun
             version: FORMAT_VERSION,
             schema: SCHEMA_VERSION,
             exported,
+            manifest_id: Some(m.id()?),
         },
         out,
     )?;
-    for r in m.roots()? {
-        put(
-            &Line::Root {
-                id: r.id,
-                path: PortablePath::from_bytes(&r.path),
-                added: r.added,
-            },
-            out,
-        )?;
-        c.roots += 1;
-    }
-    for kv in m.contents() {
-        let (id, r) = kv?;
-        put(
-            &Line::Content {
-                id: hex::encode(id),
-                size: r.size,
-                sha256: hex::encode(r.sha256),
-                first_seen: r.first_seen,
-            },
-            out,
-        )?;
-        c.contents += 1;
-    }
-    for kv in m.files() {
-        let (root, rel, f) = kv?;
-        put(
-            &Line::File {
-                root,
-                path: PortablePath::from_bytes(&rel),
-                size: f.size,
-                mtime_ns: f.mtime_ns,
-                inode: f.inode,
-                device: f.device,
-                mode: f.mode,
-                first_seen: f.first_seen,
-                deleted_at: f.deleted_at,
-                versions: f
-                    .versions
-                    .iter()
-                    .map(|v| PortableVersion {
-                        content: hex::encode(v.content),
-                        size: v.size,
-                        mtime_ns: v.mtime_ns,
-                        recorded: v.recorded,
-                    })
-                    .collect(),
-            },
-            out,
-        )?;
-        c.files += 1;
-    }
-    for i in m.isos()? {
-        put(
-            &Line::Iso {
-                id: i.id,
-                name: i.name,
-                size: i.size,
-                sha256: hex::encode(i.sha256),
-                files: i.files,
-                data_bytes: i.data_bytes,
-                created: i.created,
-                status: match i.status {
-                    IsoStatus::Created => PortableIsoStatus::Created,
-                    IsoStatus::Uploaded => PortableIsoStatus::Uploaded,
-                },
-                local_path: i.local_path.as_deref().map(PortablePath::from_bytes),
-                uploads: i
-                    .uploads
-                    .into_iter()
-                    .map(|u| PortableUpload {
-                        site: u.site,
-                        region: u.region,
-                        bucket: u.bucket,
-                        key: u.key,
-                        at: u.at,
-                    })
-                    .collect(),
-            },
-            out,
-        )?;
-        c.isos += 1;
-    }
-    for kv in m.placements() {
-        let (content, iso, p) = kv?;
-        put(
-            &Line::Placement {
-                content: hex::encode(content),
-                iso,
-                offset: p.offset,
-                path: PortablePath::from_bytes(&p.path),
-            },
-            out,
-        )?;
-        c.placements += 1;
-    }
-    for (site, content, r) in m.staged(None)? {
-        put(
-            &Line::Staged {
-                site,
-                content: hex::encode(content),
-                key: r.key,
-                size: r.size,
-                etag: r.etag,
-                at: r.at,
-            },
-            out,
-        )?;
-        c.staged += 1;
-    }
-    for (site, content, r) in m.archived(None)? {
-        put(
-            &Line::Archived {
-                site,
-                content: hex::encode(content),
-                iso: r.iso,
-                at: r.at,
-            },
-            out,
-        )?;
-        c.archived += 1;
-    }
-    // Oldest first in the file, so the order is stable.
-    let mut runs: Vec<_> = m.runs().collect::<Result<_>>()?;
-    runs.reverse();
-    for (id, r) in runs {
-        put(
-            &Line::Run {
-                id,
-                command: r.command,
-                started: r.started,
-                ended: r.ended,
-                counts: r.counts,
-                errors: r.errors,
-                ok: r.ok,
-            },
-            out,
-        )?;
-        c.runs += 1;
+    let mut c = Counts::default();
+    for line in body_lines(m)? {
+        c.add(&line);
+        put(&line, out)?;
     }
     put(&Line::End { records: c.total() }, out)?;
     Ok(c)
@@ -368,18 +451,361 @@ pub fn export_file(m: &Manifest, path: &Path, exported: i64) -> Result<Counts> {
     Ok(c)
 }
 
-fn hex_array<const N: usize>(s: &str) -> std::result::Result<[u8; N], String> {
+// ---- import ------------------------------------------------------------------------------
+
+type Check<T> = std::result::Result<T, String>;
+
+fn hex_array<const N: usize>(s: &str) -> Check<[u8; N]> {
     let v = hex::decode(s).map_err(|e| format!("bad hex {s:?}: {e}"))?;
     v.try_into()
         .map_err(|_| format!("{s:?} is not {} hex digits", N * 2))
 }
 
-/// Reads an export into `m`, which must be empty. Everything is parsed and checked before
-/// the first write, so a bad file leaves the manifest untouched.
-pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
-    if !m.is_empty() {
-        return Err(ManifestError::NotEmpty(m.path().to_path_buf()));
+fn content_id(s: &str) -> Check<ContentId> {
+    hex_array(s)
+}
+
+fn site_name(s: &str) -> Check<()> {
+    if keys::is_site_name(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "site name {s:?} is not a lomob site name (letters, digits, '-' and '_')"
+        ))
     }
+}
+
+/// A file path inside a root, or a path inside an image.
+fn relative(p: &PortablePath, what: &str) -> Check<Vec<u8>> {
+    let b = p.to_bytes()?;
+    if keys::is_relative_path(&b) {
+        Ok(b)
+    } else {
+        Err(format!(
+            "{what} {:?} is not a plain relative path (absolute, empty, '.' or '..' segments, or NUL)",
+            String::from_utf8_lossy(&b)
+        ))
+    }
+}
+
+fn absolute(p: &PortablePath, what: &str) -> Check<Vec<u8>> {
+    let b = p.to_bytes()?;
+    if keys::is_absolute_path(&b) {
+        Ok(b)
+    } else {
+        Err(format!(
+            "{what} {:?} is not an absolute path without '.' or '..' segments",
+            String::from_utf8_lossy(&b)
+        ))
+    }
+}
+
+fn no_control(s: &str, what: &str) -> Check<()> {
+    if s.chars().any(char::is_control) {
+        Err(format!("{what} {s:?} holds control characters"))
+    } else {
+        Ok(())
+    }
+}
+
+/// What one body line adds to the manifest, checked.
+enum Item {
+    Root(RootRecord),
+    Batch(Box<dyn FnOnce(&mut ManifestBatch)>),
+    Iso(IsoRecord),
+    Unverified(String, UnverifiedObject),
+    Run(u64, RunRecord),
+}
+
+fn batch(f: impl FnOnce(&mut ManifestBatch) + 'static) -> Item {
+    Item::Batch(Box::new(f))
+}
+
+fn check_iso(
+    id: u32,
+    name: String,
+    sha256: &str,
+    local_path: Option<PortablePath>,
+    uploads: Vec<PortableUpload>,
+) -> Check<(u32, String, [u8; 32], Option<Vec<u8>>, Vec<IsoUpload>)> {
+    if !keys::is_image_name(&name) {
+        return Err(format!("image name {name:?} is not one lomob makes"));
+    }
+    let local_path = local_path
+        .map(|p| absolute(&p, "image local path"))
+        .transpose()?;
+    let uploads = uploads
+        .into_iter()
+        .map(|u| {
+            site_name(&u.site)?;
+            if u.key != keys::archive_key(&name) {
+                return Err(format!(
+                    "upload key {:?} of image {name:?} is not {:?}",
+                    u.key,
+                    keys::archive_key(&name)
+                ));
+            }
+            no_control(&u.bucket, "bucket")?;
+            no_control(&u.region, "region")?;
+            Ok(IsoUpload {
+                site: u.site,
+                region: u.region,
+                bucket: u.bucket,
+                key: u.key,
+                at: u.at,
+            })
+        })
+        .collect::<Check<Vec<_>>>()?;
+    Ok((id, name, hex_array(sha256)?, local_path, uploads))
+}
+
+/// Checks one body line and turns it into what it adds.
+fn item(line: Line) -> Check<Item> {
+    Ok(match line {
+        Line::Header { .. } | Line::End { .. } => unreachable!("handled by the caller"),
+        Line::Root { id, path, added } => Item::Root(RootRecord {
+            id,
+            path: absolute(&path, "root")?,
+            added,
+        }),
+        Line::Content {
+            id,
+            size,
+            sha256,
+            first_seen,
+        } => {
+            let id = content_id(&id)?;
+            let rec = ContentRecord {
+                size,
+                sha256: hex_array(&sha256)?,
+                first_seen,
+            };
+            batch(move |b| b.put_content(&id, &rec))
+        }
+        Line::File {
+            root,
+            path,
+            size,
+            mtime_ns,
+            inode,
+            device,
+            mode,
+            first_seen,
+            deleted_at,
+            versions,
+        } => {
+            if versions.is_empty() {
+                return Err("a file without versions".into());
+            }
+            let versions = versions
+                .into_iter()
+                .map(|v| {
+                    Ok(Version {
+                        content: content_id(&v.content)?,
+                        size: v.size,
+                        mtime_ns: v.mtime_ns,
+                        recorded: v.recorded,
+                    })
+                })
+                .collect::<Check<Vec<_>>>()?;
+            let rel = relative(&path, "file path")?;
+            let rec = FileRecord {
+                size,
+                mtime_ns,
+                inode,
+                device,
+                mode,
+                first_seen,
+                deleted_at,
+                versions,
+            };
+            batch(move |b| b.put_file(root, &rel, &rec))
+        }
+        Line::Iso {
+            id,
+            name,
+            size,
+            sha256,
+            files,
+            data_bytes,
+            created,
+            status,
+            local_path,
+            uploads,
+        } => {
+            let (id, name, sha256, local_path, uploads) =
+                check_iso(id, name, &sha256, local_path, uploads)?;
+            Item::Iso(IsoRecord {
+                id,
+                name,
+                size,
+                sha256,
+                files,
+                data_bytes,
+                created,
+                status: match status {
+                    PortableIsoStatus::Created => IsoStatus::Created,
+                    PortableIsoStatus::Uploaded => IsoStatus::Uploaded,
+                },
+                local_path,
+                uploads,
+            })
+        }
+        Line::Placement {
+            content,
+            iso,
+            offset,
+            path,
+        } => {
+            let content = content_id(&content)?;
+            let rec = PlacementRecord {
+                offset,
+                path: relative(&path, "path inside an image")?,
+            };
+            batch(move |b| b.put_placement(&content, iso, &rec))
+        }
+        Line::Staged {
+            site,
+            content,
+            key,
+            size,
+            etag,
+            at,
+        } => {
+            site_name(&site)?;
+            let content = content_id(&content)?;
+            if key != keys::stage_key(&content) {
+                return Err(format!(
+                    "staged key {key:?} is not the stage key of its content ({:?})",
+                    keys::stage_key(&content)
+                ));
+            }
+            if let Some(e) = &etag {
+                no_control(e, "etag")?;
+            }
+            let rec = StagedRecord {
+                key,
+                size,
+                etag,
+                at,
+            };
+            batch(move |b| b.put_staged(&site, &content, &rec))
+        }
+        Line::Archived {
+            site,
+            content,
+            iso,
+            at,
+        } => {
+            site_name(&site)?;
+            let content = content_id(&content)?;
+            batch(move |b| b.put_archived(&site, &content, &ArchivedRecord { iso, at }))
+        }
+        Line::Silent {
+            root,
+            path,
+            content,
+            previous,
+            found,
+        } => {
+            let rel = relative(&path, "file path")?;
+            let content = content_id(&content)?;
+            let rec = SilentChange {
+                previous: content_id(&previous)?,
+                found,
+            };
+            batch(move |b| b.put_silent_change(root, &rel, &content, &rec))
+        }
+        Line::Lost {
+            root,
+            path,
+            content,
+            size,
+            found,
+        } => {
+            let rel = relative(&path, "file path")?;
+            let content = content_id(&content)?;
+            batch(move |b| b.put_lost(root, &rel, &content, &LostVersion { size, found }))
+        }
+        Line::Unverified {
+            site,
+            key,
+            size,
+            storage_class,
+            modified,
+            reason,
+            ours,
+            found,
+        } => {
+            site_name(&site)?;
+            if !keys::is_confined(&key)
+                || !(key.starts_with(keys::ARCHIVE) || key.starts_with(keys::STAGE))
+            {
+                return Err(format!(
+                    "unverified object key {key:?} is not under archive/ or stage/"
+                ));
+            }
+            Item::Unverified(
+                site,
+                UnverifiedObject {
+                    key,
+                    size,
+                    storage_class,
+                    modified,
+                    reason,
+                    ours,
+                    found,
+                },
+            )
+        }
+        Line::Run {
+            id,
+            command,
+            started,
+            ended,
+            counts,
+            errors,
+            ok,
+        } => Item::Run(
+            id,
+            RunRecord {
+                command,
+                started,
+                ended,
+                counts,
+                errors,
+                ok,
+            },
+        ),
+    })
+}
+
+/// The header's checks; returns the manifest id it carries.
+fn header(format: &str, version: u32, id: Option<String>) -> Check<Option<String>> {
+    if format != FORMAT {
+        return Err(format!("format is {format:?}, expected {FORMAT:?}"));
+    }
+    if version > FORMAT_VERSION {
+        return Err(format!(
+            "format version {version} is newer than this lomob reads ({FORMAT_VERSION}): upgrade lomob"
+        ));
+    }
+    if let Some(id) = &id {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("manifest id {id:?} is not 32 hex digits"));
+        }
+    }
+    Ok(id)
+}
+
+/// Everything an export holds, parsed and checked, before anything is written.
+struct Parsed {
+    id: Option<String>,
+    items: Vec<Item>,
+    counts: Counts,
+}
+
+fn parse(path: &Path) -> Result<Parsed> {
     let f = File::open(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
@@ -389,11 +815,11 @@ pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
         line,
         reason,
     };
-    let mut roots = Vec::new();
-    let mut batch = ManifestBatch::default();
-    let mut runs = Vec::new();
-    let mut isos = Vec::new();
-    let mut c = Counts::default();
+    let mut p = Parsed {
+        id: None,
+        items: Vec::new(),
+        counts: Counts::default(),
+    };
     let mut seen_header = false;
     let mut end: Option<u64> = None;
     for (i, line) in BufReader::new(f).lines().enumerate() {
@@ -406,240 +832,67 @@ pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
             return Err(bad(n, "data after the end line".into()));
         }
         let parsed: Line = serde_json::from_str(&line).map_err(|e| bad(n, e.to_string()))?;
-        if !seen_header && !matches!(parsed, Line::Header { .. }) {
-            return Err(bad(
-                n,
-                format!("not a {FORMAT} file: the first line must be the header"),
-            ));
-        }
         match parsed {
             Line::Header {
-                format, version, ..
+                format,
+                version,
+                manifest_id,
+                ..
             } => {
                 if seen_header {
                     return Err(bad(n, "a second header".into()));
                 }
-                if format != FORMAT {
-                    return Err(bad(n, format!("format is {format:?}, expected {FORMAT:?}")));
-                }
-                if version > FORMAT_VERSION {
-                    return Err(bad(
-                        n,
-                        format!("format version {version} is newer than this lomob reads ({FORMAT_VERSION}): upgrade lomob"),
-                    ));
-                }
+                p.id = header(&format, version, manifest_id).map_err(|e| bad(n, e))?;
                 seen_header = true;
             }
-            Line::Root { id, path, added } => {
-                roots.push(RootRecord {
-                    id,
-                    path: path.to_bytes().map_err(|e| bad(n, e))?,
-                    added,
-                });
-                c.roots += 1;
-            }
-            Line::Content {
-                id,
-                size,
-                sha256,
-                first_seen,
-            } => {
-                let id: [u8; 16] = hex_array(&id).map_err(|e| bad(n, e))?;
-                let sha256 = hex_array(&sha256).map_err(|e| bad(n, e))?;
-                batch.put_content(
-                    &id,
-                    &ContentRecord {
-                        size,
-                        sha256,
-                        first_seen,
-                    },
-                );
-                c.contents += 1;
-            }
-            Line::File {
-                root,
-                path,
-                size,
-                mtime_ns,
-                inode,
-                device,
-                mode,
-                first_seen,
-                deleted_at,
-                versions,
-            } => {
-                if versions.is_empty() {
-                    return Err(bad(n, "a file without versions".into()));
-                }
-                let versions = versions
-                    .into_iter()
-                    .map(|v| {
-                        Ok(Version {
-                            content: hex_array(&v.content)?,
-                            size: v.size,
-                            mtime_ns: v.mtime_ns,
-                            recorded: v.recorded,
-                        })
-                    })
-                    .collect::<std::result::Result<Vec<_>, String>>()
-                    .map_err(|e| bad(n, e))?;
-                let rel = path.to_bytes().map_err(|e| bad(n, e))?;
-                batch.put_file(
-                    root,
-                    &rel,
-                    &FileRecord {
-                        size,
-                        mtime_ns,
-                        inode,
-                        device,
-                        mode,
-                        first_seen,
-                        deleted_at,
-                        versions,
-                    },
-                );
-                c.files += 1;
-            }
-            Line::Iso {
-                id,
-                name,
-                size,
-                sha256,
-                files,
-                data_bytes,
-                created,
-                status,
-                local_path,
-                uploads,
-            } => {
-                isos.push(IsoRecord {
-                    id,
-                    name,
-                    size,
-                    sha256: hex_array(&sha256).map_err(|e| bad(n, e))?,
-                    files,
-                    data_bytes,
-                    created,
-                    status: match status {
-                        PortableIsoStatus::Created => IsoStatus::Created,
-                        PortableIsoStatus::Uploaded => IsoStatus::Uploaded,
-                    },
-                    local_path: local_path
-                        .map(|p| p.to_bytes())
-                        .transpose()
-                        .map_err(|e| bad(n, e))?,
-                    uploads: uploads
-                        .into_iter()
-                        .map(|u| IsoUpload {
-                            site: u.site,
-                            region: u.region,
-                            bucket: u.bucket,
-                            key: u.key,
-                            at: u.at,
-                        })
-                        .collect(),
-                });
-                c.isos += 1;
-            }
-            Line::Placement {
-                content,
-                iso,
-                offset,
-                path,
-            } => {
-                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
-                batch.put_placement(
-                    &content,
-                    iso,
-                    &PlacementRecord {
-                        offset,
-                        path: path.to_bytes().map_err(|e| bad(n, e))?,
-                    },
-                );
-                c.placements += 1;
-            }
-            Line::Staged {
-                site,
-                content,
-                key,
-                size,
-                etag,
-                at,
-            } => {
-                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
-                batch.put_staged(
-                    &site,
-                    &content,
-                    &StagedRecord {
-                        key,
-                        size,
-                        etag,
-                        at,
-                    },
-                );
-                c.staged += 1;
-            }
-            Line::Archived {
-                site,
-                content,
-                iso,
-                at,
-            } => {
-                let content: [u8; 16] = hex_array(&content).map_err(|e| bad(n, e))?;
-                batch.put_archived(&site, &content, &ArchivedRecord { iso, at });
-                c.archived += 1;
-            }
-            Line::Run {
-                id,
-                command,
-                started,
-                ended,
-                counts,
-                errors,
-                ok,
-            } => {
-                runs.push((
-                    id,
-                    RunRecord {
-                        command,
-                        started,
-                        ended,
-                        counts,
-                        errors,
-                        ok,
-                    },
-                ));
-                c.runs += 1;
+            _ if !seen_header => {
+                return Err(bad(
+                    n,
+                    format!("not a {FORMAT} file: the first line must be the header"),
+                ))
             }
             Line::End { records } => end = Some(records),
+            line => {
+                p.counts.add(&line);
+                p.items.push(item(line).map_err(|e| bad(n, e))?);
+            }
         }
     }
-    let total = c.total();
+    let total = p.counts.total();
     match end {
-        None => {
-            return Err(bad(
-                0,
-                "no end line: the file is truncated (copy it again)".into(),
-            ))
+        None => Err(bad(
+            0,
+            "no end line: the file is truncated (copy it again)".into(),
+        )),
+        Some(n) if n != total => Err(bad(
+            0,
+            format!("the end line counts {n} records but the file holds {total}"),
+        )),
+        _ => Ok(p),
+    }
+}
+
+/// Reads an export into `m`, which must be empty. Everything is parsed and checked before
+/// the first write, so a bad file leaves the manifest untouched.
+pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
+    if !m.is_empty() {
+        return Err(ManifestError::NotEmpty(m.path().to_path_buf()));
+    }
+    let parsed = parse(path)?;
+    let mut b = ManifestBatch::default();
+    for item in parsed.items {
+        match item {
+            Item::Root(r) => m.raw_insert_root(&r)?,
+            Item::Batch(f) => f(&mut b),
+            Item::Iso(i) => m.raw_insert_iso(&i)?,
+            Item::Unverified(site, o) => m.put_unverified(&site, &o)?,
+            Item::Run(id, r) => m.raw_insert_run(id, &r)?,
         }
-        Some(n) if n != total => {
-            return Err(bad(
-                0,
-                format!("the end line counts {n} records but the file holds {total}"),
-            ))
-        }
-        _ => {}
     }
-    for r in &roots {
-        m.raw_insert_root(r)?;
-    }
-    m.apply(batch)?;
-    for i in &isos {
-        m.raw_insert_iso(i)?;
-    }
-    for (id, r) in &runs {
-        m.raw_insert_run(*id, r)?;
+    m.apply(b)?;
+    if let Some(id) = parsed.id {
+        m.set_id(&id)?;
     }
     m.flush()?;
-    Ok(c)
+    Ok(parsed.counts)
 }

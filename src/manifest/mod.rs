@@ -19,19 +19,27 @@ use std::path::{Path, PathBuf};
 pub use error::ManifestError;
 pub use records::{
     ArchivedRecord, ContentId, ContentRecord, FileRecord, FileStat, IsoRecord, IsoStatus,
-    IsoUpload, PlacementRecord, RootRecord, RunRecord, StagedRecord, Version,
+    IsoUpload, LostVersion, MountPoint, PendingImage, PendingMember, PlacementRecord,
+    RootDevices, RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage,
+    UnverifiedObject, Version,
 };
 
 use lock::DbLock;
-use records::{decode, decode_stat, encode, file_key, placement_key, site_key, split_file_key};
+use records::{
+    decode, decode_stat, encode, file_key, placement_key, site_key, site_name_key,
+    split_file_key, split_version_key, version_key,
+};
 
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 added trees only (pending images, unverified objects, silent changes, lost
+/// versions, root devices) and the manifest id, so a version 1 database is simply raised.
+pub const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const NEXT_ROOT_KEY: &[u8] = b"next-root";
 const NEXT_RUN_KEY: &[u8] = b"next-run";
 const NEXT_ISO_KEY: &[u8] = b"next-iso";
+const MANIFEST_ID_KEY: &[u8] = b"manifest-id";
 
 pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -49,6 +57,11 @@ pub struct Manifest {
     uploads: sled::Tree,
     staged: sled::Tree,
     archived: sled::Tree,
+    pending: sled::Tree,
+    unverified: sled::Tree,
+    silent: sled::Tree,
+    lost: sled::Tree,
+    devices: sled::Tree,
     _lock: DbLock,
 }
 
@@ -60,6 +73,8 @@ pub struct ManifestBatch {
     placements: sled::Batch,
     staged: sled::Batch,
     archived: sled::Batch,
+    silent: sled::Batch,
+    lost: sled::Batch,
     len: usize,
 }
 
@@ -92,6 +107,23 @@ impl ManifestBatch {
 
     pub fn put_archived(&mut self, site: &str, content: &ContentId, rec: &ArchivedRecord) {
         self.archived.insert(site_key(site, content), encode(rec));
+        self.len += 1;
+    }
+
+    pub fn put_silent_change(
+        &mut self,
+        root: u32,
+        rel: &[u8],
+        content: &ContentId,
+        rec: &SilentChange,
+    ) {
+        self.silent
+            .insert(version_key(root, rel, content), encode(rec));
+        self.len += 1;
+    }
+
+    pub fn put_lost(&mut self, root: u32, rel: &[u8], content: &ContentId, rec: &LostVersion) {
+        self.lost.insert(version_key(root, rel, content), encode(rec));
         self.len += 1;
     }
 
@@ -166,36 +198,67 @@ impl Manifest {
             uploads: db.open_tree("uploads")?,
             staged: db.open_tree("staged")?,
             archived: db.open_tree("archived")?,
+            pending: db.open_tree("pending")?,
+            unverified: db.open_tree("unverified")?,
+            silent: db.open_tree("silent")?,
+            lost: db.open_tree("lost")?,
+            devices: db.open_tree("devices")?,
             db,
             _lock: lock,
         };
         m.check_schema()?;
+        m.ensure_id()?;
         Ok(m)
     }
 
     fn check_schema(&self) -> Result<()> {
-        match self.meta.get(SCHEMA_KEY)? {
-            None => {
-                self.meta
-                    .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-                Ok(())
-            }
-            Some(v) => {
-                let found = u32::from_be_bytes(
-                    v.as_ref()
-                        .try_into()
-                        .map_err(|_| corrupt("meta/schema", "not a 4-byte number"))?,
-                );
-                if found > SCHEMA_VERSION {
-                    return Err(ManifestError::NewerSchema {
-                        path: self.path.clone(),
-                        found,
-                        supported: SCHEMA_VERSION,
-                    });
-                }
-                Ok(())
-            }
+        let found = match self.meta.get(SCHEMA_KEY)? {
+            None => 0,
+            Some(v) => u32::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| corrupt("meta/schema", "not a 4-byte number"))?,
+            ),
+        };
+        if found > SCHEMA_VERSION {
+            return Err(ManifestError::NewerSchema {
+                path: self.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
+        if found < SCHEMA_VERSION {
+            // Versions 1 and 2 share every record format; 2 only added trees.
+            self.meta
+                .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Gives a new manifest its id: random, written once, carried by exports so a manifest
+    /// recovered on a new machine keeps it.
+    fn ensure_id(&self) -> Result<()> {
+        if self.meta.get(MANIFEST_ID_KEY)?.is_none() {
+            let id = random_id()?;
+            self.meta.insert(MANIFEST_ID_KEY, id.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// This manifest's id (32 hex digits): how a site's key space knows which manifest
+    /// owns it.
+    pub fn id(&self) -> Result<String> {
+        let v = self
+            .meta
+            .get(MANIFEST_ID_KEY)?
+            .ok_or_else(|| corrupt("meta/manifest-id", "missing"))?;
+        String::from_utf8(v.to_vec()).map_err(|e| corrupt("meta/manifest-id", e))
+    }
+
+    /// Replaces the id (import only: a recovered manifest keeps its original id).
+    fn set_id(&self, id: &str) -> Result<()> {
+        self.meta.insert(MANIFEST_ID_KEY, id.as_bytes())?;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -307,6 +370,8 @@ impl Manifest {
         // Contents first: a file record must never point at a content that is not there.
         self.contents.apply_batch(batch.contents)?;
         self.files.apply_batch(batch.files)?;
+        self.silent.apply_batch(batch.silent)?;
+        self.lost.apply_batch(batch.lost)?;
         self.placements.apply_batch(batch.placements)?;
         // Archived before unstaged: a content is never left recorded nowhere.
         self.archived.apply_batch(batch.archived)?;
@@ -415,6 +480,100 @@ impl Manifest {
             .next()
             .transpose()?
             .is_some())
+    }
+
+    /// Images chosen for upload on `site` and not recorded yet.
+    pub fn pending_images(&self, site: &str) -> Result<Vec<PendingImage>> {
+        let mut prefix = site.as_bytes().to_vec();
+        prefix.push(0);
+        self.pending
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (_, v) = kv?;
+                decode(&v).map_err(|e| corrupt("pending", e))
+            })
+            .collect()
+    }
+
+    /// Records (or replaces) a pending image, durably.
+    pub fn put_pending(&self, p: &PendingImage) -> Result<()> {
+        self.pending
+            .insert(site_name_key(&p.site, &p.name), encode(p))?;
+        self.flush()
+    }
+
+    pub fn remove_pending(&self, site: &str, name: &str) -> Result<()> {
+        self.pending.remove(site_name_key(site, name))?;
+        self.flush()
+    }
+
+    /// Records an archive object lomob does not count (see [`UnverifiedObject`]), durably.
+    pub fn put_unverified(&self, site: &str, o: &UnverifiedObject) -> Result<()> {
+        self.unverified
+            .insert(site_name_key(site, &o.key), encode(o))?;
+        self.flush()
+    }
+
+    /// Unverified objects of `site` (or of every site): (site, object).
+    pub fn unverified(&self, site: Option<&str>) -> Result<Vec<(String, UnverifiedObject)>> {
+        let iter = match site {
+            Some(s) => {
+                let mut p = s.as_bytes().to_vec();
+                p.push(0);
+                self.unverified.scan_prefix(p)
+            }
+            None => self.unverified.iter(),
+        };
+        iter.map(|kv| {
+            let (k, v) = kv?;
+            let nul = k
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| corrupt("unverified", "malformed key"))?;
+            let site = String::from_utf8_lossy(&k[..nul]).into_owned();
+            Ok((site, decode(&v).map_err(|e| corrupt("unverified", e))?))
+        })
+        .collect()
+    }
+
+    /// Versions that changed without a new mtime: (root, relative path, new content, record).
+    pub fn silent_changes(&self) -> Result<Vec<(u32, Vec<u8>, ContentId, SilentChange)>> {
+        Self::per_version(&self.silent, "silent")
+    }
+
+    /// Versions lost before any copy was made: (root, relative path, content, record).
+    pub fn lost_versions(&self) -> Result<Vec<(u32, Vec<u8>, ContentId, LostVersion)>> {
+        Self::per_version(&self.lost, "lost")
+    }
+
+    fn per_version<T: serde::de::DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &str,
+    ) -> Result<Vec<(u32, Vec<u8>, ContentId, T)>> {
+        tree.iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let (root, rel, content) =
+                    split_version_key(&k).ok_or_else(|| corrupt(name, "malformed key"))?;
+                let rec = decode(&v).map_err(|e| corrupt(name, e))?;
+                Ok((root, rel.to_vec(), content, rec))
+            })
+            .collect()
+    }
+
+    /// The devices recorded for a root at its last scan.
+    pub fn root_devices(&self, root: u32) -> Result<Option<RootDevices>> {
+        match self.devices.get(root.to_be_bytes())? {
+            None => Ok(None),
+            Some(v) => decode(&v)
+                .map(Some)
+                .map_err(|e| corrupt(format!("devices/{root}"), e)),
+        }
+    }
+
+    pub fn put_root_devices(&self, root: u32, rec: &RootDevices) -> Result<()> {
+        self.devices.insert(root.to_be_bytes(), encode(rec))?;
+        Ok(())
     }
 
     /// Records a finished command; returns its id (increasing).
@@ -564,6 +723,11 @@ impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
             })
             .collect()
     }
+}
+
+/// 128 random bits as hex.
+fn random_id() -> Result<String> {
+    Ok(hex::encode(rand::random::<[u8; 16]>()))
 }
 
 /// Unix seconds now.

@@ -261,3 +261,125 @@ pub fn site_key(site: &str, content: &ContentId) -> Vec<u8> {
     k.extend_from_slice(content);
     k
 }
+
+/// A version whose bytes changed while the file kept its size, mtime and inode: bit rot, or
+/// an editor that preserves dates. Recorded beside the new version (key: file key, then the
+/// new content id) so it is reported as possible silent corruption; the older version's
+/// copies stay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SilentChange {
+    /// The content the scan had recorded before.
+    pub previous: ContentId,
+    /// Unix seconds the change was found.
+    pub found: i64,
+}
+
+/// A version whose bytes changed before any copy of them was made: it can never be made
+/// safe, so it is reported once and counted apart instead of waiting forever. Key: file
+/// key, then its content id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostVersion {
+    pub size: u64,
+    /// Unix seconds the change was found.
+    pub found: i64,
+}
+
+/// The devices a root and the mount points below it were on at the last scan. An unmounted
+/// NAS leaves an empty folder on the parent file system: a changed device (with the files
+/// gone) means "missing", never "deleted".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootDevices {
+    pub device: u64,
+    /// Folders below the root on another device than their parent, relative to the root.
+    pub mounts: Vec<MountPoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPoint {
+    pub rel: Vec<u8>,
+    pub device: u64,
+}
+
+/// One file of a [`PendingImage`], with everything its image layout depends on, so the
+/// image can be laid out again exactly (same bytes, same fingerprint) by a later run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMember {
+    pub content: ContentId,
+    pub image_path: Vec<u8>,
+    pub size: u64,
+    pub mtime: i64,
+    pub mode: u32,
+    pub sha256: [u8; 32],
+}
+
+/// What the archive held when a put was verified, before the image was recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredImage {
+    pub size: u64,
+    pub sha256: [u8; 32],
+    /// The object's ETag as the server reported it after verification (quotes removed).
+    pub etag: Option<String>,
+    pub at: i64,
+}
+
+/// An image a sync chose to upload and has not recorded yet. Written before the first byte
+/// is sent, so a run killed at any point is continued or adopted by the next one: the same
+/// image is laid out again from `members`, continued where its upload stopped, or, when
+/// `stored` says the server already holds it verified, recorded without sending anything.
+/// Key: site, NUL, name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingImage {
+    pub site: String,
+    pub name: String,
+    pub key: String,
+    /// Hex fingerprint of layout and catalog (the object's `fingerprint` metadata).
+    pub fingerprint: String,
+    pub volume_id: String,
+    pub created: i64,
+    pub members: Vec<PendingMember>,
+    /// Unix seconds the upload was first started.
+    pub started: i64,
+    pub stored: Option<StoredImage>,
+}
+
+/// An object on a site's archive that lomob does not count as holding anything: one it
+/// could not verify, or one found under a name it wanted. It is billed until deleted (and
+/// deleting before the minimum storage duration is billed too), so it is kept on record and
+/// shown by `status` and `cost`. Key: site, NUL, object key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnverifiedObject {
+    pub key: String,
+    pub size: u64,
+    pub storage_class: Option<String>,
+    /// Unix seconds, as the server reports it.
+    pub modified: Option<i64>,
+    /// Why it is not counted.
+    pub reason: String,
+    /// True when lomob wrote it (an upload it could not verify); false when it was found.
+    pub ours: bool,
+    /// Unix seconds it was recorded.
+    pub found: i64,
+}
+
+/// Key of a per-site record named by a string: the site name, a NUL, then the name.
+pub fn site_name_key(site: &str, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(site.len() + name.len() + 1);
+    k.extend_from_slice(site.as_bytes());
+    k.push(0);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// Key of a per-version record: the file key, then the content id.
+pub fn version_key(root: u32, rel: &[u8], content: &ContentId) -> Vec<u8> {
+    let mut k = file_key(root, rel);
+    k.extend_from_slice(content);
+    k
+}
+
+/// Splits a per-version key into root, relative path and content id.
+pub fn split_version_key(key: &[u8]) -> Option<(u32, &[u8], ContentId)> {
+    let (head, content) = key.split_at(key.len().checked_sub(16)?);
+    let (root, rel) = split_file_key(head)?;
+    Some((root, rel, content.try_into().ok()?))
+}

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::archive::ByteSource;
 use crate::iso::{IsoError, IsoPlan, VolumeInfo};
+use crate::keys::{archive_key, stage_key};
 use crate::manifest::{
     self, ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
     PlacementRecord, StagedRecord,
@@ -74,17 +75,6 @@ impl SiteReport {
         self.errors.push(e.to_string());
         self.ok = false;
     }
-}
-
-/// Stage objects are named by content (xxh3-128), so a content is staged once per site,
-/// a new version never overwrites an older one that is not archived yet, and names are
-/// valid on every backend whatever the file was called.
-pub fn stage_key(content: &ContentId) -> String {
-    format!("stage/{}", hex::encode(content))
-}
-
-pub fn archive_key(image: &str) -> String {
-    format!("archive/{image}")
 }
 
 /// After this many failed uploads in a row the server is taken as down for this run.
