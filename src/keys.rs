@@ -43,7 +43,10 @@ pub fn is_image_name(name: &str) -> bool {
     name.len() <= 200
         && name.ends_with(".iso")
         && !name.contains("..")
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -103,8 +106,7 @@ pub fn is_relative_path(p: &[u8]) -> bool {
     !p.is_empty()
         && p[0] != b'/'
         && !p.contains(&0)
-        && p
-            .split(|&b| b == b'/')
+        && p.split(|&b| b == b'/')
             .all(|seg| !seg.is_empty() && seg != b"." && seg != b"..")
 }
 
@@ -112,8 +114,7 @@ pub fn is_relative_path(p: &[u8]) -> bool {
 pub fn is_absolute_path(p: &[u8]) -> bool {
     p.first() == Some(&b'/')
         && !p.contains(&0)
-        && p
-            .split(|&b| b == b'/')
+        && p.split(|&b| b == b'/')
             .skip(1)
             .all(|seg| seg != b"." && seg != b"..")
 }
@@ -167,7 +168,15 @@ mod tests {
         assert!(is_confined("stage/abc"));
         assert!(is_confined("archive/x.iso.partial"));
         for bad in [
-            "", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b", "a\nb", "a/./b",
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a\nb",
+            "a/./b",
         ] {
             assert!(!is_confined(bad), "{bad:?}");
         }

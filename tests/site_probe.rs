@@ -47,7 +47,8 @@ fn a_cold_archive_is_probed_without_storing_anything() {
         .filter(|s| s["role"] == "archive")
         .map(|s| s["step"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(steps, ["list", "write", "class"], "{v}");
+    // "owner": the site mark (meta/site.json) is read, not written, by a probe.
+    assert_eq!(steps, ["owner", "list", "write", "class"], "{v}");
     assert!(v.to_string().contains("aborted"), "{v}");
     // Nothing was left in the bucket.
     let out = env
@@ -79,8 +80,8 @@ fn wrong_keys_a_missing_bucket_and_an_unreachable_host_are_told_apart() {
     let c = cfg(
         &env,
         &[
-            site("ok", format!("{{ kind = \"s3\", bucket = \"{b}\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}")),
-            site("badkey", format!("{{ kind = \"s3\", bucket = \"{b}\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"WRONGSECRET\" }}")),
+            site("ok", format!("{{ kind = \"s3\", bucket = \"{b}\", prefix = \"/ok\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}")),
+            site("badkey", format!("{{ kind = \"s3\", bucket = \"{b}\", prefix = \"/badkey\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"WRONGSECRET\" }}")),
             site("nobucket", format!("{{ kind = \"s3\", bucket = \"{b}-missing\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}")),
             site("nohost", format!("{{ kind = \"s3\", bucket = \"{b}\", endpoint = \"http://127.0.0.1:9\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}")),
         ]

@@ -104,6 +104,79 @@ impl BackendConfig {
     }
 }
 
+/// Where a backend keeps its objects, as far as a profile tells: a space (a disk, a bucket
+/// at an endpoint, a host) and a path inside it. Two backends whose places overlap (one path
+/// inside the other, in the same space) would see each other's objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub space: String,
+    /// Path segments, without empty, `.` or `..` segments (resolved lexically).
+    pub path: Vec<String>,
+}
+
+impl Place {
+    fn new(space: String, path: &str) -> Place {
+        let mut segs: Vec<String> = Vec::new();
+        for seg in path.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    segs.pop();
+                }
+                s => segs.push(s.to_string()),
+            }
+        }
+        Place { space, path: segs }
+    }
+
+    /// True when one place is the other or lies inside it.
+    pub fn overlaps(&self, other: &Place) -> bool {
+        let n = self.path.len().min(other.path.len());
+        self.space == other.space && self.path[..n] == other.path[..n]
+    }
+
+    /// For messages.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.space, self.path.join("/"))
+    }
+}
+
+impl BackendConfig {
+    /// Where this backend keeps its objects (see [`Place`]).
+    pub fn place(&self) -> Place {
+        match self {
+            BackendConfig::Fs(c) => {
+                let root = secret::expand_home(&c.root);
+                let root = if root.is_absolute() {
+                    root
+                } else {
+                    std::env::current_dir().unwrap_or_default().join(root)
+                };
+                Place::new("file://".into(), &root.to_string_lossy())
+            }
+            BackendConfig::S3(c) | BackendConfig::Glacier(c) => {
+                let endpoint = c
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", c.region));
+                Place::new(
+                    format!("s3://{}@{}", c.bucket, endpoint.trim_end_matches('/')),
+                    &c.prefix,
+                )
+            }
+            BackendConfig::Gdrive(c) => Place::new("gdrive:".into(), &c.root),
+            BackendConfig::Onedrive(c) => Place::new("onedrive:".into(), &c.root),
+            BackendConfig::Sftp(c) => {
+                let host = c.host.trim_end_matches(":22");
+                Place::new(format!("sftp://{host}"), &c.root)
+            }
+            BackendConfig::Webdav(c) => {
+                Place::new(c.endpoint.trim_end_matches('/').to_string(), &c.root)
+            }
+        }
+    }
+}
+
 /// Builds an operator from string options; the option names were validated by our config
 /// structs, since OpenDAL silently ignores keys it does not know.
 pub(crate) fn build(
@@ -183,6 +256,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("LOMOB_T_UNSET_TOKEN"), "{e}");
+    }
+
+    #[test]
+    fn places_overlap_only_when_one_is_inside_the_other() {
+        let fs = |root: &str| parse(&format!("kind = \"fs\"\nroot = \"{root}\"")).unwrap();
+        assert!(fs("/nas/lomob")
+            .place()
+            .overlaps(&fs("/nas/lomob/").place()));
+        assert!(fs("/nas/lomob")
+            .place()
+            .overlaps(&fs("/nas/lomob/a").place()));
+        assert!(fs("/nas/x/../lomob")
+            .place()
+            .overlaps(&fs("/nas/lomob").place()));
+        assert!(!fs("/nas/lomob")
+            .place()
+            .overlaps(&fs("/nas/lomob2").place()));
+        let s3 = |bucket: &str, prefix: &str| {
+            parse(&format!(
+                "kind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"{prefix}\""
+            ))
+            .unwrap()
+        };
+        assert!(s3("b", "/").place().overlaps(&s3("b", "/parents").place()));
+        assert!(!s3("b", "/a").place().overlaps(&s3("b", "/b").place()));
+        assert!(!s3("b", "/").place().overlaps(&s3("c", "/").place()));
     }
 
     #[tokio::test]

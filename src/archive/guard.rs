@@ -3,13 +3,10 @@
 //! younger than the backend's minimum, whatever the caller asks.
 
 use std::ops::Range;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{
-    Archive, ArchiveObject, ByteSource, PutProgress, Stored, ThawRequest, ThawTier, UploadJournal,
-};
+use super::{Archive, ArchiveObject, PutOutcome, PutRequest, ThawRequest, ThawTier, UploadJournal};
 use crate::store::{BackendInfo, ObjectInfo, StoreError};
 
 pub struct MinStorageGuard<A> {
@@ -40,20 +37,11 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
         self.inner.info()
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        source: Arc<dyn ByteSource>,
-        fingerprint: &str,
-        journal: &dyn UploadJournal,
-        progress: PutProgress<'_>,
-    ) -> Result<Stored, StoreError> {
-        self.inner
-            .put(key, source, fingerprint, journal, progress)
-            .await
+    async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, StoreError> {
+        self.inner.put(req).await
     }
 
-    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError> {
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
         self.inner.put_index(key, bytes).await
     }
 
@@ -81,7 +69,17 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let min = self.info().capabilities.min_storage_days;
         if min > 0 {
-            let modified = self.inner.stat(key).await?.and_then(|o| o.info.modified);
+            let Some(o) = self.inner.stat(key).await? else {
+                return Ok(());
+            };
+            // The minimum belongs to the object's own class: a hot object in a cold bucket
+            // (a catalog, the site mark) has none.
+            let min = o
+                .storage_class
+                .as_deref()
+                .and_then(lomob_backends::s3::client::parse_class)
+                .map_or(min, |c| c.min_storage_days());
+            let modified = o.info.modified;
             if !old_enough(modified, min, crate::manifest::now()) {
                 return Err(StoreError::check(
                     self.info(),
@@ -94,12 +92,16 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
         self.inner.delete(key).await
     }
 
+    async fn abort_upload(&self, key: &str, journal: &dyn UploadJournal) -> Result<(), StoreError> {
+        self.inner.abort_upload(key, journal).await
+    }
+
     async fn abort_orphans(
         &self,
-        prefix: &str,
+        owned: &(dyn for<'k> Fn(&'k str) -> bool + Sync),
         journal: &dyn UploadJournal,
     ) -> Result<usize, StoreError> {
-        self.inner.abort_orphans(prefix, journal).await
+        self.inner.abort_orphans(owned, journal).await
     }
 }
 

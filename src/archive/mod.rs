@@ -52,6 +52,9 @@ pub struct ArchiveObject {
     pub thaw: ThawState,
     /// The content fingerprint stored with the object, where the backend keeps metadata.
     pub fingerprint: Option<String>,
+    /// The part size of a multipart upload, from the object's metadata: what its ETag can
+    /// be computed again with.
+    pub part_size: Option<u64>,
 }
 
 /// What a thaw request did.
@@ -81,22 +84,55 @@ impl ByteSource for MemorySource {
     }
 }
 
+/// How the bytes of an archived object were shown to be the ones sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "by", content = "reason")]
+pub enum Verification {
+    /// A checksum the server computed over what it stored (an MD5 ETag, a multipart ETag,
+    /// parts checked by Content-MD5) equals the one computed while sending.
+    ServerChecksum,
+    /// The object was read back and its SHA-256 equals the image's.
+    ReadBack,
+    /// Stored, but nothing the server computed can be compared (an SSE-KMS bucket's ETag,
+    /// for one). Such an object is never counted as holding anything.
+    Unverified(String),
+}
+
 /// What a put stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
     pub object: ArchiveObject,
     /// SHA-256 of the bytes stored, computed while they were read for sending.
     pub sha256: [u8; 32],
+    pub verification: Verification,
 }
 
-/// The refusal every implementation gives when `key` already holds other bytes.
-pub(crate) fn never_overwritten(info: &BackendInfo, key: &str) -> StoreError {
-    StoreError::check(
-        info,
-        "put",
-        key,
-        "a different object already exists under this name; archives are never overwritten".into(),
-    )
+/// What a put did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object now holds the source: sent by this call, continued from an interrupted
+    /// upload, or already there and shown by a checksum to hold the same bytes.
+    Stored(Stored),
+    /// Another object already holds the name, and lomob cannot show that it holds these
+    /// bytes. Nothing was sent and nothing overwritten: choose another name, and keep the
+    /// occupant on record (it is billed).
+    Occupied {
+        existing: ArchiveObject,
+        reason: String,
+    },
+}
+
+/// One upload for [`Archive::put`].
+pub struct PutRequest<'a> {
+    pub key: &'a str,
+    pub source: Arc<dyn ByteSource>,
+    /// Hex; identifies the content before it is read (see [`Archive::put`]).
+    pub fingerprint: &'a str,
+    /// Use parts checked one by one (Content-MD5) even where one PUT would do: for a
+    /// bucket whose single-PUT ETags are not MD5s.
+    pub multipart_only: bool,
+    pub journal: &'a dyn UploadJournal,
+    pub progress: PutProgress<'a>,
 }
 
 /// Progress of a put: bytes confirmed by the server so far.
@@ -106,31 +142,27 @@ pub type PutProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 pub trait Archive: Send + Sync {
     fn info(&self) -> &BackendInfo;
 
-    /// Uploads `source` as `key`, continuing an upload the journal remembers, and verifies
-    /// it (size, the server's checksum of what it received, fingerprint and storage class
-    /// where the backend keeps them).
+    /// Uploads `req.source` as `req.key`, continuing an upload the journal remembers, and
+    /// verifies it (size, the server's checksum of what it received, fingerprint and
+    /// storage class where the backend keeps them).
     ///
     /// The source is read once, in order, from its first byte (also when resuming), and its
     /// SHA-256 comes back in [`Stored`]: a source that checks itself while read (the image
     /// reader verifies every file) fails the put before the object is complete, so nothing
-    /// wrong is stored and no separate verification pass is needed. `fingerprint` (hex)
+    /// wrong is stored and no separate verification pass is needed. The fingerprint (hex)
     /// identifies the content before it is read: it is stored with the object where the
-    /// backend keeps metadata, and ties a resumed upload to the same content. An existing
-    /// object holding the same content is accepted as already done; a different one is never
-    /// overwritten.
-    async fn put(
-        &self,
-        key: &str,
-        source: Arc<dyn ByteSource>,
-        fingerprint: &str,
-        journal: &dyn UploadJournal,
-        progress: PutProgress<'_>,
-    ) -> Result<Stored, StoreError>;
+    /// backend keeps metadata, and ties a resumed upload to the same content.
+    ///
+    /// An object already under the name counts as done only when a checksum the server
+    /// computed (or a read-back) shows it holds the source's bytes; otherwise the outcome is
+    /// [`PutOutcome::Occupied`] and nothing is sent. Nothing is ever overwritten.
+    async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, StoreError>;
 
     /// Writes a small object that must stay readable without a thaw (an image's catalog):
     /// in the backend's hot storage class, verified by the server's checksum. An existing
-    /// object with the same bytes is accepted; a different one is never overwritten.
-    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError>;
+    /// object with the same bytes is accepted; a different one is never overwritten (the
+    /// outcome is then [`PutOutcome::Occupied`]).
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError>;
 
     /// `None` when there is no such object.
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError>;
@@ -152,11 +184,17 @@ pub trait Archive: Send + Sync {
     /// younger than the minimum storage duration.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
-    /// Aborts unfinished uploads under `prefix` that the journal does not know (left by a
-    /// crash before their state was saved), so nothing is left billing. Returns how many.
+    /// Abandons the upload the journal remembers for `key` (an S3 multipart upload is
+    /// aborted, a `.partial` object removed) and forgets it: for an upload no run will
+    /// continue, so nothing is left billing.
+    async fn abort_upload(&self, key: &str, journal: &dyn UploadJournal) -> Result<(), StoreError>;
+
+    /// Aborts unfinished uploads under `archive/` that the journal does not know (left by a
+    /// crash before their state was saved) and that `owned` says are this site's, so
+    /// nothing is left billing and nothing of anyone else's is touched. Returns how many.
     async fn abort_orphans(
         &self,
-        prefix: &str,
+        owned: &(dyn for<'k> Fn(&'k str) -> bool + Sync),
         journal: &dyn UploadJournal,
     ) -> Result<usize, StoreError>;
 }

@@ -15,9 +15,10 @@ use opendal::Operator;
 use sha2::{Digest, Sha256};
 
 use super::{
-    never_overwritten, read_digests, Archive, ArchiveObject, ByteSource, PutProgress, Stored,
-    ThawRequest, ThawState, ThawTier, UploadJournal, UploadState,
+    read_digests, Archive, ArchiveObject, ByteSource, PutOutcome, PutRequest, Stored, ThawRequest,
+    ThawState, ThawTier, UploadJournal, UploadState, Verification,
 };
+use crate::keys::ARCHIVE;
 use crate::store::{
     list_objects, object_from_metadata, object_stream, BackendInfo, ObjectInfo, StoreError,
 };
@@ -95,181 +96,75 @@ impl Archive for OpendalArchive {
         &self.info
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        source: Arc<dyn ByteSource>,
-        fingerprint: &str,
-        journal: &dyn UploadJournal,
-        progress: PutProgress<'_>,
-    ) -> Result<Stored, StoreError> {
-        let total = source.len();
+    async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, StoreError> {
+        let key = req.key;
+        let total = req.source.len();
         let jerr = |e| StoreError::new(&self.info, "put", key, e);
-        let read_err = |at: u64, e: std::io::Error| {
-            StoreError::new(
-                &self.info,
-                "put",
-                key,
-                lomob_backends::BackendError::Source {
-                    key: key.to_string(),
-                    offset: at,
-                    source: e,
-                },
-            )
-        };
         if let Some(existing) = self.stat(key).await? {
-            // Stored by a run killed before it could record it? Only when it holds the
-            // same bytes: these backends keep no metadata to compare.
-            if existing.info.size == total {
-                let sha256 = read_digests(source.clone(), key)
-                    .await
-                    .map_err(jerr)?
-                    .sha256;
-                if self.read_back_sha256(key).await? == sha256 {
-                    journal.clear(key).map_err(jerr)?;
-                    return Ok(Stored {
-                        object: existing,
-                        sha256,
-                    });
-                }
-            }
-            return Err(never_overwritten(&self.info, key));
+            return self.settle_existing(&req, existing).await;
         }
         let partial = format!("{key}.partial");
         let can_append = self.op.info().capability().write_can_append;
-        // Continue a partial upload of the same source, where the backend can append.
-        let mut resume_at = 0u64;
-        if can_append {
-            let same = journal.load(key).map_err(jerr)?.is_some_and(|s| {
-                s.source_sha256.as_deref() == Some(fingerprint) && s.total_size == total
-            });
-            if same {
-                if let Ok(m) = self.op.stat(&partial).await {
-                    resume_at = m.content_length().min(total);
-                }
-            }
-        }
-        if resume_at == 0 {
-            let _ = self.op.delete(&partial).await;
-        } else {
-            tracing::info!(
-                "site {}: resuming {key} at byte {resume_at} of {total}",
-                self.info.site
-            );
-        }
-        journal
+        let resume_at = self.resume_point(&req, &partial, can_append).await?;
+        req.journal
             .save(&UploadState {
                 key: key.to_string(),
                 upload_id: "partial".into(),
                 part_size: BLOCK as u64,
                 total_size: total,
-                source_sha256: Some(fingerprint.to_string()),
+                source_sha256: Some(req.fingerprint.to_string()),
                 parts: Vec::new(),
             })
             .map_err(jerr)?;
-        let mut w = self
-            .op
-            .writer_with(&partial)
-            .append(can_append)
-            .chunk(BLOCK)
-            .await
-            .map_err(|e| self.err("put", key, e))?;
-        // Read from the first byte even when resuming: the bytes already stored are hashed,
-        // not sent, so the SHA-256 covers the whole object and every file is checked.
-        let mut reader = None;
-        let mut sha = Sha256::new();
-        let mut done = 0u64;
-        progress(resume_at);
-        let failed = loop {
-            if done >= total {
-                break None;
+        let sha256 = match self.send(&req, &partial, resume_at, can_append).await {
+            Ok(sha) => sha,
+            Err(e) => {
+                if e.source_io().is_some() {
+                    // The source is not what the upload started with (a file changed under
+                    // the image): the partial object can never be completed.
+                    let _ = self.op.delete(&partial).await;
+                    req.journal.clear(key).map_err(jerr)?;
+                }
+                return Err(e);
             }
-            let len = ((total - done) as usize).min(BLOCK);
-            let block = match read_block(&source, &mut reader, done, len).await {
-                Ok(b) if b.is_empty() => {
-                    break Some(read_err(
-                        done,
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("the image ended at byte {done} of {total}"),
-                        ),
-                    ))
-                }
-                Ok(b) => b,
-                Err(e) => break Some(read_err(done, e)),
-            };
-            sha.update(&block);
-            let end = done + block.len() as u64;
-            if end > resume_at {
-                let skip = resume_at.saturating_sub(done) as usize;
-                let mut block = block;
-                if skip > 0 {
-                    block.drain(..skip);
-                }
-                w.write(block).await.map_err(|e| self.err("put", key, e))?;
-                if can_append {
-                    // Appends are durable per write; report what the server holds.
-                    progress(end);
-                }
-            }
-            done = end;
         };
-        if let Some(e) = failed {
-            // The source is not what the upload started with (a file changed under the
-            // image): the partial object can never be completed.
-            let _ = w.abort().await;
-            let _ = self.op.delete(&partial).await;
-            journal.clear(key).map_err(jerr)?;
-            return Err(e);
-        }
-        let sha256: [u8; 32] = sha.finalize().into();
-        w.close().await.map_err(|e| self.err("put", key, e))?;
-        progress(done);
-        let m = self
-            .op
-            .stat(&partial)
+        (req.progress)(total);
+        self.verify_partial(key, &partial, total, &sha256)
             .await
-            .map_err(|e| self.err("verify", key, e))?;
-        if m.content_length() != total {
-            return Err(StoreError::check(
-                &self.info,
-                "verify",
-                key,
-                format!(
-                    "server holds {} bytes, expected {total}",
-                    m.content_length()
-                ),
-            ));
-        }
-        if self.read_back_sha256(&partial).await? != sha256 {
-            let _ = self.op.delete(&partial).await;
-            journal.clear(key).map_err(jerr)?;
-            return Err(StoreError::check(
-                &self.info,
-                "verify",
-                key,
-                "the stored bytes' SHA-256 differs from the image's; the partial upload was removed and the next run starts over".into(),
-            ));
-        }
+            .inspect_err(|_| {
+                let _ = req.journal.clear(key);
+            })?;
         self.op
             .rename(&partial, key)
             .await
             .map_err(|e| self.err("put", key, e))?;
-        journal.clear(key).map_err(jerr)?;
+        req.journal.clear(key).map_err(jerr)?;
         let object = self.stat(key).await?.ok_or_else(|| {
             StoreError::check(&self.info, "verify", key, "missing after rename".into())
         })?;
-        Ok(Stored { object, sha256 })
+        Ok(PutOutcome::Stored(Stored {
+            object,
+            sha256,
+            verification: Verification::ReadBack,
+        }))
     }
 
-    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError> {
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         if let Some(existing) = self.stat(key).await? {
             let same = existing.info.size == bytes.len() as u64
                 && self.read_range(key, 0..existing.info.size).await? == bytes;
             if same {
-                return Ok(existing);
+                return Ok(PutOutcome::Stored(Stored {
+                    object: existing,
+                    sha256,
+                    verification: Verification::ReadBack,
+                }));
             }
-            return Err(never_overwritten(&self.info, key));
+            return Ok(PutOutcome::Occupied {
+                existing,
+                reason: "it holds other bytes than this catalog".into(),
+            });
         }
         // Through a partial name, so a crash never leaves a short object under the real one.
         let partial = format!("{key}.partial");
@@ -291,9 +186,14 @@ impl Archive for OpendalArchive {
             .rename(&partial, key)
             .await
             .map_err(|e| self.err("put", key, e))?;
-        self.stat(key).await?.ok_or_else(|| {
+        let object = self.stat(key).await?.ok_or_else(|| {
             StoreError::check(&self.info, "verify", key, "missing after rename".into())
-        })
+        })?;
+        Ok(PutOutcome::Stored(Stored {
+            object,
+            sha256,
+            verification: Verification::ReadBack,
+        }))
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
@@ -303,6 +203,7 @@ impl Archive for OpendalArchive {
                 storage_class: None,
                 thaw: ThawState::NotNeeded,
                 fingerprint: None,
+                part_size: None,
             })),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
@@ -334,25 +235,215 @@ impl Archive for OpendalArchive {
         }
     }
 
+    async fn abort_upload(&self, key: &str, journal: &dyn UploadJournal) -> Result<(), StoreError> {
+        let partial = format!("{key}.partial");
+        if self.stat(&partial).await?.is_some() {
+            self.delete(&partial).await?;
+            tracing::info!(
+                "site {}: removed {partial}, an unfinished upload no run will continue",
+                self.info.site
+            );
+        }
+        journal
+            .clear(key)
+            .map_err(|e| StoreError::new(&self.info, "abort upload", key, e))
+    }
+
     async fn abort_orphans(
         &self,
-        prefix: &str,
+        owned: &(dyn for<'k> Fn(&'k str) -> bool + Sync),
         journal: &dyn UploadJournal,
     ) -> Result<usize, StoreError> {
-        // A `.partial` object the journal does not know cannot be resumed: remove it.
+        // A `.partial` object of ours the journal does not know cannot be resumed: remove it.
         let known: std::collections::HashSet<String> = journal
             .list()
-            .map_err(|e| StoreError::new(&self.info, "list uploads", prefix, e))?
+            .map_err(|e| StoreError::new(&self.info, "list uploads", ARCHIVE, e))?
             .into_iter()
             .map(|s| format!("{}.partial", s.key))
             .collect();
         let mut n = 0;
-        for o in self.list(prefix).await? {
-            if o.key.ends_with(".partial") && !known.contains(&o.key) {
+        for o in self.list(ARCHIVE).await? {
+            if o.key.ends_with(".partial") && owned(&o.key) && !known.contains(&o.key) {
                 self.delete(&o.key).await?;
                 n += 1;
             }
         }
         Ok(n)
+    }
+}
+
+impl OpendalArchive {
+    /// An object already holds `req.key`: ours and done only when its bytes read back equal
+    /// the source's; otherwise occupied.
+    async fn settle_existing(
+        &self,
+        req: &PutRequest<'_>,
+        existing: ArchiveObject,
+    ) -> Result<PutOutcome, StoreError> {
+        let key = req.key;
+        let total = req.source.len();
+        let jerr = |e| StoreError::new(&self.info, "put", key, e);
+        if existing.info.size == total {
+            let sha256 = read_digests(req.source.clone(), key)
+                .await
+                .map_err(jerr)?
+                .sha256;
+            if self.read_back_sha256(key).await? == sha256 {
+                req.journal.clear(key).map_err(jerr)?;
+                return Ok(PutOutcome::Stored(Stored {
+                    object: existing,
+                    sha256,
+                    verification: Verification::ReadBack,
+                }));
+            }
+        }
+        Ok(PutOutcome::Occupied {
+            reason: format!(
+                "it holds {} bytes that are not this image's",
+                existing.info.size
+            ),
+            existing,
+        })
+    }
+
+    /// Where a partial upload of the same source can continue, where the backend appends;
+    /// 0 (and any stale partial object removed) otherwise.
+    async fn resume_point(
+        &self,
+        req: &PutRequest<'_>,
+        partial: &str,
+        can_append: bool,
+    ) -> Result<u64, StoreError> {
+        let total = req.source.len();
+        let same = can_append
+            && req
+                .journal
+                .load(req.key)
+                .map_err(|e| StoreError::new(&self.info, "put", req.key, e))?
+                .is_some_and(|s| {
+                    s.source_sha256.as_deref() == Some(req.fingerprint) && s.total_size == total
+                });
+        let resume_at = match self.op.stat(partial).await {
+            Ok(m) if same => m.content_length().min(total),
+            _ => 0,
+        };
+        if resume_at == 0 {
+            let _ = self.op.delete(partial).await;
+        } else {
+            tracing::info!(
+                "site {}: resuming {} at byte {resume_at} of {total}",
+                self.info.site,
+                req.key
+            );
+        }
+        Ok(resume_at)
+    }
+
+    /// Writes the source into `partial` from `resume_at` (reading it from its first byte:
+    /// the bytes already stored are hashed, not sent, so the SHA-256 covers the whole object
+    /// and every file is checked). Returns the SHA-256.
+    async fn send(
+        &self,
+        req: &PutRequest<'_>,
+        partial: &str,
+        resume_at: u64,
+        can_append: bool,
+    ) -> Result<[u8; 32], StoreError> {
+        let (key, total) = (req.key, req.source.len());
+        let read_err = |at: u64, e: std::io::Error| {
+            StoreError::new(
+                &self.info,
+                "put",
+                key,
+                lomob_backends::BackendError::Source {
+                    key: key.to_string(),
+                    offset: at,
+                    source: e,
+                },
+            )
+        };
+        let mut w = self
+            .op
+            .writer_with(partial)
+            .append(can_append)
+            .chunk(BLOCK)
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        let mut reader = None;
+        let mut sha = Sha256::new();
+        let mut done = 0u64;
+        (req.progress)(resume_at);
+        while done < total {
+            let len = ((total - done) as usize).min(BLOCK);
+            let block = match read_block(&req.source, &mut reader, done, len).await {
+                Ok(b) if b.is_empty() => Err(read_err(
+                    done,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("the image ended at byte {done} of {total}"),
+                    ),
+                )),
+                Ok(b) => Ok(b),
+                Err(e) => Err(read_err(done, e)),
+            };
+            let mut block = match block {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(e);
+                }
+            };
+            sha.update(&block);
+            let end = done + block.len() as u64;
+            if end > resume_at {
+                let skip = resume_at.saturating_sub(done) as usize;
+                block.drain(..skip);
+                w.write(block).await.map_err(|e| self.err("put", key, e))?;
+                if can_append {
+                    // Appends are durable per write; report what the server holds.
+                    (req.progress)(end);
+                }
+            }
+            done = end;
+        }
+        w.close().await.map_err(|e| self.err("put", key, e))?;
+        Ok(sha.finalize().into())
+    }
+
+    /// Checks a finished partial object by size and by reading it back; a wrong one is
+    /// removed so the next run starts over.
+    async fn verify_partial(
+        &self,
+        key: &str,
+        partial: &str,
+        total: u64,
+        sha256: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let m = self
+            .op
+            .stat(partial)
+            .await
+            .map_err(|e| self.err("verify", key, e))?;
+        if m.content_length() != total {
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                format!(
+                    "server holds {} bytes, expected {total}",
+                    m.content_length()
+                ),
+            ));
+        }
+        if self.read_back_sha256(partial).await? != *sha256 {
+            let _ = self.op.delete(partial).await;
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                "the stored bytes' SHA-256 differs from the image's; the partial upload was removed and the next run starts over".into(),
+            ));
+        }
+        Ok(())
     }
 }

@@ -2,20 +2,20 @@
 //! uploads that resume after the process dies, HEAD with storage class and restore state,
 //! and RestoreObject for the thaw.
 
+use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
-use lomob_backends::s3::upload::{find_orphans, upload_resumable, UploadProgress};
+use lomob_backends::s3::upload::{find_orphans, multipart_etag, upload_resumable, UploadProgress};
 
-use super::{never_overwritten, read_digests};
 use lomob_backends::glacier::StorageClass;
 use lomob_backends::ErrorKind;
 
 use super::{
-    Archive, ArchiveObject, ByteSource, PutProgress, Stored, ThawRequest, ThawState, ThawTier,
-    UploadJournal,
+    Archive, ArchiveObject, ByteSource, PutOutcome, PutRequest, Stored, ThawRequest, ThawState,
+    ThawTier, UploadJournal, Verification,
 };
 use crate::store::{unquote, BackendInfo, ObjectInfo, StoreError};
 
@@ -60,6 +60,7 @@ impl S3Archive {
                 sha256: o.metadata.get("sha256").cloned(),
             },
             fingerprint: o.metadata.get("fingerprint").cloned(),
+            part_size: o.metadata.get("part-size").and_then(|p| p.parse().ok()),
             storage_class: Some(o.storage_class.clone()),
             thaw,
         }
@@ -82,109 +83,69 @@ impl Archive for S3Archive {
         &self.info
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        source: Arc<dyn ByteSource>,
-        fingerprint: &str,
-        journal: &dyn UploadJournal,
-        progress: PutProgress<'_>,
-    ) -> Result<Stored, StoreError> {
-        let len = source.len();
-        let pending = journal
+    async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, StoreError> {
+        let (key, len) = (req.key, req.source.len());
+        if let Some(existing) = self.stat(key).await? {
+            // Stored by a run killed before it could record it, or someone else's.
+            return self.settle_existing(&req, existing).await;
+        }
+        let resuming = req
+            .journal
             .load(key)
             .map_err(|e| self.err("put", key, e))?
             .is_some();
-        if let Some(existing) = self.stat(key).await? {
-            let ours =
-                existing.info.size == len && existing.fingerprint.as_deref() == Some(fingerprint);
-            if ours {
-                // Stored by a run killed before it could record it: read the source once for
-                // its SHA-256 (which also checks every file), send nothing.
-                let sha256 = read_digests(source.clone(), key)
-                    .await
-                    .map_err(|e| self.err("verify", key, e))?
-                    .sha256;
-                return Ok(Stored {
-                    object: existing,
-                    sha256,
-                });
-            }
-            if !pending {
-                return Err(never_overwritten(&self.info, key));
-            }
-        }
         // One streamed PUT when allowed (the fewest requests), else resumable parts.
-        let part_size = if len <= self.client.single_put_max() && !pending {
-            len
-        } else {
-            self.client.part_size()
-        };
-        let report = |p: &UploadProgress| progress(p.bytes_done);
+        let single = len <= self.client.single_put_max() && !resuming && !req.multipart_only;
+        let part_size = if single { len } else { self.client.part_size() };
+        let report = |p: &UploadProgress| (req.progress)(p.bytes_done);
         let out = upload_resumable(
             &self.client,
             key,
-            source.clone(),
+            req.source.clone(),
             part_size,
-            &[("fingerprint".to_string(), fingerprint.to_string())],
-            journal,
+            &[("fingerprint".to_string(), req.fingerprint.to_string())],
+            req.journal,
             &report,
         )
         .await
         .map_err(|e| self.err("put", key, e))?;
-        let got = self.stat(key).await?.ok_or_else(|| {
-            StoreError::check(
-                &self.info,
-                "verify",
-                key,
-                "missing right after upload".into(),
-            )
-        })?;
-        let class = self.client.storage_class().as_str();
-        let problems: Vec<String> = [
-            (got.info.size != len)
-                .then(|| format!("server holds {} bytes, sent {len}", got.info.size)),
-            (got.fingerprint.as_deref() != Some(fingerprint))
-                .then(|| "stored fingerprint metadata differs from the image's".to_string()),
-            (got.storage_class.as_deref() != Some(class)).then(|| {
-                format!(
-                    "storage class is {}, expected {class}",
-                    got.storage_class.as_deref().unwrap_or("unknown")
-                )
-            }),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if !problems.is_empty() {
-            return Err(StoreError::check(
-                &self.info,
-                "verify",
-                key,
-                problems.join("; "),
-            ));
-        }
+        let got = self
+            .stat(key)
+            .await?
+            .ok_or_else(|| missing_after(&self.info, key))?;
+        self.check_stored(key, len, req.fingerprint, &got)?;
         let mut sha256 = [0u8; 32];
         hex::decode_to_slice(&out.sha256, &mut sha256)
             .map_err(|e| StoreError::check(&self.info, "verify", key, format!("internal: {e}")))?;
-        Ok(Stored {
+        let verification =
+            etag_verification(&out.etag, &out.computed_etag, out.upload_id.is_some());
+        Ok(PutOutcome::Stored(Stored {
             object: got,
             sha256,
-        })
+            verification,
+        }))
     }
 
-    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<ArchiveObject, StoreError> {
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
         use md5::Digest as _;
         let md5 = hex::encode(md5::Md5::digest(&bytes));
         let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
         if let Some(existing) = self.stat(key).await? {
+            // Only the server's MD5 of what it holds shows the bytes are these.
             if existing.info.size == bytes.len() as u64
-                && (existing.info.sha256.as_deref() == Some(&sha)
-                    || existing.info.etag.as_deref() == Some(&md5))
+                && existing.info.etag.as_deref() == Some(md5.as_str())
             {
-                return Ok(existing);
+                return Ok(PutOutcome::Stored(Stored {
+                    object: existing,
+                    sha256: digest,
+                    verification: Verification::ServerChecksum,
+                }));
             }
-            return Err(never_overwritten(&self.info, key));
+            return Ok(PutOutcome::Occupied {
+                existing,
+                reason: "it holds other bytes (its ETag is not the MD5 of this catalog)".into(),
+            });
         }
         let size = bytes.len() as u64;
         // Hot, so that a machine with nothing but the profile can read every catalog at
@@ -204,18 +165,26 @@ impl Archive for S3Archive {
                 format!("the server's ETag {etag:?} is not the MD5 {md5} of the bytes sent"),
             ));
         }
-        Ok(ArchiveObject {
-            info: ObjectInfo {
-                key: key.to_string(),
-                size,
-                etag,
-                modified: None,
-                sha256: Some(sha),
+        // Sent with Content-MD5, which the server checks before storing (also in a KMS
+        // bucket, whose ETag is not the MD5).
+        let verification = Verification::ServerChecksum;
+        Ok(PutOutcome::Stored(Stored {
+            object: ArchiveObject {
+                info: ObjectInfo {
+                    key: key.to_string(),
+                    size,
+                    etag,
+                    modified: None,
+                    sha256: Some(sha),
+                },
+                storage_class: Some(StorageClass::Standard.as_str().to_string()),
+                thaw: ThawState::NotNeeded,
+                fingerprint: None,
+                part_size: None,
             },
-            storage_class: Some(StorageClass::Standard.as_str().to_string()),
-            thaw: ThawState::NotNeeded,
-            fingerprint: None,
-        })
+            sha256: digest,
+            verification,
+        }))
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
@@ -264,18 +233,40 @@ impl Archive for S3Archive {
             .map_err(|e| self.err("delete", key, e))
     }
 
+    async fn abort_upload(&self, key: &str, journal: &dyn UploadJournal) -> Result<(), StoreError> {
+        let jerr = |e| self.err("abort upload", key, e);
+        if let Some(state) = journal.load(key).map_err(jerr)? {
+            match self
+                .client
+                .abort_multipart_upload(key, &state.upload_id)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(jerr(e)),
+            }
+            tracing::info!(
+                "site {}: abandoned the unfinished upload of {key} (no run will continue it)",
+                self.info.site
+            );
+        }
+        journal.clear(key).map_err(jerr)
+    }
+
     async fn abort_orphans(
         &self,
-        prefix: &str,
+        owned: &(dyn for<'k> Fn(&'k str) -> bool + Sync),
         journal: &dyn UploadJournal,
     ) -> Result<usize, StoreError> {
+        let prefix = crate::keys::ARCHIVE;
         let orphans = match find_orphans(&self.client, prefix, journal).await {
             Ok(o) => o,
             // rclone serve s3 answers an empty bucket's listing this way: nothing is open.
             Err(e) if e.s3_code() == Some("NoSuchUpload") => Vec::new(),
             Err(e) => return Err(self.err("list uploads", prefix, e)),
         };
-        for o in &orphans {
+        let mut n = 0;
+        for o in orphans.iter().filter(|o| owned(&o.key)) {
             tracing::warn!(
                 "site {}: aborting unfinished upload of {} left by an earlier run",
                 self.info.site,
@@ -285,7 +276,173 @@ impl Archive for S3Archive {
                 .abort_multipart_upload(&o.key, &o.upload_id)
                 .await
                 .map_err(|e| self.err("abort upload", &o.key, e))?;
+            n += 1;
         }
-        Ok(orphans.len())
+        Ok(n)
     }
+}
+
+impl S3Archive {
+    /// An object already holds `req.key`: it is ours and done only when the server's ETag
+    /// equals the one computed from the source; otherwise it is occupied.
+    async fn settle_existing(
+        &self,
+        req: &PutRequest<'_>,
+        existing: ArchiveObject,
+    ) -> Result<PutOutcome, StoreError> {
+        let key = req.key;
+        let len = req.source.len();
+        let occupied = |reason: String| PutOutcome::Occupied {
+            existing: existing.clone(),
+            reason,
+        };
+        if existing.info.size != len {
+            return Ok(occupied(format!(
+                "it holds {} bytes, the image {len}",
+                existing.info.size
+            )));
+        }
+        if existing.fingerprint.as_deref() != Some(req.fingerprint) {
+            return Ok(occupied(
+                "its fingerprint metadata is not this image's (another image, or another program's object)".into(),
+            ));
+        }
+        let part_size = existing
+            .part_size
+            .unwrap_or_else(|| self.client.part_size());
+        let digests = source_digests(req.source.clone(), part_size)
+            .await
+            .map_err(|e| self.err("verify", key, e))?;
+        let etag = existing.info.etag.clone().unwrap_or_default();
+        let matches = if is_md5_hex(&etag) {
+            etag.eq_ignore_ascii_case(&digests.md5_hex)
+        } else {
+            etag.contains('-') && etag == digests.multipart_etag.trim_matches('"')
+        };
+        if !matches {
+            return Ok(occupied(format!(
+                "its ETag {etag:?} is neither the MD5 nor the multipart ETag of the image (an upload that was never verified, or other bytes)"
+            )));
+        }
+        if let Err(e) = self.check_stored(key, len, req.fingerprint, &existing) {
+            return Ok(occupied(e.to_string()));
+        }
+        // An interrupted run's upload, finished and shown to hold these bytes.
+        req.journal
+            .clear(key)
+            .map_err(|e| self.err("put", key, e))?;
+        Ok(PutOutcome::Stored(Stored {
+            object: existing,
+            sha256: digests.sha256,
+            verification: Verification::ServerChecksum,
+        }))
+    }
+
+    /// What HEAD must say after a put: the size sent, this fingerprint, the site's class.
+    fn check_stored(
+        &self,
+        key: &str,
+        len: u64,
+        fingerprint: &str,
+        got: &ArchiveObject,
+    ) -> Result<(), StoreError> {
+        let class = self.client.storage_class().as_str();
+        let problems: Vec<String> = [
+            (got.info.size != len)
+                .then(|| format!("server holds {} bytes, sent {len}", got.info.size)),
+            (got.fingerprint.as_deref() != Some(fingerprint))
+                .then(|| "stored fingerprint metadata differs from the image's".to_string()),
+            (got.storage_class.as_deref() != Some(class)).then(|| {
+                format!(
+                    "storage class is {}, expected {class}",
+                    got.storage_class.as_deref().unwrap_or("unknown")
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                problems.join("; "),
+            ))
+        }
+    }
+}
+
+fn is_md5_hex(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// How an upload's answer verifies it. A single PUT is verified when its ETag is the MD5
+/// computed while sending (the upload driver has already refused an MD5-shaped ETag that
+/// differs); a multipart upload when each part was checked by the server (Content-MD5) and
+/// an MD5-based object ETag, if the server gives one, is the computed one.
+fn etag_verification(etag: &str, computed: &str, multipart: bool) -> Verification {
+    let etag = etag.trim_matches('"');
+    let computed = computed.trim_matches('"');
+    if multipart || etag.eq_ignore_ascii_case(computed) {
+        Verification::ServerChecksum
+    } else {
+        Verification::Unverified(format!(
+            "the server's ETag {etag:?} for the single PUT is not an MD5 (an SSE-KMS bucket, or a server with another ETag scheme), so nothing it computed can be compared; images here go up as parts checked by Content-MD5 from now on"
+        ))
+    }
+}
+
+/// What a source's bytes give, read once in order: SHA-256, the whole MD5 and the multipart
+/// ETag at `part_size`.
+struct SourceDigests {
+    sha256: [u8; 32],
+    md5_hex: String,
+    multipart_etag: String,
+}
+
+async fn source_digests(
+    source: Arc<dyn ByteSource>,
+    part_size: u64,
+) -> Result<SourceDigests, lomob_backends::BackendError> {
+    use md5::Digest as _;
+    let io = |e: std::io::Error| lomob_backends::BackendError::Source {
+        key: String::new(),
+        offset: 0,
+        source: e,
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut r = source.open_at(0).map_err(io)?;
+        let (mut sha, mut md5) = (sha2::Sha256::new(), md5::Md5::new());
+        let mut part_md5s = Vec::new();
+        let mut buf = vec![0u8; usize::try_from(part_size.min(64 << 20)).unwrap_or(1 << 20)];
+        let mut left = source.len();
+        while left > 0 {
+            let mut part = md5::Md5::new();
+            let mut in_part = part_size.min(left);
+            left -= in_part;
+            while in_part > 0 {
+                let want = usize::try_from(in_part.min(buf.len() as u64)).unwrap_or(buf.len());
+                r.read_exact(&mut buf[..want]).map_err(io)?;
+                sha.update(&buf[..want]);
+                md5.update(&buf[..want]);
+                part.update(&buf[..want]);
+                in_part -= want as u64;
+            }
+            part_md5s.push(hex::encode(part.finalize()));
+        }
+        Ok(SourceDigests {
+            sha256: sha.finalize().into(),
+            md5_hex: hex::encode(md5.finalize()),
+            multipart_etag: multipart_etag(part_md5s.iter().map(String::as_str)),
+        })
+    })
+    .await
+    .map_err(|e| lomob_backends::BackendError::Journal(format!("digest reader failed: {e}")))?
+}
+
+fn missing_after(info: &BackendInfo, key: &str) -> StoreError {
+    StoreError::check(info, "verify", key, "missing right after upload".into())
 }

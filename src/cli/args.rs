@@ -238,6 +238,13 @@ pub enum SiteCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Take over a site's locations: mark its stage and archive as this site's and this
+    /// manifest's, replacing the mark of a manifest that is gone for good (a machine that
+    /// replaces another). Never needed after `lomob manifest import`, which keeps the id
+    Claim {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
 }
 
 /// Accepts 0-6 as the original tool did, or a level name.

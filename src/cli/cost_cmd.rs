@@ -18,6 +18,10 @@ struct SiteCost {
     stage_bytes: u64,
     archive_bytes: u64,
     archive_objects: u64,
+    /// Archive objects lomob does not count (unverified, or found under a name it wanted),
+    /// billed like any other until deleted.
+    unverified_bytes: u64,
+    unverified_objects: u64,
     /// Dollars per month for what is stored now.
     storage_per_month: f64,
     /// Dollars for the requests of the last 30 days of runs.
@@ -61,6 +65,9 @@ pub fn run(ctx: &Context, site: Option<String>) -> anyhow::Result<u8> {
             .collect();
         let archive_bytes: u64 = mine.iter().map(|i| i.size).sum();
         let objects = mine.len() as u64;
+        let unverified = m.unverified(Some(name))?;
+        let unverified_bytes: u64 = unverified.iter().map(|(_, o)| o.size).sum();
+        let unverified_objects = unverified.len() as u64;
         let cold = cfg.archive.capabilities().min_storage_days > 0;
         let overhead = |n: u64| {
             if cold {
@@ -73,8 +80,8 @@ pub fn run(ctx: &Context, site: Option<String>) -> anyhow::Result<u8> {
             }
         };
         let storage = stage_bytes as f64 / GB * sp.storage_gb_month
-            + archive_bytes as f64 / GB * ap.storage_gb_month
-            + overhead(objects);
+            + (archive_bytes + unverified_bytes) as f64 / GB * ap.storage_gb_month
+            + overhead(objects + unverified_objects);
         let command = format!("sync:{name}");
         let mut puts = 0;
         let mut gets = 0;
@@ -116,6 +123,8 @@ pub fn run(ctx: &Context, site: Option<String>) -> anyhow::Result<u8> {
             stage_bytes,
             archive_bytes,
             archive_objects: objects,
+            unverified_bytes,
+            unverified_objects,
             storage_per_month: storage,
             requests_last_30_days: request_cost(&dear, puts, gets),
             per_file_objects: files,
@@ -153,6 +162,15 @@ pub fn run(ctx: &Context, site: Option<String>) -> anyhow::Result<u8> {
     }
     let mut out = std::io::stdout().lock();
     t.print(&mut out)?;
+    for r in rows.iter().filter(|r| r.unverified_objects > 0) {
+        writeln!(
+            out,
+            "{}: $/MONTH includes {} archive object(s) ({}) lomob does not count (unverified); they are billed until deleted, and deleting them before the minimum storage duration is billed too",
+            r.site,
+            r.unverified_objects,
+            ByteSize(r.unverified_bytes)
+        )?;
+    }
     writeln!(
         out,
         "prices: 2024 list prices per backend kind and storage class (Deep Archive $0.00099/GB-month, $0.05 per 1,000 PUTs); free stages cost $0"

@@ -16,7 +16,7 @@ use super::output::{self, show, Table};
 use super::Context;
 use crate::exit;
 use crate::iso::{self, IsoImage, VolumeInfo};
-use crate::manifest::{self, IsoRecord, IsoStatus};
+use crate::manifest::{IsoRecord, IsoStatus};
 use crate::pack::{self, WriteOutcome};
 
 pub fn run(ctx: &Context, cmd: IsoCommand) -> anyhow::Result<u8> {
@@ -92,7 +92,9 @@ fn create(
         }
         return Ok(exit::SUCCESS);
     }
-    let created = manifest::now();
+    // Nothing in an image may depend on the clock, so two builds of the same files are the
+    // same bytes: its creation time is its newest file's (as a sync does).
+    let created = |g: &[pack::Candidate]| g.iter().map(|c| c.mtime).max().unwrap_or(0);
     let mut report = CreateReport {
         images: Vec::new(),
         left_out: Vec::new(),
@@ -118,7 +120,7 @@ fn create(
             let made_now = made.clone();
             let vol = |g: &[pack::Candidate]| VolumeInfo {
                 volume_id: volume_id(&name_for(g, &made_now).unwrap_or_default()),
-                created,
+                created: created(g),
             };
             pack::next_image(&mut rest, iso_size.bytes(), &vol)?
         };
@@ -132,7 +134,7 @@ fn create(
                     &group,
                     VolumeInfo {
                         volume_id: volume_id(&name),
-                        created,
+                        created: created(&group),
                     },
                 )?;
             }
@@ -141,13 +143,15 @@ fn create(
                 WriteOutcome::Done { size, sha256 } => {
                     let rec = pack::record_image(
                         &m,
-                        &name,
-                        &group,
-                        &plan,
-                        size,
-                        sha256,
-                        created,
-                        Some(&path),
+                        &pack::ImageToRecord {
+                            name: &name,
+                            group: &group,
+                            plan: &plan,
+                            size,
+                            sha256,
+                            local_path: Some(&path),
+                            upload: None,
+                        },
                     )?;
                     tracing::info!(
                         "wrote {} ({}, {} files)",
@@ -181,7 +185,7 @@ fn create(
                         &group,
                         VolumeInfo {
                             volume_id: volume_id(&name_for(&group, &made)?),
-                            created,
+                            created: created(&group),
                         },
                     )?;
                 }

@@ -23,6 +23,7 @@ pub fn run(ctx: &Context, cmd: SiteCommand) -> anyhow::Result<u8> {
     match cmd {
         SiteCommand::List => list(ctx),
         SiteCommand::Test { name } => super::site_test::run(ctx, &name),
+        SiteCommand::Claim { name } => super::site_test::claim(ctx, &name),
     }
 }
 

@@ -12,10 +12,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Context;
-use crate::archive::MemorySource;
+use crate::archive::{MemorySource, PutOutcome, PutRequest};
 use crate::exit::{self, UsageError};
 use crate::site::Site;
 use crate::store::{Role, StoreError};
+use crate::sync::mark::{self, MarkState};
 
 #[derive(Serialize)]
 struct Step {
@@ -98,18 +99,40 @@ impl Probe {
     }
 }
 
-pub fn run(ctx: &Context, name: &str) -> anyhow::Result<u8> {
+fn open(ctx: &Context, name: &str) -> anyhow::Result<Site> {
     let Some(cfg) = ctx.config.config.sites.get(name) else {
         anyhow::bail!(UsageError(format!(
             "no site named {name:?} in the configuration"
         )));
     };
-    let site = Site::open(name, cfg)?;
-    let m = ctx.open_manifest()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    Ok(Site::open(name, cfg)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    let probe = rt.block_on(probe(&site, &m));
+        .build()?)
+}
+
+/// `lomob site claim NAME`.
+pub fn claim(ctx: &Context, name: &str) -> anyhow::Result<u8> {
+    let site = open(ctx, name)?;
+    let m = ctx.open_manifest()?;
+    runtime()?.block_on(mark::take_over(&m, &site))?;
+    if !ctx.json {
+        println!(
+            "site {name}: stage {} and archive {} are now marked as this manifest's",
+            site.stage.info().location,
+            site.archive.info().location
+        );
+    }
+    Ok(exit::SUCCESS)
+}
+
+pub fn run(ctx: &Context, name: &str) -> anyhow::Result<u8> {
+    let site = open(ctx, name)?;
+    let m = ctx.open_manifest()?;
+    let probe = runtime()?.block_on(probe(&site, &m));
     let failed = probe.steps.iter().any(|s| !s.ok);
     if ctx.json {
         super::output::json(&probe.steps)?;
@@ -142,8 +165,35 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<u8> {
     Ok(if failed { exit::FAILURE } else { exit::SUCCESS })
 }
 
+/// Whose the site's locations are (see [`mark`]).
+async fn check_marks(site: &Site, m: &crate::manifest::Manifest, p: &mut Probe) {
+    match mark::check(m, site).await {
+        Ok(marks) => {
+            for (role, st) in marks {
+                let (ok, detail) = match st {
+                    MarkState::Ours => (true, "marked for this site and manifest".to_string()),
+                    MarkState::Unmarked => (
+                        true,
+                        "not marked yet: the first sync marks it for this site".into(),
+                    ),
+                    MarkState::Foreign(other) => (
+                        false,
+                        format!(
+                            "marked for site {:?} of manifest {}: two sites or machines must not share a location; give this site its own, or run `lomob site claim {}` if that manifest is gone for good",
+                            other.site, other.manifest, site.name
+                        ),
+                    ),
+                };
+                p.check(role, "owner", ok, detail);
+            }
+        }
+        Err(e) => p.check(Role::Stage, "owner", false, e.to_string()),
+    }
+}
+
 async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
     let mut p = Probe { steps: Vec::new() };
+    check_marks(site, m, &mut p).await;
     let key = format!(
         "meta/lomob-probe-{}-{}",
         std::process::id(),
@@ -153,19 +203,14 @@ async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
     let sha: [u8; 32] = Sha256::digest(&body).into();
 
     // Stage: the full cycle.
-    let tmp = std::env::temp_dir().join(format!("lomob-probe-{}", std::process::id()));
-    let _ = std::fs::write(&tmp, &body);
     let t = Instant::now();
     let wrote = p.record(
         Role::Stage,
         "write",
         t,
-        site.stage
-            .put_file(&key, &tmp, body.len() as u64, &sha)
-            .await,
+        site.stage.put_bytes(&key, body.clone()).await,
         |o| format!("{} ({} bytes, verified)", o.key, o.size),
     );
-    let _ = std::fs::remove_file(&tmp);
     if wrote.is_some() {
         let t = Instant::now();
         p.record(Role::Stage, "stat", t, site.stage.stat(&key).await, |o| {
@@ -287,14 +332,24 @@ async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
         let t = Instant::now();
         let put = site
             .archive
-            .put(
-                &key,
-                Arc::new(MemorySource(body.clone())),
-                &hex::encode(sha),
-                &journal,
-                &|_| {},
-            )
-            .await;
+            .put(PutRequest {
+                key: &key,
+                source: Arc::new(MemorySource(body.clone())),
+                fingerprint: &hex::encode(sha),
+                multipart_only: false,
+                journal: &journal,
+                progress: &|_| {},
+            })
+            .await
+            .and_then(|o| match o {
+                PutOutcome::Stored(s) => Ok(s),
+                PutOutcome::Occupied { reason, .. } => Err(StoreError::check(
+                    site.archive.info(),
+                    "write",
+                    &key,
+                    format!("the probe's name is taken: {reason}"),
+                )),
+            });
         if p.record(Role::Archive, "write", t, put, |o| {
             format!(
                 "{} ({} bytes, verified)",

@@ -26,6 +26,11 @@ struct Status {
     /// Distinct contents (what is actually stored, once each).
     contents: Totals,
     last_scan: Option<LastRun>,
+    /// Versions whose bytes changed while size, mtime and inode did not (possible silent
+    /// corruption); each was backed up as a new version.
+    silent_changes: u64,
+    /// Versions that changed before any copy was made: they can never be backed up.
+    lost_versions: Totals,
     sites: Vec<SiteStatus>,
 }
 
@@ -38,6 +43,13 @@ struct SiteStatus {
     archived: Totals,
     /// Present locally but not yet safe on this site.
     not_yet_safe: Totals,
+    /// Staged copies of archived contents still to be deleted (the next sync does).
+    waiting_to_free: Totals,
+    /// Archive objects lomob does not count (unverified, or found under a wanted name):
+    /// billed until deleted, never holding anything as far as lomob is concerned.
+    unverified_objects: Totals,
+    /// Images chosen for upload by an interrupted run; the next sync continues them.
+    interrupted_images: u64,
     images: u64,
     last_sync: Option<LastRun>,
 }
@@ -86,6 +98,11 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
             break;
         }
     }
+    s.silent_changes = m.silent_changes()?.len() as u64;
+    for l in m.lost_versions()? {
+        s.lost_versions.files += 1;
+        s.lost_versions.bytes += l.note.size;
+    }
     s.sites = sites(ctx, &m)?;
     if ctx.json {
         output::json(&s)?;
@@ -128,6 +145,21 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
         }
         None => writeln!(out, "last scan: never")?,
     }
+    if s.silent_changes > 0 {
+        writeln!(
+            out,
+            "changed without a new mtime (possible silent corruption): {} version(s), each backed up as a new version (`lomob manifest export` lists them)",
+            s.silent_changes
+        )?;
+    }
+    if s.lost_versions.files > 0 {
+        writeln!(
+            out,
+            "lost before any copy was made: {} version(s) ({}); they changed before they could be backed up",
+            s.lost_versions.files,
+            ByteSize(s.lost_versions.bytes)
+        )?;
+    }
     if !s.sites.is_empty() {
         writeln!(out)?;
         let mut t = Table::new(&[
@@ -165,6 +197,33 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
             ]);
         }
         t.print(&mut out)?;
+        for site in &s.sites {
+            if site.waiting_to_free.files > 0 {
+                writeln!(
+                    out,
+                    "{}: {} staged copie(s) of archived files ({}) wait to be freed; the next sync deletes them",
+                    site.name,
+                    site.waiting_to_free.files,
+                    ByteSize(site.waiting_to_free.bytes)
+                )?;
+            }
+            if site.interrupted_images > 0 {
+                writeln!(
+                    out,
+                    "{}: {} image(s) of an interrupted run; the next sync continues or records them",
+                    site.name, site.interrupted_images
+                )?;
+            }
+            if site.unverified_objects.files > 0 {
+                writeln!(
+                    out,
+                    "{}: {} archive object(s) ({}) not counted as archived (unverified or not lomob's); billed until deleted (`lomob cost` shows what they cost)",
+                    site.name,
+                    site.unverified_objects.files,
+                    ByteSize(site.unverified_objects.bytes)
+                )?;
+            }
+        }
     }
     Ok(exit::SUCCESS)
 }
@@ -178,15 +237,6 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
             name: name.clone(),
             ..Default::default()
         };
-        let staged: HashSet<_> = m
-            .staged(Some(name))?
-            .into_iter()
-            .map(|(_, c, r)| {
-                st.staged.files += 1;
-                st.staged.bytes += r.size;
-                c
-            })
-            .collect();
         let mut archived = HashSet::new();
         for (_, c, _) in m.archived(Some(name))? {
             if let Some(rec) = m.content(&c)? {
@@ -195,6 +245,22 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
             }
             archived.insert(c);
         }
+        let mut staged = HashSet::new();
+        for (_, c, r) in m.staged(Some(name))? {
+            let t = if archived.contains(&c) {
+                &mut st.waiting_to_free
+            } else {
+                &mut st.staged
+            };
+            t.files += 1;
+            t.bytes += r.size;
+            staged.insert(c);
+        }
+        for (_, o) in m.unverified(Some(name))? {
+            st.unverified_objects.files += 1;
+            st.unverified_objects.bytes += o.size;
+        }
+        st.interrupted_images = m.pending_images(name)?.len() as u64;
         let mut seen = HashSet::new();
         for kv in m.files() {
             let (_, _, f) = kv?;

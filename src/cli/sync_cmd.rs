@@ -242,6 +242,41 @@ fn print(ctx: &Context, reports: &[SiteReport]) -> anyhow::Result<u8> {
                     r.site, r.skipped_changed
                 )?;
             }
+            for name in &r.adopted_images {
+                writeln!(
+                    err,
+                    "{}: {name} had been stored and verified by an interrupted run; recorded now",
+                    r.site
+                )?;
+            }
+            if r.waiting_to_free > 0 {
+                writeln!(
+                    err,
+                    "{}: {} staged copie(s) of archived files could not be deleted this time; the next run tries again",
+                    r.site, r.waiting_to_free
+                )?;
+            }
+            for key in &r.unverified_objects {
+                writeln!(
+                    err,
+                    "{}: {key} is not counted as archived (it could not be verified); it is billed until deleted: see `lomob status`",
+                    r.site
+                )?;
+            }
+            for f in &r.silent_changes {
+                writeln!(
+                    err,
+                    "{}: {} changed without a new modification time (possible silent corruption); backed up as a new version, the older one is kept",
+                    r.site, f.path
+                )?;
+            }
+            for f in &r.lost_versions {
+                writeln!(
+                    err,
+                    "{}: {} changed before any copy of its earlier bytes was made: that version can never be backed up",
+                    r.site, f.path
+                )?;
+            }
             if r.expired_files > 0 {
                 writeln!(
                     err,

@@ -336,6 +336,47 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
         if !site.alert.email.is_empty() && site.alert.smtp_host.is_none() {
             return Err(bad("[alert] email is set but smtp-host is missing".into()));
         }
+        if let Some(days) = site.stage_retention_days {
+            if days < MIN_STAGE_RETENTION_DAYS {
+                return Err(bad(format!(
+                    "stage-retention-days = {days} is too short: a file missing for a few days (an unmounted disk, a folder moved and back) would lose its only off-site copy; use at least {MIN_STAGE_RETENTION_DAYS}, or remove the key to keep staged copies until they are archived"
+                )));
+            }
+        }
+    }
+    check_no_shared_locations(c)
+}
+
+/// The shortest `stage-retention-days` accepted.
+pub const MIN_STAGE_RETENTION_DAYS: u32 = 7;
+
+/// Two sites never share a location: one site would free or expire a staged copy the
+/// other still needs, or clean up the other's uploads. (A site's own stage and archive may
+/// share one: their objects live in different folders of the key space.)
+fn check_no_shared_locations(c: &Config) -> Result<(), ConfigError> {
+    let places: Vec<(&str, &str, lomob_backends::Place)> = c
+        .sites
+        .iter()
+        .flat_map(|(name, s)| {
+            [
+                (name.as_str(), "stage", s.stage.place()),
+                (name.as_str(), "archive", s.archive.place()),
+            ]
+        })
+        .collect();
+    for (i, (a, a_role, a_place)) in places.iter().enumerate() {
+        for (b, b_role, b_place) in &places[i + 1..] {
+            if a != b && a_place.overlaps(b_place) {
+                return Err(ConfigError::Site {
+                    site: a.to_string(),
+                    message: format!(
+                        "its {a_role} ({}) overlaps the {b_role} of site {b:?} ({}): two sites must never share a location (one would free or clean up what the other still needs); give each site its own folder, bucket or prefix",
+                        a_place.display(),
+                        b_place.display()
+                    ),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -369,6 +410,47 @@ mod tests {
             .to_string();
         assert!(e.contains("library.threads"), "{e}");
         assert!(e.contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn two_sites_sharing_a_stage_are_refused() {
+        let e = parse_str(
+            r#"
+[sites.a]
+stage = { kind = "fs", root = "/nas/lomob" }
+archive = { kind = "fs", root = "/nas/a-archive" }
+[sites.b]
+stage = { kind = "fs", root = "/nas/lomob/b" }
+archive = { kind = "fs", root = "/nas/b-archive" }
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"b\"") && e.contains("overlaps"), "{e}");
+        // One site's own stage and archive may share a bucket.
+        parse_str(
+            r#"
+[sites.a]
+stage = { kind = "s3", bucket = "family" }
+archive = { kind = "glacier", bucket = "family" }
+"#,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_short_stage_retention_is_refused() {
+        let e = parse_str(
+            r#"
+[sites.a]
+stage-retention-days = 3
+stage = { kind = "fs", root = "/s" }
+archive = { kind = "fs", root = "/a" }
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("at least 7"), "{e}");
     }
 
     #[test]

@@ -370,22 +370,22 @@ fn body_lines(m: &Manifest) -> Result<Vec<Line>> {
             at: r.at,
         });
     }
-    for (root, rel, content, r) in m.silent_changes()? {
+    for v in m.silent_changes()? {
         out.push(Line::Silent {
-            root,
-            path: PortablePath::from_bytes(&rel),
-            content: hex::encode(content),
-            previous: hex::encode(r.previous),
-            found: r.found,
+            root: v.root,
+            path: PortablePath::from_bytes(&v.rel),
+            content: hex::encode(v.content),
+            previous: hex::encode(v.note.previous),
+            found: v.note.found,
         });
     }
-    for (root, rel, content, r) in m.lost_versions()? {
+    for v in m.lost_versions()? {
         out.push(Line::Lost {
-            root,
-            path: PortablePath::from_bytes(&rel),
-            content: hex::encode(content),
-            size: r.size,
-            found: r.found,
+            root: v.root,
+            path: PortablePath::from_bytes(&v.rel),
+            content: hex::encode(v.content),
+            size: v.note.size,
+            found: v.note.found,
         });
     }
     for (site, o) in m.unverified(None)? {
@@ -521,42 +521,24 @@ fn batch(f: impl FnOnce(&mut ManifestBatch) + 'static) -> Item {
     Item::Batch(Box::new(f))
 }
 
-fn check_iso(
-    id: u32,
-    name: String,
-    sha256: &str,
-    local_path: Option<PortablePath>,
-    uploads: Vec<PortableUpload>,
-) -> Check<(u32, String, [u8; 32], Option<Vec<u8>>, Vec<IsoUpload>)> {
-    if !keys::is_image_name(&name) {
-        return Err(format!("image name {name:?} is not one lomob makes"));
+fn check_upload(name: &str, u: PortableUpload) -> Check<IsoUpload> {
+    site_name(&u.site)?;
+    if u.key != keys::archive_key(name) {
+        return Err(format!(
+            "upload key {:?} of image {name:?} is not {:?}",
+            u.key,
+            keys::archive_key(name)
+        ));
     }
-    let local_path = local_path
-        .map(|p| absolute(&p, "image local path"))
-        .transpose()?;
-    let uploads = uploads
-        .into_iter()
-        .map(|u| {
-            site_name(&u.site)?;
-            if u.key != keys::archive_key(&name) {
-                return Err(format!(
-                    "upload key {:?} of image {name:?} is not {:?}",
-                    u.key,
-                    keys::archive_key(&name)
-                ));
-            }
-            no_control(&u.bucket, "bucket")?;
-            no_control(&u.region, "region")?;
-            Ok(IsoUpload {
-                site: u.site,
-                region: u.region,
-                bucket: u.bucket,
-                key: u.key,
-                at: u.at,
-            })
-        })
-        .collect::<Check<Vec<_>>>()?;
-    Ok((id, name, hex_array(sha256)?, local_path, uploads))
+    no_control(&u.bucket, "bucket")?;
+    no_control(&u.region, "region")?;
+    Ok(IsoUpload {
+        site: u.site,
+        region: u.region,
+        bucket: u.bucket,
+        key: u.key,
+        at: u.at,
+    })
 }
 
 /// Checks one body line and turns it into what it adds.
@@ -633,13 +615,13 @@ fn item(line: Line) -> Check<Item> {
             local_path,
             uploads,
         } => {
-            let (id, name, sha256, local_path, uploads) =
-                check_iso(id, name, &sha256, local_path, uploads)?;
+            if !keys::is_image_name(&name) {
+                return Err(format!("image name {name:?} is not one lomob makes"));
+            }
             Item::Iso(IsoRecord {
                 id,
-                name,
                 size,
-                sha256,
+                sha256: hex_array(&sha256)?,
                 files,
                 data_bytes,
                 created,
@@ -647,8 +629,14 @@ fn item(line: Line) -> Check<Item> {
                     PortableIsoStatus::Created => IsoStatus::Created,
                     PortableIsoStatus::Uploaded => IsoStatus::Uploaded,
                 },
-                local_path,
-                uploads,
+                local_path: local_path
+                    .map(|p| absolute(&p, "image local path"))
+                    .transpose()?,
+                uploads: uploads
+                    .into_iter()
+                    .map(|u| check_upload(&name, u))
+                    .collect::<Check<Vec<_>>>()?,
+                name,
             })
         }
         Line::Placement {

@@ -19,15 +19,14 @@ use std::path::{Path, PathBuf};
 pub use error::ManifestError;
 pub use records::{
     ArchivedRecord, ContentId, ContentRecord, FileRecord, FileStat, IsoRecord, IsoStatus,
-    IsoUpload, LostVersion, MountPoint, PendingImage, PendingMember, PlacementRecord,
-    RootDevices, RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage,
-    UnverifiedObject, Version,
+    IsoUpload, LostVersion, MountPoint, PendingImage, PendingMember, PlacementRecord, RootDevices,
+    RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage, UnverifiedObject, Version,
 };
 
 use lock::DbLock;
 use records::{
-    decode, decode_stat, encode, file_key, placement_key, site_key, site_name_key,
-    split_file_key, split_version_key, version_key,
+    decode, decode_stat, encode, file_key, placement_key, site_key, site_name_key, split_file_key,
+    split_version_key, version_key,
 };
 
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
@@ -63,6 +62,15 @@ pub struct Manifest {
     lost: sled::Tree,
     devices: sled::Tree,
     _lock: DbLock,
+}
+
+/// Something recorded about one version of one file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionNote<T> {
+    pub root: u32,
+    pub rel: Vec<u8>,
+    pub content: ContentId,
+    pub note: T,
 }
 
 /// Writes collected by a command and applied together.
@@ -123,7 +131,8 @@ impl ManifestBatch {
     }
 
     pub fn put_lost(&mut self, root: u32, rel: &[u8], content: &ContentId, rec: &LostVersion) {
-        self.lost.insert(version_key(root, rel, content), encode(rec));
+        self.lost
+            .insert(version_key(root, rel, content), encode(rec));
         self.len += 1;
     }
 
@@ -415,6 +424,19 @@ impl Manifest {
         Self::per_site(&self.archived, "archived", site)
     }
 
+    /// True when a copy of the content is staged or archived on any site. Scans the per-site
+    /// trees (their keys lead with the site): for rare questions, not for every file.
+    pub fn has_copy(&self, content: &ContentId) -> Result<bool> {
+        for tree in [&self.staged, &self.archived] {
+            for k in tree.iter().keys() {
+                if k?.ends_with(content) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Every image, by id.
     pub fn isos(&self) -> Result<Vec<IsoRecord>> {
         self.isos
@@ -536,27 +558,32 @@ impl Manifest {
         .collect()
     }
 
-    /// Versions that changed without a new mtime: (root, relative path, new content, record).
-    pub fn silent_changes(&self) -> Result<Vec<(u32, Vec<u8>, ContentId, SilentChange)>> {
+    /// Versions that changed without a new mtime (the record's content is the new one).
+    pub fn silent_changes(&self) -> Result<Vec<VersionNote<SilentChange>>> {
         Self::per_version(&self.silent, "silent")
     }
 
-    /// Versions lost before any copy was made: (root, relative path, content, record).
-    pub fn lost_versions(&self) -> Result<Vec<(u32, Vec<u8>, ContentId, LostVersion)>> {
+    /// Versions lost before any copy was made.
+    pub fn lost_versions(&self) -> Result<Vec<VersionNote<LostVersion>>> {
         Self::per_version(&self.lost, "lost")
     }
 
     fn per_version<T: serde::de::DeserializeOwned>(
         tree: &sled::Tree,
         name: &str,
-    ) -> Result<Vec<(u32, Vec<u8>, ContentId, T)>> {
+    ) -> Result<Vec<VersionNote<T>>> {
         tree.iter()
             .map(|kv| {
                 let (k, v) = kv?;
                 let (root, rel, content) =
                     split_version_key(&k).ok_or_else(|| corrupt(name, "malformed key"))?;
-                let rec = decode(&v).map_err(|e| corrupt(name, e))?;
-                Ok((root, rel.to_vec(), content, rec))
+                let note = decode(&v).map_err(|e| corrupt(name, e))?;
+                Ok(VersionNote {
+                    root,
+                    rel: rel.to_vec(),
+                    content,
+                    note,
+                })
             })
             .collect()
     }

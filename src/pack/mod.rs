@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::iso::{IsoError, IsoFile, IsoPlan, VolumeInfo};
 use crate::manifest::{
-    ContentId, IsoRecord, IsoStatus, Manifest, ManifestBatch, ManifestError, PlacementRecord,
+    ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
+    ManifestError, PlacementRecord,
 };
 
 /// A content waiting to be packed, with the path it is read from.
@@ -38,6 +39,8 @@ pub enum PackError {
     Manifest(#[from] ManifestError),
     #[error("cannot lay out image {name}: {source}")]
     Plan { name: String, source: IsoError },
+    #[error("image {name}: {path} is not in its layout, so its offset is unknown (a bug: please report it)")]
+    NotInLayout { name: String, path: String },
     #[error("cannot write image {path}: {source}")]
     Write {
         path: PathBuf,
@@ -304,8 +307,9 @@ unsafe impl Send for AlignedBlock {}
 impl AlignedBlock {
     fn new(len: usize) -> Self {
         let layout = std::alloc::Layout::from_size_align(len, 4096).expect("valid layout");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc(layout) };
+        // Zeroed: the block is handed out as `&mut [u8]`, which must never expose
+        // uninitialised memory. SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
         let ptr =
             std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         AlignedBlock { ptr, layout }
@@ -380,40 +384,63 @@ impl DirectWriter {
     }
 }
 
-/// Records a finished image and where each of its contents sits.
-#[allow(clippy::too_many_arguments)]
-pub fn record_image(
-    m: &Manifest,
-    name: &str,
-    group: &[Candidate],
-    plan: &IsoPlan,
-    size: u64,
-    sha256: [u8; 32],
-    created: i64,
-    local_path: Option<&Path>,
-) -> Result<IsoRecord, PackError> {
-    let mut rec = IsoRecord {
-        id: 0,
-        name: name.to_string(),
-        size,
-        sha256,
-        files: group.len() as u64,
-        data_bytes: group.iter().map(|c| c.size).sum(),
-        created,
-        status: IsoStatus::Created,
-        local_path: local_path.map(|p| p.as_os_str().as_bytes().to_vec()),
-        uploads: Vec::new(),
-    };
-    let id = m.put_iso(&mut rec)?;
-    // Placements come in image order, not input order: match them by path.
-    let offsets: std::collections::HashMap<&[u8], u64> = plan
+/// A finished image to record: written to a local file (`lomob iso create`), or uploaded
+/// and verified on a site's archive (a sync).
+pub struct ImageToRecord<'a> {
+    pub name: &'a str,
+    pub group: &'a [Candidate],
+    pub plan: &'a IsoPlan,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub local_path: Option<&'a Path>,
+    /// The site archive it is verified on; its files are then recorded as archived there.
+    pub upload: Option<IsoUpload>,
+}
+
+/// Records a finished image, where each of its contents sits (the byte offset ranged
+/// restores read from), and, for an upload, that its contents are archived on that site.
+pub fn record_image(m: &Manifest, img: &ImageToRecord<'_>) -> Result<IsoRecord, PackError> {
+    // Placements come in image order, not input order: match them by path. A file missing
+    // from the layout would get no offset, and a restore would read the wrong bytes.
+    let offsets: std::collections::HashMap<&[u8], u64> = img
+        .plan
         .placements()
         .iter()
         .map(|p| (p.path.as_slice(), p.offset))
         .collect();
+    let offset_of = |c: &Candidate| {
+        offsets
+            .get(c.image_path.as_slice())
+            .copied()
+            .ok_or_else(|| PackError::NotInLayout {
+                name: img.name.to_string(),
+                path: String::from_utf8_lossy(&c.image_path).into_owned(),
+            })
+    };
     let mut batch = ManifestBatch::default();
-    for c in group {
-        let offset = offsets.get(c.image_path.as_slice()).copied().unwrap_or(0);
+    let placements = img
+        .group
+        .iter()
+        .map(|c| Ok((c, offset_of(c)?)))
+        .collect::<Result<Vec<_>, PackError>>()?;
+    let mut rec = IsoRecord {
+        id: 0,
+        name: img.name.to_string(),
+        size: img.size,
+        sha256: img.sha256,
+        files: img.group.len() as u64,
+        data_bytes: img.group.iter().map(|c| c.size).sum(),
+        created: crate::manifest::now(),
+        status: if img.upload.is_some() {
+            IsoStatus::Uploaded
+        } else {
+            IsoStatus::Created
+        },
+        local_path: img.local_path.map(|p| p.as_os_str().as_bytes().to_vec()),
+        uploads: img.upload.iter().cloned().collect(),
+    };
+    let id = m.put_iso(&mut rec)?;
+    for (c, offset) in placements {
         batch.put_placement(
             &c.content,
             id,
@@ -422,6 +449,9 @@ pub fn record_image(
                 path: c.image_path.clone(),
             },
         );
+        if let Some(u) = &img.upload {
+            batch.put_archived(&u.site, &c.content, &ArchivedRecord { iso: id, at: u.at });
+        }
     }
     m.apply(batch)?;
     m.flush()?;

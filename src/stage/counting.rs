@@ -51,6 +51,13 @@ impl<S: Stage> Stage for Counting<S> {
         self.inner.put_file(key, path, size, sha256).await
     }
 
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {
+        self.counter.add(Request::Put, 1);
+        self.counter.add(Request::Get, 1);
+        self.counter.add(Request::Head, 1);
+        self.inner.put_bytes(key, bytes).await
+    }
+
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         self.counter.add(Request::Head, 1);
         self.inner.stat(key).await

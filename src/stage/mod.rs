@@ -40,6 +40,10 @@ pub trait Stage: Send + Sync {
         sha256: &[u8; 32],
     ) -> Result<ObjectInfo, StoreError>;
 
+    /// Writes a small object from memory (the site mark) and verifies it by reading it
+    /// back.
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError>;
+
     /// `None` when there is no such object.
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
 

@@ -50,15 +50,23 @@ impl Stage for OpendalStage {
         size: u64,
         sha256: &[u8; 32],
     ) -> Result<ObjectInfo, StoreError> {
-        let io = |e: std::io::Error| {
-            StoreError::check(
+        // A problem with the file is the file's (its kind tells the engine: InvalidData for
+        // bytes that are not the scanned ones), not the backend's.
+        let source = |e: std::io::Error| {
+            StoreError::new(
                 &self.info,
                 "put",
                 key,
-                format!("cannot read {}: {e}", path.display()),
+                lomob_backends::BackendError::Source {
+                    key: path.display().to_string(),
+                    offset: 0,
+                    source: e,
+                },
             )
         };
-        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let changed =
+            |what: String| source(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+        let mut file = tokio::fs::File::open(path).await.map_err(source)?;
         let mut w = self.op.writer_with(key).chunk(CHUNK).concurrent(2);
         if self.metadata {
             w = w.user_metadata([("sha256".to_string(), hex::encode(sha256))]);
@@ -68,44 +76,41 @@ impl Stage for OpendalStage {
         let mut sha = Sha256::new();
         let mut sent = 0u64;
         let mut buf = vec![0u8; READ_BUF];
-        loop {
-            let n = file.read(&mut buf).await.map_err(io)?;
-            if n == 0 {
-                break;
-            }
+        let failure = loop {
+            let n = match file.read(&mut buf).await {
+                Ok(0) => break None,
+                Ok(n) => n,
+                Err(e) => break Some(source(e)),
+            };
             md5.update(&buf[..n]);
             sha.update(&buf[..n]);
             sent += n as u64;
             if let Err(e) = w.write(buf[..n].to_vec()).await {
-                let _ = w.abort().await;
-                return Err(self.err("put", key, e));
+                break Some(self.err("put", key, e));
             }
-        }
-        if sent != size {
-            let _ = w.abort().await;
-            return Err(StoreError::check(
-                &self.info,
-                "put",
-                key,
-                format!(
-                    "{} is {sent} bytes now but {size} when scanned: it changed; the next scan records it",
+        };
+        let failure = failure.or_else(|| {
+            if sent != size {
+                Some(changed(format!(
+                    "{} is {sent} bytes now but {size} when scanned: it changed since the scan",
                     path.display()
-                ),
-            ));
-        }
-        if <[u8; 32]>::from(sha.finalize()) != *sha256 {
+                )))
+            } else if <[u8; 32]>::from(sha.clone().finalize()) != *sha256 {
+                Some(changed(format!(
+                    "{} changed since it was scanned (its content differs)",
+                    path.display()
+                )))
+            } else {
+                None
+            }
+        });
+        if let Some(e) = failure {
             // Abort before close: the object never appears with bytes the manifest does not
-            // describe.
+            // describe. Some backends (a local disk) leave what was written so far under the
+            // name: remove it, so an aborted upload leaves nothing behind.
             let _ = w.abort().await;
-            return Err(StoreError::check(
-                &self.info,
-                "put",
-                key,
-                format!(
-                    "{} changed since it was scanned (its content differs); the next scan records it",
-                    path.display()
-                ),
-            ));
+            let _ = self.op.delete(key).await;
+            return Err(e);
         }
         let closed = w.close().await.map_err(|e| self.err("put", key, e))?;
         let md5 = hex::encode(md5.finalize());
@@ -163,6 +168,30 @@ impl Stage for OpendalStage {
             }
         }
         Ok(got)
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {
+        let size = bytes.len() as u64;
+        self.op
+            .write(key, bytes.clone())
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        if self.read_range(key, 0..size).await? != bytes {
+            return Err(StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                "the stored bytes differ from the ones written".into(),
+            ));
+        }
+        self.stat(key).await?.ok_or_else(|| {
+            StoreError::check(
+                &self.info,
+                "verify",
+                key,
+                "missing right after upload".into(),
+            )
+        })
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {

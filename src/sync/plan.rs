@@ -14,6 +14,9 @@ use crate::manifest::{ContentId, Manifest, StagedRecord};
 #[derive(Clone, Debug)]
 pub struct WantedContent {
     pub content: ContentId,
+    /// The file it was found at: root id and path relative to the root.
+    pub root: u32,
+    pub rel: Vec<u8>,
     /// The local original (which may have changed or vanished since).
     pub source: PathBuf,
     /// Path inside an image: the absolute path without its leading '/'; older versions of a
@@ -39,6 +42,8 @@ impl WantedContent {
 
 #[derive(Debug, Default)]
 pub struct Pending {
+    /// Staged copies of contents archived (and verified) on this site: to be freed.
+    pub staged_archived: Vec<(ContentId, StagedRecord)>,
     pub to_stage: Vec<WantedContent>,
     /// Too big for this stage: they go straight into the next image.
     pub direct: Vec<WantedContent>,
@@ -86,7 +91,14 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<
     let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
     let mut seen: HashSet<ContentId> = HashSet::new();
     let mut presence: HashMap<ContentId, Presence> = HashMap::new();
-    let mut out = Pending::default();
+    let mut out = Pending {
+        staged_archived: staged
+            .iter()
+            .filter(|(c, _)| archived.contains(*c))
+            .map(|(c, s)| (*c, s.clone()))
+            .collect(),
+        ..Default::default()
+    };
     for kv in m.files() {
         let (root, rel, f) = kv?;
         let Some(root_path) = roots.get(&root) else {
@@ -130,6 +142,8 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<
             }
             let w = WantedContent {
                 content: v.content,
+                root,
+                rel: rel.clone(),
                 source: PathBuf::from(OsStr::from_bytes(&abs)),
                 image_path,
                 size: v.size,
@@ -151,8 +165,17 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<
     }
     if let Some(days) = config.stage_retention_days {
         let cutoff = crate::manifest::now() - i64::from(days) * 86_400;
-        let expired =
-            |c: &ContentId| matches!(presence.get(c), Some(Presence::GoneSince(t)) if *t <= cutoff);
+        // A version replaced by bytes that changed without a new mtime may be the last good
+        // copy of a file hit by bit rot: never expired.
+        let kept: HashSet<ContentId> = m
+            .silent_changes()?
+            .into_iter()
+            .map(|v| v.note.previous)
+            .collect();
+        let expired = |c: &ContentId| {
+            !kept.contains(c)
+                && matches!(presence.get(c), Some(Presence::GoneSince(t)) if *t <= cutoff)
+        };
         // Only staged copies expire: a content never staged is not wanted once it is gone
         // (there is nothing left to read it from).
         let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut out.staged_unarchived)

@@ -1,0 +1,195 @@
+//! A site's claim on its key space: `meta/site.json`, naming the site and the manifest that
+//! own the location, written at first use on the stage and on the archive.
+//!
+//! Two sites (or two machines) writing to one location would free, expire or clean up each
+//! other's objects. A profile refuses two sites with overlapping locations, but another
+//! profile, another machine or a renamed site can still point at the same place; the mark
+//! catches those. `sync` and `site test` refuse a location marked for another site or
+//! manifest, with a message saying what to do; `lomob site claim` takes a location over
+//! when the old manifest is gone for good. A manifest recovered from an export keeps its
+//! id, so recovery on a new machine needs no claim.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::SITE_MARK;
+use crate::manifest::{self, Manifest};
+use crate::site::Site;
+use crate::store::{BackendInfo, Role, StoreError};
+
+/// The mark's content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteMark {
+    pub format: String,
+    pub site: String,
+    pub manifest: String,
+    /// Unix seconds it was written.
+    pub created: i64,
+}
+
+const FORMAT: &str = "lomob-site";
+
+/// What a location's mark says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MarkState {
+    /// Marked for this site and manifest.
+    Ours,
+    /// Not marked yet.
+    Unmarked,
+    /// Marked for another site or another manifest.
+    Foreign(SiteMark),
+}
+
+/// Why a location cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkError {
+    #[error("site {site}: the {role} location {location} belongs to site {other_site:?} of {whose}: two sites or machines must never share a location (one would free or clean up what the other still needs). Give site {site} its own folder, bucket or prefix; or, if that manifest is gone for good and this machine replaces it, run `lomob site claim {site}`")]
+    Foreign {
+        site: String,
+        role: Role,
+        location: String,
+        other_site: String,
+        whose: String,
+    },
+    #[error("site {site}: the {role} location {location} holds a {SITE_MARK} that is not a lomob site mark ({reason}): lomob will not use a location it cannot show is its own; remove the file if it is a leftover, or choose another location")]
+    Malformed {
+        site: String,
+        role: Role,
+        location: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+}
+
+fn parse(info: &BackendInfo, site: &str, bytes: &[u8]) -> Result<SiteMark, MarkError> {
+    let malformed = |reason: String| MarkError::Malformed {
+        site: site.to_string(),
+        role: info.role,
+        location: info.location.clone(),
+        reason,
+    };
+    let mark: SiteMark = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    if mark.format != FORMAT {
+        return Err(malformed(format!("format {:?}", mark.format)));
+    }
+    Ok(mark)
+}
+
+fn state(mark: SiteMark, site: &str, id: &str) -> MarkState {
+    if mark.site == site && mark.manifest == id {
+        MarkState::Ours
+    } else {
+        MarkState::Foreign(mark)
+    }
+}
+
+/// Reads the marks of the site's stage and archive.
+pub async fn check(m: &Manifest, site: &Site) -> Result<[(Role, MarkState); 2], MarkError> {
+    let id = m.id()?;
+    let stage = match site.stage.stat(SITE_MARK).await? {
+        None => MarkState::Unmarked,
+        Some(o) => {
+            let bytes = site.stage.read_range(SITE_MARK, 0..o.size).await?;
+            state(
+                parse(site.stage.info(), &site.name, &bytes)?,
+                &site.name,
+                &id,
+            )
+        }
+    };
+    let archive = match site.archive.stat(SITE_MARK).await? {
+        None => MarkState::Unmarked,
+        Some(o) => {
+            let bytes = site.archive.read_range(SITE_MARK, 0..o.info.size).await?;
+            state(
+                parse(site.archive.info(), &site.name, &bytes)?,
+                &site.name,
+                &id,
+            )
+        }
+    };
+    Ok([(Role::Stage, stage), (Role::Archive, archive)])
+}
+
+fn foreign(m: &Manifest, site: &Site, role: Role, mark: SiteMark) -> Result<MarkError, MarkError> {
+    let info = match role {
+        Role::Stage => site.stage.info(),
+        Role::Archive => site.archive.info(),
+    };
+    let whose = if mark.manifest == m.id()? {
+        "this manifest".to_string()
+    } else {
+        format!("another lomob manifest (id {})", mark.manifest)
+    };
+    Ok(MarkError::Foreign {
+        site: site.name.clone(),
+        role,
+        location: info.location.clone(),
+        other_site: mark.site,
+        whose,
+    })
+}
+
+/// Refuses a location marked for another site or manifest, and marks unmarked ones.
+pub async fn claim(m: &Manifest, site: &Site) -> Result<(), MarkError> {
+    let marks = check(m, site).await?;
+    for (role, st) in &marks {
+        if let MarkState::Foreign(mark) = st {
+            return Err(foreign(m, site, *role, mark.clone())?);
+        }
+    }
+    for (role, st) in marks {
+        if st == MarkState::Unmarked {
+            write(m, site, role).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks both locations for this site and manifest, replacing another's mark (`lomob site
+/// claim`, when the manifest that owned them is gone for good).
+pub async fn take_over(m: &Manifest, site: &Site) -> Result<(), MarkError> {
+    for (role, st) in check(m, site).await? {
+        match st {
+            MarkState::Ours => continue,
+            MarkState::Foreign(_) => match role {
+                Role::Stage => site.stage.delete(SITE_MARK).await?,
+                Role::Archive => site.archive.delete(SITE_MARK).await?,
+            },
+            MarkState::Unmarked => {}
+        }
+        write(m, site, role).await?;
+    }
+    Ok(())
+}
+
+async fn write(m: &Manifest, site: &Site, role: Role) -> Result<(), MarkError> {
+    let mark = SiteMark {
+        format: FORMAT.into(),
+        site: site.name.clone(),
+        manifest: m.id()?,
+        created: manifest::now(),
+    };
+    let bytes = serde_json::to_vec_pretty(&mark).expect("a mark serialises");
+    match role {
+        Role::Stage => {
+            site.stage.put_bytes(SITE_MARK, bytes).await?;
+        }
+        Role::Archive => {
+            // Hot, like a catalog: read on every run, never frozen. The stage may share
+            // the location and have written the same mark a moment ago.
+            if let crate::archive::PutOutcome::Occupied { .. } =
+                site.archive.put_index(SITE_MARK, bytes).await?
+            {
+                match check(m, site).await?[1].1.clone() {
+                    MarkState::Ours => {}
+                    MarkState::Foreign(other) => return Err(foreign(m, site, role, other)?),
+                    MarkState::Unmarked => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! The stage step of a sync: each content not yet safe on the site goes up once, streamed
+//! and verified, as `stage/<content id>`.
+//!
+//! Uploads run concurrently (the site's `concurrency`); each verified one is recorded at
+//! once and made durable every second, so a kill -9 costs at most a second of uploads, sent
+//! again under the same content-derived names. A file that changed under the upload is the
+//! file's problem, not the backend's: it is examined ([`super::changed`]) and never counts
+//! toward stopping the site.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::changed::{self, Found};
+use super::{SiteReport, SyncOptions, WantedContent, MAX_CONSECUTIVE_FAILURES};
+use crate::keys::stage_key;
+use crate::manifest::{self, Manifest, ManifestBatch, StagedRecord};
+use crate::site::Site;
+use crate::store::{ObjectInfo, StoreError};
+
+/// Why one content was not staged.
+enum Miss {
+    /// Its original changed since the scan (size or mtime): the next scan records it.
+    Changed,
+    Failed(StoreError),
+}
+
+/// Stages `todo`, then any new versions found on the way (bytes that changed without a new
+/// mtime are recorded and staged in the same run).
+pub(super) async fn stage_all(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    todo: Vec<WantedContent>,
+    opts: &SyncOptions,
+    r: &mut SiteReport,
+) -> anyhow::Result<()> {
+    let again = stage_pass(m, site, todo, opts, r).await?;
+    if !again.is_empty() {
+        // New versions are staged once; if they change again, the next run sees it.
+        stage_pass(m, site, again, opts, r).await?;
+    }
+    Ok(())
+}
+
+async fn stage_one(site: &Site, w: &WantedContent) -> Result<ObjectInfo, Miss> {
+    if !w.unchanged_on_disk() {
+        return Err(Miss::Changed);
+    }
+    site.stage
+        .put_file(&stage_key(&w.content), &w.source, w.size, &w.sha256)
+        .await
+        .map_err(Miss::Failed)
+}
+
+/// One round of uploads; returns the new versions to stage next.
+async fn stage_pass(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    todo: Vec<WantedContent>,
+    opts: &SyncOptions,
+    r: &mut SiteReport,
+) -> anyhow::Result<Vec<WantedContent>> {
+    let bar = crate::progress::Progress::with_total(
+        &format!("{} stage", site.name),
+        opts.progress,
+        todo.iter().map(|w| w.size).sum(),
+    );
+    let concurrency = site.config.transfer.concurrency.clamp(1, 16);
+    let mut results = futures::stream::iter(todo)
+        .map(|w| {
+            let site = site.clone();
+            async move {
+                let res = stage_one(&site, &w).await;
+                (w, res)
+            }
+        })
+        .buffer_unordered(concurrency);
+    let mut again = Vec::new();
+    let mut consecutive = 0usize;
+    let mut last_flush = Instant::now();
+    while let Some((w, res)) = results.next().await {
+        match res {
+            Ok(obj) => {
+                consecutive = 0;
+                bar.add(1, w.size);
+                r.staged_files += 1;
+                r.staged_bytes += w.size;
+                let mut batch = ManifestBatch::default();
+                batch.put_staged(
+                    &site.name,
+                    &w.content,
+                    &StagedRecord {
+                        key: obj.key,
+                        size: obj.size,
+                        etag: obj.etag,
+                        at: manifest::now(),
+                    },
+                );
+                // Recorded at once, made durable every second: a kill -9 costs at most a
+                // second of uploads, sent again under the same content-derived names.
+                m.apply(batch)?;
+                if last_flush.elapsed() >= Duration::from_secs(1) {
+                    m.flush()?;
+                    last_flush = Instant::now();
+                }
+            }
+            Err(Miss::Changed) => r.skipped_changed += 1,
+            Err(Miss::Failed(e)) => match e.source_io().map(std::io::Error::kind) {
+                Some(std::io::ErrorKind::InvalidData) => match changed::examine(m, &w, r)? {
+                    Found::Silent(nw) => again.push(*nw),
+                    Found::Edited | Found::Unchanged | Found::Gone => r.skipped_changed += 1,
+                },
+                // The file could not be read: its own problem, reported, not the backend's.
+                Some(_) => r.fail(&e),
+                None => {
+                    let transient = e.is_transient();
+                    r.fail(&e);
+                    consecutive += 1;
+                    if consecutive >= MAX_CONSECUTIVE_FAILURES {
+                        m.flush()?;
+                        anyhow::bail!(
+                            "site {}: {} uploads failed in a row{}; stopping this site (the next run continues)",
+                            site.name,
+                            consecutive,
+                            if transient { " (the server looks unreachable)" } else { "" }
+                        );
+                    }
+                }
+            },
+        }
+    }
+    m.flush()?;
+    Ok(again)
+}
