@@ -117,8 +117,12 @@ mod tests {
             let (p, stop) = (p.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-                while !stop.load(Ordering::Relaxed) {
+                // Bounded: on a loaded machine the writer can outrun the reader, and an
+                // unbounded one would fill the disk before the read reaches the end.
+                let mut left = 64 << 20;
+                while !stop.load(Ordering::Relaxed) && left > 0 {
                     f.write_all(&[2u8; 4096]).unwrap();
+                    left -= 4096;
                 }
             })
         };
