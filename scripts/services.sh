@@ -92,8 +92,9 @@ start_sshd() {
     local home
     home=$(getent passwd "$SFTP_USER" | cut -d: -f6)
     # sshd reads the keys file as the user, so it lives in the user's home, owned by them.
+    # Added, not replaced: another checkout's test servers may use the same user.
     mkdir -p "$home/.ssh"
-    cp "$dir/id_ed25519.pub" "$home/.ssh/authorized_keys"
+    cat "$dir/id_ed25519.pub" >>"$home/.ssh/authorized_keys"
     chown -R "$SFTP_USER:" "$home/.ssh"
     chmod 700 "$home/.ssh"
     chmod 600 "$home/.ssh/authorized_keys"

@@ -97,6 +97,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, StoreError> {
+        crate::store::confine(&self.info, "put", req.key)?;
         let key = req.key;
         let total = req.source.len();
         let jerr = |e| StoreError::new(&self.info, "put", key, e);
@@ -150,6 +151,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
+        crate::store::confine(&self.info, "put", key)?;
         let sha256: [u8; 32] = Sha256::digest(&bytes).into();
         if let Some(existing) = self.stat(key).await? {
             let same = existing.info.size == bytes.len() as u64
@@ -197,6 +199,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
+        crate::store::confine(&self.info, "stat", key)?;
         match self.op.stat(key).await {
             Ok(m) => Ok(Some(ArchiveObject {
                 info: object_from_metadata(key, &m),
@@ -211,6 +214,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        crate::store::confine(&self.info, "list", prefix)?;
         list_objects(&self.op, &self.info, prefix).await
     }
 
@@ -219,6 +223,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        crate::store::confine(&self.info, "read", key)?;
         self.op
             .read_with(key)
             .range(range)
@@ -228,6 +233,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        crate::store::confine(&self.info, "delete", key)?;
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),
@@ -236,6 +242,7 @@ impl Archive for OpendalArchive {
     }
 
     async fn abort_upload(&self, key: &str, journal: &dyn UploadJournal) -> Result<(), StoreError> {
+        crate::store::confine(&self.info, "abort upload", key)?;
         let partial = format!("{key}.partial");
         if self.stat(&partial).await?.is_some() {
             self.delete(&partial).await?;

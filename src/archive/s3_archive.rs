@@ -84,6 +84,7 @@ impl Archive for S3Archive {
     }
 
     async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, StoreError> {
+        crate::store::confine(&self.info, "put", req.key)?;
         let (key, len) = (req.key, req.source.len());
         if let Some(existing) = self.stat(key).await? {
             // Stored by a run killed before it could record it, or someone else's.
@@ -127,6 +128,7 @@ impl Archive for S3Archive {
     }
 
     async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
+        crate::store::confine(&self.info, "put", key)?;
         use md5::Digest as _;
         let md5 = hex::encode(md5::Md5::digest(&bytes));
         let sha = hex::encode(sha2::Sha256::digest(&bytes));
@@ -188,6 +190,7 @@ impl Archive for S3Archive {
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
+        crate::store::confine(&self.info, "stat", key)?;
         match self.client.head_object(key).await {
             Ok(o) => Ok(Some(self.object(key, &o))),
             Err(e) if e.kind() == ErrorKind::NotFound && e.s3_code() != Some("NoSuchBucket") => {
@@ -198,6 +201,7 @@ impl Archive for S3Archive {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        crate::store::confine(&self.info, "list", prefix)?;
         crate::store::list_objects(&self.op, &self.info, prefix).await
     }
 
@@ -207,6 +211,7 @@ impl Archive for S3Archive {
         days: u32,
         tier: ThawTier,
     ) -> Result<ThawRequest, StoreError> {
+        crate::store::confine(&self.info, "thaw", key)?;
         if !self.client.storage_class().needs_thaw() {
             return Ok(ThawRequest::NotNeeded);
         }
@@ -219,6 +224,7 @@ impl Archive for S3Archive {
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        crate::store::confine(&self.info, "read", key)?;
         self.client
             .get_object(key, Some(range))
             .await
@@ -227,6 +233,7 @@ impl Archive for S3Archive {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        crate::store::confine(&self.info, "delete", key)?;
         self.client
             .delete_object(key)
             .await
@@ -234,6 +241,7 @@ impl Archive for S3Archive {
     }
 
     async fn abort_upload(&self, key: &str, journal: &dyn UploadJournal) -> Result<(), StoreError> {
+        crate::store::confine(&self.info, "abort upload", key)?;
         let jerr = |e| self.err("abort upload", key, e);
         if let Some(state) = journal.load(key).map_err(jerr)? {
             match self

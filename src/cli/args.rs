@@ -185,6 +185,11 @@ pub struct ScanArgs {
     /// Threads for walking and for hashing [default: number of CPU cores]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
+
+    /// Record the deletions found even when there are more than `max-delete` of them in a
+    /// root, or when a whole disk or mounted folder seems gone (check it is mounted first)
+    #[arg(long)]
+    pub allow_delete: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -63,6 +63,8 @@ pub fn options(ctx: &Context, a: &ScanArgs) -> ScanOptions {
             .unwrap_or(cores)
             .max(1),
         progress: ctx.progress,
+        max_delete: lib.max_delete,
+        allow_delete: a.allow_delete,
     }
 }
 
@@ -92,6 +94,7 @@ pub(super) fn record_run(m: &Manifest, started: i64, r: &ScanReport) -> anyhow::
         ("touched", r.touched),
         ("unchanged", r.unchanged),
         ("deleted", r.deleted),
+        ("deletions_held", r.deletions_held),
         ("renamed", r.renamed),
         ("duplicates", r.duplicates),
         ("files_hashed", r.files_hashed),
@@ -161,7 +164,7 @@ pub(super) fn print_summary(r: &ScanReport) -> std::io::Result<()> {
         }
         writeln!(
             err,
-            "these were skipped and nothing under them was marked deleted; fix the permissions and scan again"
+            "nothing under these was marked deleted; fix what is said above (mount the disk, fix the permissions) and scan again"
         )?;
     }
     Ok(())

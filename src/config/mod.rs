@@ -39,6 +39,9 @@ pub struct LibraryConfig {
     pub ignore_dirs: Vec<String>,
     /// Threads for walking and hashing. Default: the number of CPU cores.
     pub threads: Option<usize>,
+    /// Most files one scan may mark deleted in one root without `--allow-delete`. Default:
+    /// 1,000, or half of the root's files when that is fewer.
+    pub max_delete: Option<u64>,
 }
 
 pub const DEFAULT_IGNORE_FILES: &[&str] = &[".DS_Store", "._.DS_Store", "Thumbs.db"];
@@ -51,6 +54,7 @@ impl Default for LibraryConfig {
             ignore_files: DEFAULT_IGNORE_FILES.iter().map(|s| s.to_string()).collect(),
             ignore_dirs: DEFAULT_IGNORE_DIRS.iter().map(|s| s.to_string()).collect(),
             threads: None,
+            max_delete: None,
         }
     }
 }

@@ -39,6 +39,11 @@ pub struct ScanOptions {
     pub threads: usize,
     /// Draw a progress bar when stderr is a terminal.
     pub progress: bool,
+    /// Most deletions one root may record without `allow_delete` (default: 1,000, or half
+    /// of the root's files when fewer).
+    pub max_delete: Option<u64>,
+    /// Record deletions beyond `max_delete`, and those of a file system that seems gone.
+    pub allow_delete: bool,
 }
 
 /// Something that could not be read; the scan went on without it.
@@ -62,6 +67,9 @@ pub struct ScanReport {
     pub unchanged: u64,
     /// Paths that disappeared since the last scan (kept, marked deleted).
     pub deleted: u64,
+    /// Paths missing but not marked deleted: under a disk or mount that seems gone, or more
+    /// than `max-delete` in a root (reported as problems; `--allow-delete` records them).
+    pub deletions_held: u64,
     /// New paths holding the content of a path deleted in this scan.
     pub renamed: u64,
     /// New or changed paths whose content was already known (stored once).
@@ -190,6 +198,9 @@ fn scan_root(
         threads: opts.threads,
     };
     let unchanged = AtomicU64::new(0);
+    // File systems seen in this walk: a device no seen file was recorded on, or lives on,
+    // is gone (an unmounted disk leaves an empty folder on the file system below it).
+    let devices: Mutex<HashSet<u64>> = Mutex::new(HashSet::new());
     let walk_errors: Mutex<Vec<(Vec<u8>, std::io::Error)>> = Mutex::new(Vec::new());
     let (job_tx, job_rx) = crossbeam_channel::bounded::<WalkEntry>(4096);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Outcome>(1024);
@@ -206,9 +217,15 @@ fn scan_root(
         let unchanged = &unchanged;
         let walk_errors = &walk_errors;
         let walk_opts = &walk_opts;
+        let devices = &devices;
         s.spawn(move || {
             let sink = |ev: WalkEvent| match ev {
                 WalkEvent::File(e) => {
+                    let recorded = existing.get(&e.rel).map(|s| s.stat.device);
+                    if let Ok(mut d) = devices.lock() {
+                        d.insert(e.device);
+                        d.extend(recorded);
+                    }
                     if let Some(slot) = existing.get(&e.rel) {
                         slot.seen.store(true, Ordering::Relaxed);
                         if slot.unchanged(&e) {
@@ -309,17 +326,11 @@ fn scan_root(
         push_problem(report, lossy(root, &rel), format!("cannot read: {e}"));
     }
 
-    // Whatever was not seen (and is not hidden behind an unreadable folder) is gone.
+    let devices = devices.into_inner().unwrap_or_else(|p| p.into_inner());
+    let gone = missing(&existing, &protected);
+    let gone = hold_deletions(root, gone, &existing, &devices, opts, report);
     let mut gone_contents: HashSet<ContentId> = HashSet::new();
-    for (rel, slot) in &existing {
-        if slot.seen.load(Ordering::Relaxed) || slot.stat.deleted_at.is_some() {
-            continue;
-        }
-        if protected.iter().any(|p| {
-            p.is_empty() || rel == p || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
-        }) {
-            continue;
-        }
+    for rel in gone {
         let Some(mut rec) = m.file(root_rec.id, rel)? else {
             continue;
         };
@@ -334,6 +345,102 @@ fn scan_root(
         .count() as u64;
     m.apply(batch)?;
     Ok(())
+}
+
+/// Recorded files not seen by this walk (and not hidden behind an unreadable folder).
+fn missing<'e>(existing: &'e Existing, protected: &[Vec<u8>]) -> Vec<&'e Vec<u8>> {
+    existing
+        .iter()
+        .filter(|(rel, slot)| {
+            !slot.seen.load(Ordering::Relaxed)
+                && slot.stat.deleted_at.is_none()
+                && !protected.iter().any(|p| {
+                    p.is_empty()
+                        || *rel == p
+                        || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
+                })
+        })
+        .map(|(rel, _)| rel)
+        .collect()
+}
+
+/// Which of the missing files may be marked deleted. A missing disk is not a mass delete:
+/// files of a file system no seen file is on (an unmounted NAS, a USB disk, an emptied mount
+/// point), and every file of a root found empty, are held and reported; so are all the
+/// deletions of a root when there are more than `max-delete`, unless `--allow-delete`.
+fn hold_deletions<'e>(
+    root: &Path,
+    gone: Vec<&'e Vec<u8>>,
+    existing: &Existing,
+    devices: &HashSet<u64>,
+    opts: &ScanOptions,
+    report: &mut ScanReport,
+) -> Vec<&'e Vec<u8>> {
+    if gone.is_empty() || opts.allow_delete {
+        return gone;
+    }
+    let present = existing
+        .values()
+        .filter(|s| s.stat.deleted_at.is_none())
+        .count() as u64;
+    let mut held = |n: u64, message: String| {
+        report.deletions_held += n;
+        push_problem(report, root.display().to_string(), message);
+    };
+    if devices.is_empty() {
+        held(
+            gone.len() as u64,
+            format!("the folder is empty but held {present} files at the last scan (is the disk mounted?); nothing was marked deleted. If they were really deleted, scan with --allow-delete"),
+        );
+        return Vec::new();
+    }
+    let (on_gone_fs, rest): (Vec<_>, Vec<_>) = gone.into_iter().partition(|rel| {
+        existing
+            .get(*rel)
+            .is_some_and(|s| !devices.contains(&s.stat.device))
+    });
+    if !on_gone_fs.is_empty() {
+        let under = common_folder(&on_gone_fs);
+        held(
+            on_gone_fs.len() as u64,
+            format!(
+                "{} files under {} were on a disk or mount that is not there now (an unmounted NAS or USB disk?); nothing was marked deleted. Mount it and scan again, or, if they were really deleted, scan with --allow-delete",
+                on_gone_fs.len(),
+                lossy(root, &under)
+            ),
+        );
+    }
+    let limit = opts.max_delete.unwrap_or_else(|| (present / 2).min(1000));
+    if rest.len() as u64 > limit {
+        held(
+            rest.len() as u64,
+            format!(
+                "{} of its {present} files are gone, more than max-delete ({limit}); nothing was marked deleted. If they were really deleted, scan with --allow-delete (or raise `max-delete` in [library])",
+                rest.len()
+            ),
+        );
+        return Vec::new();
+    }
+    rest
+}
+
+/// The longest folder holding every one of `paths`.
+fn common_folder(paths: &[&Vec<u8>]) -> Vec<u8> {
+    let mut common: Vec<&[u8]> = match paths.first() {
+        Some(p) => p.split(|&b| b == b'/').collect(),
+        None => return Vec::new(),
+    };
+    common.pop();
+    for p in paths {
+        let segs: Vec<&[u8]> = p.split(|&b| b == b'/').collect();
+        let n = common
+            .iter()
+            .zip(&segs[..segs.len() - 1])
+            .take_while(|(a, b)| a == b)
+            .count();
+        common.truncate(n);
+    }
+    common.join(&b'/')
 }
 
 /// Adds the record for one hashed file to `batch`. Returns the content id when the path is

@@ -50,6 +50,7 @@ impl Stage for OpendalStage {
         size: u64,
         sha256: &[u8; 32],
     ) -> Result<ObjectInfo, StoreError> {
+        crate::store::confine(&self.info, "put", key)?;
         // A problem with the file is the file's (its kind tells the engine: InvalidData for
         // bytes that are not the scanned ones), not the backend's.
         let source = |e: std::io::Error| {
@@ -171,6 +172,7 @@ impl Stage for OpendalStage {
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {
+        crate::store::confine(&self.info, "put", key)?;
         let size = bytes.len() as u64;
         self.op
             .write(key, bytes.clone())
@@ -195,6 +197,7 @@ impl Stage for OpendalStage {
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        crate::store::confine(&self.info, "stat", key)?;
         match self.op.stat(key).await {
             Ok(m) => Ok(Some(object_from_metadata(key, &m))),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -203,10 +206,12 @@ impl Stage for OpendalStage {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        crate::store::confine(&self.info, "list", prefix)?;
         list_objects(&self.op, &self.info, prefix).await
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        crate::store::confine(&self.info, "read", key)?;
         let b = self
             .op
             .read_with(key)
@@ -217,6 +222,7 @@ impl Stage for OpendalStage {
     }
 
     async fn download(&self, key: &str, dest: &Path) -> Result<([u8; 32], u64), StoreError> {
+        crate::store::confine(&self.info, "download", key)?;
         use futures::TryStreamExt;
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
@@ -246,6 +252,7 @@ impl Stage for OpendalStage {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        crate::store::confine(&self.info, "delete", key)?;
         match self.op.delete(key).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(()),

@@ -117,6 +117,22 @@ impl StoreError {
     }
 }
 
+/// Refuses a key that could escape the backend's root (`..`, an absolute path, control
+/// characters): keys may come from an imported manifest or a downloaded snapshot, and the
+/// SFTP and WebDAV services join root and key as they are.
+pub fn confine(info: &BackendInfo, op: &'static str, key: &str) -> Result<(), StoreError> {
+    if crate::keys::is_confined(key) {
+        Ok(())
+    } else {
+        Err(StoreError::check(
+            info,
+            op,
+            key,
+            "refused: the key is not a plain relative path inside the site (it could reach outside it)".into(),
+        ))
+    }
+}
+
 /// The whole object `key` as a stream of `chunk`-sized pieces, in bounded memory. `what`
 /// names the operation in errors; the stream's own items fail with `io::Error`.
 pub async fn object_stream(
