@@ -39,6 +39,7 @@ const NEXT_ROOT_KEY: &[u8] = b"next-root";
 const NEXT_RUN_KEY: &[u8] = b"next-run";
 const NEXT_ISO_KEY: &[u8] = b"next-iso";
 const MANIFEST_ID_KEY: &[u8] = b"manifest-id";
+const NEXT_SNAPSHOT_KEY: &[u8] = b"next-snapshot";
 
 pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -601,6 +602,11 @@ impl Manifest {
     pub fn put_root_devices(&self, root: u32, rec: &RootDevices) -> Result<()> {
         self.devices.insert(root.to_be_bytes(), encode(rec))?;
         Ok(())
+    }
+
+    /// The next manifest snapshot's sequence number (increasing, whatever the clock does).
+    pub fn next_snapshot_seq(&self) -> Result<u64> {
+        self.next_id(NEXT_SNAPSHOT_KEY)
     }
 
     /// Records a finished command; returns its id (increasing).

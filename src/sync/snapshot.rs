@@ -28,7 +28,9 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> anyhow::Result<()> {
     let stamp = time::OffsetDateTime::from_unix_timestamp(now)?.format(
         time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"),
     )?;
-    let key = format!("meta/manifest-{stamp}.jsonl");
+    // A sequence number first: a clock that runs behind must never make the newest snapshot
+    // look like the oldest one and have it pruned.
+    let key = format!("meta/manifest-{:012}-{stamp}.jsonl", m.next_snapshot_seq()?);
     let result = async {
         site.stage
             .put_file(&key, &file, bytes.len() as u64, &sha)
@@ -41,7 +43,7 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> anyhow::Result<()> {
             .map(|o| o.key)
             .filter(|k| k.contains("manifest-") && k.ends_with(".jsonl"))
             .collect();
-        old.sort();
+        old.sort_by_key(|k| order(k));
         let n = old.len().saturating_sub(KEEP);
         for k in &old[..n] {
             site.stage.delete(k).await?;
@@ -51,4 +53,44 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> anyhow::Result<()> {
     .await;
     let _ = std::fs::remove_file(&file);
     result
+}
+
+/// Where a snapshot name sorts: by its sequence number; names from before sequence numbers
+/// (`manifest-<time>.jsonl`) come first, by time.
+fn order(key: &str) -> (u64, String) {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let seq = name
+        .strip_prefix("manifest-")
+        .and_then(|r| r.split_once('-'))
+        .filter(|(n, _)| n.len() == 12)
+        .and_then(|(n, _)| n.parse::<u64>().ok());
+    match seq {
+        Some(n) => (n + 1, String::new()),
+        None => (0, name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order;
+
+    #[test]
+    fn snapshots_sort_by_sequence_not_by_clock() {
+        let mut keys = vec![
+            "meta/manifest-000000000002-20200101T000000Z.jsonl",
+            "meta/manifest-20991231T000000Z.jsonl",
+            "meta/manifest-000000000010-20190101T000000Z.jsonl",
+            "meta/manifest-20100101T000000Z.jsonl",
+        ];
+        keys.sort_by_key(|k| order(k));
+        assert_eq!(
+            keys,
+            [
+                "meta/manifest-20100101T000000Z.jsonl",
+                "meta/manifest-20991231T000000Z.jsonl",
+                "meta/manifest-000000000002-20200101T000000Z.jsonl",
+                "meta/manifest-000000000010-20190101T000000Z.jsonl",
+            ]
+        );
+    }
 }
