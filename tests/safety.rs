@@ -951,3 +951,48 @@ fn item14_snapshots_and_images_do_not_depend_on_the_clock() {
     );
     assert_eq!(a["images"][0]["sha256"], b["images"][0]["sha256"]);
 }
+
+/// Item 14: stage requests were estimated before each call, and the archive's listings not
+/// counted; `cost` and `--dry-run` priced estimates. Now every HTTP request is counted as
+/// sent, by the transport, retries included.
+#[test]
+fn item14_requests_are_counted_as_sent_retries_included() {
+    let Some(ep) = service_var("LOMOB_TEST_MOTO_ENDPOINT") else {
+        return;
+    };
+    let run = |faults: usize| {
+        let env = Env::new();
+        library(&env, 4, 8_000);
+        let bucket = format!("count-{}", unique(&env));
+        Bucket::new(&ep, &bucket);
+        let proxy = support::BreakingProxy::start(&ep, faults);
+        let root = env.path().display();
+        let c = config(
+            &env,
+            "c.toml",
+            &format!(
+                "[library]\nroots = [\"{root}/lib\"]\n[sites.b2]\nstage = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{}\", access-key-id = \"k\", secret-access-key = \"s\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n[sites.b2.transfer]\nconcurrency = 1\n",
+                proxy.endpoint()
+            ),
+        );
+        env.json(&["--config", &c, "scan"], 0);
+        let r = env.json(&["--config", &c, "sync", "--site", "b2"], 0);
+        assert_eq!(r[0]["staged_files"], 4, "{r}");
+        r[0]["requests"].clone()
+    };
+    let clean = run(0);
+    let broken = run(3);
+    // Four files, the site mark and the snapshot are PUTs.
+    assert_eq!(clean["put"], 6, "{clean}");
+    let total = |r: &serde_json::Value| {
+        ["put", "get", "head", "list", "delete", "post"]
+            .iter()
+            .map(|k| r[*k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        total(&broken),
+        total(&clean) + 3,
+        "three broken attempts, retried: {clean} {broken}"
+    );
+}

@@ -18,6 +18,11 @@ pub enum ErrorKind {
     NotFound,
     /// The object is in cold storage and must be thawed before it can be read.
     Frozen,
+    /// Bytes are not what they must be: a server holds other bytes than were sent, a
+    /// checksum differs, a file changed under an upload. Alert; never count it as safe.
+    Integrity,
+    /// No space left: a full disk, a quota reached.
+    Space,
     /// Anything else the backend said.
     Other,
 }
@@ -54,6 +59,16 @@ pub enum BackendError {
     /// no longer matches an interrupted upload.
     #[error("checking {key}: {message}")]
     Check { key: String, message: String },
+    /// lomob refused to do it (a delete before the minimum storage duration, a key that
+    /// could leave the site): nothing was sent.
+    #[error("{message}")]
+    Refused { message: String },
+    /// A local file or folder failed (writing a download, a temporary file).
+    #[error("{path}: {source}")]
+    Local {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// One failed S3 request, with what the engine needs to act on it. The message names the
@@ -100,9 +115,13 @@ impl BackendError {
             BackendError::Invalid { .. } | BackendError::Secret { .. } => ErrorKind::Config,
             BackendError::Opendal { source, .. } => classify(source),
             BackendError::S3(e) => e.kind,
-            BackendError::Journal(_) | BackendError::Source { .. } | BackendError::Check { .. } => {
-                ErrorKind::Other
-            }
+            BackendError::Check { .. } => ErrorKind::Integrity,
+            BackendError::Source { source, .. } => match source.kind() {
+                std::io::ErrorKind::InvalidData => ErrorKind::Integrity,
+                _ => ErrorKind::Other,
+            },
+            BackendError::Local { source, .. } => io_kind(source),
+            BackendError::Journal(_) | BackendError::Refused { .. } => ErrorKind::Other,
         }
     }
 
@@ -136,6 +155,23 @@ impl BackendError {
     }
 }
 
+/// What a local I/O error means for the engine.
+pub fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => ErrorKind::Space,
+        std::io::ErrorKind::PermissionDenied => ErrorKind::Permission,
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        std::io::ErrorKind::InvalidData => ErrorKind::Integrity,
+        _ => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<opendal::Error>())
+        {
+            Some(o) => classify(o),
+            None => ErrorKind::Other,
+        },
+    }
+}
+
 /// Maps an OpenDAL error onto the kinds the engine acts on.
 pub fn classify(e: &opendal::Error) -> ErrorKind {
     use opendal::ErrorKind as K;
@@ -158,6 +194,9 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
         {
             return ErrorKind::Transient;
         }
+    }
+    if format!("{e:?}").contains("No space left on device") {
+        return ErrorKind::Space;
     }
     match e.kind() {
         K::ConfigInvalid => ErrorKind::Config,

@@ -8,6 +8,7 @@
 
 pub mod capability;
 pub mod error;
+pub mod observe;
 pub mod secret;
 pub mod size;
 pub mod transfer;
@@ -90,6 +91,16 @@ impl BackendConfig {
 
     /// Builds the operator, with the site's transfer settings applied. Reads secrets.
     pub fn operator(&self, transfer: &TransferConfig) -> Result<Operator, BackendError> {
+        self.operator_observed(transfer, None)
+    }
+
+    /// Like [`BackendConfig::operator`], with every HTTP request it sends (retries
+    /// included) reported to `observer`.
+    pub fn operator_observed(
+        &self,
+        transfer: &TransferConfig,
+        observer: Option<std::sync::Arc<dyn observe::RequestObserver>>,
+    ) -> Result<Operator, BackendError> {
         self.validate()?;
         let op = match self {
             BackendConfig::Fs(c) => c.operator(),
@@ -100,6 +111,10 @@ impl BackendConfig {
             BackendConfig::Sftp(c) => c.operator(),
             BackendConfig::Webdav(c) => c.operator(),
         }?;
+        let op = match observer {
+            Some(o) => observe::observe(op, o),
+            None => op,
+        };
         Ok(transfer.apply(op))
     }
 }

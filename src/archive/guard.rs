@@ -81,7 +81,7 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
                 .map_or(min, |c| c.min_storage_days());
             let modified = o.info.modified;
             if !old_enough(modified, min, crate::manifest::now()) {
-                return Err(StoreError::check(
+                return Err(StoreError::refused(
                     self.info(),
                     "delete",
                     key,

@@ -46,7 +46,7 @@ impl OpendalArchive {
         while let Some(b) = r
             .try_next()
             .await
-            .map_err(|e| StoreError::check(&self.info, "verify", key, e.to_string()))?
+            .map_err(|e| StoreError::stream(&self.info, "verify", key, e))?
         {
             sha.update(&b);
         }

@@ -46,6 +46,8 @@ fn hint(e: &StoreError) -> &'static str {
         ErrorKind::Transient => "the server could not be reached or failed: check the endpoint, the network, and try again",
         ErrorKind::Config => "the profile is incomplete or wrong: fix the site's section",
         ErrorKind::Frozen => "the object is in cold storage and needs a thaw before it can be read",
+        ErrorKind::Integrity => "the server holds other bytes than were sent, or a file changed while it was read: check the server's disk, and run again",
+        ErrorKind::Space => "no space left: free some space on the disk (or raise the quota) and run again",
         ErrorKind::Other => "see the message above",
     }
 }
@@ -343,7 +345,7 @@ async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
             .await
             .and_then(|o| match o {
                 PutOutcome::Stored(s) => Ok(s),
-                PutOutcome::Occupied { reason, .. } => Err(StoreError::check(
+                PutOutcome::Occupied { reason, .. } => Err(StoreError::refused(
                     site.archive.info(),
                     "write",
                     &key,

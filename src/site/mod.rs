@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use lomob_backends::observe::RequestObserver;
 use lomob_backends::s3::client::S3Client;
 use lomob_backends::{BackendConfig, BackendError};
 
@@ -26,7 +27,13 @@ pub struct Site {
     pub stage: Box<dyn Stage>,
     pub archive: Box<dyn Archive>,
     stage_requests: Arc<RequestCounter>,
+    archive_requests: Arc<RequestCounter>,
     archive_client: Option<S3Client>,
+}
+
+/// Backends that speak HTTP: their requests are counted as sent, by the transport.
+fn speaks_http(c: &BackendConfig) -> bool {
+    !matches!(c, BackendConfig::Fs(_) | BackendConfig::Sftp(_))
 }
 
 /// Where a backend writes, for messages and `site list`.
@@ -66,18 +73,28 @@ impl Site {
         let stage_info = info(name, Role::Stage, &config.stage);
         let archive_info = info(name, Role::Archive, &config.archive);
         let op_err = |i: &BackendInfo, e: BackendError| StoreError::new(i, "open", "", e);
+        let stage_requests = Arc::new(RequestCounter::default());
+        let archive_requests = Arc::new(RequestCounter::default());
+        let observer = |c: &BackendConfig, counter: &Arc<RequestCounter>| {
+            speaks_http(c).then(|| counter.clone() as Arc<dyn RequestObserver>)
+        };
         let stage_op = config
             .stage
-            .operator(t)
+            .operator_observed(t, observer(&config.stage, &stage_requests))
             .map_err(|e| op_err(&stage_info, e))?;
-        let stage_requests = Arc::new(RequestCounter::default());
-        let stage = Counting::new(
-            OpendalStage::new(stage_op, stage_info),
-            stage_requests.clone(),
-        );
+        // Over HTTP every request is counted as sent; a local disk or SFTP bills nothing,
+        // and its operations are counted one per call.
+        let stage: Box<dyn Stage> = if speaks_http(&config.stage) {
+            Box::new(OpendalStage::new(stage_op, stage_info))
+        } else {
+            Box::new(Counting::new(
+                OpendalStage::new(stage_op, stage_info),
+                stage_requests.clone(),
+            ))
+        };
         let archive_op = config
             .archive
-            .operator(t)
+            .operator_observed(t, observer(&config.archive, &archive_requests))
             .map_err(|e| op_err(&archive_info, e))?;
         let (archive, archive_client): (Box<dyn Archive>, _) = match &config.archive {
             BackendConfig::S3(_) | BackendConfig::Glacier(_) => {
@@ -103,9 +120,10 @@ impl Site {
         Ok(Site {
             name: name.to_string(),
             config: config.clone(),
-            stage: Box::new(stage),
+            stage,
             archive,
             stage_requests,
+            archive_requests,
             archive_client,
         })
     }
@@ -113,6 +131,7 @@ impl Site {
     /// Requests sent so far by this site's backends.
     pub fn requests(&self) -> RequestCounts {
         let mut c = self.stage_requests.snapshot();
+        c.add(&self.archive_requests.snapshot());
         if let Some(client) = &self.archive_client {
             let a = client.counters().snapshot();
             c.add(&RequestCounts {

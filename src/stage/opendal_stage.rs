@@ -226,14 +226,7 @@ impl Stage for OpendalStage {
         use futures::TryStreamExt;
         use sha2::Digest;
         use tokio::io::AsyncWriteExt;
-        let local = |e: std::io::Error| {
-            StoreError::check(
-                &self.info,
-                "download",
-                key,
-                format!("cannot write {}: {e}", dest.display()),
-            )
-        };
+        let local = |e: std::io::Error| StoreError::local(&self.info, "download", key, dest, e);
         let mut stream = object_stream(&self.op, &self.info, "read", key, READ_BUF).await?;
         let mut out = tokio::fs::File::create(dest).await.map_err(local)?;
         let mut sha = Sha256::new();
@@ -241,7 +234,7 @@ impl Stage for OpendalStage {
         while let Some(b) = stream
             .try_next()
             .await
-            .map_err(|e| StoreError::check(&self.info, "read", key, e.to_string()))?
+            .map_err(|e| StoreError::stream(&self.info, "read", key, e))?
         {
             sha.update(&b);
             len += b.len() as u64;

@@ -85,17 +85,72 @@ impl StoreError {
         )
     }
 
-    /// A problem we found ourselves (a size mismatch, a refused delete).
+    /// Bytes that are not what they must be (a size or checksum mismatch, an object
+    /// missing right after its upload): an integrity problem.
     pub fn check(info: &BackendInfo, op: &'static str, key: &str, message: String) -> Self {
         Self::new(
             info,
             op,
             key,
-            BackendError::Invalid {
-                kind: info.kind,
+            BackendError::Check {
+                key: key.to_string(),
                 message,
             },
         )
+    }
+
+    /// Something lomob refuses to do (a delete before the minimum storage duration, a key
+    /// that could leave the site).
+    pub fn refused(info: &BackendInfo, op: &'static str, key: &str, message: String) -> Self {
+        Self::new(info, op, key, BackendError::Refused { message })
+    }
+
+    /// A local file failed (a download's destination): a full disk is told apart.
+    pub fn local(
+        info: &BackendInfo,
+        op: &'static str,
+        key: &str,
+        path: &std::path::Path,
+        e: std::io::Error,
+    ) -> Self {
+        Self::new(
+            info,
+            op,
+            key,
+            BackendError::Local {
+                path: path.display().to_string(),
+                source: e,
+            },
+        )
+    }
+
+    /// A failure while reading an object's stream: its kind is the backend error inside
+    /// (a dropped connection is transient).
+    pub fn stream(info: &BackendInfo, op: &'static str, key: &str, e: std::io::Error) -> Self {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<opendal::Error>())
+        {
+            Some(_) => {
+                let inner = e
+                    .into_inner()
+                    .and_then(|b| b.downcast::<opendal::Error>().ok())
+                    .map(|b| *b);
+                match inner {
+                    Some(o) => Self::opendal(info, op, key, o),
+                    None => Self::check(info, op, key, "the object stream failed".into()),
+                }
+            }
+            None => Self::new(
+                info,
+                op,
+                key,
+                BackendError::Local {
+                    path: key.to_string(),
+                    source: e,
+                },
+            ),
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -124,7 +179,7 @@ pub fn confine(info: &BackendInfo, op: &'static str, key: &str) -> Result<(), St
     if crate::keys::is_confined(key) {
         Ok(())
     } else {
-        Err(StoreError::check(
+        Err(StoreError::refused(
             info,
             op,
             key,
@@ -205,6 +260,33 @@ impl RequestCounter {
             delete: self.delete.load(Ordering::Relaxed),
             post: self.post.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// HTTP requests as the providers bill them: listings (S3 ListObjects and ListParts,
+/// WebDAV PROPFIND) apart from plain reads.
+impl lomob_backends::observe::RequestObserver for RequestCounter {
+    fn request(&self, method: &http::Method, uri: &http::Uri) {
+        let query = uri.query().unwrap_or("");
+        let listing = [
+            "list-type=",
+            "uploads",
+            "prefix=",
+            "delimiter=",
+            "max-keys=",
+        ]
+        .iter()
+        .any(|q| query.contains(q));
+        let r = match method.as_str() {
+            "PUT" | "MKCOL" | "MOVE" | "COPY" | "PATCH" => Request::Put,
+            "POST" => Request::Post,
+            "HEAD" => Request::Head,
+            "DELETE" => Request::Delete,
+            "PROPFIND" => Request::List,
+            "GET" if listing => Request::List,
+            _ => Request::Get,
+        };
+        self.add(r, 1);
     }
 }
 

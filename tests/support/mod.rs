@@ -181,3 +181,55 @@ pub fn unique(env: &Env) -> String {
         .to_lowercase()
         .replace(['.', '_'], "-")
 }
+
+/// A loopback TCP proxy that breaks the first `faults` connections (it reads the start of
+/// the request, then closes), and passes the others through. Runs until the test process
+/// ends; for counting retries against a real server.
+pub struct BreakingProxy {
+    pub addr: std::net::SocketAddr,
+}
+
+impl BreakingProxy {
+    pub fn start(upstream: &str, faults: usize) -> BreakingProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut left = faults;
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                if left > 0 {
+                    left -= 1;
+                    let mut buf = [0u8; 512];
+                    let _ = client.read(&mut buf);
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c, mut s) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c, &mut s);
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.flush();
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        BreakingProxy { addr }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
