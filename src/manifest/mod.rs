@@ -65,6 +65,23 @@ pub struct Manifest {
     _lock: DbLock,
 }
 
+/// Something lomob learned about a site and keeps for later runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SiteFlag {
+    /// The archive's single-PUT ETags are not MD5s (an SSE-KMS bucket): images go up as
+    /// parts, each checked by the server against its Content-MD5.
+    MultipartOnly,
+}
+
+impl SiteFlag {
+    fn key(self, site: &str) -> Vec<u8> {
+        let name = match self {
+            SiteFlag::MultipartOnly => "multipart-only",
+        };
+        format!("site-flag/{site}/{name}").into_bytes()
+    }
+}
+
 /// Something recorded about one version of one file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionNote<T> {
@@ -602,6 +619,16 @@ impl Manifest {
     pub fn put_root_devices(&self, root: u32, rec: &RootDevices) -> Result<()> {
         self.devices.insert(root.to_be_bytes(), encode(rec))?;
         Ok(())
+    }
+
+    /// A site's remembered setting (see [`SiteFlag`]).
+    pub fn site_flag(&self, site: &str, flag: SiteFlag) -> Result<bool> {
+        Ok(self.meta.get(flag.key(site))?.is_some())
+    }
+
+    pub fn set_site_flag(&self, site: &str, flag: SiteFlag) -> Result<()> {
+        self.meta.insert(flag.key(site), &[1u8][..])?;
+        self.flush()
     }
 
     /// The next manifest snapshot's sequence number (increasing, whatever the clock does).

@@ -29,7 +29,7 @@ use crate::archive::{ArchiveObject, ByteSource, PutOutcome, PutRequest, Stored, 
 use crate::iso::{IsoError, IsoPlan, VolumeInfo};
 use crate::keys::{archive_key, catalog_key, ARCHIVE};
 use crate::manifest::{
-    self, ContentId, IsoUpload, Manifest, PendingImage, PendingMember, StoredImage,
+    self, ContentId, IsoUpload, Manifest, PendingImage, PendingMember, SiteFlag, StoredImage,
     UnverifiedObject, UploadJournalTree,
 };
 use crate::pack::{self, Candidate};
@@ -112,7 +112,7 @@ impl<'a> Archiver<'a> {
             tmp,
             taken,
             continued: HashSet::new(),
-            multipart_only: false,
+            multipart_only: m.site_flag(&site.name, SiteFlag::MultipartOnly)?,
             by_content: waiting.iter().map(|w| (w.content, (*w).clone())).collect(),
             step,
         })
@@ -314,6 +314,7 @@ impl<'a> Archiver<'a> {
                             );
                         }
                         self.multipart_only = true;
+                        m.set_site_flag(&site.name, SiteFlag::MultipartOnly)?;
                         continue;
                     }
                     self.finish(pending, &plan, &members, s, r, handled).await?;

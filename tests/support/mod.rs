@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod http_proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
