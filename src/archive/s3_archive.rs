@@ -69,12 +69,9 @@ impl S3Archive {
 
 /// Unix seconds from an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`).
 fn http_date(s: &str) -> Option<i64> {
-    let fmt = time::macros::format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    time::PrimitiveDateTime::parse(s, fmt)
+    jiff::fmt::rfc2822::parse(s)
         .ok()
-        .map(|t| t.assume_utc().unix_timestamp())
+        .map(|z| z.timestamp().as_second())
 }
 
 #[async_trait]
@@ -453,4 +450,16 @@ async fn source_digests(
 
 fn missing_after(info: &BackendInfo, key: &str) -> StoreError {
     StoreError::check(info, "verify", key, "missing right after upload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(
+            super::http_date("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(1_445_412_480)
+        );
+        assert_eq!(super::http_date("yesterday"), None);
+    }
 }

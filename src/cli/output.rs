@@ -81,13 +81,9 @@ pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
 
 /// RFC 3339 (UTC) from unix seconds, for JSON.
 pub fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| secs.to_string())
 }
 
 /// A path held as raw bytes, shown lossily (invalid UTF-8 becomes U+FFFD).

@@ -1,12 +1,12 @@
 //! One process at a time per manifest, with a message that says who holds it.
 //!
-//! sled takes its own lock, but its error does not say who holds it. We take an advisory
-//! `flock` on `lomob.lock` inside the database folder first and write our pid into it; the
-//! kernel drops the lock when the process dies, even after `kill -9`, so it is never stale.
+//! sled takes its own lock, but its error does not say who holds it. We take an exclusive
+//! lock (`File::try_lock`: `flock` on Unix, `LockFileEx` on Windows) on `lomob.lock` inside
+//! the database folder first and write our pid into it; the system drops the lock when the
+//! process dies, even after `kill -9`, so it is never stale.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 use super::ManifestError;
@@ -29,11 +29,9 @@ impl DbLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
                 let pid = pid.trim();
@@ -46,7 +44,7 @@ impl DbLock {
                     },
                 });
             }
-            return Err(io(err));
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;

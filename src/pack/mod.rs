@@ -155,13 +155,9 @@ pub fn plan(group: &[Candidate], vol: VolumeInfo) -> Result<IsoPlan, PackError> 
 }
 
 fn day(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(time::macros::format_description!("[year]-[month]-[day]"))
-                .ok()
-        })
-        .unwrap_or_else(|| "unknown".into())
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `<oldest file date>--<newest file date>.iso`, as the original tool named images.

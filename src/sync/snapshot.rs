@@ -25,9 +25,7 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> anyhow::Result<()> {
     export::export_file(m, &file, now)?;
     let bytes = std::fs::read(&file)?;
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
-    let stamp = time::OffsetDateTime::from_unix_timestamp(now)?.format(
-        time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"),
-    )?;
+    let stamp = jiff::Timestamp::from_second(now)?.strftime("%Y%m%dT%H%M%SZ");
     // A sequence number first: a clock that runs behind must never make the newest snapshot
     // look like the oldest one and have it pruned.
     let key = format!("meta/manifest-{:012}-{stamp}.jsonl", m.next_snapshot_seq()?);
