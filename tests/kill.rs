@@ -247,8 +247,27 @@ fn killed_during_a_single_put_image_then_rerun_sends_it_whole_once() {
     let (cfg, client, rt) = (&site.cfg, &site.client, &site.rt);
     let (mut child, _stderr) =
         spawn_until_archiving(&env, &["--config", cfg, "backup", "--pack-now", "-l", "4"]);
-    // Mid-body: the bandwidth limit makes the PUT take about two seconds.
-    std::thread::sleep(Duration::from_millis(700));
+    // Mid-body: the bandwidth limit makes the PUT take about two seconds; kill once a
+    // quarter of it has gone out (bytes written by the process, from /proc).
+    let written = |pid: u32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("wchar: ").map(|v| v.trim().parse().ok()))
+            })
+            .flatten()
+            .unwrap_or(0)
+    };
+    let start = written(child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written(child.id()) < start + 10_000_000 && Instant::now() < deadline {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(
         child.try_wait().unwrap().is_none(),
         "finished before the kill"
