@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::output::{self, Table};
 use super::Context;
 use crate::cost::{prices, request_cost};
-use crate::exit::{self, UsageError};
+use crate::exit;
 
 #[derive(Serialize)]
 struct SiteCost {
@@ -42,11 +42,7 @@ const STANDARD_GB_MONTH: f64 = 0.023;
 pub fn run(ctx: &Context, site: Option<String>) -> anyhow::Result<u8> {
     let sites = &ctx.config.config.sites;
     if let Some(s) = &site {
-        if !sites.contains_key(s) {
-            anyhow::bail!(UsageError(format!(
-                "no site named {s:?} in the configuration"
-            )));
-        }
+        ctx.site_config(s)?;
     }
     let m = ctx.open_manifest()?;
     let isos = m.isos()?;

@@ -39,6 +39,23 @@ impl Context {
     pub fn open_manifest(&self) -> anyhow::Result<Manifest> {
         Ok(Manifest::open(&self.db)?)
     }
+
+    /// The profile of site `name`, or a usage error listing the sites there are.
+    pub fn site_config(&self, name: &str) -> anyhow::Result<&crate::config::SiteConfig> {
+        let sites = &self.config.config.sites;
+        sites.get(name).ok_or_else(|| {
+            let known: Vec<&str> = sites.keys().map(String::as_str).collect();
+            crate::exit::UsageError(format!(
+                "no site named {name:?} in the configuration (sites: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ))
+            .into()
+        })
+    }
 }
 
 /// Runs the program and returns its exit code.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::Context;
 use crate::archive::{MemorySource, PutOutcome, PutRequest};
-use crate::exit::{self, UsageError};
+use crate::exit;
 use crate::site::Site;
 use crate::store::{Role, StoreError};
 use crate::sync::mark::{self, MarkState};
@@ -102,12 +102,7 @@ impl Probe {
 }
 
 fn open(ctx: &Context, name: &str) -> anyhow::Result<Site> {
-    let Some(cfg) = ctx.config.config.sites.get(name) else {
-        anyhow::bail!(UsageError(format!(
-            "no site named {name:?} in the configuration"
-        )));
-    };
-    Ok(Site::open(name, cfg)?)
+    Ok(Site::open(name, ctx.site_config(name)?)?)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -65,17 +65,7 @@ fn pick_sites(ctx: &Context, site: Option<&str>, all: bool) -> anyhow::Result<Ve
     let sites = &ctx.config.config.sites;
     match (site, all) {
         (Some(s), false) => {
-            if !sites.contains_key(s) {
-                let known: Vec<&str> = sites.keys().map(String::as_str).collect();
-                bail!(UsageError(format!(
-                    "no site named {s:?} in the configuration (sites: {})",
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                )));
-            }
+            ctx.site_config(s)?;
             Ok(vec![s.to_string()])
         }
         (None, true) => {
