@@ -268,24 +268,108 @@ fn sectors_for(bytes: u64) -> u64 {
     bytes.div_ceil(SECTOR)
 }
 
+/// Lays out an image: the directory tree, names, sector positions of every directory and
+/// file, the catalog, and the rendered metadata sectors.
 fn build(user_files: Vec<IsoFile>, vol: VolumeInfo) -> Result<PlanInner, IsoError> {
-    // ---- tree ----
-    let mut nodes = vec![Node {
-        name: Vec::new(),
-        parent: 0,
-        children: Vec::new(),
-        file: None,
-        iso_key: Vec::new(),
-        joliet: Vec::new(),
-    }];
-    let mut lookup: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
-    let mut files: Vec<FileSpec> = Vec::with_capacity(user_files.len() + 1);
+    let (mut nodes, mut files, catalog_idx) = file_tree(&user_files, &vol)?;
+    assign_names(&mut nodes);
+    let dir_count = nodes.iter().filter(|n| n.is_dir()).count();
+    if dir_count > u16::MAX as usize {
+        return Err(IsoError::Limit(format!(
+            "{dir_count} directories (path tables allow 65535)"
+        )));
+    }
+    let mut primary = make_tree(&nodes, &files, &vol, false);
+    let mut jtree = make_tree(&nodes, &files, &vol, true);
+    let meta_sectors = place_directories(&mut primary, &mut jtree)?;
+    let data = place_data(
+        &nodes,
+        &mut files,
+        catalog_idx,
+        &user_files,
+        &vol,
+        meta_sectors,
+    )?;
+    let mut meta = vec![0u8; (meta_sectors * SECTOR) as usize];
+    let r = Renderer {
+        nodes: &nodes,
+        files: &files,
+        vol: &vol,
+    };
+    r.render(&mut meta, &primary, &jtree, data.total_sectors);
+    Ok(PlanInner {
+        meta,
+        segments: data.segments,
+        image_size: u64::from(data.total_sectors) * SECTOR,
+        placements: data.placements,
+        catalog: data.catalog,
+        catalog_bytes: data.catalog_bytes,
+        catalog_offset: data.catalog_offset,
+    })
+}
 
-    let mut insert = |nodes: &mut Vec<Node>,
-                      files: &mut Vec<FileSpec>,
-                      spec: FileSpec,
-                      reserved: bool|
-     -> Result<(), IsoError> {
+/// The directory tree of the user's files plus the catalog (last); returns the nodes, the
+/// files and the catalog's index among them.
+fn file_tree(
+    user_files: &[IsoFile],
+    vol: &VolumeInfo,
+) -> Result<(Vec<Node>, Vec<FileSpec>, usize), IsoError> {
+    let mut t = TreeBuilder {
+        nodes: vec![Node {
+            name: Vec::new(),
+            parent: 0,
+            children: Vec::new(),
+            file: None,
+            iso_key: Vec::new(),
+            joliet: Vec::new(),
+        }],
+        lookup: HashMap::new(),
+        files: Vec::with_capacity(user_files.len() + 1),
+    };
+    for (i, f) in user_files.iter().enumerate() {
+        if f.size > (u32::MAX as u64) * SECTOR {
+            return Err(IsoError::Limit(format!(
+                "file {} is too large",
+                lossy(&f.path)
+            )));
+        }
+        t.insert(
+            FileSpec {
+                path: f.path.clone(),
+                size: f.size,
+                mtime: f.mtime,
+                mode: f.mode & 0o7777,
+                user: Some(i),
+                data_sector: 0,
+            },
+            false,
+        )?;
+    }
+    t.insert(
+        FileSpec {
+            path: super::catalog::CATALOG_PATH.to_vec(),
+            size: 0, // known once the data offsets are
+            mtime: vol.created,
+            mode: 0o444,
+            user: None,
+            data_sector: 0,
+        },
+        true,
+    )?;
+    let catalog_idx = t.files.len() - 1;
+    Ok((t.nodes, t.files, catalog_idx))
+}
+
+struct TreeBuilder {
+    nodes: Vec<Node>,
+    lookup: HashMap<(usize, Vec<u8>), usize>,
+    files: Vec<FileSpec>,
+}
+
+impl TreeBuilder {
+    /// Adds a file and the folders above it; a path given twice, or a file where a folder
+    /// is (or the other way round), is an error. `reserved`: the catalog's own path.
+    fn insert(&mut self, spec: FileSpec, reserved: bool) -> Result<(), IsoError> {
         let comps = components(&spec.path)?;
         let mut cur = 0usize;
         for (i, c) in comps.iter().enumerate() {
@@ -302,77 +386,44 @@ fn build(user_files: Vec<IsoFile>, vol: VolumeInfo) -> Result<PlanInner, IsoErro
                     e
                 }
             };
-            match lookup.get(&(cur, c.to_vec())) {
+            match self.lookup.get(&(cur, c.to_vec())) {
                 Some(&n) => {
                     if last {
-                        return Err(conflict(if nodes[n].is_dir() {
+                        return Err(conflict(if self.nodes[n].is_dir() {
                             IsoError::FileDirConflict { path: prefix() }
                         } else {
                             IsoError::DuplicatePath { path: prefix() }
                         }));
                     }
-                    if !nodes[n].is_dir() {
+                    if !self.nodes[n].is_dir() {
                         return Err(conflict(IsoError::FileDirConflict { path: prefix() }));
                     }
                     cur = n;
                 }
                 None => {
-                    let id = nodes.len();
-                    nodes.push(Node {
+                    let id = self.nodes.len();
+                    self.nodes.push(Node {
                         name: c.to_vec(),
                         parent: cur,
                         children: Vec::new(),
-                        file: if last { Some(files.len()) } else { None },
+                        file: if last { Some(self.files.len()) } else { None },
                         iso_key: Vec::new(),
                         joliet: Vec::new(),
                     });
-                    nodes[cur].children.push(id);
-                    lookup.insert((cur, c.to_vec()), id);
+                    self.nodes[cur].children.push(id);
+                    self.lookup.insert((cur, c.to_vec()), id);
                     cur = id;
                 }
             }
         }
-        files.push(spec);
+        self.files.push(spec);
         Ok(())
-    };
-
-    for (i, f) in user_files.iter().enumerate() {
-        if f.size > (u32::MAX as u64) * SECTOR {
-            return Err(IsoError::Limit(format!(
-                "file {} is too large",
-                lossy(&f.path)
-            )));
-        }
-        insert(
-            &mut nodes,
-            &mut files,
-            FileSpec {
-                path: f.path.clone(),
-                size: f.size,
-                mtime: f.mtime,
-                mode: f.mode & 0o7777,
-                user: Some(i),
-                data_sector: 0,
-            },
-            false,
-        )?;
     }
-    insert(
-        &mut nodes,
-        &mut files,
-        FileSpec {
-            path: super::catalog::CATALOG_PATH.to_vec(),
-            size: 0, // known once the data offsets are
-            mtime: vol.created,
-            mode: 0o444,
-            user: None,
-            data_sector: 0,
-        },
-        true,
-    )?;
-    let catalog_idx = files.len() - 1;
+}
 
-    // ---- names, deterministic child order ----
+/// Sorts every folder's children by raw name (deterministic) and gives them their ISO 9660
+/// and Joliet names.
+fn assign_names(nodes: &mut [Node]) {
     for n in 0..nodes.len() {
         if !nodes[n].is_dir() {
             continue;
@@ -391,20 +442,13 @@ fn build(user_files: Vec<IsoFile>, vol: VolumeInfo) -> Result<PlanInner, IsoErro
         }
         nodes[n].children = kids;
     }
+}
 
-    // ---- trees ----
-    let dir_count = nodes.iter().filter(|n| n.is_dir()).count();
-    if dir_count > u16::MAX as usize {
-        return Err(IsoError::Limit(format!(
-            "{dir_count} directories (path tables allow 65535)"
-        )));
-    }
-    let mut primary = make_tree(&nodes, &files, &vol, false);
-    let mut jtree = make_tree(&nodes, &files, &vol, true);
-
-    // ---- sector assignment ----
+/// Gives the path tables and directories of both trees their sectors, after the volume
+/// descriptors; returns the first sector after them (where file data starts).
+fn place_directories(primary: &mut Tree, jtree: &mut Tree) -> Result<u64, IsoError> {
     let mut cursor: u64 = 19;
-    for t in [&mut primary, &mut jtree] {
+    for t in [&mut *primary, &mut *jtree] {
         let s = sectors_for(t.path_table_size as u64).max(1);
         t.l_sector = cursor as u32;
         t.m_sector = (cursor + s) as u32;
@@ -441,10 +485,30 @@ fn build(user_files: Vec<IsoFile>, vol: VolumeInfo) -> Result<PlanInner, IsoErro
         d.sector = u32::try_from(cursor).map_err(|_| too_big())?;
         cursor += d.sectors as u64;
     }
-    let meta_sectors = cursor;
+    Ok(cursor)
+}
 
-    // ---- data ----
-    // Files in path order (depth-first over the sorted tree), the catalog last.
+/// Where file data goes, and the catalog that describes it.
+struct DataLayout {
+    placements: Vec<Placement>,
+    segments: Vec<Segment>,
+    catalog: Catalog,
+    catalog_bytes: Vec<u8>,
+    catalog_offset: u64,
+    total_sectors: u32,
+}
+
+/// Places every file's data from sector `first` on, in path order (depth-first over the
+/// sorted tree), then the catalog, which lists them all.
+fn place_data(
+    nodes: &[Node],
+    files: &mut [FileSpec],
+    catalog_idx: usize,
+    user_files: &[IsoFile],
+    vol: &VolumeInfo,
+    first: u64,
+) -> Result<DataLayout, IsoError> {
+    let mut cursor = first;
     let mut order = Vec::with_capacity(files.len());
     let mut stack = vec![0usize];
     while let Some(n) = stack.pop() {
@@ -500,7 +564,7 @@ fn build(user_files: Vec<IsoFile>, vol: VolumeInfo) -> Result<PlanInner, IsoErro
             size: spec.size,
             sha256: u.sha256,
             source: u.source.clone(),
-            joliet_path: joliet_path(&nodes, node_of_file[&f]),
+            joliet_path: joliet_path(nodes, node_of_file[&f]),
         });
     }
     let catalog = Catalog {
@@ -525,25 +589,13 @@ fn build(user_files: Vec<IsoFile>, vol: VolumeInfo) -> Result<PlanInner, IsoErro
         placement: None,
     });
     cursor += sectors_for(catalog_bytes.len() as u64);
-    let total_sectors = u32::try_from(cursor).map_err(|_| too_big())?;
-
-    // ---- render metadata ----
-    let mut meta = vec![0u8; (meta_sectors * SECTOR) as usize];
-    let r = Renderer {
-        nodes: &nodes,
-        files: &files,
-        vol: &vol,
-    };
-    r.render(&mut meta, &primary, &jtree, total_sectors);
-
-    Ok(PlanInner {
-        meta,
-        segments,
-        image_size: cursor * SECTOR,
+    Ok(DataLayout {
         placements,
+        segments,
         catalog,
         catalog_bytes,
         catalog_offset,
+        total_sectors: u32::try_from(cursor).map_err(|_| too_big())?,
     })
 }
 
