@@ -164,6 +164,16 @@ enum Outcome {
     Failed(Vec<u8>, HashError),
 }
 
+/// What the walk learns besides the files it hands on: shared by the walker threads.
+#[derive(Default)]
+struct Walked {
+    unchanged: AtomicU64,
+    /// File systems seen in this walk: a device no seen file was recorded on, or lives on,
+    /// is gone (an unmounted disk leaves an empty folder on the file system below it).
+    devices: Mutex<HashSet<u64>>,
+    errors: Mutex<Vec<(Vec<u8>, std::io::Error)>>,
+}
+
 fn scan_root(
     m: &Manifest,
     root: &Path,
@@ -173,7 +183,60 @@ fn scan_root(
 ) -> Result<(), ScanError> {
     let now = manifest::now();
     let root_rec = m.ensure_root(root.as_os_str().as_bytes(), now)?;
-    let stats = m.file_stats_of_root(root_rec.id)?;
+    let existing = load_existing(m, root_rec.id)?;
+    let walked = Walked::default();
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<WalkEntry>(4096);
+    let (out_tx, out_rx) = crossbeam_channel::bounded::<Outcome>(1024);
+    let mut rec = Recorder {
+        m,
+        root,
+        root_id: root_rec.id,
+        now,
+        batch: ManifestBatch::default(),
+        new_contents: HashSet::new(),
+        new_paths_contents: Vec::new(),
+        last_write: Instant::now(),
+    };
+    let mut result: Result<(), ScanError> = Ok(());
+    std::thread::scope(|s| {
+        let (existing, walked) = (&existing, &walked);
+        s.spawn(move || walk_root(root, opts, existing, walked, progress, job_tx));
+        for _ in 0..opts.threads.max(1) {
+            let (job_rx, out_tx) = (job_rx.clone(), out_tx.clone());
+            s.spawn(move || hash_jobs(root, progress, job_rx, out_tx));
+        }
+        drop(out_tx);
+        drop(job_rx);
+        for out in &out_rx {
+            // On a fatal error, drain so the workers can finish.
+            if result.is_ok() {
+                result = rec.take(out, existing, report);
+            }
+        }
+    });
+    result?;
+
+    report.unchanged += walked.unchanged.load(Ordering::Relaxed);
+    let errors = walked
+        .errors
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let protected: Vec<Vec<u8>> = errors.iter().map(|(rel, _)| rel.clone()).collect();
+    for (rel, e) in errors {
+        push_problem(report, lossy(root, &rel), format!("cannot read: {e}"));
+    }
+    let devices = walked
+        .devices
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let gone = missing(&existing, &protected);
+    let gone = hold_deletions(root, gone, &existing, &devices, opts, report);
+    rec.mark_deleted(gone, report)
+}
+
+/// The stat fields of every file of a root, keyed by path: what the walk compares with.
+fn load_existing(m: &Manifest, root_id: u32) -> Result<Existing, ScanError> {
+    let stats = m.file_stats_of_root(root_id)?;
     let mut existing: Existing = HashMap::with_capacity_and_hasher(stats.len(), Default::default());
     for (k, stat) in stats {
         existing.insert(
@@ -184,167 +247,155 @@ fn scan_root(
             },
         );
     }
+    Ok(existing)
+}
+
+/// Walks the root: unchanged files stop here (counted), everything else goes to the
+/// hashers; what cannot be read, and the devices seen, are noted in `walked`.
+fn walk_root(
+    root: &Path,
+    opts: &ScanOptions,
+    existing: &Existing,
+    walked: &Walked,
+    progress: &Progress,
+    job_tx: crossbeam_channel::Sender<WalkEntry>,
+) {
+    let bytes = |v: &[String]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
     let walk_opts = WalkOptions {
-        ignore_files: opts
-            .ignore_files
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect(),
-        ignore_dirs: opts
-            .ignore_dirs
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect(),
+        ignore_files: bytes(&opts.ignore_files),
+        ignore_dirs: bytes(&opts.ignore_dirs),
         threads: opts.threads,
     };
-    let unchanged = AtomicU64::new(0);
-    // File systems seen in this walk: a device no seen file was recorded on, or lives on,
-    // is gone (an unmounted disk leaves an empty folder on the file system below it).
-    let devices: Mutex<HashSet<u64>> = Mutex::new(HashSet::new());
-    let walk_errors: Mutex<Vec<(Vec<u8>, std::io::Error)>> = Mutex::new(Vec::new());
-    let (job_tx, job_rx) = crossbeam_channel::bounded::<WalkEntry>(4096);
-    let (out_tx, out_rx) = crossbeam_channel::bounded::<Outcome>(1024);
-
-    let mut batch = ManifestBatch::default();
-    let mut new_contents: HashSet<ContentId> = HashSet::new();
-    let mut new_paths_contents: Vec<ContentId> = Vec::new();
-    let mut last_write = Instant::now();
-    let mut result: Result<(), ScanError> = Ok(());
-
-    std::thread::scope(|s| {
-        // Walk: unchanged files stop here; everything else goes to the hashers.
-        let existing = &existing;
-        let unchanged = &unchanged;
-        let walk_errors = &walk_errors;
-        let walk_opts = &walk_opts;
-        let devices = &devices;
-        s.spawn(move || {
-            let sink = |ev: WalkEvent| match ev {
-                WalkEvent::File(e) => {
-                    let recorded = existing.get(&e.rel).map(|s| s.stat.device);
-                    if let Ok(mut d) = devices.lock() {
-                        d.insert(e.device);
-                        d.extend(recorded);
-                    }
-                    if let Some(slot) = existing.get(&e.rel) {
-                        slot.seen.store(true, Ordering::Relaxed);
-                        if slot.unchanged(&e) {
-                            unchanged.fetch_add(1, Ordering::Relaxed);
-                            progress.add(1, 0);
-                            return;
-                        }
-                    }
-                    // The receiver only goes away on a fatal error; then the walk result
-                    // no longer matters.
-                    let _ = job_tx.send(e);
+    let sink = |ev: WalkEvent| match ev {
+        WalkEvent::File(e) => {
+            let slot = existing.get(&e.rel);
+            if let Ok(mut d) = walked.devices.lock() {
+                d.insert(e.device);
+                d.extend(slot.map(|s| s.stat.device));
+            }
+            if let Some(slot) = slot {
+                slot.seen.store(true, Ordering::Relaxed);
+                if slot.unchanged(&e) {
+                    walked.unchanged.fetch_add(1, Ordering::Relaxed);
+                    progress.add(1, 0);
+                    return;
                 }
-                WalkEvent::Error { rel, error } => {
-                    if let Ok(mut v) = walk_errors.lock() {
-                        v.push((rel, error));
-                    }
-                }
-            };
-            walk(root, walk_opts, &sink);
-            drop(job_tx);
-        });
-        for _ in 0..opts.threads.max(1) {
-            let job_rx = job_rx.clone();
-            let out_tx = out_tx.clone();
-            s.spawn(move || {
-                let mut buf = Vec::new();
-                for e in job_rx {
-                    let path = root.join(OsStr::from_bytes(&e.rel));
-                    let out = match hash_file(&path, &e, &mut buf) {
-                        Ok(h) => {
-                            progress.add(1, h.entry.size);
-                            Outcome::Hashed(h)
-                        }
-                        Err(err) => Outcome::Failed(e.rel, err),
-                    };
-                    if out_tx.send(out).is_err() {
-                        return;
-                    }
-                }
-            });
+            }
+            // The receiver only goes away on a fatal error; then the walk result no longer
+            // matters.
+            let _ = job_tx.send(e);
         }
-        drop(out_tx);
-        drop(job_rx);
-
-        // Record, in large batches.
-        for out in &out_rx {
-            if result.is_err() {
-                continue; // drain so the workers can finish
-            }
-            match out {
-                Outcome::Failed(rel, err) => {
-                    push_problem(report, lossy(root, &rel), err.to_string());
-                }
-                Outcome::Hashed(h) => {
-                    report.files_hashed += 1;
-                    report.bytes_hashed += h.entry.size;
-                    let prev = if existing.contains_key(&h.entry.rel) {
-                        m.file(root_rec.id, &h.entry.rel)
-                    } else {
-                        Ok(None)
-                    };
-                    let step = prev.map_err(ScanError::from).and_then(|prev| {
-                        record(
-                            m,
-                            root,
-                            root_rec.id,
-                            prev.as_ref(),
-                            &h,
-                            now,
-                            &mut batch,
-                            &mut new_contents,
-                            report,
-                        )
-                    });
-                    match step {
-                        Ok(Some(id)) => new_paths_contents.push(id),
-                        Ok(None) => {}
-                        Err(e) => result = Err(e),
-                    }
-                }
-            }
-            if batch.len() >= BATCH || last_write.elapsed() >= CHECKPOINT {
-                let full = std::mem::take(&mut batch);
-                if let Err(e) = m.apply(full) {
-                    result = Err(e.into());
-                }
-                new_contents.clear();
-                last_write = Instant::now();
+        WalkEvent::Error { rel, error } => {
+            if let Ok(mut v) = walked.errors.lock() {
+                v.push((rel, error));
             }
         }
-    });
-    result?;
+    };
+    walk(root, &walk_opts, &sink);
+}
 
-    report.unchanged += unchanged.load(Ordering::Relaxed);
-    let walk_errors = walk_errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    let protected: Vec<Vec<u8>> = walk_errors.iter().map(|(rel, _)| rel.clone()).collect();
-    for (rel, e) in walk_errors {
-        push_problem(report, lossy(root, &rel), format!("cannot read: {e}"));
-    }
-
-    let devices = devices.into_inner().unwrap_or_else(|p| p.into_inner());
-    let gone = missing(&existing, &protected);
-    let gone = hold_deletions(root, gone, &existing, &devices, opts, report);
-    let mut gone_contents: HashSet<ContentId> = HashSet::new();
-    for rel in gone {
-        let Some(mut rec) = m.file(root_rec.id, rel)? else {
-            continue;
+/// One hasher thread: reads each file it is given once, for both hashes.
+fn hash_jobs(
+    root: &Path,
+    progress: &Progress,
+    jobs: crossbeam_channel::Receiver<WalkEntry>,
+    out: crossbeam_channel::Sender<Outcome>,
+) {
+    let mut buf = Vec::new();
+    for e in jobs {
+        let path = root.join(OsStr::from_bytes(&e.rel));
+        let o = match hash_file(&path, &e, &mut buf) {
+            Ok(h) => {
+                progress.add(1, h.entry.size);
+                Outcome::Hashed(h)
+            }
+            Err(err) => Outcome::Failed(e.rel, err),
         };
-        rec.deleted_at = Some(now);
-        gone_contents.insert(rec.current().content);
-        batch.put_file(root_rec.id, rel, &rec);
-        report.deleted += 1;
+        if out.send(o).is_err() {
+            return;
+        }
     }
-    report.renamed += new_paths_contents
-        .iter()
-        .filter(|c| gone_contents.contains(*c))
-        .count() as u64;
-    m.apply(batch)?;
-    Ok(())
+}
+
+/// Writes what the hashers found into the manifest, in large batches.
+struct Recorder<'a> {
+    m: &'a Manifest,
+    root: &'a Path,
+    root_id: u32,
+    now: i64,
+    batch: ManifestBatch,
+    new_contents: HashSet<ContentId>,
+    /// Contents of paths seen for the first time (for rename detection).
+    new_paths_contents: Vec<ContentId>,
+    last_write: Instant,
+}
+
+impl Recorder<'_> {
+    fn take(
+        &mut self,
+        out: Outcome,
+        existing: &Existing,
+        report: &mut ScanReport,
+    ) -> Result<(), ScanError> {
+        match out {
+            Outcome::Failed(rel, err) => {
+                push_problem(report, lossy(self.root, &rel), err.to_string());
+            }
+            Outcome::Hashed(h) => {
+                report.files_hashed += 1;
+                report.bytes_hashed += h.entry.size;
+                let prev = if existing.contains_key(&h.entry.rel) {
+                    self.m.file(self.root_id, &h.entry.rel)?
+                } else {
+                    None
+                };
+                let new_path = record(
+                    self.m,
+                    self.root,
+                    self.root_id,
+                    prev.as_ref(),
+                    &h,
+                    self.now,
+                    &mut self.batch,
+                    &mut self.new_contents,
+                    report,
+                )?;
+                self.new_paths_contents.extend(new_path);
+            }
+        }
+        if self.batch.len() >= BATCH || self.last_write.elapsed() >= CHECKPOINT {
+            self.m.apply(std::mem::take(&mut self.batch))?;
+            self.new_contents.clear();
+            self.last_write = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Marks the files found gone as deleted (never dropped), counts renames, and writes
+    /// the last batch.
+    fn mark_deleted(
+        mut self,
+        gone: Vec<&Vec<u8>>,
+        report: &mut ScanReport,
+    ) -> Result<(), ScanError> {
+        let mut gone_contents: HashSet<ContentId> = HashSet::new();
+        for rel in gone {
+            let Some(mut rec) = self.m.file(self.root_id, rel)? else {
+                continue;
+            };
+            rec.deleted_at = Some(self.now);
+            gone_contents.insert(rec.current().content);
+            self.batch.put_file(self.root_id, rel, &rec);
+            report.deleted += 1;
+        }
+        report.renamed += self
+            .new_paths_contents
+            .iter()
+            .filter(|c| gone_contents.contains(*c))
+            .count() as u64;
+        self.m.apply(self.batch)?;
+        Ok(())
+    }
 }
 
 /// Recorded files not seen by this walk (and not hidden behind an unreadable folder).
