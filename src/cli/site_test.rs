@@ -15,7 +15,7 @@ use super::Context;
 use crate::archive::{MemorySource, PutOutcome, PutRequest};
 use crate::exit;
 use crate::site::Site;
-use crate::store::{Role, StoreError};
+use crate::store::{ObjectInfo, Role, StoreError};
 use crate::sync::mark::{self, MarkState};
 
 #[derive(Serialize)]
@@ -88,6 +88,19 @@ impl Probe {
                 None
             }
         }
+    }
+
+    /// Runs one timed step and records how it went.
+    async fn step<T>(
+        &mut self,
+        role: Role,
+        step: &'static str,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+        ok_detail: impl FnOnce(&T) -> String,
+    ) -> Option<T> {
+        let start = Instant::now();
+        let r = fut.await;
+        self.record(role, step, start, r, ok_detail)
     }
 
     fn check(&mut self, role: Role, step: &'static str, ok: bool, detail: String) {
@@ -197,141 +210,114 @@ async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
         crate::manifest::now()
     );
     let body: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
-    let sha: [u8; 32] = Sha256::digest(&body).into();
+    probe_stage(site, &mut p, &key, &body).await;
+    if site.archive.info().capabilities.min_storage_days > 0 {
+        probe_cold_archive(site, &mut p, &key).await;
+    } else {
+        probe_hot_archive(site, m, &mut p, &key, &body).await;
+    }
+    p
+}
 
-    // Stage: the full cycle.
-    let t = Instant::now();
-    let wrote = p.record(
-        Role::Stage,
-        "write",
-        t,
-        site.stage.put_bytes(&key, body.clone()).await,
-        |o| format!("{} ({} bytes, verified)", o.key, o.size),
-    );
+/// The stage: the full cycle.
+async fn probe_stage(site: &Site, p: &mut Probe, key: &str, body: &[u8]) {
+    let wrote = p
+        .step(
+            Role::Stage,
+            "write",
+            site.stage.put_bytes(key, body.to_vec()),
+            |o| format!("{} ({} bytes, verified)", o.key, o.size),
+        )
+        .await;
     if wrote.is_some() {
-        let t = Instant::now();
-        p.record(Role::Stage, "stat", t, site.stage.stat(&key).await, |o| {
-            if o.is_some() {
-                "found".into()
-            } else {
-                "missing".into()
-            }
-        });
-        let t = Instant::now();
-        if let Some(list) = p.record(
+        round_trip(
+            p,
             Role::Stage,
-            "list",
-            t,
-            site.stage.list("meta/").await,
-            |v| format!("{} objects under meta/", v.len()),
-        ) {
-            let found = list.iter().any(|o| o.key == key);
-            p.check(
-                Role::Stage,
-                "list",
-                found,
-                if found {
-                    "probe listed".into()
-                } else {
-                    "probe not in the listing".into()
-                },
-            );
-        }
-        let t = Instant::now();
-        if let Some(back) = p.record(
-            Role::Stage,
-            "read",
-            t,
-            site.stage.read_range(&key, 0..body.len() as u64).await,
-            |b| format!("{} bytes", b.len()),
-        ) {
-            p.check(
-                Role::Stage,
-                "read",
-                back == body,
-                if back == body {
-                    "bytes match".into()
-                } else {
-                    "bytes differ".into()
-                },
-            );
-        }
-        let t = Instant::now();
-        p.record(
-            Role::Stage,
-            "delete",
-            t,
-            site.stage.delete(&key).await,
-            |_| "removed".into(),
+            key,
+            body,
+            async { site.stage.stat(key).await.map(|o| o.is_some()) },
+            site.stage.list("meta/"),
+            site.stage.read_range(key, 0..body.len() as u64),
+            site.stage.delete(key),
+        )
+        .await;
+    }
+}
+
+/// A cold archive: nothing is stored that could not be deleted for free. Write access is
+/// shown by starting and aborting a multipart upload, the class by a HEAD of the newest
+/// image.
+async fn probe_cold_archive(site: &Site, p: &mut Probe, key: &str) {
+    let caps = site.archive.info().capabilities.clone();
+    let list = p
+        .step(Role::Archive, "list", site.archive.list("archive/"), |v| {
+            format!("{} objects under archive/", v.len())
+        })
+        .await;
+    if let Some(client) = site.archive_client() {
+        let started_and_aborted = async {
+            let id = client.create_multipart_upload(key, &[]).await?;
+            client.abort_multipart_upload(key, &id).await
+        };
+        let r = async {
+            started_and_aborted
+                .await
+                .map_err(|e| StoreError::new(site.archive.info(), "write", key, e))
+        };
+        p.step(Role::Archive, "write", r, |_| {
+            "multipart upload started and aborted (nothing stored)".into()
+        })
+        .await;
+    }
+    let newest = list
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o.key.ends_with(".iso"))
+        .max_by_key(|o| o.modified);
+    let Some(o) = newest else {
+        p.check(
+            Role::Archive,
+            "class",
+            true,
+            "no images yet: storage class checked after the first one".into(),
+        );
+        return;
+    };
+    if let Some(Some(obj)) = p
+        .step(Role::Archive, "head", site.archive.stat(&o.key), |_| {
+            o.key.to_string()
+        })
+        .await
+    {
+        let want = caps.storage_class.clone().unwrap_or_default();
+        let got = obj.storage_class.clone().unwrap_or_default();
+        p.check(
+            Role::Archive,
+            "class",
+            got == want,
+            format!(
+                "{} is {got} (expected {want}); not read, nothing deleted",
+                o.key
+            ),
         );
     }
+}
 
-    // Archive.
-    let caps = site.archive.info().capabilities.clone();
-    if caps.min_storage_days > 0 {
-        let t = Instant::now();
-        let list = p.record(
-            Role::Archive,
-            "list",
-            t,
-            site.archive.list("archive/").await,
-            |v| format!("{} objects under archive/", v.len()),
-        );
-        if let Some(client) = site.archive_client() {
-            let t = Instant::now();
-            let r = async {
-                let id = client.create_multipart_upload(&key, &[]).await?;
-                client.abort_multipart_upload(&key, &id).await
-            }
-            .await
-            .map_err(|e| StoreError::new(site.archive.info(), "write", &key, e));
-            p.record(Role::Archive, "write", t, r, |_| {
-                "multipart upload started and aborted (nothing stored)".into()
-            });
-        }
-        let newest = list
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|o| o.key.ends_with(".iso"))
-            .max_by_key(|o| o.modified);
-        match newest {
-            Some(o) => {
-                let t = Instant::now();
-                if let Some(Some(obj)) = p.record(
-                    Role::Archive,
-                    "head",
-                    t,
-                    site.archive.stat(&o.key).await,
-                    |_| o.key.to_string(),
-                ) {
-                    let want = caps.storage_class.clone().unwrap_or_default();
-                    let got = obj.storage_class.clone().unwrap_or_default();
-                    p.check(
-                        Role::Archive,
-                        "class",
-                        got == want,
-                        format!(
-                            "{} is {got} (expected {want}); not read, nothing deleted",
-                            o.key
-                        ),
-                    );
-                }
-            }
-            None => p.check(
-                Role::Archive,
-                "class",
-                true,
-                "no images yet: storage class checked after the first one".into(),
-            ),
-        }
-    } else {
-        let journal = m.upload_journal(&site.name);
-        let t = Instant::now();
-        let put = site
-            .archive
+/// A hot archive (a disk, SFTP, WebDAV): the full cycle, through the archive's own put.
+async fn probe_hot_archive(
+    site: &Site,
+    m: &crate::manifest::Manifest,
+    p: &mut Probe,
+    key: &str,
+    body: &[u8],
+) {
+    let journal = m.upload_journal(&site.name);
+    let sha: [u8; 32] = Sha256::digest(body).into();
+    let put = async {
+        site.archive
             .put(PutRequest {
-                key: &key,
-                source: Arc::new(MemorySource(body.clone())),
+                key,
+                source: Arc::new(MemorySource(body.to_vec())),
                 fingerprint: &hex::encode(sha),
                 multipart_only: false,
                 journal: &journal,
@@ -343,68 +329,80 @@ async fn probe(site: &Site, m: &crate::manifest::Manifest) -> Probe {
                 PutOutcome::Occupied { reason, .. } => Err(StoreError::refused(
                     site.archive.info(),
                     "write",
-                    &key,
+                    key,
                     format!("the probe's name is taken: {reason}"),
                 )),
-            });
-        if p.record(Role::Archive, "write", t, put, |o| {
+            })
+    };
+    let wrote = p
+        .step(Role::Archive, "write", put, |o| {
             format!(
                 "{} ({} bytes, verified)",
                 o.object.info.key, o.object.info.size
             )
         })
-        .is_some()
-        {
-            let t = Instant::now();
-            p.record(
-                Role::Archive,
-                "stat",
-                t,
-                site.archive.stat(&key).await,
-                |o| {
-                    if o.is_some() {
-                        "found".into()
-                    } else {
-                        "missing".into()
-                    }
-                },
-            );
-            let t = Instant::now();
-            p.record(
-                Role::Archive,
-                "list",
-                t,
-                site.archive.list("meta/").await,
-                |v| format!("{} objects under meta/", v.len()),
-            );
-            let t = Instant::now();
-            if let Some(back) = p.record(
-                Role::Archive,
-                "read",
-                t,
-                site.archive.read_range(&key, 0..body.len() as u64).await,
-                |b| format!("{} bytes", b.len()),
-            ) {
-                p.check(
-                    Role::Archive,
-                    "read",
-                    back == body,
-                    if back == body {
-                        "bytes match".into()
-                    } else {
-                        "bytes differ".into()
-                    },
-                );
-            }
-            let t = Instant::now();
-            p.record(
-                Role::Archive,
-                "delete",
-                t,
-                site.archive.delete(&key).await,
-                |_| "removed".into(),
-            );
-        }
+        .await;
+    if wrote.is_some() {
+        round_trip(
+            p,
+            Role::Archive,
+            key,
+            body,
+            async { site.archive.stat(key).await.map(|o| o.is_some()) },
+            site.archive.list("meta/"),
+            site.archive.read_range(key, 0..body.len() as u64),
+            site.archive.delete(key),
+        )
+        .await;
     }
-    p
+}
+
+/// After a probe object was written: it is found, listed, reads back the same, and goes.
+#[allow(clippy::too_many_arguments)]
+async fn round_trip(
+    p: &mut Probe,
+    role: Role,
+    key: &str,
+    body: &[u8],
+    stat: impl std::future::Future<Output = Result<bool, StoreError>>,
+    list: impl std::future::Future<Output = Result<Vec<ObjectInfo>, StoreError>>,
+    read: impl std::future::Future<Output = Result<Vec<u8>, StoreError>>,
+    delete: impl std::future::Future<Output = Result<(), StoreError>>,
+) {
+    p.step(role, "stat", stat, |found| {
+        if *found { "found" } else { "missing" }.into()
+    })
+    .await;
+    if let Some(list) = p
+        .step(role, "list", list, |v| {
+            format!("{} objects under meta/", v.len())
+        })
+        .await
+    {
+        let found = list.iter().any(|o| o.key == key);
+        p.check(
+            role,
+            "list",
+            found,
+            if found {
+                "probe listed"
+            } else {
+                "probe not in the listing"
+            }
+            .into(),
+        );
+    }
+    if let Some(back) = p
+        .step(role, "read", read, |b| format!("{} bytes", b.len()))
+        .await
+    {
+        let same = back == body;
+        p.check(
+            role,
+            "read",
+            same,
+            if same { "bytes match" } else { "bytes differ" }.into(),
+        );
+    }
+    p.step(role, "delete", delete, |_| "removed".into()).await;
 }
