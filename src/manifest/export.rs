@@ -564,81 +564,8 @@ fn item(line: Line) -> Check<Item> {
             };
             batch(move |b| b.put_content(&id, &rec))
         }
-        Line::File {
-            root,
-            path,
-            size,
-            mtime_ns,
-            inode,
-            device,
-            mode,
-            first_seen,
-            deleted_at,
-            versions,
-        } => {
-            if versions.is_empty() {
-                return Err("a file without versions".into());
-            }
-            let versions = versions
-                .into_iter()
-                .map(|v| {
-                    Ok(Version {
-                        content: content_id(&v.content)?,
-                        size: v.size,
-                        mtime_ns: v.mtime_ns,
-                        recorded: v.recorded,
-                    })
-                })
-                .collect::<Check<Vec<_>>>()?;
-            let rel = relative(&path, "file path")?;
-            let rec = FileRecord {
-                size,
-                mtime_ns,
-                inode,
-                device,
-                mode,
-                first_seen,
-                deleted_at,
-                versions,
-            };
-            batch(move |b| b.put_file(root, &rel, &rec))
-        }
-        Line::Iso {
-            id,
-            name,
-            size,
-            sha256,
-            files,
-            data_bytes,
-            created,
-            status,
-            local_path,
-            uploads,
-        } => {
-            if !keys::is_image_name(&name) {
-                return Err(format!("image name {name:?} is not one lomob makes"));
-            }
-            Item::Iso(IsoRecord {
-                id,
-                size,
-                sha256: hex_array(&sha256)?,
-                files,
-                data_bytes,
-                created,
-                status: match status {
-                    PortableIsoStatus::Created => IsoStatus::Created,
-                    PortableIsoStatus::Uploaded => IsoStatus::Uploaded,
-                },
-                local_path: local_path
-                    .map(|p| absolute(&p, "image local path"))
-                    .transpose()?,
-                uploads: uploads
-                    .into_iter()
-                    .map(|u| check_upload(&name, u))
-                    .collect::<Check<Vec<_>>>()?,
-                name,
-            })
-        }
+        line @ Line::File { .. } => file_item(line)?,
+        line @ Line::Iso { .. } => Item::Iso(iso_item(line)?),
         Line::Placement {
             content,
             iso,
@@ -652,33 +579,7 @@ fn item(line: Line) -> Check<Item> {
             };
             batch(move |b| b.put_placement(&content, iso, &rec))
         }
-        Line::Staged {
-            site,
-            content,
-            key,
-            size,
-            etag,
-            at,
-        } => {
-            site_name(&site)?;
-            let content = content_id(&content)?;
-            if key != keys::stage_key(&content) {
-                return Err(format!(
-                    "staged key {key:?} is not the stage key of its content ({:?})",
-                    keys::stage_key(&content)
-                ));
-            }
-            if let Some(e) = &etag {
-                no_control(e, "etag")?;
-            }
-            let rec = StagedRecord {
-                key,
-                size,
-                etag,
-                at,
-            };
-            batch(move |b| b.put_staged(&site, &content, &rec))
-        }
+        line @ Line::Staged { .. } => staged_item(line)?,
         Line::Archived {
             site,
             content,
@@ -715,37 +616,7 @@ fn item(line: Line) -> Check<Item> {
             let content = content_id(&content)?;
             batch(move |b| b.put_lost(root, &rel, &content, &LostVersion { size, found }))
         }
-        Line::Unverified {
-            site,
-            key,
-            size,
-            storage_class,
-            modified,
-            reason,
-            ours,
-            found,
-        } => {
-            site_name(&site)?;
-            if !keys::is_confined(&key)
-                || !(key.starts_with(keys::ARCHIVE) || key.starts_with(keys::STAGE))
-            {
-                return Err(format!(
-                    "unverified object key {key:?} is not under archive/ or stage/"
-                ));
-            }
-            Item::Unverified(
-                site,
-                UnverifiedObject {
-                    key,
-                    size,
-                    storage_class,
-                    modified,
-                    reason,
-                    ours,
-                    found,
-                },
-            )
-        }
+        line @ Line::Unverified { .. } => unverified_item(line)?,
         Line::Run {
             id,
             command,
@@ -766,6 +637,158 @@ fn item(line: Line) -> Check<Item> {
             },
         ),
     })
+}
+
+fn file_item(line: Line) -> Check<Item> {
+    let Line::File {
+        root,
+        path,
+        size,
+        mtime_ns,
+        inode,
+        device,
+        mode,
+        first_seen,
+        deleted_at,
+        versions,
+    } = line
+    else {
+        unreachable!("called for file lines")
+    };
+    if versions.is_empty() {
+        return Err("a file without versions".into());
+    }
+    let versions = versions
+        .into_iter()
+        .map(|v| {
+            Ok(Version {
+                content: content_id(&v.content)?,
+                size: v.size,
+                mtime_ns: v.mtime_ns,
+                recorded: v.recorded,
+            })
+        })
+        .collect::<Check<Vec<_>>>()?;
+    let rel = relative(&path, "file path")?;
+    let rec = FileRecord {
+        size,
+        mtime_ns,
+        inode,
+        device,
+        mode,
+        first_seen,
+        deleted_at,
+        versions,
+    };
+    Ok(batch(move |b| b.put_file(root, &rel, &rec)))
+}
+
+fn iso_item(line: Line) -> Check<IsoRecord> {
+    let Line::Iso {
+        id,
+        name,
+        size,
+        sha256,
+        files,
+        data_bytes,
+        created,
+        status,
+        local_path,
+        uploads,
+    } = line
+    else {
+        unreachable!("called for image lines")
+    };
+    if !keys::is_image_name(&name) {
+        return Err(format!("image name {name:?} is not one lomob makes"));
+    }
+    Ok(IsoRecord {
+        id,
+        size,
+        sha256: hex_array(&sha256)?,
+        files,
+        data_bytes,
+        created,
+        status: match status {
+            PortableIsoStatus::Created => IsoStatus::Created,
+            PortableIsoStatus::Uploaded => IsoStatus::Uploaded,
+        },
+        local_path: local_path
+            .map(|p| absolute(&p, "image local path"))
+            .transpose()?,
+        uploads: uploads
+            .into_iter()
+            .map(|u| check_upload(&name, u))
+            .collect::<Check<Vec<_>>>()?,
+        name,
+    })
+}
+
+fn staged_item(line: Line) -> Check<Item> {
+    let Line::Staged {
+        site,
+        content,
+        key,
+        size,
+        etag,
+        at,
+    } = line
+    else {
+        unreachable!("called for staged lines")
+    };
+    site_name(&site)?;
+    let content = content_id(&content)?;
+    if key != keys::stage_key(&content) {
+        return Err(format!(
+            "staged key {key:?} is not the stage key of its content ({:?})",
+            keys::stage_key(&content)
+        ));
+    }
+    if let Some(e) = &etag {
+        no_control(e, "etag")?;
+    }
+    let rec = StagedRecord {
+        key,
+        size,
+        etag,
+        at,
+    };
+    Ok(batch(move |b| b.put_staged(&site, &content, &rec)))
+}
+
+fn unverified_item(line: Line) -> Check<Item> {
+    let Line::Unverified {
+        site,
+        key,
+        size,
+        storage_class,
+        modified,
+        reason,
+        ours,
+        found,
+    } = line
+    else {
+        unreachable!("called for unverified lines")
+    };
+    site_name(&site)?;
+    if !keys::is_confined(&key) || !(key.starts_with(keys::ARCHIVE) || key.starts_with(keys::STAGE))
+    {
+        return Err(format!(
+            "unverified object key {key:?} is not under archive/ or stage/"
+        ));
+    }
+    Ok(Item::Unverified(
+        site,
+        UnverifiedObject {
+            key,
+            size,
+            storage_class,
+            modified,
+            reason,
+            ours,
+            found,
+        },
+    ))
 }
 
 /// The header's checks; returns the manifest id it carries.
