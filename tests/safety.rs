@@ -628,7 +628,7 @@ fn item7_two_sites_or_two_manifests_never_share_a_location() {
         ])
         .output()
         .unwrap();
-    assert_code(&out, 1);
+    assert_code(&out, 2);
     let e = stderr(&out);
     assert!(e.contains("belongs to site \"a\""), "{e}");
     assert!(e.contains("lomob site claim a"), "{e}");
@@ -676,7 +676,7 @@ fn item7_two_sites_or_two_manifests_never_share_a_location() {
         .args(["--config", &c, "sync", "--site", "a"])
         .output()
         .unwrap();
-    assert_code(&out, 1);
+    assert_code(&out, 2);
 }
 
 /// Unmounts a folder when dropped.

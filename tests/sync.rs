@@ -258,12 +258,14 @@ timeout-secs = 5
         .args(["--config", &cfg, "backup", "--json"])
         .output()
         .unwrap();
-    assert_code(&out, 1);
+    // The server could not be reached: exit 5, nothing lost, the next run continues.
+    assert_code(&out, 5);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let by = |n: &str| site(&r, n);
     assert_eq!(by("good")["ok"], true);
     assert_eq!(by("good")["staged_files"], 3);
     assert_eq!(by("gone")["ok"], false);
+    assert_eq!(by("gone")["errors"][0]["kind"], "transient", "{r}");
     let errors = by("gone")["errors"].to_string();
     assert!(errors.contains("site gone"), "{errors}");
     assert!(errors.contains("stage"), "{errors}");
@@ -273,7 +275,7 @@ timeout-secs = 5
         .args(["--config", &cfg, "sync", "--all"])
         .output()
         .unwrap();
-    assert_code(&out, 1);
+    assert_code(&out, 5);
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
     assert!(stderr(&out).contains("gone"));
 }

@@ -6,7 +6,8 @@
 use crate::secret::SecretError;
 
 /// What the engine should do about a backend error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
     /// The profile is wrong or incomplete: stop and tell the user what to change.
     Config,

@@ -14,7 +14,8 @@ use crate::cost;
 use crate::exit::{self, UsageError};
 use crate::manifest::Manifest;
 use crate::site::Site;
-use crate::sync::{self, SiteReport, SyncOptions};
+use crate::sync::{self, SiteError, SiteReport, SyncOptions};
+use lomob_backends::ErrorKind;
 
 /// Sites synced at once by `--all`.
 const SITES_AT_ONCE: usize = 3;
@@ -110,14 +111,20 @@ fn run_sites(
                                 .await
                                 .unwrap_or_else(|e| SiteReport {
                                     site: name.clone(),
-                                    errors: vec![format!("the sync task failed: {e}")],
+                                    errors: vec![SiteError {
+                                        kind: ErrorKind::Other,
+                                        message: format!("the sync task failed: {e}"),
+                                    }],
                                     ..Default::default()
                                 })
                         }
                         Err(e) => SiteReport {
                             site: name.clone(),
                             dry_run: opts.dry_run,
-                            errors: vec![e.to_string()],
+                            errors: vec![SiteError {
+                                kind: e.kind(),
+                                message: e.to_string(),
+                            }],
                             ..Default::default()
                         },
                     }
@@ -281,5 +288,22 @@ fn print(ctx: &Context, reports: &[SiteReport]) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(if failed { exit::FAILURE } else { exit::SUCCESS })
+    // The most serious failure decides: an integrity problem, then a configuration one,
+    // then any other; a server that could not be reached (the next run continues) last.
+    let worst = reports
+        .iter()
+        .filter(|r| !r.ok)
+        .filter_map(SiteReport::worst)
+        .map(exit::for_kind)
+        .min_by_key(|c| match *c {
+            exit::INTEGRITY => 0,
+            exit::USAGE => 1,
+            exit::TRANSIENT => 3,
+            _ => 2,
+        });
+    Ok(match (failed, worst) {
+        (false, _) => exit::SUCCESS,
+        (true, Some(c)) => c,
+        (true, None) => exit::FAILURE,
+    })
 }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use lomob_backends::ByteSize;
+use lomob_backends::{ByteSize, ErrorKind};
 
 use super::changed::{self, Found};
 use super::{free, SiteReport, SyncOptions, WantedContent};
@@ -86,7 +86,7 @@ pub(super) async fn run(
             if result.is_ok() {
                 return Err(e);
             }
-            r.fail(format!("{e:#}"));
+            r.fail(&e);
         }
     }
     result
@@ -201,7 +201,7 @@ impl<'a> Archiver<'a> {
         match download_staged(self.step.site, w, self.tmp.path()).await {
             Ok(p) => Some(p),
             Err(e) => {
-                r.fail(e);
+                r.fail(&e);
                 None
             }
         }
@@ -455,10 +455,13 @@ impl<'a> Archiver<'a> {
             PutOutcome::Occupied { existing, reason } => {
                 // The image is verified; only its catalog's name is taken. The manifest
                 // (and its snapshots) still describe the image.
-                r.fail(format!(
-                    "site {}: the catalog of {} could not be written: {catalog} holds another object ({reason})",
-                    site.name, pending.name
-                ));
+                r.fail_with(
+                    ErrorKind::Integrity,
+                    format!(
+                        "site {}: the catalog of {} could not be written: {catalog} holds another object ({reason})",
+                        site.name, pending.name
+                    ),
+                );
                 self.keep_unverified(&existing, reason, false, r)?;
             }
         }

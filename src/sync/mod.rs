@@ -24,7 +24,7 @@ mod stage_step;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use lomob_backends::ByteSize;
+use lomob_backends::{ByteSize, ErrorKind};
 use serde::Serialize;
 
 use crate::manifest::{self, ContentId, Manifest};
@@ -93,15 +93,73 @@ pub struct SiteReport {
     /// Versions that changed before any copy of them was made: they can never be backed up.
     pub lost_versions: Vec<FileEvent>,
     pub requests: RequestCounts,
-    pub errors: Vec<String>,
+    pub errors: Vec<SiteError>,
     pub ok: bool,
 }
 
+/// One thing that went wrong, with the kind the caller acts on (exit code, alert).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SiteError {
+    pub kind: ErrorKind,
+    /// What happened and what to do, naming the site, the file or the key.
+    pub message: String,
+}
+
+impl std::fmt::Display for SiteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl SiteReport {
-    fn fail(&mut self, e: impl std::fmt::Display) {
-        self.errors.push(e.to_string());
+    /// Records an error of the given kind; the site's run did not do all its job.
+    fn fail_with(&mut self, kind: ErrorKind, e: impl std::fmt::Display) {
+        self.errors.push(SiteError {
+            kind,
+            message: e.to_string(),
+        });
         self.ok = false;
     }
+
+    /// Records an error, its kind found in its chain of causes.
+    fn fail(&mut self, e: &anyhow::Error) {
+        self.fail_with(kind_of(e), format!("{e:#}"));
+    }
+
+    /// The kind that matters most among this report's errors: integrity first (an alert),
+    /// then configuration, then anything else, transient last (the next run continues).
+    pub fn worst(&self) -> Option<ErrorKind> {
+        let rank = |k: ErrorKind| match k {
+            ErrorKind::Integrity => 0,
+            ErrorKind::Config | ErrorKind::Permission => 1,
+            ErrorKind::Transient => 3,
+            _ => 2,
+        };
+        self.errors.iter().map(|e| e.kind).min_by_key(|k| rank(*k))
+    }
+}
+
+/// The kind of an engine error: that of the first cause that has one.
+pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<crate::store::StoreError>() {
+            return s.kind();
+        }
+        if let Some(b) = cause.downcast_ref::<lomob_backends::BackendError>() {
+            return b.kind();
+        }
+        if let Some(m) = cause.downcast_ref::<mark::MarkError>() {
+            return match m {
+                mark::MarkError::Store(s) => s.kind(),
+                mark::MarkError::Manifest(_) => ErrorKind::Other,
+                _ => ErrorKind::Config,
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return lomob_backends::error::io_kind(io);
+        }
+    }
+    ErrorKind::Other
 }
 
 /// After this many failed uploads in a row the server is taken as down for this run. Only
@@ -119,13 +177,13 @@ pub async fn sync_site(m: Arc<Manifest>, site: Arc<Site>, opts: SyncOptions) -> 
         ..Default::default()
     };
     if let Err(e) = run(&m, &site, &opts, &mut r).await {
-        r.fail(format!("{e:#}"));
+        r.fail(&e);
     }
     r.requests = site.requests();
     if !opts.dry_run {
         if let Err(e) = record_run(&m, &r, started) {
             // `status` and `cost` read the run records: say so rather than lose it quietly.
-            r.fail(format!("could not record this run in the manifest: {e:#}"));
+            r.fail(&e.context("could not record this run in the manifest"));
         }
     }
     r
@@ -212,7 +270,7 @@ async fn run(
     } else if !to_stage.is_empty() {
         if let Err(e) = stage_step::stage_all(m, site, to_stage, opts, r).await {
             if let Some(a) = archive_failed {
-                r.fail(format!("{a:#}"));
+                r.fail(&a);
             }
             return Err(e);
         }
@@ -268,7 +326,12 @@ fn record_run(m: &Manifest, r: &SiteReport, started: i64) -> anyhow::Result<()> 
         started,
         ended: manifest::now(),
         counts: counts.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        errors: r.errors.iter().take(100).cloned().collect(),
+        errors: r
+            .errors
+            .iter()
+            .take(100)
+            .map(|e| e.message.clone())
+            .collect(),
         ok: r.ok,
     })?;
     m.flush()?;

@@ -112,10 +112,10 @@ async fn stage_pass(
                     Found::Edited | Found::Unchanged | Found::Gone => r.skipped_changed += 1,
                 },
                 // The file could not be read: its own problem, reported, not the backend's.
-                Some(_) => r.fail(&e),
+                Some(_) => r.fail_with(e.kind(), &e),
                 None => {
                     let transient = e.is_transient();
-                    r.fail(&e);
+                    r.fail_with(e.kind(), &e);
                     consecutive += 1;
                     if consecutive >= MAX_CONSECUTIVE_FAILURES {
                         m.flush()?;
