@@ -121,7 +121,7 @@ impl Archive for OpendalArchive {
             // Stored by a run killed before it could record it? Only when it holds the
             // same bytes: these backends keep no metadata to compare.
             if existing.info.size == total {
-                let sha256 = read_digests(source.clone(), key)
+                let sha256 = read_digests(source.clone(), key, None)
                     .await
                     .map_err(jerr)?
                     .sha256;

@@ -101,7 +101,7 @@ impl Archive for S3Archive {
             if ours {
                 // Stored by a run killed before it could record it: read the source once for
                 // its SHA-256 (which also checks every file), send nothing.
-                let sha256 = read_digests(source.clone(), key)
+                let sha256 = read_digests(source.clone(), key, None)
                     .await
                     .map_err(|e| self.err("verify", key, e))?
                     .sha256;

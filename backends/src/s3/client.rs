@@ -319,6 +319,9 @@ pub struct StreamPut {
     pub etag: String,
     /// Encrypted with SSE-KMS: the ETag is then not the MD5 of the body.
     pub kms: bool,
+    /// `x-amz-checksum-sha256` as the server echoed it (base64), when it did: a server that
+    /// supports it (AWS) computed it from the bytes it got and refused a mismatch.
+    pub checksum_sha256: Option<String>,
 }
 
 /// A signed S3 client for one bucket (and prefix) of one site.
@@ -948,14 +951,17 @@ impl S3Client {
     /// the returned ETag with the MD5 it computed while streaming. Sent once, not retried: a
     /// stream cannot be replayed, so the caller retries by opening its source again. When the
     /// stream yields an error the request is cut short and the server stores nothing. Fails
-    /// when no byte moves for the transfer timeout. Returns the ETag and whether the server
-    /// encrypted with KMS (whose ETags are not MD5s).
+    /// when no byte moves for the transfer timeout. With `checksum_sha256` (the body's SHA-256,
+    /// known before sending), the request carries `x-amz-checksum-sha256` for the server to
+    /// check. Returns the ETag, whether the server encrypted with KMS (whose ETags are not
+    /// MD5s), and the SHA-256 checksum the server echoed.
     pub async fn put_object_stream<S>(
         &self,
         key: &str,
         len: u64,
         body: S,
         metadata: &[(String, String)],
+        checksum_sha256: Option<[u8; 32]>,
     ) -> Result<StreamPut, BackendError>
     where
         S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
@@ -985,9 +991,15 @@ impl S3Client {
                 }
             })
         };
-        let call = Call::new("PutObject", Method::PUT, Some(key), RequestType::Put)
+        let mut call = Call::new("PutObject", Method::PUT, Some(key), RequestType::Put)
             .header("content-type", "application/octet-stream")
             .header("content-length", len.to_string());
+        if let Some(sha) = checksum_sha256 {
+            call = call.header(
+                "x-amz-checksum-sha256",
+                base64::engine::general_purpose::STANDARD.encode(sha),
+            );
+        }
         let call = self.class_and_metadata(call, metadata);
         let req = self
             .signed(&call, sigv4::UNSIGNED_PAYLOAD)?
@@ -1038,6 +1050,7 @@ impl S3Client {
             kms: r
                 .header("x-amz-server-side-encryption")
                 .is_some_and(|v| v.starts_with("aws:kms")),
+            checksum_sha256: r.header("x-amz-checksum-sha256").map(str::to_string),
         })
     }
 
