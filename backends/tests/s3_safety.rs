@@ -138,3 +138,142 @@ fn a_streamed_put_refused_before_its_body_was_read_returns() {
     shuts_down(rt, Duration::from_secs(30));
     assert!(held.upgrade().is_none(), "the reader let go of the source");
 }
+
+/// The variable that makes [`credential_chain_child`] run (in a child process of this test
+/// binary: the environment is process-wide).
+const CHILD: &str = "LOMOB_TEST_CREDENTIAL_CHILD";
+
+/// Runs [`credential_chain_child`] in a child process with `HOME` and only the given AWS
+/// variables; returns its output.
+fn credential_child(
+    mode: &str,
+    home: &std::path::Path,
+    server: &Server,
+    bucket: &str,
+    aws: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["credential_chain_child", "--exact", "--nocapture"]);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", home)
+        .env(CHILD, mode)
+        .env("LOMOB_TEST_CHILD_ENDPOINT", &server.endpoint)
+        .env("LOMOB_TEST_CHILD_BUCKET", bucket)
+        .envs(aws.iter().copied());
+    cmd.output().expect("run the child test")
+}
+
+/// Issue 2: with no keys in the profile, the AWS environment signs, as OpenDAL's S3 service
+/// loads it: here the profile named by `AWS_PROFILE` in `~/.aws/credentials` (the default
+/// profile holds wrong keys, which rclone would refuse). With nothing anywhere, the error
+/// says what was tried and what to set.
+#[test]
+fn without_keys_in_the_profile_the_aws_credential_chain_signs() {
+    let rt = runtime();
+    for server in servers() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(home.path().join(".aws")).unwrap();
+        std::fs::write(
+            home.path().join(".aws/credentials"),
+            format!(
+                "[default]\naws_access_key_id = wrongkey\naws_secret_access_key = wrongsecret\n\n\
+                 [lomobtest]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                server.key, server.secret
+            ),
+        )
+        .unwrap();
+        let bucket = rt
+            .block_on(fresh_bucket(&server, "chain", StorageClass::Standard))
+            .bucket()
+            .to_string();
+        let out = credential_child(
+            "profile",
+            home.path(),
+            &server,
+            &bucket,
+            &[("AWS_PROFILE", "lomobtest")],
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            server.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let back = rt
+            .block_on(
+                client_for(&server, &bucket, StorageClass::Standard, &quick_transfer())
+                    .get_object("chain.txt", None),
+            )
+            .unwrap();
+        assert_eq!(&back[..], b"signed by the AWS profile", "{}", server.name);
+        if server.name == "rclone" {
+            // The default profile's keys are refused: it really was `lomobtest` that signed.
+            let out = credential_child("profile", home.path(), &server, &bucket, &[]);
+            assert!(!out.status.success(), "the default profile signed");
+        }
+
+        let empty = tempfile::tempdir().unwrap();
+        let out = credential_child(
+            "none",
+            empty.path(),
+            &server,
+            &bucket,
+            &[("AWS_EC2_METADATA_DISABLED", "true")],
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            server.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The child side of [`without_keys_in_the_profile_the_aws_credential_chain_signs`]; does
+/// nothing unless started by it.
+#[test]
+fn credential_chain_child() {
+    let Ok(mode) = std::env::var(CHILD) else {
+        return;
+    };
+    let endpoint = std::env::var("LOMOB_TEST_CHILD_ENDPOINT").unwrap();
+    let bucket = std::env::var("LOMOB_TEST_CHILD_BUCKET").unwrap();
+    let config: lomob_backends::s3::S3Config =
+        toml::from_str(&format!("bucket = \"{bucket}\"\nendpoint = \"{endpoint}\"")).unwrap();
+    let c =
+        lomob_backends::s3::S3Client::new(&config, "s3", StorageClass::Standard, &quick_transfer())
+            .expect("a client without keys: credentials are loaded on the first request");
+    let rt = runtime();
+    match mode.as_str() {
+        "profile" => {
+            rt.block_on(c.put_object("chain.txt", b"signed by the AWS profile".to_vec(), &[]))
+                .unwrap();
+            let info = rt.block_on(c.head_object("chain.txt")).unwrap();
+            assert_eq!(info.size, 25);
+        }
+        "none" => {
+            let e = rt.block_on(c.head_object("chain.txt")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+            let text = e.to_string();
+            for tried in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_PROFILE",
+                "~/.aws/credentials",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "instance metadata",
+                "`access-key-id`",
+            ] {
+                assert!(text.contains(tried), "names {tried}: {text}");
+            }
+            assert!(text.contains(&bucket), "{text}");
+            assert_eq!(c.counters().snapshot().total(), 0, "nothing was sent");
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}

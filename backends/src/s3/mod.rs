@@ -9,12 +9,10 @@
 //! - [`upload`]: large objects in one streamed PUT, or as a multipart upload that resumes
 //!   after a crash from an [`upload::UploadJournal`]; both read the source once, in order;
 //!   and orphan uploads are found so none is left billing;
-//! - `sigv4`: AWS Signature Version 4, tested against AWS's published examples;
 //! - `xml`: the request and response bodies.
 
 pub mod client;
 mod config;
-mod sigv4;
 pub mod upload;
 mod xml;
 
