@@ -140,6 +140,21 @@ mod tests {
         assert!(TransferConfig::default().pacer().is_none());
     }
 
+    /// OpenDAL's ThrottleLayer (burst = rate) refused every write larger than the limit.
+    #[tokio::test]
+    async fn a_bandwidth_limit_does_not_refuse_large_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = Operator::new(opendal::services::Fs::default().root(dir.path().to_str().unwrap()))
+            .unwrap();
+        let t = TransferConfig {
+            bandwidth_limit: Some(ByteSize::mb(1)),
+            ..TransferConfig::default()
+        };
+        let op = t.apply(op);
+        op.write("big", vec![7u8; 3_000_000]).await.unwrap();
+        assert_eq!(op.stat("big").await.unwrap().content_length(), 3_000_000);
+    }
+
     #[tokio::test]
     async fn pacer_spreads_any_transfer_over_its_rate() {
         let ms = |t: tokio::time::Instant| t.elapsed().as_millis();

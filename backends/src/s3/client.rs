@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -35,6 +35,7 @@ use super::xml;
 use super::S3Config;
 use crate::error::S3Error;
 use crate::glacier::{StorageClass, ThawTier};
+use crate::transfer::Pacer;
 use crate::{reveal, BackendConfig, BackendError, ErrorKind, TransferConfig};
 
 /// Request types as S3 bills them (PUT, COPY, POST and LIST are the expensive class; GET and
@@ -297,26 +298,91 @@ impl fmt::Debug for PartBody {
     }
 }
 
-/// Spreads uploads over time so the average rate stays under the site's bandwidth limit.
-/// Coarse (a whole body goes at full speed, then the next one waits), which is enough for a
-/// nightly job sharing a home uplink.
-#[derive(Debug)]
-struct Pacer {
-    bytes_per_sec: u64,
-    next_free: Mutex<tokio::time::Instant>,
+/// Pieces a paced body is sent in: small (at most 1 MiB), so the achieved rate is smooth
+/// whatever the size of the object.
+const PACE_CHUNK: usize = 256 << 10;
+
+/// How long the pacer held a body back: request timeouts count only the network's time.
+#[derive(Debug, Default)]
+struct PaceClock {
+    held_ns: AtomicU64,
+    /// True while the body waits for the pacer.
+    pacing: AtomicBool,
 }
 
-impl Pacer {
-    async fn pace(&self, bytes: u64) {
-        let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec.max(1) as f64);
-        let start = {
-            let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
-            let now = tokio::time::Instant::now();
-            let start = (*next).max(now);
-            *next = start + cost;
-            start
-        };
-        tokio::time::sleep_until(start).await;
+/// `body` cut into pieces of at most [`PACE_CHUNK`] bytes, each charged to `pacer` after it
+/// was handed to the connection (the next piece follows at the end of its slot), so a body
+/// of N bytes takes about N / rate, and concurrent bodies sharing the pacer share the rate.
+fn paced_body<S>(
+    body: S,
+    pacer: Option<Arc<Pacer>>,
+    clock: Arc<PaceClock>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    use futures::StreamExt;
+    struct State<S> {
+        body: std::pin::Pin<Box<S>>,
+        rest: Bytes,
+        /// The piece handed out last, not yet charged.
+        sent: u64,
+    }
+    let state = State {
+        body: Box::pin(body),
+        rest: Bytes::new(),
+        sent: 0,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let (pacer, clock) = (pacer.clone(), clock.clone());
+        async move {
+            if let (Some(p), true) = (&pacer, st.sent > 0) {
+                clock.pacing.store(true, Ordering::Relaxed);
+                let t = tokio::time::Instant::now();
+                p.pace(st.sent).await;
+                let held = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                clock.held_ns.fetch_add(held, Ordering::Relaxed);
+                clock.pacing.store(false, Ordering::Relaxed);
+            }
+            st.sent = 0;
+            while st.rest.is_empty() {
+                match st.body.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(e), st)),
+                    Some(Ok(b)) => st.rest = b,
+                }
+            }
+            let piece = st.rest.split_to(st.rest.len().min(PACE_CHUNK));
+            st.sent = piece.len() as u64;
+            Some((Ok(piece), st))
+        }
+    })
+}
+
+/// Runs `fut` for at most `limit`, not counting the time the pacer held its body back:
+/// `None` when it took longer.
+async fn within<F: std::future::Future>(
+    limit: Duration,
+    clock: &PaceClock,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let start = tokio::time::Instant::now();
+    loop {
+        let held = Duration::from_nanos(clock.held_ns.load(Ordering::Relaxed));
+        let deadline = start + limit + held;
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            _ = tokio::time::sleep_until(deadline) => {
+                let held_now = Duration::from_nanos(clock.held_ns.load(Ordering::Relaxed));
+                if clock.pacing.load(Ordering::Relaxed) {
+                    // Waiting for the pacer is not the network's time: look again soon.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                } else if held_now == held {
+                    return None;
+                }
+            }
+        }
     }
 }
 
@@ -337,6 +403,9 @@ pub struct StreamPut {
 pub struct S3Client {
     inner: Arc<Inner>,
     class: StorageClass,
+    /// Paces request bodies under the site's bandwidth limit; shared with the engine's
+    /// other uploads to the same site ([`S3Client::with_pacer`]).
+    pacer: Option<Arc<Pacer>>,
 }
 
 struct Inner {
@@ -357,7 +426,6 @@ struct Inner {
     part_size: u64,
     single_put_max: u64,
     counters: Arc<RequestCounters>,
-    pacer: Option<Pacer>,
 }
 
 impl fmt::Debug for S3Client {
@@ -371,6 +439,10 @@ impl fmt::Debug for S3Client {
             .field("virtual_host", &i.virtual_host)
             .field("class", &self.class.as_str())
             .field("credentials", &i.credentials)
+            .field(
+                "bandwidth_limit",
+                &self.pacer.as_ref().map(|p| p.bytes_per_sec()),
+            )
             .finish()
     }
 }
@@ -696,10 +768,6 @@ impl S3Client {
         } else {
             format!("{prefix}/")
         };
-        let pacer = transfer.bandwidth_limit.map(|b| Pacer {
-            bytes_per_sec: b.bytes().max(1),
-            next_free: Mutex::new(tokio::time::Instant::now()),
-        });
         Ok(S3Client {
             inner: Arc::new(Inner {
                 http,
@@ -715,9 +783,9 @@ impl S3Client {
                 part_size: config.part_size().bytes(),
                 single_put_max: config.single_put_max().bytes(),
                 counters: Arc::new(RequestCounters::default()),
-                pacer,
             }),
             class,
+            pacer: transfer.pacer(),
         })
     }
 
@@ -750,7 +818,21 @@ impl S3Client {
         S3Client {
             inner: self.inner.clone(),
             class,
+            pacer: self.pacer.clone(),
         }
+    }
+
+    /// The same client paced by `pacer` instead of the one it made from its transfer
+    /// settings (`None`: not paced). The engine gives every uploader of a site the same
+    /// pacer, so the site's bandwidth limit holds over all of them.
+    #[must_use]
+    pub fn with_pacer(self, pacer: Option<Arc<Pacer>>) -> S3Client {
+        S3Client { pacer, ..self }
+    }
+
+    /// The pacer request bodies go through, if any.
+    pub fn pacer(&self) -> Option<&Arc<Pacer>> {
+        self.pacer.as_ref()
     }
 
     pub fn storage_class(&self) -> StorageClass {
@@ -889,11 +971,24 @@ impl S3Client {
         let timeout = Duration::from_secs(i.transfer.timeout_secs.max(1));
         let mut attempt: u32 = 0;
         loop {
-            let req = self.signed(&call, &payload).await?.body(call.body.clone());
+            let req = self.signed(&call, &payload).await?;
+            let clock = Arc::new(PaceClock::default());
+            // A paced body goes as a stream of small pieces; it is in memory, so each attempt
+            // streams it again from its first byte.
+            let req = match &self.pacer {
+                Some(p) if !call.body.is_empty() => req
+                    .header(reqwest::header::CONTENT_LENGTH, call.body.len())
+                    .body(reqwest::Body::wrap_stream(paced_body(
+                        futures::stream::iter([Ok(call.body.clone())]),
+                        Some(p.clone()),
+                        clock.clone(),
+                    ))),
+                _ => req.body(call.body.clone()),
+            };
             i.counters
                 .bytes_sent
                 .fetch_add(call.body.len() as u64, Ordering::Relaxed);
-            let sent = tokio::time::timeout(timeout, async {
+            let sent = within(timeout, &clock, async {
                 let resp = req.send().await?;
                 let status = resp.status();
                 let headers = resp.headers().clone();
@@ -902,9 +997,9 @@ impl S3Client {
             })
             .await;
             let failure = match sent {
-                Err(_) => format!("no complete answer within {}s", timeout.as_secs()),
-                Ok(Err(e)) => format!("request failed: {}", chain(&e)),
-                Ok(Ok((status, headers, body))) => {
+                None => format!("no complete answer within {}s", timeout.as_secs()),
+                Some(Err(e)) => format!("request failed: {}", chain(&e)),
+                Some(Ok((status, headers, body))) => {
                     let reply = Reply::new(status, headers, body);
                     if reply.ok() || !retryable(status, reply.code()) {
                         return Ok(reply);
@@ -1077,9 +1172,6 @@ impl S3Client {
         metadata: &[(String, String)],
     ) -> Result<String, BackendError> {
         let body: Bytes = body.into();
-        if let Some(p) = &self.inner.pacer {
-            p.pace(body.len() as u64).await;
-        }
         let call = Call::new("PutObject", Method::PUT, Some(key), RequestType::Put)
             .header("content-md5", md5_base64(&body))
             .header("content-type", "application/octet-stream")
@@ -1119,23 +1211,26 @@ impl S3Client {
         let started = tokio::time::Instant::now();
         // Milliseconds since `started` of the last byte handed to the connection.
         let moved = Arc::new(AtomicU64::new(0));
+        // The pacer's hold at that moment: what it held since then is not a stall.
+        let held_at_move = Arc::new(AtomicU64::new(0));
+        let clock = Arc::new(PaceClock::default());
         let body = {
-            let (inner, moved) = (inner.clone(), moved.clone());
-            body.then(move |chunk| {
-                let (inner, moved) = (inner.clone(), moved.clone());
-                async move {
-                    if let (Ok(b), Some(p)) = (&chunk, &inner.pacer) {
-                        p.pace(b.len() as u64).await;
-                    }
-                    if let Ok(b) = &chunk {
-                        inner
-                            .counters
-                            .bytes_sent
-                            .fetch_add(b.len() as u64, Ordering::Relaxed);
-                    }
-                    moved.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    chunk
+            let (inner, moved, held_at_move, c) = (
+                inner.clone(),
+                moved.clone(),
+                held_at_move.clone(),
+                clock.clone(),
+            );
+            paced_body(body, self.pacer.clone(), clock.clone()).map(move |chunk| {
+                if let Ok(b) = &chunk {
+                    inner
+                        .counters
+                        .bytes_sent
+                        .fetch_add(b.len() as u64, Ordering::Relaxed);
                 }
+                held_at_move.store(c.held_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+                moved.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                chunk
             })
         };
         let mut call = Call::new("PutObject", Method::PUT, Some(key), RequestType::Put)
@@ -1165,10 +1260,14 @@ impl S3Client {
             tokio::select! {
                 r = &mut exchange => break r,
                 _ = tick.tick() => {
-                    let idle = started.elapsed().saturating_sub(Duration::from_millis(
-                        moved.load(Ordering::Relaxed),
-                    ));
-                    if idle > timeout {
+                    // Waiting for the pacer is not a stall.
+                    let held = clock.held_ns.load(Ordering::Relaxed)
+                        .saturating_sub(held_at_move.load(Ordering::Relaxed));
+                    let idle = started
+                        .elapsed()
+                        .saturating_sub(Duration::from_millis(moved.load(Ordering::Relaxed)))
+                        .saturating_sub(Duration::from_nanos(held));
+                    if idle > timeout && !clock.pacing.load(Ordering::Relaxed) {
                         return Err(self.error(
                             "PutObject",
                             key,
@@ -1309,9 +1408,6 @@ impl S3Client {
         number: u32,
         part: &PartBody,
     ) -> Result<String, BackendError> {
-        if let Some(p) = &self.inner.pacer {
-            p.pace(part.data.len() as u64).await;
-        }
         let mut call = Call::new("UploadPart", Method::PUT, Some(key), RequestType::Put)
             .query("partNumber", number.to_string())
             .query("uploadId", upload_id)
