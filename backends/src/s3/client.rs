@@ -160,6 +160,11 @@ pub struct ObjectInfo {
     pub restore: RestoreState,
     /// User metadata (`x-amz-meta-NAME`), names in lower case without the prefix.
     pub metadata: BTreeMap<String, String>,
+    /// `x-amz-checksum-sha256` (base64), from [`S3Client::head_object_with_checksum`] on a
+    /// server that keeps it. On AWS a server-verified SHA-256 of the object (or, with a `-N`
+    /// suffix, a checksum of its parts' checksums); moto keeps the value the client sent,
+    /// unchecked.
+    pub checksum_sha256: Option<String>,
 }
 
 impl ObjectInfo {
@@ -1237,10 +1242,14 @@ impl S3Client {
             .header("content-type", "application/octet-stream")
             .header("content-length", len.to_string());
         if let Some(sha) = checksum_sha256 {
-            call = call.header(
-                "x-amz-checksum-sha256",
-                base64::engine::general_purpose::STANDARD.encode(sha),
-            );
+            // The algorithm header too, as AWS's SDKs send it: moto keeps (and echoes) the
+            // checksum only with it.
+            call = call
+                .header("x-amz-sdk-checksum-algorithm", "SHA256")
+                .header(
+                    "x-amz-checksum-sha256",
+                    base64::engine::general_purpose::STANDARD.encode(sha),
+                );
         }
         let call = self.class_and_metadata(call, metadata);
         let req = self
@@ -1303,14 +1312,21 @@ impl S3Client {
 
     /// HEAD: size, ETag, storage class, restore state and user metadata.
     pub async fn head_object(&self, key: &str) -> Result<ObjectInfo, BackendError> {
-        let r = self
-            .execute(Call::new(
-                "HeadObject",
-                Method::HEAD,
-                Some(key),
-                RequestType::Head,
-            ))
-            .await?;
+        self.head(key, false).await
+    }
+
+    /// HEAD with `x-amz-checksum-mode: ENABLED`: also the object's SHA-256 checksum, when it
+    /// was stored with one ([`ObjectInfo::checksum_sha256`]).
+    pub async fn head_object_with_checksum(&self, key: &str) -> Result<ObjectInfo, BackendError> {
+        self.head(key, true).await
+    }
+
+    async fn head(&self, key: &str, checksum_mode: bool) -> Result<ObjectInfo, BackendError> {
+        let mut call = Call::new("HeadObject", Method::HEAD, Some(key), RequestType::Head);
+        if checksum_mode {
+            call = call.header("x-amz-checksum-mode", "ENABLED");
+        }
+        let r = self.execute(call).await?;
         if !r.ok() {
             return Err(self.fail("HeadObject", key, &r));
         }
@@ -1335,6 +1351,7 @@ impl S3Client {
                 .to_string(),
             restore: RestoreState::parse(r.header("x-amz-restore")),
             metadata,
+            checksum_sha256: r.header("x-amz-checksum-sha256").map(str::to_string),
         })
     }
 

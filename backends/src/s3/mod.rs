@@ -22,7 +22,7 @@ pub use client::{
 };
 pub use config::S3Config;
 pub use upload::{
-    abort_uploads, effective_part_size, find_orphans, multipart_etag, put_streamed,
+    abort_uploads, effective_part_size, find_orphans, multipart_etag, put_streamed, read_digests,
     upload_resumable, ByteSource, Digests, DonePart, FileSource, JsonFileJournal, UploadJournal,
     UploadOutcome, UploadProgress, UploadState,
 };

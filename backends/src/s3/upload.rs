@@ -216,6 +216,9 @@ pub struct UploadOutcome {
     pub etag: String,
     /// Hex SHA-256 of the whole object, computed while it was read for sending.
     pub sha256: String,
+    /// Hex MD5 of the whole object, from the same pass: what some servers (rclone serve s3)
+    /// report as the ETag of a multipart object on HEAD.
+    pub md5: String,
     /// The ETag AWS (and moto) give a multipart object, computed from the parts' MD5s:
     /// `"md5(md5(part 1) ++ md5(part 2) ++ ...)-N"`. Keep it to verify the object later with a
     /// HEAD alone; some servers (rclone serve s3) report another value on HEAD.
@@ -642,25 +645,94 @@ fn tokio_stream_of<T: Send + 'static>(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
-/// True when the object already holds this content: an earlier run completed the upload
-/// but was stopped before it could clear the journal. Needs the source's fingerprint in
-/// metadata to be sure; without it we start over.
-async fn already_complete(
+/// What is at `key` when the interrupted upload can no longer continue (the server forgot
+/// it, or a retried Complete found it gone): the object that upload completed, or nothing.
+///
+/// An object is ours only when a checksum the server computed proves it: its ETag equals
+/// the multipart ETag of the journaled parts' MD5s (AWS, moto), or the whole source's MD5
+/// or its multipart ETag at the part size recorded in the object's `part-size` metadata
+/// (rclone serve s3 reports the whole object's MD5 on HEAD), computed by reading the source
+/// (or taken from `known`, the digests of the pass that just sent it). Size and fingerprint
+/// must match too. Returns its ETag and the source's digests; `None` when nothing is there.
+/// Anything else at `key` is not ours: a [`BackendError::Check`], and it is left alone
+/// (never overwritten, never adopted).
+#[allow(clippy::too_many_arguments)]
+async fn existing_object(
     client: &S3Client,
     key: &str,
-    len: u64,
+    source: &Arc<dyn ByteSource>,
     fingerprint: &Option<(String, String)>,
-) -> Result<Option<String>, BackendError> {
-    let Some((name, value)) = fingerprint else {
-        return Ok(None);
+    parts: &[DonePart],
+    total: u32,
+    part_size: u64,
+    known: Option<&Digests>,
+) -> Result<Option<(String, Digests)>, BackendError> {
+    let info = match client.head_object(key).await {
+        Ok(info) => info,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
-    match client.head_object(key).await {
-        Ok(info) if info.size == len && info.metadata.get(name) == Some(value) => {
-            Ok(Some(info.etag))
+    let not_ours = |why: String| BackendError::Check {
+        key: key.to_string(),
+        message: format!(
+            "an object is already there, and it is not the one this upload completed ({why}); \
+             it is left as it is, never adopted nor overwritten"
+        ),
+    };
+    let len = source.len();
+    if info.size != len {
+        return Err(not_ours(format!("{} bytes, not {len}", info.size)));
+    }
+    if let Some((name, value)) = fingerprint {
+        if info.metadata.get(name) != Some(value) {
+            return Err(not_ours(format!("its {name} is not this source's")));
         }
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    }
+    let bare = |e: &str| e.trim_matches('"').to_ascii_lowercase();
+    let etag = bare(&info.etag);
+    let journaled = (parts.len() == total as usize)
+        .then(|| multipart_etag(parts.iter().map(|p| p.md5.as_str())));
+    // The part size the object was uploaded with, when it says so.
+    let at = info
+        .metadata
+        .get("part-size")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&p| p > 0)
+        .unwrap_or(part_size);
+    let digests = match known {
+        Some(d) if at == part_size => d.clone(),
+        // Read once more (nothing is sent), for the digests the outcome reports and the
+        // checksums to compare.
+        _ => read_digests(source.clone(), key, Some(at)).await?,
+    };
+    let ours = [
+        journaled,
+        digests.multipart_etag.clone(),
+        Some(hex::encode(digests.md5)),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|c| bare(&c) == etag);
+    if !ours {
+        return Err(not_ours(format!(
+            "its ETag {} is neither the multipart ETag {} of the parts sent nor the MD5 {} of \
+             the source",
+            info.etag,
+            digests.multipart_etag.as_deref().unwrap_or("-"),
+            hex::encode(digests.md5)
+        )));
+    }
+    Ok(Some((info.etag, digests)))
+}
+
+/// True when ListParts failed in a way no later run will fix: the server answered, with a
+/// permanent error about this upload (400, 501 NotImplemented...). Network trouble,
+/// throttling, credentials and a missing bucket are not: the next run tries again.
+fn upload_is_unusable(e: &BackendError) -> bool {
+    match e.kind() {
+        ErrorKind::Other => true,
+        ErrorKind::NotFound => e.s3_code() != Some("NoSuchBucket"),
+        _ => false,
     }
 }
 
@@ -693,10 +765,15 @@ fn fingerprint_of(metadata: &[(String, String)]) -> Option<(String, String)> {
 /// server but not in the journal (finished just before a crash) is kept when its MD5 equals
 /// the server's ETag. Otherwise a new upload is created and journaled before any part is
 /// sent. Each finished part is journaled; the journal entry is cleared after completion. If
-/// the server no longer knows the upload (aborted, expired), it starts over. `metadata`
-/// becomes `x-amz-meta-*`; give a `fingerprint` (or `sha256`) entry so a changed source is
-/// never completed from stale parts. `part_size` is usually [`S3Client::part_size`]; it is
-/// raised to fit 10,000 parts.
+/// the server no longer knows the upload (aborted, expired, or completed just before a
+/// crash), or answers ListParts with a permanent error (the upload is then aborted, best
+/// effort), the object at `key` is adopted when a server checksum proves it is the one this
+/// upload completed, refused with [`BackendError::Check`] when something else is there, and
+/// otherwise the upload starts over; a transient ListParts failure fails this call and keeps
+/// the journal for the next. `metadata` becomes `x-amz-meta-*`, plus `part-size` (decimal
+/// bytes) so the object's multipart ETag can be computed again later; give a `fingerprint`
+/// (or `sha256`) entry so a changed source is never completed from stale parts. `part_size`
+/// is usually [`S3Client::part_size`]; it is raised to fit 10,000 parts.
 pub async fn upload_resumable(
     client: &S3Client,
     key: &str,
@@ -721,6 +798,7 @@ pub async fn upload_resumable(
             etag,
             computed_etag,
             sha256: hex::encode(digests.sha256),
+            md5: hex::encode(digests.md5),
             upload_id,
             parts_total: total,
             parts_uploaded: uploaded,
@@ -786,21 +864,43 @@ pub async fn upload_resumable(
                     journal.save(&kept)?;
                     state = Some(kept);
                 }
-                Err(e) if is_no_such_upload(&e) => {
-                    if let Some(etag) = already_complete(client, key, len, &fingerprint).await? {
-                        // Completed before the crash: read the source once more for its
-                        // digests (nothing is sent).
-                        let d = read_digests(source.clone(), key, Some(part_size)).await?;
-                        journal.clear(key)?;
+                Err(e) if is_no_such_upload(&e) || upload_is_unusable(&e) => {
+                    if !is_no_such_upload(&e) {
+                        // A permanent answer would block this object on every run: give the
+                        // upload up (best effort: it may be gone already).
+                        tracing::warn!(
+                            key,
+                            "cannot list the parts of the interrupted upload ({e}): aborting it and starting over"
+                        );
+                        if let Err(a) = client.abort_multipart_upload(key, &old.upload_id).await {
+                            tracing::warn!(key, "aborting the interrupted upload failed: {a}");
+                        }
+                    }
+                    // The upload id is dead either way.
+                    journal.clear(key)?;
+                    let existing = existing_object(
+                        client,
+                        key,
+                        &source,
+                        &fingerprint,
+                        &old.parts,
+                        total,
+                        part_size,
+                        None,
+                    )
+                    .await?;
+                    if let Some((etag, d)) = existing {
+                        // Completed before the crash; nothing is sent.
                         let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
                         return outcome(etag, computed, d, Some(old.upload_id), total, 0, total);
                     }
                     tracing::info!(
                         key,
-                        "the interrupted upload is gone on the server: starting over"
+                        "the interrupted upload cannot continue and left no object: starting over"
                     );
-                    journal.clear(key)?;
                 }
+                // Network trouble, throttling, credentials: this run fails, the next one
+                // resumes.
                 Err(e) => return Err(e),
             }
         }
@@ -809,7 +909,15 @@ pub async fn upload_resumable(
     let mut state = match state {
         Some(s) => s,
         None => {
-            let upload_id = client.create_multipart_upload(key, metadata).await?;
+            // The part size goes with the object, so a later run can compute its multipart
+            // ETag from the source alone.
+            let mut with_part_size: Vec<(String, String)> = metadata
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("part-size"))
+                .cloned()
+                .collect();
+            with_part_size.push(("part-size".to_string(), part_size.to_string()));
+            let upload_id = client.create_multipart_upload(key, &with_part_size).await?;
             let s = UploadState {
                 key: key.to_string(),
                 upload_id,
@@ -825,6 +933,7 @@ pub async fn upload_resumable(
         }
     };
 
+    let source_again = source.clone();
     match send_parts(
         client,
         key,
@@ -851,12 +960,21 @@ pub async fn upload_resumable(
                 Ok(etag) => etag,
                 // A retried Complete whose first attempt succeeded finds the upload gone.
                 Err(e) if is_no_such_upload(&e) => {
-                    match already_complete(client, key, len, &fingerprint).await? {
-                        Some(etag) => etag,
-                        None => {
-                            journal.clear(key)?;
-                            return Err(e);
-                        }
+                    journal.clear(key)?;
+                    match existing_object(
+                        client,
+                        key,
+                        &source_again,
+                        &fingerprint,
+                        &state.parts,
+                        total,
+                        part_size,
+                        Some(&digests),
+                    )
+                    .await?
+                    {
+                        Some((etag, _)) => etag,
+                        None => return Err(e),
                     }
                 }
                 Err(e) => return Err(e),
