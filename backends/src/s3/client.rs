@@ -23,9 +23,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use md5::{Digest as _, Md5};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use reqsign_aws_v4::{
-    Credential, DefaultCredentialProvider, RequestSigner, StaticCredentialProvider,
-};
+use reqsign_aws_v4::{Credential, DefaultCredentialProvider, RequestSigner};
 use reqsign_core::{Context, OsEnv, Signer};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
@@ -588,6 +586,36 @@ AWS_EC2_METADATA_DISABLED=true): set `access-key-id` and `secret-access-key` in 
 (e.g. `{ env = \"AWS_ACCESS_KEY_ID\" }`), export AWS_ACCESS_KEY_ID and \
 AWS_SECRET_ACCESS_KEY, or set AWS_PROFILE to a profile with keys in ~/.aws/credentials";
 
+/// The profile's keys as a credential provider. Not reqsign's `StaticCredentialProvider`,
+/// whose derived `Debug` prints the secret (and reqsign logs providers with `{:?}`).
+#[derive(Clone)]
+struct ProfileKeys {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+impl fmt::Debug for ProfileKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProfileKeys(***)")
+    }
+}
+
+impl reqsign_core::ProvideCredential for ProfileKeys {
+    type Credential = Credential;
+
+    async fn provide_credential(
+        &self,
+        _: &Context,
+    ) -> reqsign_core::Result<Option<Self::Credential>> {
+        Ok(Some(Credential {
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: None,
+            expires_in: None,
+        }))
+    }
+}
+
 /// Sends the few HTTP requests the credential chain makes (instance metadata, STS, SSO)
 /// with our HTTP client. Neither its `Debug` nor its errors show a request: they can carry
 /// tokens.
@@ -757,7 +785,10 @@ impl S3Client {
             Some((id, key)) => (
                 Signer::new(
                     context,
-                    StaticCredentialProvider::new(&id, &key),
+                    ProfileKeys {
+                        access_key_id: id,
+                        secret_access_key: key,
+                    },
                     request_signer,
                 ),
                 CredentialSource::Profile,
@@ -1728,9 +1759,18 @@ mod tests {
             &TransferConfig::default(),
         )
         .unwrap();
-        let d = format!("{c:?}");
+        let d = format!("{c:?} {:?}", c.inner.signer);
         assert!(!d.contains("topsecretvalue"), "{d}");
         assert!(!d.contains("AKIDEXAMPLE"), "{d}");
+        let keys = ProfileKeys {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "topsecretvalue".into(),
+        };
+        let d = format!("{keys:?}");
+        assert!(
+            !d.contains("topsecretvalue") && !d.contains("AKIDEXAMPLE"),
+            "{d}"
+        );
         let e = c.error(
             "HeadObject",
             "k",

@@ -5,7 +5,8 @@
 //! next to it, as signed S3 requests of our own:
 //! - [`client`]: [`S3Client`], the calls OpenDAL 0.59 does not expose (multipart with our own
 //!   upload id, ListParts, ListMultipartUploads, RestoreObject, HEAD with storage class and
-//!   restore state), with retries, timeouts and per-type request counters;
+//!   restore state), signed by `reqsign` with the AWS credential chain, with retries,
+//!   timeouts, bandwidth pacing and per-type request counters;
 //! - [`upload`]: large objects in one streamed PUT, or as a multipart upload that resumes
 //!   after a crash from an [`upload::UploadJournal`]; both read the source once, in order;
 //!   and orphan uploads are found so none is left billing;

@@ -16,7 +16,13 @@
 //!   an orphan upload billing in the bucket. Here the upload id and every finished part are
 //!   written to an [`UploadJournal`] (the engine keeps it in its manifest) before and after
 //!   each part, so a rerun asks the server which parts it holds (ListParts) and sends only
-//!   the rest. Parts read ahead and parts in flight share one memory budget.
+//!   the rest. Parts read ahead and parts in flight share one memory budget (the transfer
+//!   setting `memory-budget`). An object found where an interrupted upload should have
+//!   completed is adopted only when a checksum the server computed (its ETag) proves it.
+//!
+//! The reader runs on a blocking thread. Every way out of an upload, errors included, stops
+//! it wherever it waits (for memory or for a channel slot): a reader left waiting would hold
+//! up the runtime's shutdown forever, so the process would never exit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
