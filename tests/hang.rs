@@ -136,7 +136,7 @@ fn a_multipart_upload_failing_for_good_ends_the_run_and_frees_the_manifest() {
     std::fs::write(
         &cfg,
         format!(
-            "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"http://{}\", access-key-id = \"k\", secret-access-key = \"s\", part-size = \"5MiB\", single-put-max = \"0\" }}\n[sites.cold.transfer]\nretries = 0\ntimeout-secs = 3\nmemory-budget = \"10MiB\"\n",
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\niso-size = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"http://{}\", access-key-id = \"k\", secret-access-key = \"s\", part-size = \"5MiB\", single-put-max = \"0\" }}\n[sites.cold.transfer]\nretries = 0\ntimeout-secs = 5\nmemory-budget = \"10MiB\"\n",
             outage.addr
         ),
     )

@@ -64,7 +64,7 @@ fn a_multipart_upload_failing_for_good_returns_and_leaves_no_reader_waiting() {
         let proxy = OutageProxy::start(server_addr(&server), MIB).await;
         let t = TransferConfig {
             retries: 0,
-            timeout_secs: 2,
+            timeout_secs: 5,
             memory_budget: ByteSize::mib(10),
             ..TransferConfig::default()
         };
