@@ -1001,7 +1001,6 @@ fn item14_requests_are_counted_as_sent_retries_included() {
 /// bucket) cannot be verified by a server checksum: it is not counted, the image goes up
 /// again at once as parts the server checks one by one, and the site keeps doing that.
 #[test]
-#[ignore = "enabled with the S3 client's multipart for one-part images"]
 fn item2_an_unverifiable_single_put_is_not_counted_and_parts_are_used_instead() {
     use std::sync::Arc;
     use support::http_proxy::{Action, HttpProxy};

@@ -1,9 +1,15 @@
-//! Network behaviour shared by every backend of a site: retries, timeouts, concurrency and
-//! bandwidth, applied to an operator in one place so every kind behaves the same.
+//! Network behaviour shared by every backend of a site: retries, timeouts, concurrency,
+//! memory and bandwidth, applied in one place so every kind behaves the same.
+//!
+//! Bandwidth is paced by one [`Pacer`] per site, shared by every upload of that site (the
+//! engine's OpenDAL writes and the S3 client's requests alike), rather than by OpenDAL's
+//! `ThrottleLayer`: that layer's burst equals its rate, so with `bandwidth-limit = "2MB"`
+//! every write larger than 2 MB failed ("burst size is smaller than the request size").
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
+use opendal::layers::{RetryLayer, TimeoutLayer, TracingLayer};
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
 
@@ -16,13 +22,20 @@ pub struct TransferConfig {
     /// Attempts after the first for a failed request (with exponential backoff and jitter).
     /// Default 6.
     pub retries: usize,
-    /// Seconds a single request may take before it is retried. Large multipart parts need
-    /// minutes on a home uplink, so this is generous. Default 600.
+    /// Seconds a single request may take before it is retried (time spent waiting for the
+    /// bandwidth limit is not counted). Large multipart parts need minutes on a home uplink,
+    /// so this is generous. Default 600.
     pub timeout_secs: u64,
     /// Requests in flight at once against this backend. Default 8.
     pub concurrency: usize,
-    /// Upload bandwidth limit per backend, e.g. "2MB" per second. Default: none.
+    /// Upload bandwidth limit per site, e.g. "2MB" per second, shared by all its uploads.
+    /// Default: none.
     pub bandwidth_limit: Option<ByteSize>,
+    /// Memory one multipart upload may hold for parts read ahead and parts in flight, e.g.
+    /// "1GiB" (the default). At least one part is always held, so with the default 256MiB
+    /// parts this allows 4 in flight even when `concurrency` is higher; lower it on a small
+    /// home server so an upload does not push it into swap.
+    pub memory_budget: ByteSize,
 }
 
 impl Default for TransferConfig {
@@ -32,35 +45,134 @@ impl Default for TransferConfig {
             timeout_secs: 600,
             concurrency: 8,
             bandwidth_limit: None,
+            memory_budget: ByteSize(crate::s3::upload::MEMORY_BUDGET),
         }
     }
 }
 
 impl TransferConfig {
     /// Wraps an operator with timeout (inside retry, so each attempt is timed), retry with
-    /// jitter, an optional throttle and tracing. `concurrency` is applied by the engine,
-    /// which bounds its own uploads: OpenDAL's concurrency layer holds a permit for a
-    /// writer's whole life, so a full set of open writers each verifying with a `stat`
-    /// would wait on each other forever.
+    /// jitter and tracing. `concurrency` is applied by the engine, which bounds its own
+    /// uploads: OpenDAL's concurrency layer holds a permit for a writer's whole life, so a
+    /// full set of open writers each verifying with a `stat` would wait on each other
+    /// forever. Bandwidth is not limited here: pace writes with [`TransferConfig::pacer`].
     pub fn apply(&self, op: Operator) -> Operator {
         let timeout = Duration::from_secs(self.timeout_secs.max(1));
-        let mut op = op
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(timeout)
-                    .with_io_timeout(timeout),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_max_times(self.retries)
-                    .with_jitter()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(60)),
-            );
-        if let Some(limit) = self.bandwidth_limit {
-            let bps = u32::try_from(limit.bytes().max(1)).unwrap_or(u32::MAX);
-            op = op.layer(ThrottleLayer::new(bps, bps));
+        op.layer(
+            TimeoutLayer::new()
+                .with_timeout(timeout)
+                .with_io_timeout(timeout),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_max_times(self.retries)
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(60)),
+        )
+        .layer(TracingLayer::default())
+    }
+
+    /// A new pacer for `bandwidth-limit`, or `None` without a limit. Each call makes a new
+    /// one: build it once per site and share it between that site's uploads.
+    pub fn pacer(&self) -> Option<Arc<Pacer>> {
+        self.bandwidth_limit
+            .map(|limit| Arc::new(Pacer::new(limit.bytes())))
+    }
+}
+
+/// Keeps the bytes sent through it under a rate, for any size of transfer and any number of
+/// concurrent transfers sharing it (`Arc<Pacer>`).
+///
+/// Senders charge what they have just sent with [`Pacer::pace`], chunk by chunk (1 MiB or
+/// less, so the rate is smooth); each charge takes the next free slot of `bytes / rate`
+/// seconds on one shared timeline and returns when that slot ends. A transfer of N bytes
+/// thus takes about N / rate, and concurrent transfers share the rate. Idle time is not
+/// saved up as a burst allowance.
+#[derive(Debug)]
+pub struct Pacer {
+    bytes_per_sec: u64,
+    /// When the timeline is free again.
+    next_free: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// A pacer for `bytes_per_sec` (at least 1).
+    pub fn new(bytes_per_sec: u64) -> Pacer {
+        Pacer {
+            bytes_per_sec: bytes_per_sec.max(1),
+            next_free: Mutex::new(tokio::time::Instant::now()),
         }
-        op.layer(TracingLayer::default())
+    }
+
+    /// The rate, in bytes per second.
+    pub fn bytes_per_sec(&self) -> u64 {
+        self.bytes_per_sec
+    }
+
+    /// Charges `bytes` and returns when they fit under the limit: at the end of their slot
+    /// on the shared timeline.
+    pub async fn pace(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64);
+        let end = {
+            let mut next = self.next_free.lock().unwrap_or_else(|p| p.into_inner());
+            let start = (*next).max(tokio::time::Instant::now());
+            *next = start + cost;
+            *next
+        };
+        tokio::time::sleep_until(end).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_budget_parses_and_defaults() {
+        let t: TransferConfig = toml::from_str("memory-budget = \"10MiB\"").unwrap();
+        assert_eq!(t.memory_budget, ByteSize::mib(10));
+        assert_eq!(TransferConfig::default().memory_budget, ByteSize(1 << 30));
+        assert!(toml::from_str::<TransferConfig>("memory_budget = \"10MiB\"").is_err());
+        assert!(TransferConfig::default().pacer().is_none());
+    }
+
+    /// OpenDAL's ThrottleLayer (burst = rate) refused every write larger than the limit.
+    #[tokio::test]
+    async fn a_bandwidth_limit_does_not_refuse_large_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let op = Operator::new(opendal::services::Fs::default().root(dir.path().to_str().unwrap()))
+            .unwrap();
+        let t = TransferConfig {
+            bandwidth_limit: Some(ByteSize::mb(1)),
+            ..TransferConfig::default()
+        };
+        let op = t.apply(op);
+        op.write("big", vec![7u8; 3_000_000]).await.unwrap();
+        assert_eq!(op.stat("big").await.unwrap().content_length(), 3_000_000);
+    }
+
+    #[tokio::test]
+    async fn pacer_spreads_any_transfer_over_its_rate() {
+        let ms = |t: tokio::time::Instant| t.elapsed().as_millis();
+        let p = Arc::new(Pacer::new(10_000_000));
+        let start = tokio::time::Instant::now();
+        // 3 MB in 1 MB charges: about 300 ms, whatever the chunking.
+        for _ in 0..3 {
+            p.pace(1_000_000).await;
+        }
+        assert!((300..400).contains(&ms(start)), "{}", ms(start));
+        // Two concurrent senders share the rate: 2 MB more take 200 ms more.
+        let (a, b) = (p.clone(), p.clone());
+        tokio::join!(a.pace(1_000_000), b.pace(1_000_000));
+        assert!((500..650).contains(&ms(start)), "{}", ms(start));
+        // Idle time is no burst allowance.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let t = tokio::time::Instant::now();
+        p.pace(1_000_000).await;
+        assert!((100..200).contains(&ms(t)), "{}", ms(t));
     }
 }

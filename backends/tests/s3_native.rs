@@ -561,6 +561,7 @@ impl FaultyUpload<'_> {
             timeout_secs: 2,
             concurrency: 2,
             bandwidth_limit: None,
+            ..Default::default()
         };
         let via = Server {
             endpoint: proxy.endpoint(),
@@ -659,6 +660,7 @@ async fn retries_recover_from_resets_stalls_and_truncated_answers() {
         timeout_secs: 2,
         concurrency: 1,
         bandwidth_limit: None,
+        ..Default::default()
     };
     let c = client_for(&via, setup.bucket(), StorageClass::Standard, &t);
     let e = c.put_object("p", b"x".to_vec(), &[]).await.unwrap_err();

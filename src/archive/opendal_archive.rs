@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use lomob_backends::transfer::Pacer;
 use opendal::Operator;
 use sha2::{Digest, Sha256};
 
@@ -28,11 +29,13 @@ const BLOCK: usize = 8 << 20;
 pub struct OpendalArchive {
     op: Operator,
     info: BackendInfo,
+    /// The site's bandwidth limit, shared with its stage.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl OpendalArchive {
-    pub fn new(op: Operator, info: BackendInfo) -> Self {
-        OpendalArchive { op, info }
+    pub fn new(op: Operator, info: BackendInfo, pacer: Option<Arc<Pacer>>) -> Self {
+        OpendalArchive { op, info, pacer }
     }
 
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
@@ -291,7 +294,7 @@ impl OpendalArchive {
         let total = req.source.len();
         let jerr = |e| StoreError::new(&self.info, "put", key, e);
         if existing.info.size == total {
-            let sha256 = read_digests(req.source.clone(), key)
+            let sha256 = read_digests(req.source.clone(), key, None)
                 .await
                 .map_err(jerr)?
                 .sha256;
@@ -405,7 +408,11 @@ impl OpendalArchive {
             if end > resume_at {
                 let skip = resume_at.saturating_sub(done) as usize;
                 block.drain(..skip);
+                let sent = block.len() as u64;
                 w.write(block).await.map_err(|e| self.err("put", key, e))?;
+                if let Some(p) = &self.pacer {
+                    p.pace(sent).await;
+                }
                 if can_append {
                     // Appends are durable per write; report what the server holds.
                     (req.progress)(end);

@@ -2,20 +2,20 @@
 //! uploads that resume after the process dies, HEAD with storage class and restore state,
 //! and RestoreObject for the thaw.
 
-use std::io::Read;
 use std::ops::Range;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
-use lomob_backends::s3::upload::{find_orphans, multipart_etag, upload_resumable, UploadProgress};
+use lomob_backends::s3::upload::{
+    find_orphans, read_digests, upload_in_parts, upload_resumable, UploadProgress,
+};
 
 use lomob_backends::glacier::StorageClass;
 use lomob_backends::ErrorKind;
 
 use super::{
-    Archive, ArchiveObject, ByteSource, PutOutcome, PutRequest, Stored, ThawRequest, ThawState,
-    ThawTier, UploadJournal, Verification,
+    Archive, ArchiveObject, PutOutcome, PutRequest, Stored, ThawRequest, ThawState, ThawTier,
+    UploadJournal, Verification,
 };
 use crate::store::{unquote, BackendInfo, ObjectInfo, StoreError};
 
@@ -96,16 +96,30 @@ impl Archive for S3Archive {
         let single = len <= self.client.single_put_max() && !resuming && !req.multipart_only;
         let part_size = if single { len } else { self.client.part_size() };
         let report = |p: &UploadProgress| (req.progress)(p.bytes_done);
-        let out = upload_resumable(
-            &self.client,
-            key,
-            req.source.clone(),
-            part_size,
-            &[("fingerprint".to_string(), req.fingerprint.to_string())],
-            req.journal,
-            &report,
-        )
-        .await
+        let metadata = [("fingerprint".to_string(), req.fingerprint.to_string())];
+        let out = if req.multipart_only {
+            upload_in_parts(
+                &self.client,
+                key,
+                req.source.clone(),
+                part_size,
+                &metadata,
+                req.journal,
+                &report,
+            )
+            .await
+        } else {
+            upload_resumable(
+                &self.client,
+                key,
+                req.source.clone(),
+                part_size,
+                &metadata,
+                req.journal,
+                &report,
+            )
+            .await
+        }
         .map_err(|e| self.err("put", key, e))?;
         let got = self
             .stat(key)
@@ -315,14 +329,21 @@ impl S3Archive {
         let part_size = existing
             .part_size
             .unwrap_or_else(|| self.client.part_size());
-        let digests = source_digests(req.source.clone(), part_size)
+        let digests = read_digests(req.source.clone(), key, Some(part_size))
             .await
             .map_err(|e| self.err("verify", key, e))?;
         let etag = existing.info.etag.clone().unwrap_or_default();
+        // One PUT's ETag is the MD5 (and rclone reports a multipart object's whole MD5 on
+        // HEAD); a multipart object's is the MD5 of its parts' MD5s.
         let matches = if is_md5_hex(&etag) {
-            etag.eq_ignore_ascii_case(&digests.md5_hex)
+            etag.eq_ignore_ascii_case(&hex::encode(digests.md5))
         } else {
-            etag.contains('-') && etag == digests.multipart_etag.trim_matches('"')
+            etag.contains('-')
+                && Some(etag.as_str())
+                    == digests
+                        .multipart_etag
+                        .as_deref()
+                        .map(|e| e.trim_matches('"'))
         };
         if !matches {
             return Ok(occupied(format!(
@@ -398,54 +419,6 @@ fn etag_verification(etag: &str, computed: &str, multipart: bool) -> Verificatio
             "the server's ETag {etag:?} for the single PUT is not an MD5 (an SSE-KMS bucket, or a server with another ETag scheme), so nothing it computed can be compared; images here go up as parts checked by Content-MD5 from now on"
         ))
     }
-}
-
-/// What a source's bytes give, read once in order: SHA-256, the whole MD5 and the multipart
-/// ETag at `part_size`.
-struct SourceDigests {
-    sha256: [u8; 32],
-    md5_hex: String,
-    multipart_etag: String,
-}
-
-async fn source_digests(
-    source: Arc<dyn ByteSource>,
-    part_size: u64,
-) -> Result<SourceDigests, lomob_backends::BackendError> {
-    use md5::Digest as _;
-    let io = |e: std::io::Error| lomob_backends::BackendError::Source {
-        key: String::new(),
-        offset: 0,
-        source: e,
-    };
-    tokio::task::spawn_blocking(move || {
-        let mut r = source.open_at(0).map_err(io)?;
-        let (mut sha, mut md5) = (sha2::Sha256::new(), md5::Md5::new());
-        let mut part_md5s = Vec::new();
-        let mut buf = vec![0u8; usize::try_from(part_size.min(64 << 20)).unwrap_or(1 << 20)];
-        let mut left = source.len();
-        while left > 0 {
-            let mut part = md5::Md5::new();
-            let mut in_part = part_size.min(left);
-            left -= in_part;
-            while in_part > 0 {
-                let want = usize::try_from(in_part.min(buf.len() as u64)).unwrap_or(buf.len());
-                r.read_exact(&mut buf[..want]).map_err(io)?;
-                sha.update(&buf[..want]);
-                md5.update(&buf[..want]);
-                part.update(&buf[..want]);
-                in_part -= want as u64;
-            }
-            part_md5s.push(hex::encode(part.finalize()));
-        }
-        Ok(SourceDigests {
-            sha256: sha.finalize().into(),
-            md5_hex: hex::encode(md5.finalize()),
-            multipart_etag: multipart_etag(part_md5s.iter().map(String::as_str)),
-        })
-    })
-    .await
-    .map_err(|e| lomob_backends::BackendError::Journal(format!("digest reader failed: {e}")))?
 }
 
 fn missing_after(info: &BackendInfo, key: &str) -> StoreError {

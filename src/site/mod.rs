@@ -18,6 +18,7 @@ use crate::archive::{Archive, MinStorageGuard};
 use crate::config::SiteConfig;
 use crate::stage::counting::Counting;
 use crate::stage::opendal_stage::OpendalStage;
+use crate::stage::s3_stage::S3Stage;
 use crate::stage::Stage;
 use crate::store::{BackendInfo, RequestCounter, RequestCounts, Role, StoreError};
 
@@ -28,6 +29,7 @@ pub struct Site {
     pub archive: Box<dyn Archive>,
     stage_requests: Arc<RequestCounter>,
     archive_requests: Arc<RequestCounter>,
+    stage_client: Option<S3Client>,
     archive_client: Option<S3Client>,
 }
 
@@ -73,6 +75,8 @@ impl Site {
         let stage_info = info(name, Role::Stage, &config.stage);
         let archive_info = info(name, Role::Archive, &config.archive);
         let op_err = |i: &BackendInfo, e: BackendError| StoreError::new(i, "open", "", e);
+        // One bandwidth limit for the whole site, stage and archive.
+        let pacer = t.pacer();
         let stage_requests = Arc::new(RequestCounter::default());
         let archive_requests = Arc::new(RequestCounter::default());
         let observer = |c: &BackendConfig, counter: &Arc<RequestCounter>| {
@@ -84,11 +88,22 @@ impl Site {
             .map_err(|e| op_err(&stage_info, e))?;
         // Over HTTP every request is counted as sent; a local disk or SFTP bills nothing,
         // and its operations are counted one per call.
-        let stage: Box<dyn Stage> = if speaks_http(&config.stage) {
-            Box::new(OpendalStage::new(stage_op, stage_info))
+        let mut stage_client = None;
+        let stage: Box<dyn Stage> = if let BackendConfig::S3(_) = &config.stage {
+            // Our own signed uploads: every object verified by a server checksum.
+            let client = S3Client::for_backend(&config.stage, t)
+                .map_err(|e| op_err(&stage_info, e))?
+                .with_pacer(pacer.clone());
+            stage_client = Some(client.clone());
+            Box::new(S3Stage::new(
+                client,
+                OpendalStage::new(stage_op, stage_info, pacer.clone()),
+            ))
+        } else if speaks_http(&config.stage) {
+            Box::new(OpendalStage::new(stage_op, stage_info, pacer.clone()))
         } else {
             Box::new(Counting::new(
-                OpendalStage::new(stage_op, stage_info),
+                OpendalStage::new(stage_op, stage_info, pacer.clone()),
                 stage_requests.clone(),
             ))
         };
@@ -99,7 +114,8 @@ impl Site {
         let (archive, archive_client): (Box<dyn Archive>, _) = match &config.archive {
             BackendConfig::S3(_) | BackendConfig::Glacier(_) => {
                 let client = S3Client::for_backend(&config.archive, t)
-                    .map_err(|e| op_err(&archive_info, e))?;
+                    .map_err(|e| op_err(&archive_info, e))?
+                    .with_pacer(pacer.clone());
                 (
                     Box::new(MinStorageGuard::new(S3Archive::new(
                         client.clone(),
@@ -113,6 +129,7 @@ impl Site {
                 Box::new(MinStorageGuard::new(OpendalArchive::new(
                     archive_op,
                     archive_info,
+                    pacer,
                 ))),
                 None,
             ),
@@ -124,6 +141,7 @@ impl Site {
             archive,
             stage_requests,
             archive_requests,
+            stage_client,
             archive_client,
         })
     }
@@ -132,7 +150,7 @@ impl Site {
     pub fn requests(&self) -> RequestCounts {
         let mut c = self.stage_requests.snapshot();
         c.add(&self.archive_requests.snapshot());
-        if let Some(client) = &self.archive_client {
+        for client in self.stage_client.iter().chain(&self.archive_client) {
             let a = client.counters().snapshot();
             c.add(&RequestCounts {
                 put: a.put,

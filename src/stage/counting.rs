@@ -72,6 +72,10 @@ impl<S: Stage> Stage for Counting<S> {
         self.inner.delete(key).await
     }
 
+    async fn abort_orphans(&self) -> Result<u64, StoreError> {
+        self.inner.abort_orphans().await
+    }
+
     async fn usage(&self, prefix: &str) -> Result<Usage, StoreError> {
         let objects = self.list(prefix).await?;
         Ok(Usage {

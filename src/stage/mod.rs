@@ -8,6 +8,7 @@
 
 pub mod counting;
 pub mod opendal_stage;
+pub mod s3_stage;
 
 use std::ops::Range;
 use std::path::Path;
@@ -58,6 +59,12 @@ pub trait Stage: Send + Sync {
 
     /// Deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Aborts unfinished uploads of stage objects left by a crash (a stage upload is never
+    /// continued); returns how many. Only backends with multipart uploads have any.
+    async fn abort_orphans(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 
     /// Objects and bytes under `prefix`, with the configured quota.
     async fn usage(&self, prefix: &str) -> Result<Usage, StoreError> {

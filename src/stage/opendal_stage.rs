@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use md5::{Digest as _, Md5};
@@ -13,23 +14,33 @@ use super::Stage;
 use crate::store::{
     list_objects, object_from_metadata, object_stream, BackendInfo, ObjectInfo, StoreError,
 };
+use lomob_backends::transfer::Pacer;
 use lomob_backends::ChecksumKind;
 
 /// Objects at or under this size go up in one request; larger ones in parts of this size.
 /// Most photos are a single PUT; videos are a handful of parts.
 pub const CHUNK: usize = 64 << 20;
-const READ_BUF: usize = 4 << 20;
+/// Reads of the source, and the unit the bandwidth limit charges (small, so a limited
+/// upload is smooth).
+const READ_BUF: usize = 1 << 20;
 
 pub struct OpendalStage {
     op: Operator,
     info: BackendInfo,
     metadata: bool,
+    /// The site's bandwidth limit, shared with its archive.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl OpendalStage {
-    pub fn new(op: Operator, info: BackendInfo) -> Self {
+    pub fn new(op: Operator, info: BackendInfo, pacer: Option<Arc<Pacer>>) -> Self {
         let metadata = op.info().capability().write_with_user_metadata;
-        OpendalStage { op, info, metadata }
+        OpendalStage {
+            op,
+            info,
+            metadata,
+            pacer,
+        }
     }
 
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
@@ -88,6 +99,9 @@ impl Stage for OpendalStage {
             sent += n as u64;
             if let Err(e) = w.write(buf[..n].to_vec()).await {
                 break Some(self.err("put", key, e));
+            }
+            if let Some(p) = &self.pacer {
+                p.pace(n as u64).await;
             }
         };
         let failure = failure.or_else(|| {

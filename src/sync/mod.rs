@@ -199,7 +199,8 @@ async fn run(
         mark::claim(m, site).await?;
         let journal = m.upload_journal(&site.name);
         let owned = |k: &str| crate::keys::is_site_image_key(&site.name, k);
-        r.orphans_aborted = site.archive.abort_orphans(&owned, &journal).await? as u64;
+        r.orphans_aborted = site.archive.abort_orphans(&owned, &journal).await? as u64
+            + site.stage.abort_orphans().await?;
     }
     let p = pending(m, &site.name, &site.config)?;
     r.direct_files = p.direct.len() as u64;

@@ -5,16 +5,15 @@
 //! next to it, as signed S3 requests of our own:
 //! - [`client`]: [`S3Client`], the calls OpenDAL 0.59 does not expose (multipart with our own
 //!   upload id, ListParts, ListMultipartUploads, RestoreObject, HEAD with storage class and
-//!   restore state), with retries, timeouts and per-type request counters;
+//!   restore state), signed by `reqsign` with the AWS credential chain, with retries,
+//!   timeouts, bandwidth pacing and per-type request counters;
 //! - [`upload`]: large objects in one streamed PUT, or as a multipart upload that resumes
 //!   after a crash from an [`upload::UploadJournal`]; both read the source once, in order;
 //!   and orphan uploads are found so none is left billing;
-//! - `sigv4`: AWS Signature Version 4, tested against AWS's published examples;
 //! - `xml`: the request and response bodies.
 
 pub mod client;
 mod config;
-mod sigv4;
 pub mod upload;
 mod xml;
 
@@ -24,7 +23,7 @@ pub use client::{
 };
 pub use config::S3Config;
 pub use upload::{
-    abort_uploads, effective_part_size, find_orphans, multipart_etag, put_streamed,
+    abort_uploads, effective_part_size, find_orphans, multipart_etag, put_streamed, read_digests,
     upload_resumable, ByteSource, Digests, DonePart, FileSource, JsonFileJournal, UploadJournal,
     UploadOutcome, UploadProgress, UploadState,
 };

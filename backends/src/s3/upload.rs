@@ -16,7 +16,13 @@
 //!   an orphan upload billing in the bucket. Here the upload id and every finished part are
 //!   written to an [`UploadJournal`] (the engine keeps it in its manifest) before and after
 //!   each part, so a rerun asks the server which parts it holds (ListParts) and sends only
-//!   the rest. Parts read ahead and parts in flight share one memory budget.
+//!   the rest. Parts read ahead and parts in flight share one memory budget (the transfer
+//!   setting `memory-budget`). An object found where an interrupted upload should have
+//!   completed is adopted only when a checksum the server computed (its ETag) proves it.
+//!
+//! The reader runs on a blocking thread. Every way out of an upload, errors included, stops
+//! it wherever it waits (for memory or for a channel slot): a reader left waiting would hold
+//! up the runtime's shutdown forever, so the process would never exit.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -28,13 +34,16 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::client::{MultipartUpload, PartBody, RequestCounts, S3Client};
+use base64::Engine as _;
+
+use super::client::{MultipartUpload, PartBody, RequestCounts, S3Client, StreamPut};
 use super::{MAX_PART, MAX_PARTS, MIN_PART};
 use crate::{BackendError, ErrorKind};
 
-/// Parts held in memory at once, over all in-flight parts of one upload: with the default
-/// 256 MiB parts this allows 4 in flight even when the site's concurrency is higher, so a
-/// small home server is not pushed into swap.
+/// The default of the transfer setting `memory-budget`: parts held in memory at once, over
+/// all in-flight parts of one upload. With the default 256 MiB parts this allows 4 in flight
+/// even when the site's concurrency is higher, so a small home server is not pushed into
+/// swap.
 pub const MEMORY_BUDGET: u64 = 1 << 30;
 
 /// The bytes of one object, readable from any offset. The engine's ISO image reader
@@ -213,6 +222,9 @@ pub struct UploadOutcome {
     pub etag: String,
     /// Hex SHA-256 of the whole object, computed while it was read for sending.
     pub sha256: String,
+    /// Hex MD5 of the whole object, from the same pass: what some servers (rclone serve s3)
+    /// report as the ETag of a multipart object on HEAD.
+    pub md5: String,
     /// The ETag AWS (and moto) give a multipart object, computed from the parts' MD5s:
     /// `"md5(md5(part 1) ++ md5(part 2) ++ ...)-N"`. Keep it to verify the object later with a
     /// HEAD alone; some servers (rclone serve s3) report another value on HEAD.
@@ -244,52 +256,154 @@ pub fn effective_part_size(requested: u64, len: u64) -> Result<u64, BackendError
 }
 
 /// What reading a source once, in order, learned about it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digests {
     pub sha256: [u8; 32],
-    /// The whole object's MD5, when it was asked for (one PUT: its ETag).
-    pub md5: Option<[u8; 16]>,
+    /// The whole object's MD5 (the ETag of one PUT, and what some servers, rclone serve s3
+    /// among them, report as the ETag of a multipart object).
+    pub md5: [u8; 16],
+    /// The ETag a multipart upload in parts of the asked size gives this object on S3
+    /// (`"md5(md5(part 1) ++ ...)-N"`, quotes included), when a part size was given.
+    pub multipart_etag: Option<String>,
 }
 
 /// One unit of the source as read, with its MD5 when each unit is a part.
 type Unit = (Bytes, Option<[u8; 16]>);
 
-/// Which MD5s the reader computes besides the SHA-256 of everything.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Md5Of {
-    /// The whole object (the ETag of one PUT).
-    Whole,
-    /// Each unit (a part's Content-MD5 and ETag).
-    EachUnit,
-    /// None: only the SHA-256 is wanted.
-    Neither,
-}
-
 /// Chunks of the streamed single PUT: small, so memory stays low and progress is smooth.
 const STREAM_CHUNK: usize = 1 << 20;
 
+/// MD5s of consecutive parts of a fixed size, fed in pieces of any size.
+struct PartMd5s {
+    size: u64,
+    filled: u64,
+    current: md5::Md5,
+    done: Vec<[u8; 16]>,
+}
+
+impl PartMd5s {
+    fn new(size: u64) -> PartMd5s {
+        PartMd5s {
+            size: size.max(1),
+            filled: 0,
+            current: md5::Digest::new(),
+            done: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        use md5::Digest as _;
+        while !data.is_empty() {
+            let take = usize::try_from(self.size - self.filled)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            self.current.update(&data[..take]);
+            self.filled += take as u64;
+            data = &data[take..];
+            if self.filled == self.size {
+                self.done.push(self.current.finalize_reset().into());
+                self.filled = 0;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<[u8; 16]> {
+        use md5::Digest as _;
+        if self.filled > 0 {
+            self.done.push(self.current.finalize().into());
+        }
+        self.done
+    }
+}
+
+/// Stops a reader when dropped, on every way out of an upload (errors and early returns
+/// included): tells the reader to stop at its next wait, and closes its memory budget. A
+/// reader left waiting for a permit or a channel slot that never comes would block the
+/// runtime's shutdown forever: the process would not exit, and would keep the manifest.
+struct StopReader {
+    signal: tokio::sync::watch::Sender<bool>,
+    budget: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl StopReader {
+    fn stop(&self) {
+        self.signal.send_replace(true);
+        if let Some(b) = &self.budget {
+            b.close();
+        }
+    }
+}
+
+impl Drop for StopReader {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A source being read on a blocking thread: the units it sends, its result, and the
+/// switch that stops it (thrown when this is dropped).
+struct Reader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Unit>>,
+    handle: tokio::task::JoinHandle<Result<Digests, BackendError>>,
+    stop: StopReader,
+}
+
+impl Reader {
+    /// Stops the reader (a no-op when it already sent everything) and returns its result.
+    /// Every wait of the reader also watches the stop signal, so this returns after at most
+    /// one read from the source.
+    async fn finish(self) -> Result<Digests, BackendError> {
+        let Reader { rx, handle, stop } = self;
+        drop(rx);
+        stop.stop();
+        reader_result(handle).await
+    }
+}
+
+/// Waits for `fut` on a blocking thread, unless the reader is told to stop first (or its
+/// stop switch is gone): then `None`.
+fn unless_stopped<F: std::future::Future>(
+    runtime: &tokio::runtime::Handle,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    fut: F,
+) -> Option<F::Output> {
+    runtime.block_on(async {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => None,
+            r = fut => Some(r),
+        }
+    })
+}
+
 /// Reads `source` from byte 0 to `len` in order on a blocking thread, sending it in units
 /// of `unit` bytes (the last may be shorter) and computing the whole object's SHA-256 and
-/// MD5 on the way. Reading in order is what lets a source check itself as it goes (the ISO
-/// image reader verifies each file's SHA-256 before handing out its last byte), so a bad
-/// byte fails the upload before it completes, with no separate verification pass. A read
-/// error is sent down the channel too, so a streamed body is cut short at once. Stops
-/// quietly when the receiver goes away (the upload failed).
+/// MD5 on the way, and with `part_size` the MD5 of each part of that size (the multipart
+/// ETag). When `part_size` equals `unit`, each unit is sent with its MD5. Reading in order
+/// is what lets a source check itself as it goes (the ISO image reader verifies each file's
+/// SHA-256 before handing out its last byte), so a bad byte fails the upload before it
+/// completes, with no separate verification pass. A read error is sent down the channel
+/// too, so a streamed body is cut short at once. With a `budget`, each unit first takes a
+/// permit, which the consumer gives back when it is done with the unit. Stops quietly when
+/// the receiver goes away or the [`Reader`] is dropped (the upload failed): every wait
+/// (permit, channel slot) also watches the stop signal.
 fn spawn_reader(
     source: Arc<dyn ByteSource>,
     key: String,
     unit: usize,
-    md5_of: Md5Of,
+    part_size: Option<u64>,
     depth: usize,
     budget: Option<Arc<tokio::sync::Semaphore>>,
-) -> (
-    tokio::sync::mpsc::Receiver<std::io::Result<Unit>>,
-    tokio::task::JoinHandle<Result<Digests, BackendError>>,
-) {
+) -> Reader {
     use md5::{Digest as _, Md5};
     use sha2::Sha256;
     let (tx, rx) = tokio::sync::mpsc::channel(depth.max(1));
+    let (signal, mut stopped) = tokio::sync::watch::channel(false);
     let runtime = tokio::runtime::Handle::current();
+    let stop = StopReader {
+        signal,
+        budget: budget.clone(),
+    };
     let handle = tokio::task::spawn_blocking(move || {
         let len = source.len();
         let mut offset = 0u64;
@@ -298,21 +412,25 @@ fn spawn_reader(
             offset,
             source: e,
         };
+        let gone = || BackendError::Journal("the upload stopped before the source was read".into());
+        // Each unit is one part: its MD5 goes with it.
+        let per_unit = part_size == Some(unit as u64);
         let result = (|| {
             let mut reader = source.open_at(0).map_err(|e| fail(0, e))?;
             let (mut sha, mut md5) = (Sha256::new(), Md5::new());
+            let mut unit_md5s: Vec<[u8; 16]> = Vec::new();
+            let mut parts = part_size.filter(|_| !per_unit).map(PartMd5s::new);
             while offset < len {
+                if *stopped.borrow() {
+                    return Err(gone());
+                }
                 let want = usize::try_from((len - offset).min(unit as u64)).unwrap_or(unit);
-                // One permit per unit in memory, given back by the consumer when it is done
-                // with the unit: bounds the parts read ahead plus the parts in flight.
+                // One permit per unit in memory: bounds the parts read ahead plus the parts
+                // in flight.
                 if let Some(b) = &budget {
-                    match runtime.block_on(b.acquire()) {
-                        Ok(permit) => permit.forget(),
-                        Err(_) => {
-                            return Err(BackendError::Journal(
-                                "the upload stopped before the source was read".into(),
-                            ))
-                        }
+                    match unless_stopped(&runtime, &mut stopped, b.acquire()) {
+                        Some(Ok(permit)) => permit.forget(),
+                        Some(Err(_)) | None => return Err(gone()),
                     }
                 }
                 let mut buf = vec![0u8; want];
@@ -337,47 +455,58 @@ fn spawn_reader(
                     }
                 }
                 sha2::Digest::update(&mut sha, &buf);
-                let unit_md5 = match md5_of {
-                    Md5Of::Whole => {
-                        md5.update(&buf);
-                        None
+                md5.update(&buf);
+                let unit_md5 = if per_unit {
+                    let d: [u8; 16] = Md5::digest(&buf).into();
+                    unit_md5s.push(d);
+                    Some(d)
+                } else {
+                    if let Some(p) = &mut parts {
+                        p.update(&buf);
                     }
-                    Md5Of::EachUnit => Some(Md5::digest(&buf).into()),
-                    Md5Of::Neither => None,
+                    None
                 };
                 offset += want as u64;
-                if tx.blocking_send(Ok((Bytes::from(buf), unit_md5))).is_err() {
-                    return Err(BackendError::Journal(
-                        "the upload stopped before the source was read".into(),
-                    ));
+                match unless_stopped(
+                    &runtime,
+                    &mut stopped,
+                    tx.send(Ok((Bytes::from(buf), unit_md5))),
+                ) {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) | None => return Err(gone()),
                 }
             }
+            let part_md5s = match parts {
+                Some(p) => Some(p.finish()),
+                None => per_unit.then_some(unit_md5s),
+            };
             Ok(Digests {
                 sha256: sha2::Digest::finalize(sha).into(),
-                md5: (md5_of == Md5Of::Whole).then(|| md5.finalize().into()),
+                md5: md5.finalize().into(),
+                multipart_etag: part_md5s.map(|m| multipart_etag_of(&m)),
             })
         })();
         if let Err(BackendError::Source { source, .. }) = &result {
-            let _ = tx.blocking_send(Err(std::io::Error::new(source.kind(), source.to_string())));
+            let e = std::io::Error::new(source.kind(), source.to_string());
+            let _ = unless_stopped(&runtime, &mut stopped, tx.send(Err(e)));
         }
         result
     });
-    (rx, handle)
+    Reader { rx, handle, stop }
 }
 
-/// Reads `source` once, in order, for its SHA-256, sending nothing (a self-checking source
-/// checks itself on the way): for an object already stored by an earlier run.
-pub async fn read_digests(source: Arc<dyn ByteSource>, key: &str) -> Result<Digests, BackendError> {
-    let (mut rx, reader) = spawn_reader(
-        source,
-        key.to_string(),
-        STREAM_CHUNK,
-        Md5Of::Neither,
-        8,
-        None,
-    );
-    while rx.recv().await.is_some() {}
-    reader_result(reader).await
+/// Reads `source` once, in order, sending nothing (a self-checking source checks itself on
+/// the way): for an object already stored by an earlier run. Returns its SHA-256 and MD5,
+/// and with `part_size` the ETag a multipart upload in parts of that size gives it, so an
+/// existing object can be checked against the ETag its server reports.
+pub async fn read_digests(
+    source: Arc<dyn ByteSource>,
+    key: &str,
+    part_size: Option<u64>,
+) -> Result<Digests, BackendError> {
+    let mut reader = spawn_reader(source, key.to_string(), STREAM_CHUNK, part_size, 8, None);
+    while reader.rx.recv().await.is_some() {}
+    reader.finish().await
 }
 
 /// Waits for the reader; a join failure becomes an error.
@@ -394,26 +523,26 @@ async fn reader_result(
 /// server keeps no partial object); a failing source is not retried. The server's ETag must
 /// equal the MD5 computed while reading, unless the bucket encrypts with KMS (whose ETags
 /// are not MD5s).
+///
+/// With `sha256` (the source's SHA-256, known before sending, e.g. from a scan) the request
+/// carries `x-amz-checksum-sha256`, which servers that support it (AWS) check against the
+/// bytes they got, refusing the object otherwise; the result says whether the server echoed
+/// it. The SHA-256 computed while reading must equal it too.
 pub async fn put_streamed(
     client: &S3Client,
     key: &str,
     source: Arc<dyn ByteSource>,
     metadata: &[(String, String)],
+    sha256: Option<[u8; 32]>,
     progress: &(dyn Fn(&UploadProgress) + Send + Sync),
-) -> Result<(String, Digests), BackendError> {
+) -> Result<(StreamPut, Digests), BackendError> {
     use futures::StreamExt;
     let len = source.len();
     let retries = client.transfer().retries;
     let mut attempt = 0usize;
     loop {
-        let (rx, reader) = spawn_reader(
-            source.clone(),
-            key.to_string(),
-            STREAM_CHUNK,
-            Md5Of::Whole,
-            8,
-            None,
-        );
+        let Reader { rx, handle, stop } =
+            spawn_reader(source.clone(), key.to_string(), STREAM_CHUNK, None, 8, None);
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let body = {
             let sent = sent.clone();
@@ -424,8 +553,9 @@ pub async fn put_streamed(
                 })
             })
         };
-        let put = client.put_object_stream(key, len, body, metadata);
-        tokio::pin!(put);
+        // Owns the body, hence the reader's channel: dropped as soon as it is done, so the
+        // reader is never left waiting for a channel slot.
+        let mut put = Box::pin(client.put_object_stream(key, len, body, metadata, sha256));
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         let result = loop {
             tokio::select! {
@@ -441,12 +571,17 @@ pub async fn put_streamed(
                 }),
             }
         };
+        drop(put);
+        // The request is over: a reader still waiting (a request that failed before taking
+        // the whole body) stops at once. The body may still be held by the HTTP connection,
+        // which is why the reader is told to stop and not merely left without a receiver.
+        stop.stop();
         // The source's own failure explains a cut-short request better than the network
         // error it caused, and is never worth retrying.
-        let digests = reader_result(reader).await;
+        let digests = reader_result(handle).await;
         match (result, digests) {
             (Ok(put), Ok(d)) => {
-                let md5 = hex::encode(d.md5.unwrap_or_default());
+                let md5 = hex::encode(d.md5);
                 let etag = put.etag.trim_matches('"');
                 // An MD5-shaped ETag must be this MD5. Some S3-compatible servers use another
                 // scheme (and KMS encryption does): then size and fingerprint, checked by the
@@ -463,6 +598,29 @@ pub async fn put_streamed(
                         ),
                     });
                 }
+                if let Some(want) = sha256 {
+                    if d.sha256 != want {
+                        return Err(BackendError::Check {
+                            key: key.to_string(),
+                            message: format!(
+                                "the bytes sent have SHA-256 {}, not the {} declared for them",
+                                hex::encode(d.sha256),
+                                hex::encode(want)
+                            ),
+                        });
+                    }
+                }
+                if let Some(echo) = &put.checksum_sha256 {
+                    let ours = base64::engine::general_purpose::STANDARD.encode(d.sha256);
+                    if *echo != ours {
+                        return Err(BackendError::Check {
+                            key: key.to_string(),
+                            message: format!(
+                                "the server's SHA-256 checksum {echo} is not {ours}, the SHA-256 of the bytes sent"
+                            ),
+                        });
+                    }
+                }
                 progress(&UploadProgress {
                     part_number: 1,
                     part_size: len,
@@ -472,7 +630,7 @@ pub async fn put_streamed(
                     bytes_done: len,
                     bytes_total: len,
                 });
-                return Ok((put.etag, d));
+                return Ok((put, d));
             }
             (_, Err(e @ BackendError::Source { .. })) => return Err(e),
             (Err(e), _) if e.kind() == ErrorKind::Transient && attempt < retries => {
@@ -493,25 +651,94 @@ fn tokio_stream_of<T: Send + 'static>(
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
 }
 
-/// True when the object already holds this content: an earlier run completed the upload
-/// but was stopped before it could clear the journal. Needs the source's fingerprint in
-/// metadata to be sure; without it we start over.
-async fn already_complete(
+/// What is at `key` when the interrupted upload can no longer continue (the server forgot
+/// it, or a retried Complete found it gone): the object that upload completed, or nothing.
+///
+/// An object is ours only when a checksum the server computed proves it: its ETag equals
+/// the multipart ETag of the journaled parts' MD5s (AWS, moto), or the whole source's MD5
+/// or its multipart ETag at the part size recorded in the object's `part-size` metadata
+/// (rclone serve s3 reports the whole object's MD5 on HEAD), computed by reading the source
+/// (or taken from `known`, the digests of the pass that just sent it). Size and fingerprint
+/// must match too. Returns its ETag and the source's digests; `None` when nothing is there.
+/// Anything else at `key` is not ours: a [`BackendError::Check`], and it is left alone
+/// (never overwritten, never adopted).
+#[allow(clippy::too_many_arguments)]
+async fn existing_object(
     client: &S3Client,
     key: &str,
-    len: u64,
+    source: &Arc<dyn ByteSource>,
     fingerprint: &Option<(String, String)>,
-) -> Result<Option<String>, BackendError> {
-    let Some((name, value)) = fingerprint else {
-        return Ok(None);
+    parts: &[DonePart],
+    total: u32,
+    part_size: u64,
+    known: Option<&Digests>,
+) -> Result<Option<(String, Digests)>, BackendError> {
+    let info = match client.head_object(key).await {
+        Ok(info) => info,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
     };
-    match client.head_object(key).await {
-        Ok(info) if info.size == len && info.metadata.get(name) == Some(value) => {
-            Ok(Some(info.etag))
+    let not_ours = |why: String| BackendError::Check {
+        key: key.to_string(),
+        message: format!(
+            "an object is already there, and it is not the one this upload completed ({why}); \
+             it is left as it is, never adopted nor overwritten"
+        ),
+    };
+    let len = source.len();
+    if info.size != len {
+        return Err(not_ours(format!("{} bytes, not {len}", info.size)));
+    }
+    if let Some((name, value)) = fingerprint {
+        if info.metadata.get(name) != Some(value) {
+            return Err(not_ours(format!("its {name} is not this source's")));
         }
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    }
+    let bare = |e: &str| e.trim_matches('"').to_ascii_lowercase();
+    let etag = bare(&info.etag);
+    let journaled = (parts.len() == total as usize)
+        .then(|| multipart_etag(parts.iter().map(|p| p.md5.as_str())));
+    // The part size the object was uploaded with, when it says so.
+    let at = info
+        .metadata
+        .get("part-size")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&p| p > 0)
+        .unwrap_or(part_size);
+    let digests = match known {
+        Some(d) if at == part_size => d.clone(),
+        // Read once more (nothing is sent), for the digests the outcome reports and the
+        // checksums to compare.
+        _ => read_digests(source.clone(), key, Some(at)).await?,
+    };
+    let ours = [
+        journaled,
+        digests.multipart_etag.clone(),
+        Some(hex::encode(digests.md5)),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|c| bare(&c) == etag);
+    if !ours {
+        return Err(not_ours(format!(
+            "its ETag {} is neither the multipart ETag {} of the parts sent nor the MD5 {} of \
+             the source",
+            info.etag,
+            digests.multipart_etag.as_deref().unwrap_or("-"),
+            hex::encode(digests.md5)
+        )));
+    }
+    Ok(Some((info.etag, digests)))
+}
+
+/// True when ListParts failed in a way no later run will fix: the server answered, with a
+/// permanent error about this upload (400, 501 NotImplemented...). Network trouble,
+/// throttling, credentials and a missing bucket are not: the next run tries again.
+fn upload_is_unusable(e: &BackendError) -> bool {
+    match e.kind() {
+        ErrorKind::Other => true,
+        ErrorKind::NotFound => e.s3_code() != Some("NoSuchBucket"),
+        _ => false,
     }
 }
 
@@ -544,10 +771,15 @@ fn fingerprint_of(metadata: &[(String, String)]) -> Option<(String, String)> {
 /// server but not in the journal (finished just before a crash) is kept when its MD5 equals
 /// the server's ETag. Otherwise a new upload is created and journaled before any part is
 /// sent. Each finished part is journaled; the journal entry is cleared after completion. If
-/// the server no longer knows the upload (aborted, expired), it starts over. `metadata`
-/// becomes `x-amz-meta-*`; give a `fingerprint` (or `sha256`) entry so a changed source is
-/// never completed from stale parts. `part_size` is usually [`S3Client::part_size`]; it is
-/// raised to fit 10,000 parts.
+/// the server no longer knows the upload (aborted, expired, or completed just before a
+/// crash), or answers ListParts with a permanent error (the upload is then aborted, best
+/// effort), the object at `key` is adopted when a server checksum proves it is the one this
+/// upload completed, refused with [`BackendError::Check`] when something else is there, and
+/// otherwise the upload starts over; a transient ListParts failure fails this call and keeps
+/// the journal for the next. `metadata` becomes `x-amz-meta-*`, plus `part-size` (decimal
+/// bytes) so the object's multipart ETag can be computed again later; give a `fingerprint`
+/// (or `sha256`) entry so a changed source is never completed from stale parts. `part_size`
+/// is usually [`S3Client::part_size`]; it is raised to fit 10,000 parts.
 pub async fn upload_resumable(
     client: &S3Client,
     key: &str,
@@ -556,6 +788,42 @@ pub async fn upload_resumable(
     metadata: &[(String, String)],
     journal: &dyn UploadJournal,
     progress: &(dyn Fn(&UploadProgress) + Send + Sync),
+) -> Result<UploadOutcome, BackendError> {
+    upload(
+        client, key, source, part_size, metadata, journal, progress, true,
+    )
+    .await
+}
+
+/// [`upload_resumable`] that always sends parts, even for an object that fits in one: each
+/// part is checked by the server against its Content-MD5, which a single PUT to a bucket
+/// whose ETags are not MD5s (SSE-KMS) cannot give. An empty object, which multipart cannot
+/// make, still goes as one PUT.
+pub async fn upload_in_parts(
+    client: &S3Client,
+    key: &str,
+    source: Arc<dyn ByteSource>,
+    part_size: u64,
+    metadata: &[(String, String)],
+    journal: &dyn UploadJournal,
+    progress: &(dyn Fn(&UploadProgress) + Send + Sync),
+) -> Result<UploadOutcome, BackendError> {
+    upload(
+        client, key, source, part_size, metadata, journal, progress, false,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload(
+    client: &S3Client,
+    key: &str,
+    source: Arc<dyn ByteSource>,
+    part_size: u64,
+    metadata: &[(String, String)],
+    journal: &dyn UploadJournal,
+    progress: &(dyn Fn(&UploadProgress) + Send + Sync),
+    single_when_it_fits: bool,
 ) -> Result<UploadOutcome, BackendError> {
     let start_counts = client.counters().snapshot();
     let len = source.len();
@@ -572,6 +840,7 @@ pub async fn upload_resumable(
             etag,
             computed_etag,
             sha256: hex::encode(digests.sha256),
+            md5: hex::encode(digests.md5),
             upload_id,
             parts_total: total,
             parts_uploaded: uploaded,
@@ -581,12 +850,12 @@ pub async fn upload_resumable(
     };
 
     let part_size = effective_part_size(part_size, len)?;
-    if len <= part_size && journal.load(key)?.is_none() {
+    if (len == 0 || (single_when_it_fits && len <= part_size)) && journal.load(key)?.is_none() {
         // One part's worth (or an empty object, which multipart cannot make): a single
         // PutObject is one billed request instead of three (create, part, complete).
-        let (etag, d) = put_streamed(client, key, source, metadata, progress).await?;
-        let md5 = format!("\"{}\"", hex::encode(d.md5.unwrap_or_default()));
-        return outcome(etag, md5, d, None, 1, 1, 0);
+        let (put, d) = put_streamed(client, key, source, metadata, None, progress).await?;
+        let md5 = format!("\"{}\"", hex::encode(d.md5));
+        return outcome(put.etag, md5, d, None, 1, 1, 0);
     }
     let total = u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts");
     let size_of = |n: u32| -> u64 {
@@ -637,21 +906,43 @@ pub async fn upload_resumable(
                     journal.save(&kept)?;
                     state = Some(kept);
                 }
-                Err(e) if is_no_such_upload(&e) => {
-                    if let Some(etag) = already_complete(client, key, len, &fingerprint).await? {
-                        // Completed before the crash: read the source once more for its
-                        // digests (nothing is sent).
-                        let d = read_digests(source.clone(), key).await?;
-                        journal.clear(key)?;
+                Err(e) if is_no_such_upload(&e) || upload_is_unusable(&e) => {
+                    if !is_no_such_upload(&e) {
+                        // A permanent answer would block this object on every run: give the
+                        // upload up (best effort: it may be gone already).
+                        tracing::warn!(
+                            key,
+                            "cannot list the parts of the interrupted upload ({e}): aborting it and starting over"
+                        );
+                        if let Err(a) = client.abort_multipart_upload(key, &old.upload_id).await {
+                            tracing::warn!(key, "aborting the interrupted upload failed: {a}");
+                        }
+                    }
+                    // The upload id is dead either way.
+                    journal.clear(key)?;
+                    let existing = existing_object(
+                        client,
+                        key,
+                        &source,
+                        &fingerprint,
+                        &old.parts,
+                        total,
+                        part_size,
+                        None,
+                    )
+                    .await?;
+                    if let Some((etag, d)) = existing {
+                        // Completed before the crash; nothing is sent.
                         let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
                         return outcome(etag, computed, d, Some(old.upload_id), total, 0, total);
                     }
                     tracing::info!(
                         key,
-                        "the interrupted upload is gone on the server: starting over"
+                        "the interrupted upload cannot continue and left no object: starting over"
                     );
-                    journal.clear(key)?;
                 }
+                // Network trouble, throttling, credentials: this run fails, the next one
+                // resumes.
                 Err(e) => return Err(e),
             }
         }
@@ -660,7 +951,15 @@ pub async fn upload_resumable(
     let mut state = match state {
         Some(s) => s,
         None => {
-            let upload_id = client.create_multipart_upload(key, metadata).await?;
+            // The part size goes with the object, so a later run can compute its multipart
+            // ETag from the source alone.
+            let mut with_part_size: Vec<(String, String)> = metadata
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("part-size"))
+                .cloned()
+                .collect();
+            with_part_size.push(("part-size".to_string(), part_size.to_string()));
+            let upload_id = client.create_multipart_upload(key, &with_part_size).await?;
             let s = UploadState {
                 key: key.to_string(),
                 upload_id,
@@ -676,6 +975,7 @@ pub async fn upload_resumable(
         }
     };
 
+    let source_again = source.clone();
     match send_parts(
         client,
         key,
@@ -702,18 +1002,40 @@ pub async fn upload_resumable(
                 Ok(etag) => etag,
                 // A retried Complete whose first attempt succeeded finds the upload gone.
                 Err(e) if is_no_such_upload(&e) => {
-                    match already_complete(client, key, len, &fingerprint).await? {
-                        Some(etag) => etag,
-                        None => {
-                            journal.clear(key)?;
-                            return Err(e);
-                        }
+                    journal.clear(key)?;
+                    match existing_object(
+                        client,
+                        key,
+                        &source_again,
+                        &fingerprint,
+                        &state.parts,
+                        total,
+                        part_size,
+                        Some(&digests),
+                    )
+                    .await?
+                    {
+                        Some((etag, _)) => etag,
+                        None => return Err(e),
                     }
                 }
                 Err(e) => return Err(e),
             };
             journal.clear(key)?;
             let computed = multipart_etag(state.parts.iter().map(|p| p.md5.as_str()));
+            // An AWS-style multipart ETag is the MD5 of the parts' MD5s the server holds.
+            let shaped = etag
+                .trim_matches('"')
+                .split_once('-')
+                .is_some_and(|(h, n)| h.len() == 32 && n.bytes().all(|b| b.is_ascii_digit()));
+            if shaped && etag.trim_matches('"') != computed.trim_matches('"') {
+                return Err(BackendError::Check {
+                    key: key.to_string(),
+                    message: format!(
+                        "the server's ETag {etag} for the completed upload is not {computed}, the one its parts give"
+                    ),
+                });
+            }
             outcome(
                 etag,
                 computed,
@@ -748,8 +1070,12 @@ fn source_is_not_what_was_planned(e: &BackendError) -> bool {
 }
 
 /// Reads the source once in order, part by part, and sends the parts the server lacks, up to
-/// the transfer concurrency (within [`MEMORY_BUDGET`]) at once. Returns the source's digests
-/// and how many parts were sent and reused.
+/// the transfer concurrency (within its `memory-budget`) at once. Returns the source's
+/// digests and how many parts were sent and reused.
+///
+/// Every way out (a part that failed for good, a journal error, a source that differs)
+/// drops the reader's [`StopReader`], which stops the reader wherever it waits: nothing is
+/// left blocking the runtime's shutdown.
 #[allow(clippy::too_many_arguments)]
 async fn send_parts(
     client: &S3Client,
@@ -764,17 +1090,18 @@ async fn send_parts(
 ) -> Result<(Digests, u32, u32), BackendError> {
     let len = source.len();
     // Parts in memory (read ahead, or in flight) stay within the budget, with at least one.
-    let in_memory = usize::try_from((MEMORY_BUDGET / part_size).max(1)).unwrap_or(1);
+    let budget_bytes = client.transfer().memory_budget.bytes();
+    let in_memory = usize::try_from((budget_bytes / part_size).max(1)).unwrap_or(1);
     let in_flight = client.transfer().concurrency.max(1).min(in_memory);
     let unit = usize::try_from(part_size).map_err(|_| {
         BackendError::invalid("s3", "a part does not fit in memory on this platform")
     })?;
     let budget = Arc::new(tokio::sync::Semaphore::new(in_memory));
-    let (mut rx, reader) = spawn_reader(
+    let mut reader = spawn_reader(
         source,
         key.to_string(),
         unit,
-        Md5Of::EachUnit,
+        Some(part_size),
         1,
         Some(budget.clone()),
     );
@@ -783,6 +1110,7 @@ async fn send_parts(
     let (mut uploaded, mut reused) = (0u32, 0u32);
     let mut bytes_done: u64 = 0;
     let mut next: u32 = 1;
+    // Dropped on every way out, which aborts the parts still in flight.
     let mut tasks: JoinSet<Result<DonePart, BackendError>> = JoinSet::new();
     let mut finish = |part: DonePart,
                       sent: bool,
@@ -812,25 +1140,25 @@ async fn send_parts(
         });
         Ok(())
     };
+    let joined = |j: Result<Result<DonePart, BackendError>, tokio::task::JoinError>| {
+        j.map_err(|e| BackendError::Journal(format!("part task failed: {e}")))?
+    };
     loop {
         // Take the next part from the reader when a slot is free.
         if next <= total && tasks.len() < in_flight {
             let chunk = tokio::select! {
-                c = rx.recv() => c,
-                Some(joined) = tasks.join_next() => {
-                    let part = joined
-                        .map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
-                    finish(part, true, state, &mut bytes_done)?;
+                c = reader.rx.recv() => c,
+                Some(j) = tasks.join_next() => {
+                    finish(joined(j)?, true, state, &mut bytes_done)?;
                     continue;
                 }
             };
             let (data, md5) = match chunk {
                 Some(Ok((b, Some(md5)))) => (b, md5),
-                // The reader reports its own error below.
+                // The reader reports its own error.
                 Some(Ok((_, None))) | Some(Err(_)) | None => {
-                    drop(rx);
                     tasks.abort_all();
-                    return Err(match reader_result(reader).await {
+                    return Err(match reader.finish().await {
                         Err(e) => e,
                         Ok(_) => BackendError::Journal("the source ended early".into()),
                     });
@@ -872,6 +1200,19 @@ async fn send_parts(
                 (client.clone(), key.to_string(), state.upload_id.clone());
             tasks.spawn(async move {
                 let etag = client.upload_part(&key, &upload_id, n, &body).await?;
+                // A part's ETag is the MD5 the server computed over what it got (unless the
+                // bucket encrypts with KMS; the server then checked Content-MD5 instead).
+                let got = etag.trim_matches('"');
+                let md5_shaped = got.len() == 32 && got.bytes().all(|b| b.is_ascii_hexdigit());
+                if md5_shaped && !got.eq_ignore_ascii_case(&body.md5_hex) {
+                    return Err(BackendError::Check {
+                        key,
+                        message: format!(
+                            "the server's ETag {etag} for part {n} is not the MD5 {} of the bytes sent",
+                            body.md5_hex
+                        ),
+                    });
+                }
                 Ok(DonePart {
                     number: n,
                     size: body.data.len() as u64,
@@ -881,31 +1222,40 @@ async fn send_parts(
             });
             continue;
         }
-        let Some(joined) = tasks.join_next().await else {
+        let Some(j) = tasks.join_next().await else {
             break;
         };
-        // An error drops `tasks`, which aborts the other parts; the journal keeps the ones
-        // that finished, for the next run.
-        let part =
-            joined.map_err(|e| BackendError::Journal(format!("part task failed: {e}")))??;
-        finish(part, true, state, &mut bytes_done)?;
+        // An error returns at once: the other parts are aborted and the reader stopped; the
+        // journal keeps the parts that finished, for the next run.
+        finish(joined(j)?, true, state, &mut bytes_done)?;
     }
-    drop(rx);
-    let digests = reader_result(reader).await?;
+    // Every part was taken: the reader has nothing left to wait for.
+    let digests = reader.finish().await?;
     Ok((digests, uploaded, reused))
 }
 
 /// The ETag S3 gives a multipart object, from its parts' hex MD5s in order.
 pub fn multipart_etag<'a>(part_md5s: impl IntoIterator<Item = &'a str>) -> String {
+    // Our own hex digests; a malformed one would only make the ETag not match.
+    let raw: Vec<[u8; 16]> = part_md5s
+        .into_iter()
+        .map(|m| {
+            let mut d = [0u8; 16];
+            let _ = hex::decode_to_slice(m, &mut d);
+            d
+        })
+        .collect();
+    multipart_etag_of(&raw)
+}
+
+/// [`multipart_etag`] from the parts' raw MD5s.
+fn multipart_etag_of(part_md5s: &[[u8; 16]]) -> String {
     use md5::{Digest, Md5};
     let mut h = Md5::new();
-    let mut n = 0;
     for m in part_md5s {
-        // Our own hex digests; a malformed one would only make the ETag not match.
-        h.update(hex::decode(m).unwrap_or_default());
-        n += 1;
+        h.update(m);
     }
-    format!("\"{}-{n}\"", hex::encode(h.finalize()))
+    format!("\"{}-{}\"", hex::encode(h.finalize()), part_md5s.len())
 }
 
 /// Unfinished uploads under `prefix` that the journal does not know: left by a crash before

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod front;
 pub mod proxy;
 
 use std::io::Read;
@@ -67,6 +68,15 @@ pub fn rclone() -> Option<Server> {
 /// Both S3 servers that are available.
 pub fn servers() -> Vec<Server> {
     moto().into_iter().chain(rclone()).collect()
+}
+
+/// The server's `IP:PORT`, for proxies in front of it.
+pub fn server_addr(server: &Server) -> std::net::SocketAddr {
+    server
+        .endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .expect("endpoint is http://IP:PORT")
 }
 
 /// A bucket name no other test (or earlier run) uses.
@@ -142,6 +152,7 @@ pub fn quick_transfer() -> TransferConfig {
         timeout_secs: 30,
         concurrency: 4,
         bandwidth_limit: None,
+        ..Default::default()
     }
 }
 

@@ -136,3 +136,102 @@ async fn inject(mut client: TcpStream, upstream: SocketAddr, fault: Fault) {
         }
     }
 }
+
+/// A proxy that forwards faithfully until `limit` bytes of requests went through it (over
+/// all connections), then goes silent for good: nothing more passes either way on any
+/// connection, open or new, and nothing is closed (until the proxy is dropped), as in a
+/// network outage longer than any retry. Requests in flight then end by the client's own
+/// timeout. Counting bytes rather than connections makes the moment of the outage
+/// independent of connection reuse; silence rather than resets makes it independent of how
+/// fast the client notices (every part the client started is still in flight when it
+/// does).
+pub struct OutageProxy {
+    pub addr: SocketAddr,
+    down: Arc<tokio::sync::watch::Sender<bool>>,
+    closed: Arc<tokio::sync::watch::Sender<bool>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for OutageProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.closed.send_replace(true);
+    }
+}
+
+impl OutageProxy {
+    pub async fn start(upstream: SocketAddr, limit: u64) -> OutageProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let down = Arc::new(tokio::sync::watch::channel(false).0);
+        let closed = Arc::new(tokio::sync::watch::channel(false).0);
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (d, c) = (down.clone(), closed.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (down, mut closed, sent) = (d.clone(), c.subscribe(), sent.clone());
+                tokio::spawn(async move {
+                    let mut client = client;
+                    let mut watch = down.subscribe();
+                    let already_down = *watch.borrow();
+                    if !already_down {
+                        if let Ok(mut server) = TcpStream::connect(upstream).await {
+                            forward(&mut client, &mut server, &sent, limit, &down, &mut watch)
+                                .await;
+                        }
+                    }
+                    // Silent until the proxy goes away.
+                    let _ = closed.wait_for(|c| *c).await;
+                });
+            }
+        });
+        OutageProxy {
+            addr,
+            down,
+            closed,
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// True once the outage began.
+    pub fn is_down(&self) -> bool {
+        *self.down.borrow()
+    }
+}
+
+/// Copies both ways until the outage (or either side closes).
+async fn forward(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    sent: &std::sync::atomic::AtomicU64,
+    limit: u64,
+    down: &tokio::sync::watch::Sender<bool>,
+    watch: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    let (mut up, mut back) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        tokio::select! {
+            _ = async { watch.wait_for(|d| *d).await.is_ok() } => return,
+            r = client.read(&mut up) => {
+                let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
+                if sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= limit {
+                    down.send_replace(true);
+                    return;
+                }
+                if server.write_all(&up[..n]).await.is_err() {
+                    return;
+                }
+            }
+            r = server.read(&mut back) => {
+                let n = match r { Ok(0) | Err(_) => return, Ok(n) => n };
+                if client.write_all(&back[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
