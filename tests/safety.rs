@@ -1057,3 +1057,187 @@ fn item2_an_unverifiable_single_put_is_not_counted_and_parts_are_used_instead() 
     let st = env.json(&["--config", &c, "status"], 0);
     assert_eq!(st["sites"][0]["unverified_objects"]["files"], 1, "{st}");
 }
+
+/// Runs `lomob ARGS --json`, returning the report and how long the command took.
+fn timed(env: &Env, args: &[&str]) -> (serde_json::Value, f64) {
+    let start = Instant::now();
+    let r = env.json(args, 0);
+    (r, start.elapsed().as_secs_f64())
+}
+
+fn assert_rate(what: &str, bytes: u64, secs: f64, limit: f64) {
+    let rate = bytes as f64 / secs;
+    assert!(
+        (limit * 0.85..=limit * 1.15).contains(&rate),
+        "{what}: {bytes} bytes in {secs:.2} s is {:.2} MB/s, the limit is {:.2} MB/s",
+        rate / 1e6,
+        limit / 1e6
+    );
+}
+
+/// Item 10: `bandwidth-limit` failed every object larger than the limit ("burst size is
+/// smaller than the request size"). Now any object goes, at the limited rate, for stage and
+/// archive, one PUT and parts.
+#[test]
+fn item10_a_bandwidth_limit_works_for_any_object_size() {
+    let env = Env::new();
+    // Four files of 2.5 MB: each larger than the 2 MB/s limit, 10 MB in all.
+    library(&env, 4, 2_500_000);
+    let root = env.path().display().to_string();
+    let limit = 2_000_000.0;
+    let mut text = format!(
+        "[library]\nroots = [\"{root}/lib\"]\n[sites.nas]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n[sites.nas.transfer]\nbandwidth-limit = \"2MB\"\n"
+    );
+    let moto = service_var("LOMOB_TEST_MOTO_ENDPOINT");
+    if let Some(ep) = &moto {
+        for (site, extra) in [
+            ("one", ""),
+            ("parts", ", single-put-max = \"0\", part-size = \"5MiB\""),
+        ] {
+            let bucket = format!("bw-{site}-{}", unique(&env));
+            Bucket::new(ep, &bucket);
+            text.push_str(&format!(
+                "[sites.{site}]\nstage = {{ kind = \"fs\", root = \"{root}/{site}-stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\"{extra} }}\n[sites.{site}.transfer]\nbandwidth-limit = \"2MB\"\n"
+            ));
+        }
+    }
+    let c = config(&env, "c.toml", &text);
+    env.json(&["--config", &c, "scan"], 0);
+    // The stage, file by file.
+    let (r, secs) = timed(&env, &["--config", &c, "sync", "--site", "nas"]);
+    assert_eq!(r[0]["staged_files"], 4, "{r}");
+    assert_rate(
+        "fs stage",
+        r[0]["staged_bytes"].as_u64().unwrap(),
+        secs,
+        limit,
+    );
+    // The archive, one image.
+    let (r, secs) = timed(
+        &env,
+        &["--config", &c, "sync", "--site", "nas", "--pack-now"],
+    );
+    assert_eq!(r[0]["archived_files"], 4, "{r}");
+    let image = files_under(&env.path().join("archive"))
+        .into_iter()
+        .find(|f| f.ends_with(".iso"))
+        .unwrap();
+    let size = std::fs::metadata(env.path().join("archive").join(image))
+        .unwrap()
+        .len();
+    assert_rate("fs archive", size, secs, limit);
+    if moto.is_none() {
+        return;
+    }
+    // S3: one streamed PUT, and parts.
+    for site in ["one", "parts"] {
+        let (r, secs) = timed(
+            &env,
+            &["--config", &c, "sync", "--site", site, "--pack-now"],
+        );
+        assert_eq!(r[0]["archived_files"], 4, "{r}");
+        let list = env.json(&["--config", &c, "iso", "list"], 0);
+        let size = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"].as_str().unwrap().starts_with(site))
+            .unwrap()["size"]
+            .as_u64()
+            .unwrap();
+        assert_rate(site, size, secs, limit);
+    }
+}
+
+/// Item 12: on an S3 stage, files over 64 MiB were checked by size only, and an SSE-KMS
+/// bucket (whose ETag is not an MD5) refused every upload. Now a large file goes up in
+/// parts each checked by the server, a wrong part is refused and nothing is left open, and
+/// an ETag that is not an MD5 is met by reading the object back.
+#[test]
+fn item12_stage_objects_are_verified_by_the_server_at_any_size() {
+    use std::sync::Arc;
+    use support::http_proxy::{Action, HttpProxy};
+    let Some(ep) = service_var("LOMOB_TEST_MOTO_ENDPOINT") else {
+        return;
+    };
+    let env = Env::new();
+    library(&env, 2, 100_000);
+    env.write("big/VIDEO.mp4", &vec![42u8; 12_000_000]);
+    let name = format!("stage12-{}", unique(&env));
+    let bucket = Bucket::new(&ep, &name);
+    let root = env.path().display().to_string();
+    let site = |endpoint: &str| {
+        format!(
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.b2]\nstage = {{ kind = \"s3\", bucket = \"{name}\", endpoint = \"{endpoint}\", access-key-id = \"k\", secret-access-key = \"s\", single-put-max = \"5MiB\", part-size = \"5MiB\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n"
+        )
+    };
+    // A server that answers a part with the ETag of other bytes.
+    let wrong_part = HttpProxy::start(
+        &ep,
+        Arc::new(|r| {
+            if r.method == "PUT" && r.target.contains("partNumber=") {
+                Action::SetHeaders(vec![(
+                    "ETag",
+                    "\"00000000000000000000000000000000\"".into(),
+                )])
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let c = config(&env, "wrong.toml", &site(&wrong_part.endpoint()));
+    env.json(&["--config", &c, "scan"], 0);
+    let out = env
+        .cmd()
+        .args(["--config", &c, "sync", "--site", "b2", "--json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 6);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r[0]["staged_files"], 2, "the small files: {r}");
+    assert_eq!(r[0]["errors"][0]["kind"], "integrity", "{r}");
+    assert!(
+        bucket.open_uploads().is_empty(),
+        "{:?}",
+        bucket.open_uploads()
+    );
+    // Through an SSE-KMS-like server (a PUT's ETag is not an MD5): read back and verified.
+    env.write("new/IMG_NEW.jpg", &[5u8; 30_000]);
+    env.json(&["--config", &c, "scan"], 0);
+    let kms = HttpProxy::start(
+        &ep,
+        Arc::new(|r| {
+            if r.method == "PUT" && !r.target.contains("partNumber=") {
+                Action::SetHeaders(vec![
+                    ("ETag", "\"9b2cf535f27731c974343645a3985328\"".into()),
+                    ("x-amz-server-side-encryption", "aws:kms".into()),
+                ])
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let c = config(&env, "kms.toml", &site(&kms.endpoint()));
+    let r = env.json(&["--config", &c, "sync", "--site", "b2"], 0);
+    assert_eq!(
+        r[0]["staged_files"], 2,
+        "the large file in parts, the new one read back: {r}"
+    );
+    assert!(r[0]["requests"]["get"].as_u64().unwrap() >= 1, "{r}");
+    // On the server: the large file as parts, byte for byte.
+    let key = {
+        let bytes = std::fs::read(env.lib().join("big/VIDEO.mp4")).unwrap();
+        format!(
+            "stage/{}",
+            hex::encode(xxhash_rust::xxh3::xxh3_128(&bytes).to_be_bytes())
+        )
+    };
+    let head = bucket.rt.block_on(bucket.client.head_object(&key)).unwrap();
+    assert!(head.etag.contains("-3"), "{head:?}");
+    let body = bucket
+        .rt
+        .block_on(bucket.client.get_object(&key, None))
+        .unwrap();
+    assert_eq!(body.len(), 12_000_000);
+    assert!(body.iter().all(|b| *b == 42));
+}

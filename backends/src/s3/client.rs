@@ -1466,16 +1466,32 @@ impl S3Client {
         if !r.ok() {
             return Err(self.fail("UploadPart", key, &r));
         }
-        match r.header("etag") {
-            Some(e) => Ok(e.to_string()),
-            None => Err(self.error(
+        let Some(etag) = r.header("etag") else {
+            return Err(self.error(
                 "UploadPart",
                 key,
                 Some(r.status.as_u16()),
                 None,
                 "the server sent no ETag for the part",
-            )),
+            ));
+        };
+        // A part's ETag is the MD5 the server computed over what it got, unless the bucket
+        // encrypts with KMS (then the server checked Content-MD5 instead).
+        let kms = r
+            .header("x-amz-server-side-encryption")
+            .is_some_and(|v| v.starts_with("aws:kms"));
+        let got = etag.trim_matches('"');
+        let md5_shaped = got.len() == 32 && got.bytes().all(|b| b.is_ascii_hexdigit());
+        if md5_shaped && !kms && !got.eq_ignore_ascii_case(&part.md5_hex) {
+            return Err(BackendError::Check {
+                key: self.full_key(key),
+                message: format!(
+                    "the server's ETag {etag} for part {number} is not the MD5 {} of the bytes sent",
+                    part.md5_hex
+                ),
+            });
         }
+        Ok(etag.to_string())
     }
 
     /// Lists the parts the server holds for an upload (all pages).
