@@ -1241,3 +1241,105 @@ fn item12_stage_objects_are_verified_by_the_server_at_any_size() {
     assert_eq!(body.len(), 12_000_000);
     assert!(body.iter().all(|b| *b == 42));
 }
+
+/// Item 13: the archive's S3 client read credentials only from the profile or AWS_* keys,
+/// so an archive relying on `~/.aws` could list (through OpenDAL) but not put. Now both use
+/// the AWS credential chain; and no secret reaches the log, even at trace level.
+#[test]
+fn item13_the_aws_credential_chain_works_and_secrets_stay_out_of_logs() {
+    let (Some(ep), Some(key), Some(secret)) = (
+        service_var("LOMOB_TEST_RCLONE_S3_ENDPOINT"),
+        service_var("LOMOB_TEST_RCLONE_S3_KEY"),
+        service_var("LOMOB_TEST_RCLONE_S3_SECRET"),
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    library(&env, 3, 20_000);
+    let bucket = format!("chain-{}", unique(&env));
+    support::make_bucket(&ep, &key, &secret, &bucket);
+    let aws = env.path().join("home/.aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    // A wrong default profile, and the right one under the name AWS_PROFILE gives.
+    std::fs::write(
+        aws.join("credentials"),
+        format!("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[lomobtest]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let root = env.path().display();
+    let c = config(
+        &env,
+        "c.toml",
+        &format!(
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.cloud]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{ep}\", region = \"us-east-1\" }}\n"
+        ),
+    );
+    let out = env
+        .cmd()
+        .env("AWS_PROFILE", "lomobtest")
+        .args(["--config", &c, "-l", "6", "backup", "--pack-now", "--json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r[0]["archived_files"], 3, "{r}");
+    assert!(!stderr(&out).contains(&secret), "the secret is in the log");
+    // Keys in the profile, logged at trace level: never shown.
+    let c = config(
+        &env,
+        "keys.toml",
+        &format!(
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.cloud]\nstage = {{ kind = \"s3\", bucket = \"{bucket}\", prefix = \"/stage\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}\narchive = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}\n"
+        ),
+    );
+    let db = env.path().join("db2");
+    let out = env
+        .cmd()
+        .args([
+            "--config",
+            &c,
+            "--db",
+            db.to_str().unwrap(),
+            "-l",
+            "6",
+            "scan",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let out = env
+        .cmd()
+        .args([
+            "--config",
+            &c,
+            "--db",
+            db.to_str().unwrap(),
+            "-l",
+            "6",
+            "site",
+            "claim",
+            "cloud",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let out = env
+        .cmd()
+        .args([
+            "--config",
+            &c,
+            "--db",
+            db.to_str().unwrap(),
+            "-l",
+            "6",
+            "sync",
+            "--site",
+            "cloud",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let log = stderr(&out);
+    assert!(log.lines().count() > 5, "{log}");
+    assert!(!log.contains(&secret), "the secret is in the log");
+}

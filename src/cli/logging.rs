@@ -44,8 +44,10 @@ pub fn init(level: tracing::Level) {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::builder()
-        .parse_lossy(format!("{others},lomob={level},lomob_backends={level}"));
+    // The credential loaders never log: some print a provider (secret included) with `{:?}`.
+    let filter = tracing_subscriber::EnvFilter::builder().parse_lossy(format!(
+        "{others},reqsign=off,reqsign_core=off,reqsign_aws_v4=off,reqsign_file_read_tokio=off,lomob={level},lomob_backends={level}"
+    ));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Stderr)
