@@ -24,7 +24,7 @@ use std::sync::Arc;
 use lomob_backends::{ByteSize, ErrorKind};
 
 use super::changed::{self, Found};
-use super::{free, SiteReport, SyncOptions, WantedContent};
+use super::{free, SiteReport, SyncError, SyncOptions, WantedContent};
 use crate::archive::{ArchiveObject, ByteSource, PutOutcome, PutRequest, Stored, Verification};
 use crate::iso::{IsoError, IsoPlan, VolumeInfo};
 use crate::keys::{archive_key, catalog_key, ARCHIVE};
@@ -76,7 +76,7 @@ pub(super) async fn run(
     r: &mut SiteReport,
     handled: &mut HashSet<ContentId>,
     new_versions: &mut Vec<WantedContent>,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     let dry_run = step.opts.dry_run;
     let mut a = Archiver::new(step, waiting)?;
     let result = a.archive(waiting, r, handled, new_versions).await;
@@ -93,7 +93,7 @@ pub(super) async fn run(
 }
 
 impl<'a> Archiver<'a> {
-    fn new(step: Step<'a>, waiting: &[&WantedContent]) -> anyhow::Result<Self> {
+    fn new(step: Step<'a>, waiting: &[&WantedContent]) -> super::error::Result<Self> {
         let (m, site) = (step.m, step.site);
         let mut taken: HashSet<String> = m.isos()?.into_iter().map(|i| i.name).collect();
         taken.extend(
@@ -103,10 +103,13 @@ impl<'a> Archiver<'a> {
         );
         taken.extend(m.pending_images(&site.name)?.into_iter().map(|p| p.name));
         let tmp_root = crate::config::data_dir().join("tmp");
-        std::fs::create_dir_all(&tmp_root)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("{}-", site.name))
-            .tempdir_in(&tmp_root)?;
+        let tmp = std::fs::create_dir_all(&tmp_root)
+            .and_then(|()| {
+                tempfile::Builder::new()
+                    .prefix(&format!("{}-", site.name))
+                    .tempdir_in(&tmp_root)
+            })
+            .map_err(|e| SyncError::local(&tmp_root, e))?;
         Ok(Archiver {
             journal: m.upload_journal(&site.name),
             tmp,
@@ -124,7 +127,7 @@ impl<'a> Archiver<'a> {
         r: &mut SiteReport,
         handled: &mut HashSet<ContentId>,
         new_versions: &mut Vec<WantedContent>,
-    ) -> anyhow::Result<()> {
+    ) -> super::error::Result<()> {
         let (m, site, opts) = (self.step.m, self.step.site, self.step.opts);
         let mut queue: VecDeque<Group> = VecDeque::new();
         if !opts.dry_run {
@@ -214,7 +217,7 @@ impl<'a> Archiver<'a> {
         p: PendingImage,
         r: &mut SiteReport,
         handled: &mut HashSet<ContentId>,
-    ) -> anyhow::Result<Option<Group>> {
+    ) -> super::error::Result<Option<Group>> {
         let (m, site) = (self.step.m, self.step.site);
         let key = p.key.clone();
         let mut members = Vec::with_capacity(p.members.len());
@@ -284,7 +287,7 @@ impl<'a> Archiver<'a> {
         r: &mut SiteReport,
         handled: &mut HashSet<ContentId>,
         new_versions: &mut Vec<WantedContent>,
-    ) -> anyhow::Result<()> {
+    ) -> super::error::Result<()> {
         let (m, site) = (self.step.m, self.step.site);
         let Group {
             mut members,
@@ -308,10 +311,13 @@ impl<'a> Archiver<'a> {
                         self.keep_unverified(&s.object, reason.clone(), true, r)?;
                         m.remove_pending(&site.name, &name)?;
                         if self.multipart_only {
-                            anyhow::bail!(
-                                "site {}: {name} could not be verified even as parts checked one by one: {reason}",
-                                site.name
-                            );
+                            return Err(SyncError::found(
+                                ErrorKind::Integrity,
+                                format!(
+                                    "site {}: {name} could not be verified even as parts checked one by one: {reason}",
+                                    site.name
+                                ),
+                            ));
                         }
                         self.multipart_only = true;
                         m.set_site_flag(&site.name, SiteFlag::MultipartOnly)?;
@@ -357,7 +363,7 @@ impl<'a> Archiver<'a> {
         c: &mut Candidate,
         r: &mut SiteReport,
         new_versions: &mut Vec<WantedContent>,
-    ) -> anyhow::Result<Option<ContentId>> {
+    ) -> super::error::Result<Option<ContentId>> {
         let site = self.step.site;
         tracing::warn!(
             "site {}: {} changed since the scan",
@@ -434,7 +440,7 @@ impl<'a> Archiver<'a> {
         stored: Stored,
         r: &mut SiteReport,
         handled: &mut HashSet<ContentId>,
-    ) -> anyhow::Result<()> {
+    ) -> super::error::Result<()> {
         let (m, site) = (self.step.m, self.step.site);
         pending.stored = Some(StoredImage {
             size: stored.object.info.size,
@@ -509,7 +515,7 @@ impl<'a> Archiver<'a> {
         reason: String,
         ours: bool,
         r: &mut SiteReport,
-    ) -> anyhow::Result<()> {
+    ) -> super::error::Result<()> {
         tracing::warn!(
             "site {}: {} is not counted as archived: {reason}",
             self.step.site.name,
@@ -535,7 +541,7 @@ impl<'a> Archiver<'a> {
     }
 
     /// Aborts the journaled upload of `key`, if there is one.
-    async fn abandon(&mut self, key: &str, r: &mut SiteReport) -> anyhow::Result<()> {
+    async fn abandon(&mut self, key: &str, r: &mut SiteReport) -> super::error::Result<()> {
         use crate::archive::UploadJournal as _;
         if self.journal.load(key)?.is_some() {
             self.step
@@ -550,7 +556,7 @@ impl<'a> Archiver<'a> {
     }
 
     /// Aborts every journaled upload this run neither continued nor keeps pending.
-    async fn abandon_the_rest(&mut self, r: &mut SiteReport) -> anyhow::Result<()> {
+    async fn abandon_the_rest(&mut self, r: &mut SiteReport) -> super::error::Result<()> {
         use crate::archive::UploadJournal as _;
         let (m, site) = (self.step.m, self.step.site);
         let pending: HashSet<String> = m
@@ -679,21 +685,26 @@ async fn download_staged(
     site: &Site,
     w: &WantedContent,
     tmp: &std::path::Path,
-) -> anyhow::Result<PathBuf> {
-    let s = w
-        .staged
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("{} has no staged copy", w.source.display()))?;
+) -> super::error::Result<PathBuf> {
+    let s = w.staged.as_ref().ok_or_else(|| {
+        SyncError::found(
+            ErrorKind::Other,
+            format!("{} has no staged copy", w.source.display()),
+        )
+    })?;
     let p = tmp.join(hex::encode(w.content));
     let (got, len) = site.stage.download(&s.key, &p).await?;
     if got != w.sha256 || len != w.size {
         let _ = std::fs::remove_file(&p);
-        anyhow::bail!(
-            "site {}: the staged copy {} of {} does not match its recorded size and SHA-256, and the original has changed since: this version cannot be archived (the current one is backed up after the next scan)",
-            site.name,
-            s.key,
-            w.source.display()
-        );
+        return Err(SyncError::found(
+            ErrorKind::Integrity,
+            format!(
+                "site {}: the staged copy {} of {} does not match its recorded size and SHA-256, and the original has changed since: this version cannot be archived (the current one is backed up after the next scan)",
+                site.name,
+                s.key,
+                w.source.display()
+            ),
+        ));
     }
     Ok(p)
 }

@@ -40,7 +40,7 @@ pub(super) fn examine(
     m: &Manifest,
     w: &WantedContent,
     r: &mut SiteReport,
-) -> anyhow::Result<Found> {
+) -> super::error::Result<Found> {
     let _one_at_a_time = RECORDING.lock().unwrap_or_else(|p| p.into_inner());
     let Some(mut rec) = m.file(w.root, &w.rel)? else {
         return Ok(Found::Gone);
@@ -77,10 +77,13 @@ pub(super) fn examine(
     let now = manifest::now();
     let content = match m.content(&h.xxh3)? {
         Some(known) if known.sha256 != h.sha256 || known.size != h.entry.size => {
-            anyhow::bail!(
-                "{}: xxh3 collision with a different content already recorded; not recorded, please report this",
-                w.source.display()
-            )
+            return Err(super::SyncError::found(
+                lomob_backends::ErrorKind::Integrity,
+                format!(
+                    "{}: xxh3 collision with a different content already recorded; not recorded, please report this",
+                    w.source.display()
+                ),
+            ))
         }
         Some(known) => known,
         None => ContentRecord {
@@ -146,7 +149,7 @@ pub(super) fn examine(
 }
 
 /// True when another present path still holds the content as its current version.
-fn present_elsewhere(m: &Manifest, w: &WantedContent) -> anyhow::Result<bool> {
+fn present_elsewhere(m: &Manifest, w: &WantedContent) -> super::error::Result<bool> {
     for kv in m.files() {
         let (root, rel, f) = kv?;
         if !f.is_deleted() && f.current().content == w.content && (root != w.root || rel != w.rel) {

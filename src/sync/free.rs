@@ -16,7 +16,7 @@ pub(super) async fn free_archived(
     site: &Arc<Site>,
     copies: Vec<(ContentId, StagedRecord)>,
     r: &mut SiteReport,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     let asked = copies.len() as u64;
     let removed = remove_staged(m, site, copies).await?;
     r.waiting_to_free += asked - removed.len() as u64;
@@ -34,7 +34,7 @@ pub(super) async fn expire_staged(
     site: &Arc<Site>,
     expired: &[WantedContent],
     r: &mut SiteReport,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     let copies = expired
         .iter()
         .filter_map(|w| w.staged.clone().map(|s| (w.content, s)))
@@ -58,7 +58,7 @@ async fn remove_staged(
     m: &Arc<Manifest>,
     site: &Arc<Site>,
     copies: Vec<(ContentId, StagedRecord)>,
-) -> anyhow::Result<Vec<(ContentId, StagedRecord)>> {
+) -> super::error::Result<Vec<(ContentId, StagedRecord)>> {
     let mut batch = ManifestBatch::default();
     let mut removed = Vec::new();
     for (content, s) in copies {

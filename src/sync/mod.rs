@@ -15,6 +15,7 @@
 
 mod archive_step;
 mod changed;
+pub mod error;
 mod free;
 pub mod mark;
 mod plan;
@@ -31,6 +32,7 @@ use crate::manifest::{self, ContentId, Manifest};
 use crate::site::Site;
 use crate::store::RequestCounts;
 
+pub use error::SyncError;
 pub use plan::{pending, Pending, WantedContent};
 
 /// How a sync runs.
@@ -121,9 +123,9 @@ impl SiteReport {
         self.ok = false;
     }
 
-    /// Records an error, its kind found in its chain of causes.
-    fn fail(&mut self, e: &anyhow::Error) {
-        self.fail_with(kind_of(e), format!("{e:#}"));
+    /// Records an error, with its kind.
+    fn fail(&mut self, e: &SyncError) {
+        self.fail_with(e.kind(), e);
     }
 
     /// The kind that matters most among this report's errors: integrity first (an alert),
@@ -137,29 +139,6 @@ impl SiteReport {
         };
         self.errors.iter().map(|e| e.kind).min_by_key(|k| rank(*k))
     }
-}
-
-/// The kind of an engine error: that of the first cause that has one.
-pub fn kind_of(e: &anyhow::Error) -> ErrorKind {
-    for cause in e.chain() {
-        if let Some(s) = cause.downcast_ref::<crate::store::StoreError>() {
-            return s.kind();
-        }
-        if let Some(b) = cause.downcast_ref::<lomob_backends::BackendError>() {
-            return b.kind();
-        }
-        if let Some(m) = cause.downcast_ref::<mark::MarkError>() {
-            return match m {
-                mark::MarkError::Store(s) => s.kind(),
-                mark::MarkError::Manifest(_) => ErrorKind::Other,
-                _ => ErrorKind::Config,
-            };
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return lomob_backends::error::io_kind(io);
-        }
-    }
-    ErrorKind::Other
 }
 
 /// After this many failed uploads in a row the server is taken as down for this run. Only
@@ -183,7 +162,10 @@ pub async fn sync_site(m: Arc<Manifest>, site: Arc<Site>, opts: SyncOptions) -> 
     if !opts.dry_run {
         if let Err(e) = record_run(&m, &r, started) {
             // `status` and `cost` read the run records: say so rather than lose it quietly.
-            r.fail(&e.context("could not record this run in the manifest"));
+            r.fail_with(
+                ErrorKind::Other,
+                format!("could not record this run in the manifest: {e}"),
+            );
         }
     }
     r
@@ -194,7 +176,7 @@ async fn run(
     site: &Arc<Site>,
     opts: &SyncOptions,
     r: &mut SiteReport,
-) -> anyhow::Result<()> {
+) -> error::Result<()> {
     if !opts.dry_run {
         mark::claim(m, site).await?;
         let journal = m.upload_journal(&site.name);
@@ -297,7 +279,11 @@ async fn run(
     }
 }
 
-fn record_run(m: &Manifest, r: &SiteReport, started: i64) -> anyhow::Result<()> {
+fn record_run(
+    m: &Manifest,
+    r: &SiteReport,
+    started: i64,
+) -> Result<(), crate::manifest::ManifestError> {
     let counts = [
         ("staged_files", r.staged_files),
         ("staged_bytes", r.staged_bytes),

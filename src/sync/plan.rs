@@ -72,7 +72,7 @@ impl Presence {
     }
 }
 
-pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> anyhow::Result<Pending> {
+pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> super::error::Result<Pending> {
     let archived: HashSet<ContentId> = m
         .archived(Some(site))?
         .into_iter()

@@ -7,25 +7,29 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::SyncError;
 use crate::manifest::{self, export, Manifest};
 use crate::site::Site;
+use lomob_backends::ErrorKind;
 
 /// Snapshots kept on the stage.
 pub const KEEP: usize = 3;
 
-pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> anyhow::Result<()> {
+pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> super::error::Result<()> {
     let now = manifest::now();
     let dir = crate::config::data_dir().join("tmp");
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|e| SyncError::local(&dir, e))?;
     let file = dir.join(format!(
         "manifest-{}-{}.jsonl",
         site.name,
         std::process::id()
     ));
     export::export_file(m, &file, now)?;
-    let bytes = std::fs::read(&file)?;
+    let bytes = std::fs::read(&file).map_err(|e| SyncError::local(&file, e))?;
     let sha: [u8; 32] = Sha256::digest(&bytes).into();
-    let stamp = jiff::Timestamp::from_second(now)?.strftime("%Y%m%dT%H%M%SZ");
+    let stamp = jiff::Timestamp::from_second(now)
+        .map_err(|e| SyncError::found(ErrorKind::Other, format!("the clock says {now}: {e}")))?
+        .strftime("%Y%m%dT%H%M%SZ");
     // A sequence number first: a clock that runs behind must never make the newest snapshot
     // look like the oldest one and have it pruned.
     let key = format!("meta/manifest-{:012}-{stamp}.jsonl", m.next_snapshot_seq()?);
@@ -46,7 +50,7 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> anyhow::Result<()> {
         for k in &old[..n] {
             site.stage.delete(k).await?;
         }
-        anyhow::Ok(())
+        Ok::<(), SyncError>(())
     }
     .await;
     let _ = std::fs::remove_file(&file);

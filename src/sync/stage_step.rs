@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::changed::{self, Found};
-use super::{SiteReport, SyncOptions, WantedContent, MAX_CONSECUTIVE_FAILURES};
+use super::{SiteReport, SyncError, SyncOptions, WantedContent, MAX_CONSECUTIVE_FAILURES};
 use crate::keys::stage_key;
 use crate::manifest::{self, Manifest, ManifestBatch, StagedRecord};
 use crate::site::Site;
 use crate::store::{ObjectInfo, StoreError};
+use lomob_backends::ErrorKind;
 
 /// Why one content was not staged.
 enum Miss {
@@ -34,7 +35,7 @@ pub(super) async fn stage_all(
     todo: Vec<WantedContent>,
     opts: &SyncOptions,
     r: &mut SiteReport,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     let again = stage_pass(m, site, todo, opts, r).await?;
     if !again.is_empty() {
         // New versions are staged once; if they change again, the next run sees it.
@@ -60,7 +61,7 @@ async fn stage_pass(
     todo: Vec<WantedContent>,
     opts: &SyncOptions,
     r: &mut SiteReport,
-) -> anyhow::Result<Vec<WantedContent>> {
+) -> super::error::Result<Vec<WantedContent>> {
     let bar = crate::progress::Progress::with_total(
         &format!("{} stage", site.name),
         opts.progress,
@@ -119,12 +120,19 @@ async fn stage_pass(
                     consecutive += 1;
                     if consecutive >= MAX_CONSECUTIVE_FAILURES {
                         m.flush()?;
-                        anyhow::bail!(
-                            "site {}: {} uploads failed in a row{}; stopping this site (the next run continues)",
-                            site.name,
-                            consecutive,
-                            if transient { " (the server looks unreachable)" } else { "" }
-                        );
+                        return Err(SyncError::found(
+                            if transient {
+                                ErrorKind::Transient
+                            } else {
+                                e.kind()
+                            },
+                            format!(
+                                "site {}: {} uploads failed in a row{}; stopping this site (the next run continues)",
+                                site.name,
+                                consecutive,
+                                if transient { " (the server looks unreachable)" } else { "" }
+                            ),
+                        ));
                     }
                 }
             },
