@@ -21,37 +21,35 @@ const FREE: Prices = Prices {
 };
 
 pub fn prices(c: &BackendConfig) -> Prices {
-    use lomob_backends::glacier::StorageClass as C;
+    use lomob_backends::StorageClass as C;
+    let class = match c {
+        BackendConfig::S3(s) => Some(s.effective_class(C::Standard)),
+        BackendConfig::Glacier(g) => Some(g.class()),
+        _ => None,
+    };
     match c {
-        BackendConfig::S3(s) | BackendConfig::Glacier(s) => {
-            let default = if matches!(c, BackendConfig::Glacier(_)) {
-                C::DeepArchive
-            } else {
-                C::Standard
-            };
-            match s.effective_class(default) {
-                C::DeepArchive => Prices {
-                    storage_gb_month: 0.00099,
-                    put_per_1000: 0.05,
-                    get_per_1000: 0.0004,
-                },
-                C::Glacier => Prices {
-                    storage_gb_month: 0.0036,
-                    put_per_1000: 0.03,
-                    get_per_1000: 0.0004,
-                },
-                C::GlacierIr => Prices {
-                    storage_gb_month: 0.004,
-                    put_per_1000: 0.02,
-                    get_per_1000: 0.01,
-                },
-                _ => Prices {
-                    storage_gb_month: 0.023,
-                    put_per_1000: 0.005,
-                    get_per_1000: 0.0004,
-                },
-            }
-        }
+        BackendConfig::S3(_) | BackendConfig::Glacier(_) => match class.unwrap_or(C::Standard) {
+            C::DeepArchive => Prices {
+                storage_gb_month: 0.00099,
+                put_per_1000: 0.05,
+                get_per_1000: 0.0004,
+            },
+            C::Glacier => Prices {
+                storage_gb_month: 0.0036,
+                put_per_1000: 0.03,
+                get_per_1000: 0.0004,
+            },
+            C::GlacierIr => Prices {
+                storage_gb_month: 0.004,
+                put_per_1000: 0.02,
+                get_per_1000: 0.01,
+            },
+            _ => Prices {
+                storage_gb_month: 0.023,
+                put_per_1000: 0.005,
+                get_per_1000: 0.0004,
+            },
+        },
         _ => FREE,
     }
 }

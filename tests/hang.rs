@@ -123,7 +123,7 @@ fn a_multipart_upload_failing_for_good_ends_the_run_and_frees_the_manifest() {
         "k",
         "s",
         &bucket,
-        lomob_backends::glacier::StorageClass::DeepArchive,
+        lomob_backends::StorageClass::DeepArchive,
     );
     rt.block_on(client.create_bucket()).unwrap();
     let upstream: SocketAddr = ep.trim_start_matches("http://").parse().unwrap();

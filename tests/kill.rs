@@ -47,7 +47,7 @@ impl ColdSite {
             "k",
             "s",
             &bucket,
-            lomob_backends::glacier::StorageClass::DeepArchive,
+            lomob_backends::StorageClass::DeepArchive,
         );
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(client.create_bucket()).unwrap();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lomob_backends::glacier::StorageClass;
+use lomob_backends::StorageClass;
 use support::{assert_code, files_under, s3_client, service_var, set_mtime, stderr, unique, Env};
 
 fn library(env: &Env, n: usize, size: usize) {

@@ -327,7 +327,7 @@ fn head(endpoint: &str, bucket: &str, key: &str) -> Option<lomob_backends::s3::c
         "k",
         "s",
         bucket,
-        lomob_backends::glacier::StorageClass::Standard,
+        lomob_backends::StorageClass::Standard,
     );
     tokio::runtime::Runtime::new()
         .unwrap()

@@ -14,8 +14,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lomob_backends::glacier::StorageClass;
-use lomob_backends::s3::{upload_resumable, FileSource, JsonFileJournal, S3Client, S3Config};
+use lomob_backends::journal::JsonFileJournal;
+use lomob_backends::s3::{upload_resumable, S3Client, S3Config};
+use lomob_backends::source::FileSource;
+use lomob_backends::StorageClass;
 use lomob_backends::{ByteSize, Secret, TransferConfig};
 use sha2::{Digest, Sha256};
 

@@ -9,9 +9,14 @@
 pub mod capability;
 pub mod error;
 pub mod observe;
+pub mod requests;
 pub mod secret;
 pub mod size;
+pub mod storage_class;
 pub mod transfer;
+
+pub mod journal;
+pub mod source;
 
 pub mod fs;
 pub mod gdrive;
@@ -26,8 +31,10 @@ use serde::{Deserialize, Serialize};
 
 pub use capability::{Capabilities, ChecksumKind};
 pub use error::{BackendError, ErrorKind};
+pub use requests::{RequestCounters, RequestCounts, RequestType};
 pub use secret::Secret;
 pub use size::ByteSize;
+pub use storage_class::{StorageClass, ThawTier};
 pub use transfer::TransferConfig;
 
 /// One backend section of a profile, chosen by its `kind` key.
@@ -69,7 +76,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Fs(c) => c.validate(),
             BackendConfig::S3(c) => c.validate("s3"),
-            BackendConfig::Glacier(c) => glacier::Glacier::validate(c),
+            BackendConfig::Glacier(c) => c.validate(),
             BackendConfig::Gdrive(c) => c.validate(),
             BackendConfig::Onedrive(c) => c.validate(),
             BackendConfig::Sftp(c) => c.validate(),
@@ -81,7 +88,7 @@ impl BackendConfig {
         match self {
             BackendConfig::Fs(c) => c.capabilities(),
             BackendConfig::S3(c) => c.capabilities(),
-            BackendConfig::Glacier(c) => glacier::Glacier::capabilities(c),
+            BackendConfig::Glacier(c) => c.capabilities(),
             BackendConfig::Gdrive(c) => c.capabilities(),
             BackendConfig::Onedrive(c) => c.capabilities(),
             BackendConfig::Sftp(c) => c.capabilities(),
@@ -105,7 +112,7 @@ impl BackendConfig {
         let op = match self {
             BackendConfig::Fs(c) => c.operator(),
             BackendConfig::S3(c) => c.operator("s3"),
-            BackendConfig::Glacier(c) => glacier::Glacier::operator(c),
+            BackendConfig::Glacier(c) => c.operator(),
             BackendConfig::Gdrive(c) => c.operator(),
             BackendConfig::Onedrive(c) => c.operator(),
             BackendConfig::Sftp(c) => c.operator(),
@@ -157,6 +164,15 @@ impl Place {
 }
 
 impl BackendConfig {
+    /// The S3 connection settings of the `s3` and `glacier` kinds.
+    pub fn s3(&self) -> Option<&s3::S3Config> {
+        match self {
+            BackendConfig::S3(c) => Some(c),
+            BackendConfig::Glacier(g) => Some(g.s3()),
+            _ => None,
+        }
+    }
+
     /// Where this backend keeps its objects (see [`Place`]).
     pub fn place(&self) -> Place {
         match self {
@@ -169,7 +185,8 @@ impl BackendConfig {
                 };
                 Place::new("file://".into(), &root.to_string_lossy())
             }
-            BackendConfig::S3(c) | BackendConfig::Glacier(c) => {
+            BackendConfig::S3(_) | BackendConfig::Glacier(_) => {
+                let c = self.s3().expect("an S3 kind");
                 let endpoint = c
                     .endpoint
                     .clone()

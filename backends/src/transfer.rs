@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::size::ByteSize;
 
+/// The first wait before a retry; it doubles on each retry, with jitter.
+const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
+/// The longest wait before a retry.
+const RETRY_MAX_DELAY: Duration = Duration::from_secs(20);
+
 /// `[sites.NAME.transfer]` in a profile.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -67,10 +72,23 @@ impl TransferConfig {
             RetryLayer::new()
                 .with_max_times(self.retries)
                 .with_jitter()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(60)),
+                .with_min_delay(RETRY_MIN_DELAY)
+                .with_max_delay(RETRY_MAX_DELAY),
         )
         .layer(TracingLayer::default())
+    }
+
+    /// The retry policy of every request lomob sends itself (the S3 client, the streamed
+    /// PUT): the same as the one OpenDAL's operators get in [`TransferConfig::apply`],
+    /// exponential from 200 ms with jitter (so parallel parts do not retry in lockstep), at
+    /// most `retries` times. Callers retry only transient failures.
+    pub fn retry_policy(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(RETRY_MIN_DELAY)
+            .with_max_delay(RETRY_MAX_DELAY)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.retries)
     }
 
     /// A new pacer for `bandwidth-limit`, or `None` without a limit. Each call makes a new

@@ -11,12 +11,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lomob_backends::glacier::{StorageClass, ThawTier};
+use lomob_backends::journal::{JsonFileJournal, UploadJournal, UploadState};
 use lomob_backends::s3::{
-    abort_uploads, find_orphans, upload_resumable, JsonFileJournal, RestoreOutcome, RestoreState,
-    UploadJournal, UploadOutcome, UploadProgress, UploadState,
+    abort_uploads, find_orphans, upload_resumable, RestoreOutcome, RestoreState, UploadOutcome,
+    UploadProgress,
 };
 use lomob_backends::{ErrorKind, TransferConfig};
+use lomob_backends::{StorageClass, ThawTier};
 use support::proxy::{Fault, FaultProxy};
 use support::*;
 

@@ -9,11 +9,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lomob_backends::glacier::StorageClass;
-use lomob_backends::s3::{
-    put_streamed, read_digests, upload_resumable, JsonFileJournal, UploadJournal, UploadProgress,
-    UploadState,
-};
+use lomob_backends::journal::{JsonFileJournal, UploadJournal, UploadState};
+use lomob_backends::s3::{put_streamed, upload_resumable, UploadProgress};
+use lomob_backends::source::read_digests;
+use lomob_backends::StorageClass;
 use lomob_backends::{BackendError, ByteSize, ErrorKind, TransferConfig};
 use support::front::{Answer, HttpFront};
 use support::proxy::OutageProxy;

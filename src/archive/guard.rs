@@ -77,7 +77,7 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
             let min = o
                 .storage_class
                 .as_deref()
-                .and_then(lomob_backends::s3::client::parse_class)
+                .and_then(lomob_backends::StorageClass::parse)
                 .map_or(min, |c| c.min_storage_days());
             let modified = o.info.modified;
             if !old_enough(modified, min, crate::manifest::now()) {

@@ -22,10 +22,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use guard::MinStorageGuard;
-pub use lomob_backends::glacier::ThawTier;
-pub use lomob_backends::s3::upload::{
-    read_digests, ByteSource, FileSource, UploadJournal, UploadState,
-};
+pub use lomob_backends::journal::{UploadJournal, UploadState};
+pub use lomob_backends::source::{read_digests, ByteSource, FileSource};
+pub use lomob_backends::ThawTier;
 
 use crate::store::{BackendInfo, ObjectInfo, StoreError};
 

@@ -6,12 +6,11 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
-use lomob_backends::s3::upload::{
-    find_orphans, read_digests, upload_in_parts, upload_resumable, UploadProgress,
-};
+use lomob_backends::s3::upload::{find_orphans, upload_in_parts, upload_resumable, UploadProgress};
+use lomob_backends::source::read_digests;
 
-use lomob_backends::glacier::StorageClass;
 use lomob_backends::ErrorKind;
+use lomob_backends::StorageClass;
 
 use super::{
     Archive, ArchiveObject, PutOutcome, PutRequest, Stored, ThawRequest, ThawState, ThawTier,

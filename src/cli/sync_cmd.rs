@@ -151,11 +151,9 @@ fn dry_run_cost(ctx: &Context, r: &SiteReport) -> (u64, f64) {
     };
     // Archive, per image: one PUT up to single-put-max, else create + parts + complete; one
     // PUT for its catalog; HEADs before and after.
-    let (part, single_max) = match &cfg.archive {
-        lomob_backends::BackendConfig::S3(c) | lomob_backends::BackendConfig::Glacier(c) => {
-            (c.part_size().bytes(), c.single_put_max().bytes())
-        }
-        _ => (64 << 20, u64::MAX),
+    let (part, single_max) = match cfg.archive.s3() {
+        Some(c) => (c.part_size().bytes(), c.single_put_max().bytes()),
+        None => (64 << 20, u64::MAX),
     };
     let per_image = if r.images.is_empty() {
         0

@@ -737,12 +737,12 @@ fn journal_err(e: impl std::fmt::Display) -> lomob_backends::BackendError {
     lomob_backends::BackendError::Journal(format!("manifest: {e}"))
 }
 
-impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
+impl lomob_backends::journal::UploadJournal for UploadJournalTree {
     fn load(
         &self,
         key: &str,
     ) -> std::result::Result<
-        Option<lomob_backends::s3::upload::UploadState>,
+        Option<lomob_backends::journal::UploadState>,
         lomob_backends::BackendError,
     > {
         match self.tree.get(self.key(key)).map_err(journal_err)? {
@@ -753,7 +753,7 @@ impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
 
     fn save(
         &self,
-        state: &lomob_backends::s3::upload::UploadState,
+        state: &lomob_backends::journal::UploadState,
     ) -> std::result::Result<(), lomob_backends::BackendError> {
         let v = serde_json::to_vec(state).map_err(journal_err)?;
         self.tree
@@ -771,10 +771,8 @@ impl lomob_backends::s3::upload::UploadJournal for UploadJournalTree {
 
     fn list(
         &self,
-    ) -> std::result::Result<
-        Vec<lomob_backends::s3::upload::UploadState>,
-        lomob_backends::BackendError,
-    > {
+    ) -> std::result::Result<Vec<lomob_backends::journal::UploadState>, lomob_backends::BackendError>
+    {
         self.tree
             .scan_prefix(&self.prefix)
             .map(|kv| {

@@ -42,15 +42,18 @@ fn speaks_http(c: &BackendConfig) -> bool {
 pub fn location(c: &BackendConfig) -> String {
     match c {
         BackendConfig::Fs(f) => f.root.display().to_string(),
-        BackendConfig::S3(s) | BackendConfig::Glacier(s) => format!(
-            "s3://{}/{}{}",
-            s.bucket,
-            s.prefix.trim_matches('/'),
-            s.endpoint
-                .as_deref()
-                .map(|e| format!(" at {e}"))
-                .unwrap_or_default()
-        ),
+        BackendConfig::S3(_) | BackendConfig::Glacier(_) => {
+            let s = c.s3().expect("an S3 kind");
+            format!(
+                "s3://{}/{}{}",
+                s.bucket,
+                s.prefix.trim_matches('/'),
+                s.endpoint
+                    .as_deref()
+                    .map(|e| format!(" at {e}"))
+                    .unwrap_or_default()
+            )
+        }
         BackendConfig::Gdrive(g) => format!("gdrive:{}", g.root),
         BackendConfig::Onedrive(o) => format!("onedrive:{}", o.root),
         BackendConfig::Sftp(s) => format!("sftp://{}@{}{}", s.user, s.host, s.root),

@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use lomob_backends::s3::upload::{put_streamed, upload_in_parts, UploadJournal, UploadState};
+use lomob_backends::journal::{UploadJournal, UploadState};
+use lomob_backends::s3::upload::{put_streamed, upload_in_parts};
 use lomob_backends::s3::S3Client;
 use lomob_backends::BackendError;
 use sha2::{Digest, Sha256};

@@ -670,12 +670,11 @@ fn culprit(e: &crate::store::StoreError, members: &[Candidate]) -> Option<usize>
 }
 
 fn region_of(site: &Site) -> String {
-    match &site.config.archive {
-        lomob_backends::BackendConfig::S3(c) | lomob_backends::BackendConfig::Glacier(c) => {
-            c.region.clone()
-        }
-        _ => String::new(),
-    }
+    site.config
+        .archive
+        .s3()
+        .map(|c| c.region.clone())
+        .unwrap_or_default()
 }
 
 /// Downloads a staged copy to use in an image instead of a local original that changed,

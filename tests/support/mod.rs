@@ -150,7 +150,7 @@ pub fn s3_client(
     key: &str,
     secret: &str,
     bucket: &str,
-    class: lomob_backends::glacier::StorageClass,
+    class: lomob_backends::StorageClass,
 ) -> lomob_backends::s3::S3Client {
     let c: lomob_backends::s3::S3Config = toml::from_str(&format!(
         "bucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"{key}\"\nsecret-access-key = \"{secret}\""
@@ -166,7 +166,7 @@ pub fn make_bucket(endpoint: &str, key: &str, secret: &str, bucket: &str) {
         key,
         secret,
         bucket,
-        lomob_backends::glacier::StorageClass::Standard,
+        lomob_backends::StorageClass::Standard,
     );
     tokio::runtime::Runtime::new()
         .unwrap()

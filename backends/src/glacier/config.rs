@@ -1,28 +1,12 @@
-//! Profile values specific to cold S3 storage classes.
+//! The `glacier` section of a profile: the S3 connection settings of [`S3Config`], written
+//! with a cold storage class.
 
 use serde::{Deserialize, Serialize};
 
-/// S3 storage classes lomob writes.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum StorageClass {
-    Standard,
-    StandardIa,
-    OnezoneIa,
-    IntelligentTiering,
-    /// Glacier Instant Retrieval: cold prices, no thaw, 90 days minimum.
-    GlacierIr,
-    /// Glacier Flexible Retrieval: thaw needed, 90 days minimum.
-    Glacier,
-    /// Glacier Deep Archive: the cheapest; thaw needed, 180 days minimum.
-    DeepArchive,
-}
+use crate::s3::S3Config;
 
-/// Glacier retrieval tiers, cheapest first.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ThawTier {
-    Bulk,
-    Standard,
-    Expedited,
-}
+/// `kind = "glacier"`: an S3 bucket written with a cold storage class (Deep Archive by
+/// default). Its keys are those of `kind = "s3"`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct GlacierConfig(pub S3Config);

@@ -6,80 +6,35 @@
 
 mod config;
 
-pub use config::{StorageClass, ThawTier};
+pub use config::GlacierConfig;
 
 use crate::s3::S3Config;
+use crate::storage_class::{StorageClass, ThawTier};
 use crate::{BackendError, Capabilities, ChecksumKind};
 
-/// `kind = "glacier"` is an S3 bucket written with a cold storage class.
-pub type GlacierConfig = S3Config;
-
-impl StorageClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StorageClass::Standard => "STANDARD",
-            StorageClass::StandardIa => "STANDARD_IA",
-            StorageClass::OnezoneIa => "ONEZONE_IA",
-            StorageClass::IntelligentTiering => "INTELLIGENT_TIERING",
-            StorageClass::GlacierIr => "GLACIER_IR",
-            StorageClass::Glacier => "GLACIER",
-            StorageClass::DeepArchive => "DEEP_ARCHIVE",
-        }
+impl GlacierConfig {
+    /// The connection settings.
+    pub fn s3(&self) -> &S3Config {
+        &self.0
     }
 
-    /// True for classes meant for archives (billed minimum durations).
-    pub fn is_cold(self) -> bool {
-        matches!(
-            self,
-            StorageClass::GlacierIr | StorageClass::Glacier | StorageClass::DeepArchive
-        )
+    /// The cold class objects are written in.
+    pub fn class(&self) -> StorageClass {
+        self.0.effective_class(StorageClass::DeepArchive)
     }
 
-    /// Reads fail until a RestoreObject request completes.
-    pub fn needs_thaw(self) -> bool {
-        matches!(self, StorageClass::Glacier | StorageClass::DeepArchive)
-    }
-
-    /// AWS bills objects deleted earlier than this as if they had been kept.
-    pub fn min_storage_days(self) -> u32 {
-        match self {
-            StorageClass::DeepArchive => 180,
-            StorageClass::Glacier | StorageClass::GlacierIr => 90,
-            StorageClass::StandardIa | StorageClass::OnezoneIa => 30,
-            StorageClass::Standard | StorageClass::IntelligentTiering => 0,
-        }
-    }
-}
-
-impl S3Config {
-    fn cold_class(&self) -> StorageClass {
-        self.effective_class(StorageClass::DeepArchive)
-    }
-}
-
-/// Cold-specific behaviour of a [`GlacierConfig`]; named functions because the type is
-/// shared with the `s3` kind.
-pub trait Glacier {
-    fn validate(&self) -> Result<(), BackendError>;
-    fn capabilities(&self) -> Capabilities;
-    fn operator(&self) -> Result<opendal::Operator, BackendError>;
-    fn thaw_tier(&self) -> ThawTier;
-    fn thaw_days(&self) -> u32;
-}
-
-impl Glacier for GlacierConfig {
-    fn validate(&self) -> Result<(), BackendError> {
-        S3Config::validate(self, "glacier")?;
-        if !self.cold_class().is_cold() {
+    pub fn validate(&self) -> Result<(), BackendError> {
+        self.0.validate("glacier")?;
+        if !self.class().is_cold() {
             return Err(BackendError::invalid(
                 "glacier",
                 format!(
                     "`storage-class` {} is not a cold class: use DEEP_ARCHIVE, GLACIER or GLACIER_IR, or kind = \"s3\"",
-                    self.cold_class().as_str()
+                    self.class().as_str()
                 ),
             ));
         }
-        if self.thaw_days == Some(0) {
+        if self.0.thaw_days == Some(0) {
             return Err(BackendError::invalid(
                 "glacier",
                 "`thaw-days` must be at least 1",
@@ -88,8 +43,8 @@ impl Glacier for GlacierConfig {
         Ok(())
     }
 
-    fn capabilities(&self) -> Capabilities {
-        let class = self.cold_class();
+    pub fn capabilities(&self) -> Capabilities {
+        let class = self.class();
         Capabilities {
             needs_thaw: class.needs_thaw(),
             min_storage_days: class.min_storage_days(),
@@ -99,15 +54,17 @@ impl Glacier for GlacierConfig {
         }
     }
 
-    fn operator(&self) -> Result<opendal::Operator, BackendError> {
-        self.operator_with_class("glacier", self.cold_class())
+    pub fn operator(&self) -> Result<opendal::Operator, BackendError> {
+        self.0.operator_with_class("glacier", self.class())
     }
 
-    fn thaw_tier(&self) -> ThawTier {
-        self.thaw_tier.unwrap_or(ThawTier::Bulk)
+    /// How a thaw is asked for (bulk by default: the cheapest).
+    pub fn thaw_tier(&self) -> ThawTier {
+        self.0.thaw_tier.unwrap_or(ThawTier::Bulk)
     }
 
-    fn thaw_days(&self) -> u32 {
-        self.thaw_days.unwrap_or(7)
+    /// Days a thawed copy stays readable (7 by default).
+    pub fn thaw_days(&self) -> u32 {
+        self.0.thaw_days.unwrap_or(7)
     }
 }

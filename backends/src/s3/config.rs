@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::glacier::{StorageClass, ThawTier};
+use crate::storage_class::{StorageClass, ThawTier};
 use crate::{ByteSize, Secret};
 
 /// An S3-compatible bucket.

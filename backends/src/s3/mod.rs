@@ -8,8 +8,9 @@
 //!   restore state), signed by `reqsign` with the AWS credential chain, with retries,
 //!   timeouts, bandwidth pacing and per-type request counters;
 //! - [`upload`]: large objects in one streamed PUT, or as a multipart upload that resumes
-//!   after a crash from an [`upload::UploadJournal`]; both read the source once, in order;
-//!   and orphan uploads are found so none is left billing;
+//!   after a crash from an [`crate::journal::UploadJournal`]; both read the source
+//!   ([`crate::source`]) once, in order; and orphan uploads are found so none is left
+//!   billing;
 //! - `xml`: the request and response bodies.
 
 pub mod client;
@@ -18,17 +19,16 @@ pub mod upload;
 mod xml;
 
 pub use client::{
-    MultipartUpload, ObjectInfo, PartBody, PartInfo, RequestCounters, RequestCounts, RequestType,
-    RestoreOutcome, RestoreState, S3Client, StreamPut,
+    MultipartUpload, ObjectInfo, PartBody, PartInfo, RestoreOutcome, RestoreState, S3Client,
+    StreamPut,
 };
 pub use config::S3Config;
 pub use upload::{
-    abort_uploads, effective_part_size, find_orphans, multipart_etag, put_streamed, read_digests,
-    upload_resumable, ByteSource, Digests, DonePart, FileSource, JsonFileJournal, UploadJournal,
-    UploadOutcome, UploadProgress, UploadState,
+    abort_uploads, effective_part_size, find_orphans, put_streamed, upload_in_parts,
+    upload_resumable, UploadOutcome, UploadProgress,
 };
 
-use crate::glacier::StorageClass;
+use crate::storage_class::StorageClass;
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
 
 /// S3 allows at most this many parts in one multipart upload.

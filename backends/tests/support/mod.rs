@@ -9,8 +9,9 @@ pub mod proxy;
 use std::io::Read;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use lomob_backends::glacier::StorageClass;
-use lomob_backends::s3::{ByteSource, S3Client, S3Config};
+use lomob_backends::s3::{S3Client, S3Config};
+use lomob_backends::source::ByteSource;
+use lomob_backends::StorageClass;
 use lomob_backends::{Secret, TransferConfig};
 use sha2::{Digest, Sha256};
 
