@@ -143,9 +143,10 @@ impl Archive for OpendalArchive {
             .await
             .map_err(|e| self.err("put", key, e))?;
         req.journal.clear(key).map_err(jerr)?;
-        let object = self.stat(key).await?.ok_or_else(|| {
-            StoreError::check(&self.info, "verify", key, "missing after rename".into())
-        })?;
+        let object = self
+            .stat(key)
+            .await?
+            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
         Ok(PutOutcome::Stored(Stored {
             object,
             sha256,
@@ -191,9 +192,10 @@ impl Archive for OpendalArchive {
             .rename(&partial, key)
             .await
             .map_err(|e| self.err("put", key, e))?;
-        let object = self.stat(key).await?.ok_or_else(|| {
-            StoreError::check(&self.info, "verify", key, "missing after rename".into())
-        })?;
+        let object = self
+            .stat(key)
+            .await?
+            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
         Ok(PutOutcome::Stored(Stored {
             object,
             sha256,

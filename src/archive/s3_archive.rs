@@ -123,7 +123,7 @@ impl Archive for S3Archive {
         let got = self
             .stat(key)
             .await?
-            .ok_or_else(|| missing_after(&self.info, key))?;
+            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
         self.check_stored(key, len, req.fingerprint, &got)?;
         let mut sha256 = [0u8; 32];
         hex::decode_to_slice(&out.sha256, &mut sha256)
@@ -418,10 +418,6 @@ fn etag_verification(etag: &str, computed: &str, multipart: bool) -> Verificatio
             "the server's ETag {etag:?} for the single PUT is not an MD5 (an SSE-KMS bucket, or a server with another ETag scheme), so nothing it computed can be compared; images here go up as parts checked by Content-MD5 from now on"
         ))
     }
-}
-
-fn missing_after(info: &BackendInfo, key: &str) -> StoreError {
-    StoreError::check(info, "verify", key, "missing right after upload".into())
 }
 
 #[cfg(test)]

@@ -20,15 +20,15 @@ use crate::stage::counting::Counting;
 use crate::stage::opendal_stage::OpendalStage;
 use crate::stage::s3_stage::S3Stage;
 use crate::stage::Stage;
-use crate::store::{BackendInfo, RequestCounter, RequestCounts, Role, StoreError};
+use crate::store::{BackendInfo, RequestCounters, RequestCounts, Role, StoreError};
 
 pub struct Site {
     pub name: String,
     pub config: SiteConfig,
     pub stage: Box<dyn Stage>,
     pub archive: Box<dyn Archive>,
-    stage_requests: Arc<RequestCounter>,
-    archive_requests: Arc<RequestCounter>,
+    stage_requests: Arc<RequestCounters>,
+    archive_requests: Arc<RequestCounters>,
     stage_client: Option<S3Client>,
     archive_client: Option<S3Client>,
 }
@@ -80,9 +80,9 @@ impl Site {
         let op_err = |i: &BackendInfo, e: BackendError| StoreError::new(i, "open", "", e);
         // One bandwidth limit for the whole site, stage and archive.
         let pacer = t.pacer();
-        let stage_requests = Arc::new(RequestCounter::default());
-        let archive_requests = Arc::new(RequestCounter::default());
-        let observer = |c: &BackendConfig, counter: &Arc<RequestCounter>| {
+        let stage_requests = Arc::new(RequestCounters::default());
+        let archive_requests = Arc::new(RequestCounters::default());
+        let observer = |c: &BackendConfig, counter: &Arc<RequestCounters>| {
             speaks_http(c).then(|| counter.clone() as Arc<dyn RequestObserver>)
         };
         let stage_op = config
@@ -154,15 +154,7 @@ impl Site {
         let mut c = self.stage_requests.snapshot();
         c.add(&self.archive_requests.snapshot());
         for client in self.stage_client.iter().chain(&self.archive_client) {
-            let a = client.counters().snapshot();
-            c.add(&RequestCounts {
-                put: a.put,
-                get: a.get,
-                head: a.head,
-                list: a.list,
-                delete: a.delete,
-                post: a.post,
-            });
+            c.add(&client.counters().snapshot());
         }
         c
     }

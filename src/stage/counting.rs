@@ -9,15 +9,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Stage, Usage};
-use crate::store::{BackendInfo, ObjectInfo, Request, RequestCounter, StoreError};
+use crate::store::{BackendInfo, ObjectInfo, RequestCounters, RequestType, StoreError};
 
 pub struct Counting<S> {
     inner: S,
-    counter: Arc<RequestCounter>,
+    counter: Arc<RequestCounters>,
 }
 
 impl<S: Stage> Counting<S> {
-    pub fn new(inner: S, counter: Arc<RequestCounter>) -> Self {
+    pub fn new(inner: S, counter: Arc<RequestCounters>) -> Self {
         Counting { inner, counter }
     }
 }
@@ -35,40 +35,40 @@ impl<S: Stage> Stage for Counting<S> {
         size: u64,
         sha256: &[u8; 32],
     ) -> Result<ObjectInfo, StoreError> {
-        self.counter.add(Request::Put, 1);
-        self.counter.add(Request::Head, 1);
+        self.counter.add(RequestType::Put, 1);
+        self.counter.add(RequestType::Head, 1);
         self.inner.put_file(key, path, size, sha256).await
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {
-        self.counter.add(Request::Put, 1);
-        self.counter.add(Request::Get, 1);
-        self.counter.add(Request::Head, 1);
+        self.counter.add(RequestType::Put, 1);
+        self.counter.add(RequestType::Get, 1);
+        self.counter.add(RequestType::Head, 1);
         self.inner.put_bytes(key, bytes).await
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
-        self.counter.add(Request::Head, 1);
+        self.counter.add(RequestType::Head, 1);
         self.inner.stat(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        self.counter.add(Request::List, 1);
+        self.counter.add(RequestType::List, 1);
         self.inner.list(prefix).await
     }
 
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
-        self.counter.add(Request::Get, 1);
+        self.counter.add(RequestType::Get, 1);
         self.inner.read_range(key, range).await
     }
 
     async fn download(&self, key: &str, dest: &Path) -> Result<([u8; 32], u64), StoreError> {
-        self.counter.add(Request::Get, 1);
+        self.counter.add(RequestType::Get, 1);
         self.inner.download(key, dest).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.counter.add(Request::Delete, 1);
+        self.counter.add(RequestType::Delete, 1);
         self.inner.delete(key).await
     }
 

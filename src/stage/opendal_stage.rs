@@ -153,14 +153,10 @@ impl Stage for OpendalStage {
                 }
             }
         }
-        let got = self.stat(key).await?.ok_or_else(|| {
-            StoreError::check(
-                &self.info,
-                "verify",
-                key,
-                "missing right after upload".into(),
-            )
-        })?;
+        let got = self
+            .stat(key)
+            .await?
+            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
         if got.size != size {
             return Err(StoreError::check(
                 &self.info,
@@ -200,14 +196,9 @@ impl Stage for OpendalStage {
                 "the stored bytes differ from the ones written".into(),
             ));
         }
-        self.stat(key).await?.ok_or_else(|| {
-            StoreError::check(
-                &self.info,
-                "verify",
-                key,
-                "missing right after upload".into(),
-            )
-        })
+        self.stat(key)
+            .await?
+            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {

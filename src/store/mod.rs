@@ -1,8 +1,6 @@
 //! What the [`crate::stage::Stage`] and [`crate::archive::Archive`] traits share: object
 //! descriptions, an error that names the site, role, operation and key and carries a kind
-//! the engine acts on (retry, alert, abort), and per-run request counting.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! the engine acts on (retry, alert, abort), and (from the backends) request counting.
 
 use lomob_backends::{BackendError, Capabilities, ErrorKind};
 use serde::Serialize;
@@ -96,6 +94,16 @@ impl StoreError {
                 key: key.to_string(),
                 message,
             },
+        )
+    }
+
+    /// An object missing right after it was written: the server lost it, or never kept it.
+    pub fn missing_after_write(info: &BackendInfo, key: &str) -> Self {
+        Self::check(
+            info,
+            "verify",
+            key,
+            "missing right after it was written: the server did not keep it; the next run sends it again".into(),
         )
     }
 
@@ -206,104 +214,8 @@ pub async fn object_stream(
         .map_err(|e| StoreError::opendal(info, what, key, e))
 }
 
-/// Requests sent, by type, as the providers bill them.
-#[derive(Debug, Default)]
-pub struct RequestCounter {
-    put: AtomicU64,
-    get: AtomicU64,
-    head: AtomicU64,
-    list: AtomicU64,
-    delete: AtomicU64,
-    post: AtomicU64,
-}
-
-/// A snapshot of a [`RequestCounter`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct RequestCounts {
-    pub put: u64,
-    pub get: u64,
-    pub head: u64,
-    pub list: u64,
-    pub delete: u64,
-    pub post: u64,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub enum Request {
-    Put,
-    Get,
-    Head,
-    List,
-    Delete,
-    Post,
-}
-
-impl RequestCounter {
-    pub fn add(&self, r: Request, n: u64) {
-        let c = match r {
-            Request::Put => &self.put,
-            Request::Get => &self.get,
-            Request::Head => &self.head,
-            Request::List => &self.list,
-            Request::Delete => &self.delete,
-            Request::Post => &self.post,
-        };
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> RequestCounts {
-        RequestCounts {
-            put: self.put.load(Ordering::Relaxed),
-            get: self.get.load(Ordering::Relaxed),
-            head: self.head.load(Ordering::Relaxed),
-            list: self.list.load(Ordering::Relaxed),
-            delete: self.delete.load(Ordering::Relaxed),
-            post: self.post.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// HTTP requests as the providers bill them: listings (S3 ListObjects and ListParts,
-/// WebDAV PROPFIND) apart from plain reads.
-impl lomob_backends::observe::RequestObserver for RequestCounter {
-    fn request(&self, method: &http::Method, uri: &http::Uri) {
-        let query = uri.query().unwrap_or("");
-        let listing = [
-            "list-type=",
-            "uploads",
-            "prefix=",
-            "delimiter=",
-            "max-keys=",
-        ]
-        .iter()
-        .any(|q| query.contains(q));
-        let r = match method.as_str() {
-            "PUT" | "MKCOL" | "MOVE" | "COPY" | "PATCH" => Request::Put,
-            "POST" => Request::Post,
-            "HEAD" => Request::Head,
-            "DELETE" => Request::Delete,
-            "PROPFIND" => Request::List,
-            "GET" if listing => Request::List,
-            _ => Request::Get,
-        };
-        self.add(r, 1);
-    }
-}
-
-impl RequestCounts {
-    pub fn total(&self) -> u64 {
-        self.put + self.get + self.head + self.list + self.delete + self.post
-    }
-
-    pub fn add(&mut self, o: &RequestCounts) {
-        self.put += o.put;
-        self.get += o.get;
-        self.head += o.head;
-        self.list += o.list;
-        self.delete += o.delete;
-        self.post += o.post;
-    }
-}
+/// Requests as providers bill them: one type for the engine and the backends.
+pub use lomob_backends::{RequestCounters, RequestCounts, RequestType};
 
 /// Unix seconds from an OpenDAL timestamp.
 pub(crate) fn unix(t: Option<opendal::raw::Timestamp>) -> Option<i64> {
