@@ -17,6 +17,8 @@ pub mod transfer;
 
 pub mod journal;
 pub mod source;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub mod fs;
 pub mod gdrive;

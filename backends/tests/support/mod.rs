@@ -27,23 +27,7 @@ pub struct Server {
     pub has_classes: bool,
 }
 
-/// Reads an environment variable the services script sets. When it is missing, the test is
-/// skipped loudly, or fails when `LOMOB_REQUIRE_SERVICES=1` (as `scripts/test.sh` sets).
-pub fn service_var(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            if std::env::var("LOMOB_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{var} is not set: run scripts/services.sh start (scripts/test.sh does)");
-            }
-            eprintln!(
-                "SKIPPED: {var} is not set; run `scripts/services.sh start` and \
-                 `eval \"$(scripts/services.sh env)\"` to run this test"
-            );
-            None
-        }
-    }
-}
+pub use lomob_backends::testing::service_var;
 
 pub fn moto() -> Option<Server> {
     Some(Server {

@@ -1,0 +1,17 @@
+//! End-to-end tests: the real `lomob` binary against real servers on 127.0.0.1 (moto,
+//! `rclone serve s3`, sshd, WebDAV, an SMTP sink, started by `scripts/services.sh`) and the
+//! local disk. One test binary with a module per area (ripgrep's layout): the engine and its
+//! dependencies are linked once, not once per file.
+
+mod support;
+
+mod behaviour;
+mod cli;
+mod hang;
+mod iso_cli;
+mod iso_interop;
+mod kill;
+mod messages;
+mod safety;
+mod site_probe;
+mod sync;

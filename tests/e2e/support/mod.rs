@@ -1,0 +1,224 @@
+//! Shared helpers for the end-to-end tests: each test gets its own home, data and config
+//! folders and a library folder, and runs the real `lomob` binary with nothing leaking in
+//! from the developer's environment.
+
+#![allow(dead_code)]
+
+pub mod http_proxy;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("lib")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The library folder most tests scan.
+    pub fn lib(&self) -> PathBuf {
+        self.path().join("lib")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path().join("home/.local/share/lomob/lomob.db")
+    }
+
+    /// Writes `content` to `rel` under the library, creating folders.
+    pub fn write(&self, rel: &str, content: &[u8]) -> PathBuf {
+        let p = self.lib().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// `lomob` with a clean environment rooted in this test's folder.
+    pub fn cmd(&self) -> Command {
+        Command::from_std(self.std_cmd())
+    }
+
+    /// The same as a plain `std::process::Command`, for tests that spawn and kill.
+    pub fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("lomob"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LOMOB_") {
+                c.env_remove(k);
+            }
+        }
+        let home = self.path().join("home");
+        c.env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("NO_COLOR", "1")
+            .current_dir(self.path());
+        c
+    }
+
+    /// Runs `lomob ARGS --json` and parses stdout, asserting the exit code.
+    pub fn json(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let out = self.cmd().args(args).arg("--json").output().unwrap();
+        assert_code(&out, code);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Scans the library and returns the JSON report.
+    pub fn scan(&self) -> serde_json::Value {
+        let lib = self.lib();
+        self.json(&["scan", lib.to_str().unwrap()], 0)
+    }
+}
+
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit code\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sets a file's mtime (seconds), so tests can make "changed" files without sleeping.
+pub fn set_mtime(p: &Path, secs: i64) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+        .unwrap();
+}
+
+pub use lomob_backends::testing::service_var;
+
+/// Files under `dir` (recursively), as paths relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A signed S3 client for `bucket` on a test server (for setting up and checking).
+pub fn s3_client(
+    endpoint: &str,
+    key: &str,
+    secret: &str,
+    bucket: &str,
+    class: lomob_backends::StorageClass,
+) -> lomob_backends::s3::S3Client {
+    let c: lomob_backends::s3::S3Config = toml::from_str(&format!(
+        "bucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\naccess-key-id = \"{key}\"\nsecret-access-key = \"{secret}\""
+    ))
+    .unwrap();
+    lomob_backends::s3::S3Client::new(&c, "s3", class, &Default::default()).unwrap()
+}
+
+/// Creates a bucket on a test server.
+pub fn make_bucket(endpoint: &str, key: &str, secret: &str, bucket: &str) {
+    let c = s3_client(
+        endpoint,
+        key,
+        secret,
+        bucket,
+        lomob_backends::StorageClass::Standard,
+    );
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(c.create_bucket())
+        .unwrap();
+}
+
+/// A name unique to this test, valid as a bucket name.
+pub fn unique(env: &Env) -> String {
+    env.path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_lowercase()
+        .replace(['.', '_'], "-")
+}
+
+/// A loopback TCP proxy that breaks the first `faults` connections (it reads the start of
+/// the request, then closes), and passes the others through. Runs until the test process
+/// ends; for counting retries against a real server.
+pub struct BreakingProxy {
+    pub addr: std::net::SocketAddr,
+}
+
+impl BreakingProxy {
+    pub fn start(upstream: &str, faults: usize) -> BreakingProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut left = faults;
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                if left > 0 {
+                    left -= 1;
+                    let mut buf = [0u8; 512];
+                    let _ = client.read(&mut buf);
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (mut c, mut s) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c, &mut s);
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.flush();
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        BreakingProxy { addr }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
