@@ -13,6 +13,9 @@
 # before every measured command. Each command gets a fresh server and folder (stopped by PID).
 # Needs .venv from `scripts/services.sh start` (rclone), restic, jq, python3.
 set -euo pipefail
+NAME=bench-backup-rclone
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${RUNS:-3}
@@ -26,8 +29,6 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
-log() { echo "bench-backup-rclone: $*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 [[ $(id -u) == 0 ]] || die "needs root to drop the page cache"
 [[ -x $ROOT/.venv/bin/rclone ]] || die "no .venv: run scripts/services.sh start once"

@@ -33,6 +33,9 @@
 # Needs: python3, jq, curl, restic (apt-get install -y restic), .venv with moto and rclone
 # (created here like scripts/services.sh does when missing). Root for COLD and MEMCAP.
 set -euo pipefail
+NAME=bench-backup
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${BENCH_DIR:-/tmp/lomob-bench}
@@ -48,8 +51,6 @@ MEMCAP=${MEMCAP-2G}
 NO_WRITE=${NO_WRITE:-0}
 VENV=$REPO/.venv
 
-die() { echo "bench-backup: $*" >&2; exit 1; }
-log() { echo "bench-backup: $(date +%H:%M:%S) $*" >&2; }
 
 case "${1:-}" in
     "") ;;

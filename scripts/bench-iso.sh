@@ -24,6 +24,9 @@
 # that sync is given for information. Before every run the outputs are deleted and `sync`
 # runs (not timed), so no run pays for the previous run's write-back.
 set -euo pipefail
+NAME=bench-iso
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${BENCH_DIR:-/tmp/lomob-bench}
@@ -33,8 +36,6 @@ VIDEOS=${VIDEOS:-30}
 COLD=${COLD:-auto}
 NO_WRITE=${NO_WRITE:-0}
 
-die() { echo "bench-iso: $*" >&2; exit 1; }
-log() { echo "bench-iso: $*" >&2; }
 
 case "${1:-}" in
     "") ;;
@@ -83,22 +84,14 @@ MEDIA_COUNT=$(find "$MEDIA" -type f | wc -l)
 # ---------------------------------------------------------------------------------------
 # Helpers (as in bench-scan.sh).
 DROP='sync; echo 3 > /proc/sys/vm/drop_caches'
-warm() { find "$1" -type f -print0 | xargs -0 -n 500 cat > /dev/null; }
 hf() { # hf NAME PREPARE CMD: hyperfine RUNS runs, results in $TMP/NAME.json
     local name=$1 prep=$2 cmd=$3
     local args=(--runs "$RUNS" --style basic --export-json "$TMP/$name.json" --shell bash)
     [[ -n $prep ]] && args+=(--prepare "$prep")
     hyperfine "${args[@]}" "$cmd" >&2
 }
-med() { jq -r '.results[0].median' "$TMP/$1.json"; }
-spread() { jq -r '.results[0] | "\(.min*1000|round/1000)–\(.max*1000|round/1000)"' "$TMP/$1.json"; }
-mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / 1e6 / s}'; }
 mb_of() { mbps "$MEDIA_BYTES" "$(med "$1")"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-fmt() { awk -v s="$1" 'BEGIN {printf "%.3f", s}'; }
-median_of() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 cell() { echo "$(mb_of "$1") MB/s ($(fmt "$(med "$1")") s, $(spread "$1"))"; }
-yes_no() { awk -v c="$1" 'BEGIN {print (c ? "**met**" : "**missed**")}'; }
 
 # A scanned manifest, copied before every lomob run so that each run packs everything.
 log "scanning the corpus once (not timed)"

@@ -10,6 +10,9 @@
 # upload gets a fresh moto server on a free loopback port (stopped by PID). Needs .venv from
 # `scripts/services.sh start`, curl, python3.
 set -euo pipefail
+NAME=bench-moto-ingest
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZE_MB=${SIZE_MB:-3000}
@@ -22,7 +25,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-log() { echo "bench-moto-ingest: $*" >&2; }
 
 [[ -x $ROOT/.venv/bin/moto_server ]] || { log "no .venv: run scripts/services.sh start once"; exit 1; }
 

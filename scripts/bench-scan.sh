@@ -20,6 +20,9 @@
 # Corpus contents are pseudo-random (AES-CTR keystream, so incompressible and distinct per
 # file) and their shape is fixed by a seed, so every run measures the same tree.
 set -euo pipefail
+NAME=bench-scan
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${BENCH_DIR:-/tmp/lomob-bench}
@@ -34,8 +37,6 @@ if [[ -z ${RESTIC:-} ]]; then
     if command -v restic >/dev/null; then RESTIC=1; else RESTIC=0; fi
 fi
 
-die() { echo "bench-scan: $*" >&2; exit 1; }
-log() { echo "bench-scan: $*" >&2; }
 
 case "${1:-}" in
     --clean)
@@ -156,7 +157,6 @@ find "$MEDIA" -type f -print0 | sort -z > "$TMP/media.list"
 # ---------------------------------------------------------------------------------------
 # Helpers.
 DROP='sync; echo 3 > /proc/sys/vm/drop_caches'
-warm() { find "$1" -type f -print0 | xargs -0 -n 500 cat > /dev/null; }
 # hf NAME PREPARE CMD: hyperfine RUNS runs, results in $TMP/NAME.json.
 hf() {
     local name=$1 prep=$2 cmd=$3
@@ -165,12 +165,6 @@ hf() {
     hyperfine "${args[@]}" "$cmd" >&2
 }
 # jq over a hyperfine result: median, min, max (seconds).
-med() { jq -r '.results[0].median' "$TMP/$1.json"; }
-spread() { jq -r '.results[0] | "\(.min*1000|round/1000)–\(.max*1000|round/1000)"' "$TMP/$1.json"; }
-mbps() { awk -v b="$1" -v s="$2" 'BEGIN {printf "%.0f", b / 1e6 / s}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-fmt() { awk -v s="$1" 'BEGIN {printf "%.3f", s}'; }
-median_of() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 SCAN=("$LOMOB" scan --no-progress)
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -248,7 +242,6 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------------------
 # Report.
-yes_no() { awk -v c="$1" 'BEGIN {print (c ? "**met**" : "**missed**")}'; }
 L_W=$(med media-lomob-warm); O_W=$(med media-openssl-warm)
 L_W_MB=$(mbps "$MEDIA_BYTES" "$L_W"); O_W_MB=$(mbps "$MEDIA_BYTES" "$O_W")
 R_W=$(ratio "$O_W" "$L_W")
