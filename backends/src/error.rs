@@ -207,3 +207,18 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
         _ => ErrorKind::Other,
     }
 }
+
+/// The error and its causes on one line (reqwest hides the useful part in the chain).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::size::ByteSize;
 
+/// The default of the transfer setting `memory-budget`: parts held in memory at once, over
+/// all in-flight parts of one upload. With the default 256 MiB parts this allows 4 in flight
+/// even when the site's concurrency is higher, so a small home server is not pushed into
+/// swap.
+pub const MEMORY_BUDGET: u64 = 1 << 30;
+
 /// The first wait before a retry; it doubles on each retry, with jitter.
 const RETRY_MIN_DELAY: Duration = Duration::from_millis(200);
 /// The longest wait before a retry.
@@ -50,7 +56,7 @@ impl Default for TransferConfig {
             timeout_secs: 600,
             concurrency: 8,
             bandwidth_limit: None,
-            memory_budget: ByteSize(crate::s3::upload::MEMORY_BUDGET),
+            memory_budget: ByteSize(MEMORY_BUDGET),
         }
     }
 }

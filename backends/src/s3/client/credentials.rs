@@ -7,7 +7,7 @@ use bytes::Bytes;
 use reqsign_aws_v4::Credential;
 use reqsign_core::Context;
 
-use super::transport::chain;
+use crate::error::chain;
 
 /// Where the signing keys come from. Shown in `Debug` instead of the keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

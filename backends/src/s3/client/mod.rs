@@ -33,10 +33,10 @@ use crate::{reveal, BackendConfig, BackendError, TransferConfig};
 
 pub use crate::requests::{RequestCounters, RequestCounts, RequestType};
 
+use crate::error::chain;
 use credentials::{CredentialHttp, CredentialSource, ProfileKeys};
 pub use multipart::{MultipartUpload, PartBody, PartInfo};
 pub use object::{ObjectInfo, RestoreOutcome, RestoreState, StreamPut};
-use transport::chain;
 
 /// A signed S3 client for one bucket (and prefix) of one site.
 #[derive(Clone)]

@@ -11,8 +11,9 @@ use bytes::Bytes;
 use reqwest::Method;
 
 use super::super::xml;
-use super::transport::{chain, md5_base64, paced_body, Call, PaceClock, Reply, UNSIGNED_PAYLOAD};
+use super::transport::{md5_base64, paced_body, Call, PaceClock, Reply, UNSIGNED_PAYLOAD};
 use super::S3Client;
+use crate::error::chain;
 use crate::requests::RequestType;
 use crate::storage_class::{StorageClass, ThawTier};
 use crate::BackendError;

@@ -16,7 +16,7 @@ use reqwest::{Method, StatusCode};
 use super::super::xml;
 use super::credentials::{CredentialSource, NO_CREDENTIALS};
 use super::S3Client;
-use crate::error::S3Error;
+use crate::error::{chain, S3Error};
 use crate::requests::RequestType;
 use crate::transfer::Pacer;
 use crate::{BackendError, ErrorKind};
@@ -273,21 +273,6 @@ pub(super) fn retryable(status: StatusCode, code: Option<&str>) -> bool {
             code,
             Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout")
         )
-}
-
-/// The error and its causes on one line (reqwest hides the useful part in the chain).
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// How one attempt of a request ended when it did not give an answer to return.

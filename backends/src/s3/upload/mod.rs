@@ -30,7 +30,10 @@
 //! on a server checksum.
 
 mod parts;
+mod progress;
 mod single;
+
+pub use progress::UploadProgress;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -44,25 +47,6 @@ use crate::journal::{UploadJournal, UploadState};
 use crate::source::{multipart_etag, read_digests, ByteSource, Digests};
 use crate::{BackendError, ErrorKind};
 use parts::send_parts;
-
-/// The default of the transfer setting `memory-budget`: parts held in memory at once, over
-/// all in-flight parts of one upload. With the default 256 MiB parts this allows 4 in flight
-/// even when the site's concurrency is higher, so a small home server is not pushed into
-/// swap.
-pub const MEMORY_BUDGET: u64 = 1 << 30;
-
-/// Reported after each part (and once per part reused from an earlier run).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UploadProgress {
-    pub part_number: u32,
-    pub part_size: u64,
-    /// True when the part was already on the server from an earlier run.
-    pub reused: bool,
-    pub parts_done: u32,
-    pub parts_total: u32,
-    pub bytes_done: u64,
-    pub bytes_total: u64,
-}
 
 /// What an upload did.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::UploadProgress;
+use super::progress::UploadProgress;
 use crate::journal::{DonePart, UploadJournal, UploadState};
 use crate::s3::client::{PartBody, S3Client};
 use crate::source::{spawn_reader, ByteSource, Digests};

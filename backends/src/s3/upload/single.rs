@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
-use super::UploadProgress;
+use super::progress::UploadProgress;
 use crate::s3::client::{S3Client, StreamPut};
 use crate::source::{reader_result, spawn_reader, ByteSource, Digests, Reader, STREAM_CHUNK};
 use crate::{BackendError, ErrorKind};
