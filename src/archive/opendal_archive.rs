@@ -138,20 +138,9 @@ impl Archive for OpendalArchive {
             .inspect_err(|_| {
                 let _ = req.journal.clear(key);
             })?;
-        self.op
-            .rename(&partial, key)
-            .await
-            .map_err(|e| self.err("put", key, e))?;
+        let stored = self.move_into_place(&partial, key, sha256).await?;
         req.journal.clear(key).map_err(jerr)?;
-        let object = self
-            .stat(key)
-            .await?
-            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
-        Ok(PutOutcome::Stored(Stored {
-            object,
-            sha256,
-            verification: Verification::ReadBack,
-        }))
+        Ok(stored)
     }
 
     async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
@@ -188,19 +177,7 @@ impl Archive for OpendalArchive {
                 "the stored bytes differ from the ones written".into(),
             ));
         }
-        self.op
-            .rename(&partial, key)
-            .await
-            .map_err(|e| self.err("put", key, e))?;
-        let object = self
-            .stat(key)
-            .await?
-            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
-        Ok(PutOutcome::Stored(Stored {
-            object,
-            sha256,
-            verification: Verification::ReadBack,
-        }))
+        self.move_into_place(&partial, key, sha256).await
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
@@ -285,6 +262,28 @@ impl Archive for OpendalArchive {
 }
 
 impl OpendalArchive {
+    /// Renames a verified `partial` object to `key`, which now holds it.
+    async fn move_into_place(
+        &self,
+        partial: &str,
+        key: &str,
+        sha256: [u8; 32],
+    ) -> Result<PutOutcome, StoreError> {
+        self.op
+            .rename(partial, key)
+            .await
+            .map_err(|e| self.err("put", key, e))?;
+        let object = self
+            .stat(key)
+            .await?
+            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
+        Ok(PutOutcome::Stored(Stored {
+            object,
+            sha256,
+            verification: Verification::ReadBack,
+        }))
+    }
+
     /// An object already holds `req.key`: ours and done only when its bytes read back equal
     /// the source's; otherwise occupied.
     async fn settle_existing(

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use async_trait::async_trait;
 use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
-use lomob_backends::s3::upload::{find_orphans, upload_in_parts, upload_resumable, UploadProgress};
+use lomob_backends::s3::upload::{find_orphans, upload, Shape, UploadProgress};
 use lomob_backends::source::read_digests;
 
 use lomob_backends::ErrorKind;
@@ -96,29 +96,22 @@ impl Archive for S3Archive {
         let part_size = if single { len } else { self.client.part_size() };
         let report = |p: &UploadProgress| (req.progress)(p.bytes_done);
         let metadata = [("fingerprint".to_string(), req.fingerprint.to_string())];
-        let out = if req.multipart_only {
-            upload_in_parts(
-                &self.client,
-                key,
-                req.source.clone(),
-                part_size,
-                &metadata,
-                req.journal,
-                &report,
-            )
-            .await
+        let shape = if req.multipart_only {
+            Shape::AlwaysParts
         } else {
-            upload_resumable(
-                &self.client,
-                key,
-                req.source.clone(),
-                part_size,
-                &metadata,
-                req.journal,
-                &report,
-            )
-            .await
-        }
+            Shape::OnePutWhenItFits
+        };
+        let out = upload(
+            &self.client,
+            key,
+            req.source.clone(),
+            part_size,
+            &metadata,
+            req.journal,
+            &report,
+            shape,
+        )
+        .await
         .map_err(|e| self.err("put", key, e))?;
         let got = self
             .stat(key)

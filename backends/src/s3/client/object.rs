@@ -42,7 +42,7 @@ pub struct ObjectInfo {
 impl ObjectInfo {
     /// The storage class, when it is one lomob knows.
     pub fn class(&self) -> Option<StorageClass> {
-        parse_class(&self.storage_class)
+        StorageClass::parse(&self.storage_class)
     }
 
     /// True when a GET would fail until a restore completes.
@@ -50,20 +50,6 @@ impl ObjectInfo {
         self.class().is_some_and(StorageClass::needs_thaw)
             && !matches!(self.restore, RestoreState::Restored { .. })
     }
-}
-
-/// Parses an `x-amz-storage-class` value.
-pub fn parse_class(s: &str) -> Option<StorageClass> {
-    Some(match s {
-        "STANDARD" => StorageClass::Standard,
-        "STANDARD_IA" => StorageClass::StandardIa,
-        "ONEZONE_IA" => StorageClass::OnezoneIa,
-        "INTELLIGENT_TIERING" => StorageClass::IntelligentTiering,
-        "GLACIER_IR" => StorageClass::GlacierIr,
-        "GLACIER" => StorageClass::Glacier,
-        "DEEP_ARCHIVE" => StorageClass::DeepArchive,
-        _ => return None,
-    })
 }
 
 /// The thaw state of a cold object, from `x-amz-restore`.

@@ -227,7 +227,14 @@ pub async fn upload_resumable(
     progress: &(dyn Fn(&UploadProgress) + Send + Sync),
 ) -> Result<UploadOutcome, BackendError> {
     upload(
-        client, key, source, part_size, metadata, journal, progress, true,
+        client,
+        key,
+        source,
+        part_size,
+        metadata,
+        journal,
+        progress,
+        Shape::OnePutWhenItFits,
     )
     .await
 }
@@ -246,13 +253,30 @@ pub async fn upload_in_parts(
     progress: &(dyn Fn(&UploadProgress) + Send + Sync),
 ) -> Result<UploadOutcome, BackendError> {
     upload(
-        client, key, source, part_size, metadata, journal, progress, false,
+        client,
+        key,
+        source,
+        part_size,
+        metadata,
+        journal,
+        progress,
+        Shape::AlwaysParts,
     )
     .await
 }
 
+/// How an object that fits in one part goes up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// As one PUT ([`upload_resumable`]).
+    OnePutWhenItFits,
+    /// As parts anyway ([`upload_in_parts`]).
+    AlwaysParts,
+}
+
+/// [`upload_resumable`] or [`upload_in_parts`], as `shape` says.
 #[allow(clippy::too_many_arguments)]
-async fn upload(
+pub async fn upload(
     client: &S3Client,
     key: &str,
     source: Arc<dyn ByteSource>,
@@ -260,8 +284,9 @@ async fn upload(
     metadata: &[(String, String)],
     journal: &dyn UploadJournal,
     progress: &(dyn Fn(&UploadProgress) + Send + Sync),
-    single_when_it_fits: bool,
+    shape: Shape,
 ) -> Result<UploadOutcome, BackendError> {
+    let single_when_it_fits = shape == Shape::OnePutWhenItFits;
     let start_counts = client.counters().snapshot();
     let len = source.len();
     let fingerprint = fingerprint_of(metadata);
