@@ -7,10 +7,8 @@ mod support;
 
 mod behaviour;
 mod cli;
-mod hang;
 mod iso_cli;
 mod iso_interop;
-mod kill;
 mod messages;
 mod safety;
 mod site_probe;

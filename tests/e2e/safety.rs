@@ -8,9 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    assert_code, files_under, s3_client, service_var, set_mtime, stderr, unique, Env,
+    assert_code, files_under, service_var, set_mtime, stderr, unique, Bucket, Env,
 };
-use lomob_backends::StorageClass;
 
 fn library(env: &Env, n: usize, size: usize) {
     for i in 0..n {
@@ -34,29 +33,6 @@ fn cold_site(env: &Env, ep: &str, bucket: &str, stage: &str, extra: &str) -> Str
     format!(
         "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\nstage = {{ kind = \"fs\", root = \"{root}/{stage}\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\"{extra} }}\n"
     )
-}
-
-struct Bucket {
-    client: lomob_backends::s3::S3Client,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Bucket {
-    fn new(ep: &str, name: &str) -> Bucket {
-        let client = s3_client(ep, "k", "s", name, StorageClass::DeepArchive);
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(client.create_bucket()).unwrap();
-        Bucket { client, rt }
-    }
-
-    fn open_uploads(&self) -> Vec<String> {
-        self.rt
-            .block_on(self.client.list_multipart_uploads(""))
-            .unwrap()
-            .into_iter()
-            .map(|u| u.key)
-            .collect()
-    }
 }
 
 /// Runs `lomob ARGS --json` with the manifest in `db`.
@@ -1056,97 +1032,6 @@ fn item2_an_unverifiable_single_put_is_not_counted_and_parts_are_used_instead() 
     assert_eq!(r[0]["images"].as_array().unwrap().len(), 1, "{r}");
     let st = env.json(&["--config", &c, "status"], 0);
     assert_eq!(st["sites"][0]["unverified_objects"]["files"], 1, "{st}");
-}
-
-/// Runs `lomob ARGS --json`, returning the report and how long the command took.
-fn timed(env: &Env, args: &[&str]) -> (serde_json::Value, f64) {
-    let start = Instant::now();
-    let r = env.json(args, 0);
-    (r, start.elapsed().as_secs_f64())
-}
-
-fn assert_rate(what: &str, bytes: u64, secs: f64, limit: f64) {
-    let rate = bytes as f64 / secs;
-    assert!(
-        (limit * 0.85..=limit * 1.15).contains(&rate),
-        "{what}: {bytes} bytes in {secs:.2} s is {:.2} MB/s, the limit is {:.2} MB/s",
-        rate / 1e6,
-        limit / 1e6
-    );
-}
-
-/// Item 10: `bandwidth-limit` failed every object larger than the limit ("burst size is
-/// smaller than the request size"). Now any object goes, at the limited rate, for stage and
-/// archive, one PUT and parts.
-#[test]
-fn item10_a_bandwidth_limit_works_for_any_object_size() {
-    let env = Env::new();
-    // Four files of 2.5 MB: each larger than the 2 MB/s limit, 10 MB in all.
-    library(&env, 4, 2_500_000);
-    let root = env.path().display().to_string();
-    let limit = 2_000_000.0;
-    let mut text = format!(
-        "[library]\nroots = [\"{root}/lib\"]\n[sites.nas]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n[sites.nas.transfer]\nbandwidth-limit = \"2MB\"\n"
-    );
-    let moto = service_var("LOMOB_TEST_MOTO_ENDPOINT");
-    if let Some(ep) = &moto {
-        for (site, extra) in [
-            ("one", ""),
-            ("parts", ", single-put-max = \"0\", part-size = \"5MiB\""),
-        ] {
-            let bucket = format!("bw-{site}-{}", unique(&env));
-            Bucket::new(ep, &bucket);
-            text.push_str(&format!(
-                "[sites.{site}]\nstage = {{ kind = \"fs\", root = \"{root}/{site}-stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\"{extra} }}\n[sites.{site}.transfer]\nbandwidth-limit = \"2MB\"\n"
-            ));
-        }
-    }
-    let c = config(&env, "c.toml", &text);
-    env.json(&["--config", &c, "scan"], 0);
-    // The stage, file by file.
-    let (r, secs) = timed(&env, &["--config", &c, "sync", "--site", "nas"]);
-    assert_eq!(r[0]["staged_files"], 4, "{r}");
-    assert_rate(
-        "fs stage",
-        r[0]["staged_bytes"].as_u64().unwrap(),
-        secs,
-        limit,
-    );
-    // The archive, one image.
-    let (r, secs) = timed(
-        &env,
-        &["--config", &c, "sync", "--site", "nas", "--pack-now"],
-    );
-    assert_eq!(r[0]["archived_files"], 4, "{r}");
-    let image = files_under(&env.path().join("archive"))
-        .into_iter()
-        .find(|f| f.ends_with(".iso"))
-        .unwrap();
-    let size = std::fs::metadata(env.path().join("archive").join(image))
-        .unwrap()
-        .len();
-    assert_rate("fs archive", size, secs, limit);
-    if moto.is_none() {
-        return;
-    }
-    // S3: one streamed PUT, and parts.
-    for site in ["one", "parts"] {
-        let (r, secs) = timed(
-            &env,
-            &["--config", &c, "sync", "--site", site, "--pack-now"],
-        );
-        assert_eq!(r[0]["archived_files"], 4, "{r}");
-        let list = env.json(&["--config", &c, "iso", "list"], 0);
-        let size = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["name"].as_str().unwrap().starts_with(site))
-            .unwrap()["size"]
-            .as_u64()
-            .unwrap();
-        assert_rate(site, size, secs, limit);
-    }
 }
 
 /// Item 12: on an S3 stage, files over 64 MiB were checked by size only, and an SSE-KMS

@@ -222,3 +222,40 @@ impl BreakingProxy {
         format!("http://{}", self.addr)
     }
 }
+
+/// A fresh bucket on a test S3 server, with a client and a runtime to drive it.
+pub struct Bucket {
+    pub client: lomob_backends::s3::S3Client,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Bucket {
+    pub fn new(ep: &str, name: &str) -> Bucket {
+        let client = s3_client(
+            ep,
+            "k",
+            "s",
+            name,
+            lomob_backends::StorageClass::DeepArchive,
+        );
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(client.create_bucket()).unwrap();
+        Bucket { client, rt }
+    }
+
+    pub fn open_uploads(&self) -> Vec<String> {
+        self.rt
+            .block_on(self.client.list_multipart_uploads(""))
+            .unwrap()
+            .into_iter()
+            .map(|u| u.key)
+            .collect()
+    }
+}
+
+/// Tests that measure time or race a process run one at a time (their own binary, and this
+/// lock), so other tests' load does not skew them.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}

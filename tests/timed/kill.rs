@@ -96,6 +96,7 @@ fn spawn_until_archiving(
 
 #[test]
 fn killed_while_staging_then_rerun_completes_without_resending_what_was_verified() {
+    let _serial = crate::support::serial();
     let env = Env::new();
     library(&env, 300, 120_000);
     let root = env.path().display().to_string();
@@ -161,6 +162,7 @@ fn killed_while_staging_then_rerun_completes_without_resending_what_was_verified
 
 #[test]
 fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
+    let _serial = crate::support::serial();
     let Some(ep) = service_var("LOMOB_TEST_MOTO_ENDPOINT") else {
         return;
     };
@@ -236,6 +238,7 @@ fn killed_while_archiving_then_rerun_resumes_the_multipart_upload() {
 
 #[test]
 fn killed_during_a_single_put_image_then_rerun_sends_it_whole_once() {
+    let _serial = crate::support::serial();
     let Some(ep) = service_var("LOMOB_TEST_MOTO_ENDPOINT") else {
         return;
     };

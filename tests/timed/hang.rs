@@ -103,6 +103,7 @@ fn exit_code_within(
 
 #[test]
 fn a_multipart_upload_failing_for_good_ends_the_run_and_frees_the_manifest() {
+    let _serial = crate::support::serial();
     let Some(ep) = service_var("LOMOB_TEST_MOTO_ENDPOINT") else {
         return;
     };
