@@ -453,3 +453,63 @@ pub fn record_image(m: &Manifest, img: &ImageToRecord<'_>) -> Result<IsoRecord, 
     m.flush()?;
     Ok(rec)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(name: &str, content: u8) -> Candidate {
+        Candidate {
+            content: [content; 16],
+            image_path: name.as_bytes().to_vec(),
+            source: PathBuf::from(format!("/nonexistent/{name}")),
+            size: 3,
+            mtime: 1_600_000_000,
+            mode: 0o644,
+            sha256: [content; 32],
+        }
+    }
+
+    /// A ranged restore reads a file at its recorded offset: a file missing from the
+    /// layout must be an error, never offset 0.
+    #[test]
+    fn a_file_missing_from_the_layout_is_an_error_not_offset_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::open(dir.path()).unwrap();
+        let group = vec![candidate("a/one.jpg", 1)];
+        let plan = plan(
+            &group,
+            VolumeInfo {
+                volume_id: "t".into(),
+                created: 0,
+            },
+        )
+        .unwrap();
+        let mut with_stranger = group.clone();
+        with_stranger.push(candidate("a/two.jpg", 2));
+        let img = |group: &[Candidate]| {
+            record_image(
+                &m,
+                &ImageToRecord {
+                    name: "t.iso",
+                    group,
+                    plan: &plan,
+                    size: plan.image_size(),
+                    sha256: [0; 32],
+                    local_path: None,
+                    upload: None,
+                },
+            )
+        };
+        match img(&with_stranger) {
+            Err(PackError::NotInLayout { path, .. }) => assert_eq!(path, "a/two.jpg"),
+            other => panic!("expected NotInLayout, got {other:?}"),
+        }
+        let rec = img(&group).unwrap();
+        let placed = m.placements_of(&[1; 16]).unwrap();
+        assert_eq!(placed.len(), 1);
+        assert_eq!(placed[0].0, rec.id);
+        assert_eq!(placed[0].1.offset, plan.placements()[0].offset);
+        assert_ne!(placed[0].1.offset, 0);
+    }
+}

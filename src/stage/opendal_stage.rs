@@ -258,3 +258,38 @@ impl Stage for OpendalStage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Role;
+    use lomob_backends::fs::FsConfig;
+    use lomob_backends::{BackendConfig, TransferConfig};
+
+    /// Keys may come from an imported manifest: every operation refuses one that could
+    /// leave the stage's root, before it reaches the backend.
+    #[tokio::test]
+    async fn keys_that_could_escape_the_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("stage");
+        let outside = dir.path().join("secret.txt");
+        std::fs::write(&outside, b"not the stage's").unwrap();
+        let config = BackendConfig::Fs(FsConfig { root: root.clone() });
+        let op = config.operator(&TransferConfig::default()).unwrap();
+        let info = BackendInfo {
+            site: "t".into(),
+            role: Role::Stage,
+            kind: "fs",
+            capabilities: config.capabilities(),
+            location: root.display().to_string(),
+        };
+        let stage = OpendalStage::new(op, info, None);
+        for key in ["../secret.txt", "stage/../../secret.txt", "/etc/passwd"] {
+            let e = stage.delete(key).await.unwrap_err().to_string();
+            assert!(e.contains("refused"), "{key}: {e}");
+            assert!(stage.stat(key).await.is_err(), "{key}");
+            assert!(stage.read_range(key, 0..3).await.is_err(), "{key}");
+        }
+        assert_eq!(std::fs::read(&outside).unwrap(), b"not the stage's");
+    }
+}

@@ -297,3 +297,68 @@ fn killed_during_a_single_put_image_then_rerun_sends_it_whole_once() {
         .unwrap();
     assert_eq!(catalog.storage_class, "STANDARD", "readable without a thaw");
 }
+
+/// Safety issue, item 3, on a local-disk archive: the `.partial` object of an upload killed
+/// midway, whose image the next run cannot lay out again (a file of it changed), is removed
+/// by the next run, not left behind.
+#[test]
+fn a_partial_object_no_run_will_continue_is_removed() {
+    let _serial = crate::support::serial();
+    let env = Env::new();
+    library(&env, 6, 2_000_000); // a 12 MB image, written at 4 MB/s
+    let root = env.path().display().to_string();
+    let cfg = env.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.nas]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n[sites.nas.transfer]\nbandwidth-limit = \"4MB\"\n"
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    env.json(&["--config", &cfg, "scan"], 0);
+    let (mut child, _stderr) = spawn_until_archiving(
+        &env,
+        &["--config", &cfg, "sync", "--site", "nas", "--pack-now"],
+    );
+    // Kill once part of the image is written.
+    let archive = env.path().join("archive/archive");
+    let partial_size = || {
+        files_under(&archive)
+            .iter()
+            .filter(|f| f.ends_with(".partial"))
+            .map(|f| std::fs::metadata(archive.join(f)).map_or(0, |m| m.len()))
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partial_size() < 2_000_000 && Instant::now() < deadline {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill9(&mut child);
+    assert!(partial_size() > 0, "no partial object was left by the kill");
+    // A file of that image changes: it can never be laid out again.
+    let edited = files_under(&env.lib())
+        .into_iter()
+        .find(|f| f.ends_with("IMG_00001.jpg"))
+        .unwrap();
+    let edited = env.lib().join(edited);
+    std::fs::write(&edited, b"edited").unwrap();
+    set_mtime(&edited, 1_700_000_000);
+    env.json(&["--config", &cfg, "scan"], 0);
+    let r = env.json(
+        &["--config", &cfg, "sync", "--site", "nas", "--pack-now"],
+        0,
+    );
+    assert_eq!(r[0]["uploads_abandoned"], 1, "{r}");
+    assert_eq!(r[0]["archived_files"], 6, "{r}");
+    let left: Vec<String> = files_under(&archive)
+        .into_iter()
+        .filter(|f| f.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

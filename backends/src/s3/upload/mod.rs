@@ -286,233 +286,59 @@ pub async fn upload(
     progress: &(dyn Fn(&UploadProgress) + Send + Sync),
     shape: Shape,
 ) -> Result<UploadOutcome, BackendError> {
-    let single_when_it_fits = shape == Shape::OnePutWhenItFits;
-    let start_counts = client.counters().snapshot();
     let len = source.len();
-    let fingerprint = fingerprint_of(metadata);
-    let fp_value = fingerprint.as_ref().map(|(_, v)| v.clone());
-    let outcome = |etag: String,
-                   computed_etag: String,
-                   digests: Digests,
-                   upload_id: Option<String>,
-                   total,
-                   uploaded,
-                   reused| {
-        Ok(UploadOutcome {
-            etag,
-            computed_etag,
-            sha256: hex::encode(digests.sha256),
-            md5: hex::encode(digests.md5),
-            upload_id,
-            parts_total: total,
-            parts_uploaded: uploaded,
-            parts_reused: reused,
-            requests: client.counters().snapshot().since(&start_counts),
-        })
-    };
-
     let part_size = effective_part_size(part_size, len)?;
-    if (len == 0 || (single_when_it_fits && len <= part_size)) && journal.load(key)?.is_none() {
-        // One part's worth (or an empty object, which multipart cannot make): a single
-        // PutObject is one billed request instead of three (create, part, complete).
-        let (put, d) = put_streamed(client, key, source, metadata, None, progress).await?;
-        let md5 = format!("\"{}\"", hex::encode(d.md5));
-        return outcome(put.etag, md5, d, None, 1, 1, 0);
-    }
-    let total = u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts");
-    let size_of = |n: u32| -> u64 {
-        let offset = u64::from(n - 1) * part_size;
-        part_size.min(len - offset)
-    };
-
-    let mut state: Option<UploadState> = None;
-    // Parts the server holds that the journal does not (finished just before a crash): kept
-    // when the bytes we read for them have the same MD5 as the server's ETag.
-    let mut unjournaled: BTreeMap<u32, (u64, String)> = BTreeMap::new();
-    if let Some(old) = journal.load(key)? {
-        let same_source = old.total_size == len
-            && old.part_size == part_size
-            && old.source_sha256 == fp_value
-            && old.key == key;
-        if !same_source {
-            tracing::info!(
-                key,
-                "source changed since the interrupted upload: starting over"
-            );
-            client.abort_multipart_upload(key, &old.upload_id).await?;
-            journal.clear(key)?;
-        } else {
-            match client.list_parts(key, &old.upload_id).await {
-                Ok(server) => {
-                    let on_server: BTreeMap<u32, (u64, String)> = server
-                        .into_iter()
-                        .map(|p| (p.number, (p.size, p.etag)))
-                        .collect();
-                    let mut kept = old.clone();
-                    kept.parts.retain(|p| {
-                        p.number >= 1
-                            && p.number <= total
-                            && p.size == size_of(p.number)
-                            && on_server.get(&p.number).is_some_and(|(size, etag)| {
-                                *size == p.size
-                                    && etag.trim_matches('"') == p.etag.trim_matches('"')
-                            })
-                    });
-                    kept.parts.sort_by_key(|p| p.number);
-                    kept.parts.dedup_by_key(|p| p.number);
-                    let journaled: BTreeSet<u32> = kept.parts.iter().map(|p| p.number).collect();
-                    unjournaled = on_server
-                        .into_iter()
-                        .filter(|(n, _)| (1..=total).contains(n) && !journaled.contains(n))
-                        .collect();
-                    journal.save(&kept)?;
-                    state = Some(kept);
-                }
-                Err(e) if is_no_such_upload(&e) || upload_is_unusable(&e) => {
-                    if !is_no_such_upload(&e) {
-                        // A permanent answer would block this object on every run: give the
-                        // upload up (best effort: it may be gone already).
-                        tracing::warn!(
-                            key,
-                            "cannot list the parts of the interrupted upload ({e}): aborting it and starting over"
-                        );
-                        if let Err(a) = client.abort_multipart_upload(key, &old.upload_id).await {
-                            tracing::warn!(key, "aborting the interrupted upload failed: {a}");
-                        }
-                    }
-                    // The upload id is dead either way.
-                    journal.clear(key)?;
-                    let existing = existing_object(
-                        client,
-                        key,
-                        &source,
-                        &fingerprint,
-                        &old.parts,
-                        total,
-                        part_size,
-                        None,
-                    )
-                    .await?;
-                    if let Some((etag, d)) = existing {
-                        // Completed before the crash; nothing is sent.
-                        let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
-                        return outcome(etag, computed, d, Some(old.upload_id), total, 0, total);
-                    }
-                    tracing::info!(
-                        key,
-                        "the interrupted upload cannot continue and left no object: starting over"
-                    );
-                }
-                // Network trouble, throttling, credentials: this run fails, the next one
-                // resumes.
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    let mut state = match state {
-        Some(s) => s,
-        None => {
-            // The part size goes with the object, so a later run can compute its multipart
-            // ETag from the source alone.
-            let mut with_part_size: Vec<(String, String)> = metadata
-                .iter()
-                .filter(|(k, _)| !k.eq_ignore_ascii_case("part-size"))
-                .cloned()
-                .collect();
-            with_part_size.push(("part-size".to_string(), part_size.to_string()));
-            let upload_id = client.create_multipart_upload(key, &with_part_size).await?;
-            let s = UploadState {
-                key: key.to_string(),
-                upload_id,
-                part_size,
-                total_size: len,
-                source_sha256: fp_value.clone(),
-                parts: Vec::new(),
-            };
-            // Journaled before any part is sent, so even a crash during the first part
-            // leaves an upload we know about (and can resume or abort).
-            journal.save(&s)?;
-            s
-        }
-    };
-
-    let source_again = source.clone();
-    match send_parts(
+    let u = Upload {
         client,
         key,
         source,
         part_size,
-        total,
+        total: u32::try_from(len.div_ceil(part_size)).expect("at most 10,000 parts"),
+        metadata,
+        fingerprint: fingerprint_of(metadata),
+        journal,
+        start_counts: client.counters().snapshot(),
+    };
+    let fits = shape == Shape::OnePutWhenItFits && len <= part_size;
+    if (len == 0 || fits) && journal.load(key)?.is_none() {
+        // One part's worth (or an empty object, which multipart cannot make): a single
+        // PutObject is one billed request instead of three (create, part, complete).
+        let (put, d) =
+            put_streamed(client, key, u.source.clone(), metadata, None, progress).await?;
+        let md5 = format!("\"{}\"", hex::encode(d.md5));
+        return Ok(u.outcome(put.etag, md5, d, None, 1, 0));
+    }
+    let (mut state, unjournaled) = match journal.load(key)? {
+        Some(old) => match u.resume(old).await? {
+            Resumed::Continue(state, unjournaled) => (state, unjournaled),
+            Resumed::Done(outcome) => return Ok(outcome),
+            Resumed::StartOver => (u.start().await?, BTreeMap::new()),
+        },
+        None => (u.start().await?, BTreeMap::new()),
+    };
+    let sent = send_parts(
+        client,
+        key,
+        u.source.clone(),
+        part_size,
+        u.total,
         &mut state,
         &unjournaled,
         journal,
         progress,
     )
-    .await
-    {
+    .await;
+    match sent {
         Ok((digests, uploaded, reused)) => {
-            let list: Vec<(u32, String)> = state
-                .parts
-                .iter()
-                .map(|p| (p.number, p.etag.clone()))
-                .collect();
-            let etag = match client
-                .complete_multipart_upload(key, &state.upload_id, &list)
-                .await
-            {
-                Ok(etag) => etag,
-                // A retried Complete whose first attempt succeeded finds the upload gone.
-                Err(e) if is_no_such_upload(&e) => {
-                    journal.clear(key)?;
-                    match existing_object(
-                        client,
-                        key,
-                        &source_again,
-                        &fingerprint,
-                        &state.parts,
-                        total,
-                        part_size,
-                        Some(&digests),
-                    )
-                    .await?
-                    {
-                        Some((etag, _)) => etag,
-                        None => return Err(e),
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            journal.clear(key)?;
-            let computed = multipart_etag(state.parts.iter().map(|p| p.md5.as_str()));
-            // An AWS-style multipart ETag is the MD5 of the parts' MD5s the server holds; a
-            // KMS bucket (its part ETags are not the parts' MD5s) gives another.
-            let md5_parts = state
-                .parts
-                .iter()
-                .all(|p| p.etag.trim_matches('"').eq_ignore_ascii_case(&p.md5));
-            let shaped = md5_parts
-                && etag
-                    .trim_matches('"')
-                    .split_once('-')
-                    .is_some_and(|(h, n)| h.len() == 32 && n.bytes().all(|b| b.is_ascii_digit()));
-            if shaped && etag.trim_matches('"') != computed.trim_matches('"') {
-                return Err(BackendError::Check {
-                    key: key.to_string(),
-                    message: format!(
-                        "the server's ETag {etag} for the completed upload is not {computed}, the one its parts give"
-                    ),
-                });
-            }
-            outcome(
+            let (etag, computed) = u.complete(&state, &digests).await?;
+            Ok(u.outcome(
                 etag,
                 computed,
                 digests,
                 Some(state.upload_id),
-                total,
                 uploaded,
                 reused,
-            )
+            ))
         }
         Err(e) if source_is_not_what_was_planned(&e) => {
             // The source is not what the upload was started with: its parts can never be
@@ -523,6 +349,253 @@ pub async fn upload(
             Err(e)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// One upload's fixed facts, shared by its steps.
+struct Upload<'a> {
+    client: &'a S3Client,
+    key: &'a str,
+    source: Arc<dyn ByteSource>,
+    part_size: u64,
+    total: u32,
+    metadata: &'a [(String, String)],
+    /// The metadata entry identifying the source (`fingerprint`, else `sha256`).
+    fingerprint: Option<(String, String)>,
+    journal: &'a dyn UploadJournal,
+    start_counts: RequestCounts,
+}
+
+/// Where an interrupted upload stands.
+enum Resumed {
+    /// Continue it: its journal (parts checked against the server) and the parts the server
+    /// holds that the journal does not (finished just before a crash).
+    Continue(UploadState, BTreeMap<u32, (u64, String)>),
+    /// It had completed: the object is shown by a server checksum to be this one.
+    Done(UploadOutcome),
+    /// Nothing usable is left of it.
+    StartOver,
+}
+
+impl Upload<'_> {
+    fn outcome(
+        &self,
+        etag: String,
+        computed_etag: String,
+        digests: Digests,
+        upload_id: Option<String>,
+        uploaded: u32,
+        reused: u32,
+    ) -> UploadOutcome {
+        UploadOutcome {
+            etag,
+            computed_etag,
+            sha256: hex::encode(digests.sha256),
+            md5: hex::encode(digests.md5),
+            upload_id,
+            parts_total: self.total,
+            parts_uploaded: uploaded,
+            parts_reused: reused,
+            requests: self.client.counters().snapshot().since(&self.start_counts),
+        }
+    }
+
+    fn size_of(&self, n: u32) -> u64 {
+        let offset = u64::from(n - 1) * self.part_size;
+        self.part_size.min(self.source.len() - offset)
+    }
+
+    /// What is left of the interrupted upload `old`: its parts on the server, an object it
+    /// completed, or nothing (a changed source, an upload the server forgot or cannot list).
+    async fn resume(&self, old: UploadState) -> Result<Resumed, BackendError> {
+        let (client, key) = (self.client, self.key);
+        let same_source = old.total_size == self.source.len()
+            && old.part_size == self.part_size
+            && old.source_sha256 == self.fingerprint.as_ref().map(|(_, v)| v.clone())
+            && old.key == key;
+        if !same_source {
+            tracing::info!(
+                key,
+                "source changed since the interrupted upload: starting over"
+            );
+            client.abort_multipart_upload(key, &old.upload_id).await?;
+            self.journal.clear(key)?;
+            return Ok(Resumed::StartOver);
+        }
+        match client.list_parts(key, &old.upload_id).await {
+            Ok(server) => Ok(self.keep_parts(old, server)?),
+            Err(e) if is_no_such_upload(&e) || upload_is_unusable(&e) => {
+                if !is_no_such_upload(&e) {
+                    // A permanent answer would block this object on every run: give the
+                    // upload up (best effort: it may be gone already).
+                    tracing::warn!(
+                        key,
+                        "cannot list the parts of the interrupted upload ({e}): aborting it and starting over"
+                    );
+                    if let Err(a) = client.abort_multipart_upload(key, &old.upload_id).await {
+                        tracing::warn!(key, "aborting the interrupted upload failed: {a}");
+                    }
+                }
+                // The upload id is dead either way.
+                self.journal.clear(key)?;
+                let existing = existing_object(
+                    client,
+                    key,
+                    &self.source,
+                    &self.fingerprint,
+                    &old.parts,
+                    self.total,
+                    self.part_size,
+                    None,
+                )
+                .await?;
+                if let Some((etag, d)) = existing {
+                    // Completed before the crash; nothing is sent.
+                    let computed = multipart_etag(old.parts.iter().map(|p| p.md5.as_str()));
+                    let total = self.total;
+                    return Ok(Resumed::Done(self.outcome(
+                        etag,
+                        computed,
+                        d,
+                        Some(old.upload_id),
+                        0,
+                        total,
+                    )));
+                }
+                tracing::info!(
+                    key,
+                    "the interrupted upload cannot continue and left no object: starting over"
+                );
+                Ok(Resumed::StartOver)
+            }
+            // Network trouble, throttling, credentials: this run fails, the next one
+            // resumes.
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps the journaled parts the server still holds (same number, size and ETag), and
+    /// notes the parts it holds that the journal does not.
+    fn keep_parts(
+        &self,
+        old: UploadState,
+        server: Vec<crate::s3::client::PartInfo>,
+    ) -> Result<Resumed, BackendError> {
+        let total = self.total;
+        let on_server: BTreeMap<u32, (u64, String)> = server
+            .into_iter()
+            .map(|p| (p.number, (p.size, p.etag)))
+            .collect();
+        let mut kept = old;
+        kept.parts.retain(|p| {
+            p.number >= 1
+                && p.number <= total
+                && p.size == self.size_of(p.number)
+                && on_server.get(&p.number).is_some_and(|(size, etag)| {
+                    *size == p.size && etag.trim_matches('"') == p.etag.trim_matches('"')
+                })
+        });
+        kept.parts.sort_by_key(|p| p.number);
+        kept.parts.dedup_by_key(|p| p.number);
+        let journaled: BTreeSet<u32> = kept.parts.iter().map(|p| p.number).collect();
+        let unjournaled = on_server
+            .into_iter()
+            .filter(|(n, _)| (1..=total).contains(n) && !journaled.contains(n))
+            .collect();
+        self.journal.save(&kept)?;
+        Ok(Resumed::Continue(kept, unjournaled))
+    }
+
+    /// Creates the multipart upload and journals it before any part is sent, so even a
+    /// crash during the first part leaves an upload we know about (to resume or abort).
+    async fn start(&self) -> Result<UploadState, BackendError> {
+        // The part size goes with the object, so a later run can compute its multipart
+        // ETag from the source alone.
+        let mut with_part_size: Vec<(String, String)> = self
+            .metadata
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("part-size"))
+            .cloned()
+            .collect();
+        with_part_size.push(("part-size".to_string(), self.part_size.to_string()));
+        let upload_id = self
+            .client
+            .create_multipart_upload(self.key, &with_part_size)
+            .await?;
+        let s = UploadState {
+            key: self.key.to_string(),
+            upload_id,
+            part_size: self.part_size,
+            total_size: self.source.len(),
+            source_sha256: self.fingerprint.as_ref().map(|(_, v)| v.clone()),
+            parts: Vec::new(),
+        };
+        self.journal.save(&s)?;
+        Ok(s)
+    }
+
+    /// Completes the upload and checks the object's ETag against the one its parts give.
+    /// A retried Complete whose first attempt succeeded finds the upload gone: the object is
+    /// then taken only when a server checksum shows it is this one. Returns the ETag and the
+    /// computed one.
+    async fn complete(
+        &self,
+        state: &UploadState,
+        digests: &Digests,
+    ) -> Result<(String, String), BackendError> {
+        let (client, key) = (self.client, self.key);
+        let list: Vec<(u32, String)> = state
+            .parts
+            .iter()
+            .map(|p| (p.number, p.etag.clone()))
+            .collect();
+        let etag = match client
+            .complete_multipart_upload(key, &state.upload_id, &list)
+            .await
+        {
+            Ok(etag) => etag,
+            Err(e) if is_no_such_upload(&e) => {
+                self.journal.clear(key)?;
+                match existing_object(
+                    client,
+                    key,
+                    &self.source,
+                    &self.fingerprint,
+                    &state.parts,
+                    self.total,
+                    self.part_size,
+                    Some(digests),
+                )
+                .await?
+                {
+                    Some((etag, _)) => etag,
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        self.journal.clear(key)?;
+        let computed = multipart_etag(state.parts.iter().map(|p| p.md5.as_str()));
+        // An AWS-style multipart ETag is the MD5 of the parts' MD5s the server holds; a KMS
+        // bucket (its part ETags are not the parts' MD5s) gives another.
+        let md5_parts = state
+            .parts
+            .iter()
+            .all(|p| p.etag.trim_matches('"').eq_ignore_ascii_case(&p.md5));
+        let shaped = md5_parts
+            && etag
+                .trim_matches('"')
+                .split_once('-')
+                .is_some_and(|(h, n)| h.len() == 32 && n.bytes().all(|b| b.is_ascii_digit()));
+        if shaped && etag.trim_matches('"') != computed.trim_matches('"') {
+            return Err(BackendError::Check {
+                key: key.to_string(),
+                message: format!(
+                    "the server's ETag {etag} for the completed upload is not {computed}, the one its parts give"
+                ),
+            });
+        }
+        Ok((etag, computed))
     }
 }
 
