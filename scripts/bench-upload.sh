@@ -30,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "bench: building the s3_upload example (release)" >&2
-(cd "$ROOT" && cargo build --release -q -p lomob-backends --example s3_upload)
+(cd "$ROOT" && cargo build --release -q -p lomob-backends --example s3_upload --features testing)
 BIN="$ROOT/target/release/examples/s3_upload"
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
