@@ -66,8 +66,10 @@ impl ByteSource for FileSource {
 pub struct Digests {
     pub sha256: [u8; 32],
     /// The whole object's MD5 (the ETag of one PUT, and what some servers, rclone serve s3
-    /// among them, report as the ETag of a multipart object).
-    pub md5: [u8; 16],
+    /// among them, report as the ETag of a multipart object), when it was asked for: the
+    /// parts of a multipart upload have their own, and a second MD5 of every byte costs a
+    /// core's worth of seconds per gigabyte.
+    pub md5: Option<[u8; 16]>,
     /// The ETag a multipart upload in parts of the asked size gives this object on S3
     /// (`"md5(md5(part 1) ++ ...)-N"`, quotes included), when a part size was given.
     pub multipart_etag: Option<String>,
@@ -198,6 +200,7 @@ pub(crate) fn spawn_reader(
     key: String,
     unit: usize,
     part_size: Option<u64>,
+    whole_md5: bool,
     depth: usize,
     budget: Option<Arc<tokio::sync::Semaphore>>,
 ) -> Reader {
@@ -261,7 +264,9 @@ pub(crate) fn spawn_reader(
                     }
                 }
                 sha2::Digest::update(&mut sha, &buf);
-                md5.update(&buf);
+                if whole_md5 {
+                    md5.update(&buf);
+                }
                 let unit_md5 = if per_unit {
                     let d: [u8; 16] = Md5::digest(&buf).into();
                     unit_md5s.push(d);
@@ -288,7 +293,7 @@ pub(crate) fn spawn_reader(
             };
             Ok(Digests {
                 sha256: sha2::Digest::finalize(sha).into(),
-                md5: md5.finalize().into(),
+                md5: whole_md5.then(|| md5.finalize().into()),
                 multipart_etag: part_md5s.map(|m| multipart_etag_of(&m)),
             })
         })();
@@ -310,7 +315,15 @@ pub async fn read_digests(
     key: &str,
     part_size: Option<u64>,
 ) -> Result<Digests, BackendError> {
-    let mut reader = spawn_reader(source, key.to_string(), STREAM_CHUNK, part_size, 8, None);
+    let mut reader = spawn_reader(
+        source,
+        key.to_string(),
+        STREAM_CHUNK,
+        part_size,
+        true,
+        8,
+        None,
+    );
     while reader.rx.recv().await.is_some() {}
     reader.finish().await
 }

@@ -328,7 +328,9 @@ impl S3Archive {
         // One PUT's ETag is the MD5 (and rclone reports a multipart object's whole MD5 on
         // HEAD); a multipart object's is the MD5 of its parts' MD5s.
         let matches = if is_md5_hex(&etag) {
-            etag.eq_ignore_ascii_case(&hex::encode(digests.md5))
+            digests
+                .md5
+                .is_some_and(|m| etag.eq_ignore_ascii_case(&hex::encode(m)))
         } else {
             etag.contains('-')
                 && Some(etag.as_str())

@@ -55,9 +55,9 @@ pub struct UploadOutcome {
     pub etag: String,
     /// Hex SHA-256 of the whole object, computed while it was read for sending.
     pub sha256: String,
-    /// Hex MD5 of the whole object, from the same pass: what some servers (rclone serve s3)
-    /// report as the ETag of a multipart object on HEAD.
-    pub md5: String,
+    /// Hex MD5 of the whole object, from the same pass, for one PUT (its ETag); a multipart
+    /// upload does not compute it (each part has its own).
+    pub md5: Option<String>,
     /// The ETag AWS (and moto) give a multipart object, computed from the parts' MD5s:
     /// `"md5(md5(part 1) ++ md5(part 2) ++ ...)-N"`. Keep it to verify the object later with a
     /// HEAD alone; some servers (rclone serve s3) report another value on HEAD.
@@ -143,7 +143,7 @@ async fn existing_object(
         .filter(|&p| p > 0)
         .unwrap_or(part_size);
     let digests = match known {
-        Some(d) if at == part_size => d.clone(),
+        Some(d) if at == part_size && d.md5.is_some() => d.clone(),
         // Read once more (nothing is sent), for the digests the outcome reports and the
         // checksums to compare.
         _ => read_digests(source.clone(), key, Some(at)).await?,
@@ -151,7 +151,7 @@ async fn existing_object(
     let ours = [
         journaled,
         digests.multipart_etag.clone(),
-        Some(hex::encode(digests.md5)),
+        digests.md5.map(hex::encode),
     ]
     .into_iter()
     .flatten()
@@ -162,7 +162,7 @@ async fn existing_object(
              the source",
             info.etag,
             digests.multipart_etag.as_deref().unwrap_or("-"),
-            hex::encode(digests.md5)
+            digests.md5.map(hex::encode).unwrap_or_default()
         )));
     }
     Ok(Some((info.etag, digests)))
@@ -305,7 +305,7 @@ pub async fn upload(
         // PutObject is one billed request instead of three (create, part, complete).
         let (put, d) =
             put_streamed(client, key, u.source.clone(), metadata, None, progress).await?;
-        let md5 = format!("\"{}\"", hex::encode(d.md5));
+        let md5 = format!("\"{}\"", hex::encode(d.md5.unwrap_or_default()));
         return Ok(u.outcome(put.etag, md5, d, None, 1, 0));
     }
     let (mut state, unjournaled) = match journal.load(key)? {
@@ -391,7 +391,7 @@ impl Upload<'_> {
             etag,
             computed_etag,
             sha256: hex::encode(digests.sha256),
-            md5: hex::encode(digests.md5),
+            md5: digests.md5.map(hex::encode),
             upload_id,
             parts_total: self.total,
             parts_uploaded: uploaded,

@@ -46,6 +46,8 @@ pub(super) async fn send_parts(
         key.to_string(),
         unit,
         Some(part_size),
+        // Each part's MD5 is computed for its Content-MD5; the whole object's is not needed.
+        false,
         1,
         Some(budget.clone()),
     );

@@ -52,7 +52,7 @@ async fn put_once(
     use futures::StreamExt;
     let len = source.len();
     let Reader { rx, handle, stop } =
-        spawn_reader(source, key.to_string(), STREAM_CHUNK, None, 8, None);
+        spawn_reader(source, key.to_string(), STREAM_CHUNK, None, true, 8, None);
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let body = {
         let sent = sent.clone();
@@ -119,7 +119,7 @@ fn check_answer(
         key: key.to_string(),
         message,
     };
-    let md5 = hex::encode(d.md5);
+    let md5 = hex::encode(d.md5.unwrap_or_default());
     let etag = put.etag.trim_matches('"');
     let md5_shaped = etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit());
     if !md5_shaped || put.kms {
