@@ -45,6 +45,10 @@ where
     S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
 {
     use futures::StreamExt;
+    let Some(pacer) = pacer else {
+        // No limit: the body goes as it comes, in the reader's own (larger) pieces.
+        return body.left_stream();
+    };
     struct State<S> {
         body: std::pin::Pin<Box<S>>,
         rest: Bytes,
@@ -59,10 +63,10 @@ where
     futures::stream::unfold(state, move |mut st| {
         let (pacer, clock) = (pacer.clone(), clock.clone());
         async move {
-            if let (Some(p), true) = (&pacer, st.sent > 0) {
+            if st.sent > 0 {
                 clock.pacing.store(true, Ordering::Relaxed);
                 let t = tokio::time::Instant::now();
-                p.pace(st.sent).await;
+                pacer.pace(st.sent).await;
                 let held = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 clock.held_ns.fetch_add(held, Ordering::Relaxed);
                 clock.pacing.store(false, Ordering::Relaxed);
@@ -80,6 +84,7 @@ where
             Some((Ok(piece), st))
         }
     })
+    .right_stream()
 }
 
 /// Runs `fut` for at most `limit`, not counting the time the pacer held its body back:
