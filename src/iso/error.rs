@@ -29,11 +29,26 @@ pub enum IsoError {
     /// streamed would not match its catalog, so streaming stops.
     #[error("source file changed while packing {path} ({source_path}): {reason}")]
     SourceChanged {
+        /// Index of the file in the list given to the plan (`None` for the catalog).
+        input: Option<usize>,
         /// Path inside the image (lossy UTF-8 for display).
         path: String,
         /// Where the content was read from.
         source_path: PathBuf,
         reason: String,
+    },
+
+    /// A source file could not be opened for a reason other than being gone (permissions,
+    /// an I/O error): the image cannot be streamed while it is in it.
+    #[error("cannot read {source_path} (for {path} in the image): {source}")]
+    SourceUnreadable {
+        /// Index of the file in the list given to the plan.
+        input: usize,
+        /// Path inside the image (lossy UTF-8 for display).
+        path: String,
+        source_path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
 
     /// The image is not a valid (or not a supported) ISO 9660 image.
@@ -74,8 +89,6 @@ pub enum IsoError {
 }
 
 impl IsoError {
-    /// Wraps this error in an `io::Error` (used by the streaming reader); recover it with
-    /// [`IsoError::from_io`] or `io_err.get_ref().and_then(|e| e.downcast_ref::<IsoError>())`.
     /// As an `io::Error` (for `Read` implementations). A source that changed is
     /// `InvalidData`: its bytes are not the planned ones, and never will be, so an upload
     /// of the image can be abandoned rather than resumed.
@@ -90,6 +103,16 @@ impl IsoError {
     /// Returns the `IsoError` carried inside an `io::Error`, if any.
     pub fn from_io(err: &std::io::Error) -> Option<&IsoError> {
         err.get_ref().and_then(|e| e.downcast_ref::<IsoError>())
+    }
+
+    /// The index (in the list given to the plan) of the source file that stopped an image
+    /// from streaming, if that is what this error is.
+    pub fn failed_input(&self) -> Option<usize> {
+        match self {
+            IsoError::SourceChanged { input, .. } => *input,
+            IsoError::SourceUnreadable { input, .. } => Some(*input),
+            _ => None,
+        }
     }
 
     pub(crate) fn malformed(reason: impl Into<String>, offset: u64) -> Self {

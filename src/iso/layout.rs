@@ -57,6 +57,8 @@ pub struct VolumeInfo {
 /// Where one file's data sits in the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
+    /// Index of the [`IsoFile`] this placement came from, in the order given to the plan.
+    pub input: usize,
     pub path: Vec<u8>,
     /// Byte offset of the first data byte in the image (0 for empty files, which have none).
     /// Multi-extent files are contiguous, so the data is `offset..offset + size`.
@@ -559,6 +561,7 @@ fn place_data(
         cf.set_raw_path(&spec.path);
         cat_files.push(cf);
         placements.push(Placement {
+            input: spec.user.unwrap_or(0),
             path: spec.path.clone(),
             offset,
             size: spec.size,

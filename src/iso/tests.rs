@@ -136,6 +136,55 @@ fn deterministic_and_offsets() {
     assert_eq!(&small, &a[50_000..50_007]);
 }
 
+/// The error names the failing file by its index in the list given to the plan (not by
+/// its place in the image, which is path order), so a caller can drop exactly that file.
+#[test]
+fn a_failing_source_is_named_by_its_input_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let specs = vec![
+        (b"z/last.bin".to_vec(), vec![1u8; 5000]),
+        (b"a/first.bin".to_vec(), vec![2u8; 5000]),
+    ];
+    let mut files = make_files(tmp.path(), &specs);
+    let plan = IsoPlan::new(files.clone(), vol()).unwrap();
+    assert_eq!(
+        plan.placements()[0].input,
+        1,
+        "placements are in path order"
+    );
+    std::fs::write(&files[0].source, vec![3u8; 5000]).unwrap();
+    let err = std::io::copy(&mut plan.reader_at(0), &mut std::io::sink()).unwrap_err();
+    let e = IsoError::from_io(&err).expect("an image error");
+    assert!(matches!(e, IsoError::SourceChanged { .. }), "{e}");
+    assert_eq!(e.failed_input(), Some(0));
+
+    // A source that cannot be opened (a parent that is now a file: ENOTDIR, even for root).
+    let parent = tmp.path().join("dir");
+    std::fs::create_dir(&parent).unwrap();
+    std::fs::write(parent.join("f"), vec![2u8; 5000]).unwrap();
+    files[1].source = parent.join("f");
+    std::fs::write(&files[0].source, &specs[0].1).unwrap();
+    let plan = IsoPlan::new(files.clone(), vol()).unwrap();
+    std::fs::remove_dir_all(&parent).unwrap();
+    std::fs::write(&parent, b"not a folder").unwrap();
+    let mut r = plan.reader_at(0);
+    let err = std::io::copy(&mut r, &mut std::io::sink()).unwrap_err();
+    let e = IsoError::from_io(&err).expect("an image error");
+    assert!(matches!(e, IsoError::SourceUnreadable { .. }), "{e}");
+    assert_eq!(e.failed_input(), Some(1));
+    assert!(e.to_string().contains("a/first.bin"), "{e}");
+    // Sticky, and still the same kind of error.
+    let again = r.read(&mut [0u8; 10]).unwrap_err();
+    assert_eq!(
+        IsoError::from_io(&again).and_then(|e| e.failed_input()),
+        Some(1)
+    );
+    assert!(matches!(
+        IsoError::from_io(&again),
+        Some(IsoError::SourceUnreadable { .. })
+    ));
+}
+
 #[test]
 fn source_changed_is_detected() {
     let tmp = tempfile::tempdir().unwrap();

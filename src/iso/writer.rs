@@ -42,7 +42,38 @@ pub struct ImageReader {
     buf_start: u64,
     buf_len: usize,
     cur: Option<OpenFile>,
-    failed: Option<(String, std::path::PathBuf, String)>,
+    failed: Option<Failure>,
+}
+
+/// Why streaming stopped; every later read reports it again.
+struct Failure {
+    input: Option<usize>,
+    path: String,
+    source: std::path::PathBuf,
+    /// `None` when the file changed; the error's kind when it could not be read.
+    unreadable: Option<io::ErrorKind>,
+    /// What changed, or the read error's text.
+    reason: String,
+}
+
+impl Failure {
+    fn error(&self) -> io::Error {
+        match (&self.unreadable, self.input) {
+            (Some(kind), Some(input)) => IsoError::SourceUnreadable {
+                input,
+                path: self.path.clone(),
+                source_path: self.source.clone(),
+                source: io::Error::new(*kind, self.reason.clone()),
+            },
+            _ => IsoError::SourceChanged {
+                input: self.input,
+                path: self.path.clone(),
+                source_path: self.source.clone(),
+                reason: self.reason.clone(),
+            },
+        }
+        .into_io()
+    }
 }
 
 impl ImageReader {
@@ -73,18 +104,21 @@ impl ImageReader {
         let p = self.plan.segments[seg]
             .placement
             .map(|i| &self.plan.placements[i]);
-        let (path, source) = match p {
-            Some(p) => (lossy(&p.path), p.source.clone()),
-            None => ("LOMOB/CATALOG.JSON".into(), Default::default()),
+        let (input, path, source) = match p {
+            Some(p) => (Some(p.input), lossy(&p.path), p.source.clone()),
+            None => (None, "LOMOB/CATALOG.JSON".into(), Default::default()),
         };
         self.cur = None;
-        self.failed = Some((path.clone(), source.clone(), reason.clone()));
-        IsoError::SourceChanged {
+        let failure = Failure {
+            input,
             path,
-            source_path: source,
+            source,
+            unreadable: None,
             reason,
-        }
-        .into_io()
+        };
+        let e = failure.error();
+        self.failed = Some(failure);
+        e
     }
 
     /// Loads the next chunk of segment `seg` starting at `file_off` into `buf`.
@@ -108,10 +142,19 @@ impl ImageReader {
                     return Err(self.fail(seg, "the file is gone".into()));
                 }
                 Err(e) => {
-                    self.failed =
-                        Some((lossy(&plan.placements[pi].path), src.clone(), e.to_string()));
-                    return Err(IsoError::Io {
-                        path: src.clone(),
+                    let p = &plan.placements[pi];
+                    let failure = Failure {
+                        input: Some(p.input),
+                        path: lossy(&p.path),
+                        source: src.clone(),
+                        unreadable: Some(e.kind()),
+                        reason: e.to_string(),
+                    };
+                    self.failed = Some(failure);
+                    return Err(IsoError::SourceUnreadable {
+                        input: p.input,
+                        path: lossy(&p.path),
+                        source_path: src,
                         source: e,
                     }
                     .into_io());
@@ -205,13 +248,8 @@ impl ImageReader {
 
 impl Read for ImageReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if let Some((path, source, reason)) = &self.failed {
-            return Err(IsoError::SourceChanged {
-                path: path.clone(),
-                source_path: source.clone(),
-                reason: reason.clone(),
-            }
-            .into_io());
+        if let Some(failure) = &self.failed {
+            return Err(failure.error());
         }
         let plan = self.plan.clone();
         let pos = self.pos;

@@ -657,16 +657,13 @@ fn pending_record(
     }
 }
 
-/// The member whose read failed the upload: a file that changed since the scan, or
-/// vanished.
+/// The member whose read failed the upload: a file that changed since the scan, vanished,
+/// or cannot be read. The plan was made from `members` in order, so the image error's input
+/// index is the member's.
 fn culprit(e: &crate::store::StoreError, members: &[Candidate]) -> Option<usize> {
-    match IsoError::from_io(e.source_io()?)? {
-        IsoError::SourceChanged { path, .. } => members
-            .iter()
-            .position(|c| String::from_utf8_lossy(&c.image_path) == *path),
-        IsoError::Io { path, .. } => members.iter().position(|c| c.source == *path),
-        _ => None,
-    }
+    IsoError::from_io(e.source_io()?)?
+        .failed_input()
+        .filter(|&i| i < members.len())
 }
 
 fn region_of(site: &Site) -> String {

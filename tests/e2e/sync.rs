@@ -574,8 +574,8 @@ fn a_file_changed_under_an_image_is_left_out_and_nothing_wrong_is_stored() {
         .any(|f| f.ends_with(".partial")));
 }
 
-/// Originals that changed or vanished after they were staged are packed from their staged
-/// copies (streamed to a temporary file and checked), never from the new bytes.
+/// Originals that changed, vanished or became unreadable after they were staged are packed
+/// from their staged copies (streamed to a temporary file and checked), never from the new bytes.
 #[test]
 fn staged_copies_stand_in_for_originals_that_changed_or_vanished() {
     let env = Env::new();
@@ -586,10 +586,15 @@ fn staged_copies_stand_in_for_originals_that_changed_or_vanished() {
     let files = files_under(&lib);
     let changed = lib.join(files.iter().find(|f| f.ends_with("IMG_0001.jpg")).unwrap());
     let gone = lib.join(files.iter().find(|f| f.ends_with("IMG_0003.jpg")).unwrap());
+    let unreadable = lib.join(files.iter().find(|f| f.ends_with("IMG_0000.jpg")).unwrap());
     let old = std::fs::read(&changed).unwrap();
     let old_gone = std::fs::read(&gone).unwrap();
+    let old_unreadable = std::fs::read(&unreadable).unwrap();
     std::fs::write(&changed, b"new bytes, not scanned yet").unwrap();
     std::fs::remove_file(&gone).unwrap();
+    // A link to itself: opening it fails (ELOOP), and not with "not found" (even as root).
+    std::fs::remove_file(&unreadable).unwrap();
+    std::os::unix::fs::symlink(unreadable.file_name().unwrap(), &unreadable).unwrap();
 
     let r = env.json(&["sync", "--site", "local", "--pack-now"], 0);
     assert_eq!(r[0]["ok"], true, "{r}");
@@ -627,6 +632,7 @@ fn staged_copies_stand_in_for_originals_that_changed_or_vanished() {
         "the scanned version, from its staged copy"
     );
     assert_eq!(find("IMG_0003.jpg"), old_gone);
+    assert_eq!(find("IMG_0000.jpg"), old_unreadable);
     // No temporary copies left behind.
     assert!(files_under(&data_dir(&env).join("tmp")).is_empty());
 }
