@@ -8,6 +8,7 @@
 
 pub mod capability;
 pub mod error;
+pub mod object;
 pub mod observe;
 pub mod requests;
 pub mod secret;
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 pub use capability::{Capabilities, ChecksumKind};
 pub use error::{BackendError, ErrorKind};
+pub use object::ObjectInfo;
 pub use requests::{RequestCounters, RequestCounts, RequestType};
 pub use secret::Secret;
 pub use size::ByteSize;

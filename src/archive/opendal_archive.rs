@@ -20,9 +20,7 @@ use super::{
     ThawState, ThawTier, UploadJournal, UploadState, Verification,
 };
 use crate::keys::ARCHIVE;
-use crate::store::{
-    list_objects, object_from_metadata, object_stream, BackendInfo, ObjectInfo, StoreError,
-};
+use crate::store::{list_objects, object_stream, BackendInfo, ObjectInfo, StoreError};
 
 const BLOCK: usize = 8 << 20;
 
@@ -184,7 +182,7 @@ impl Archive for OpendalArchive {
         crate::store::confine(&self.info, "stat", key)?;
         match self.op.stat(key).await {
             Ok(m) => Ok(Some(ArchiveObject {
-                info: object_from_metadata(key, &m),
+                info: ObjectInfo::from_opendal(key, &m),
                 storage_class: None,
                 thaw: ThawState::NotNeeded,
                 fingerprint: None,

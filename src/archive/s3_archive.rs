@@ -5,7 +5,7 @@
 use std::ops::Range;
 
 use async_trait::async_trait;
-use lomob_backends::s3::client::{ObjectInfo as S3Object, RestoreOutcome, RestoreState, S3Client};
+use lomob_backends::s3::client::{ObjectHead, RestoreOutcome, RestoreState, S3Client};
 use lomob_backends::s3::upload::{find_orphans, upload, Shape, UploadProgress};
 use lomob_backends::source::read_digests;
 
@@ -16,7 +16,7 @@ use super::{
     Archive, ArchiveObject, PutOutcome, PutRequest, Stored, ThawRequest, ThawState, ThawTier,
     UploadJournal, Verification,
 };
-use crate::store::{unquote, BackendInfo, ObjectInfo, StoreError};
+use crate::store::{BackendInfo, ObjectInfo, StoreError};
 
 pub struct S3Archive {
     client: S3Client,
@@ -38,7 +38,7 @@ impl S3Archive {
         StoreError::new(&self.info, op, key, e)
     }
 
-    fn object(&self, key: &str, o: &S3Object) -> ArchiveObject {
+    fn object(&self, key: &str, o: &ObjectHead) -> ArchiveObject {
         let thaw = if !o.is_frozen() && !matches!(o.restore, RestoreState::Restored { .. }) {
             ThawState::NotNeeded
         } else {
@@ -51,26 +51,13 @@ impl S3Archive {
             }
         };
         ArchiveObject {
-            info: ObjectInfo {
-                key: key.to_string(),
-                size: o.size,
-                etag: unquote(Some(&o.etag)),
-                modified: o.last_modified.as_deref().and_then(http_date),
-                sha256: o.metadata.get("sha256").cloned(),
-            },
+            info: o.to_info(key),
             fingerprint: o.metadata.get("fingerprint").cloned(),
             part_size: o.metadata.get("part-size").and_then(|p| p.parse().ok()),
             storage_class: Some(o.storage_class.clone()),
             thaw,
         }
     }
-}
-
-/// Unix seconds from an HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`).
-fn http_date(s: &str) -> Option<i64> {
-    jiff::fmt::rfc2822::parse(s)
-        .ok()
-        .map(|z| z.timestamp().as_second())
 }
 
 #[async_trait]
@@ -161,7 +148,7 @@ impl Archive for S3Archive {
             .await
             .map_err(|e| self.err("put", key, e))?;
         // The server checked Content-MD5; its ETag says what it stored.
-        let etag = unquote(Some(&etag));
+        let etag = Some(lomob_backends::object::unquote(&etag));
         if etag.as_deref().is_some_and(|e| e.len() == 32 && e != md5) {
             return Err(StoreError::check(
                 &self.info,
@@ -412,17 +399,5 @@ fn etag_verification(etag: &str, computed: &str, multipart: bool) -> Verificatio
         Verification::Unverified(format!(
             "the server's ETag {etag:?} for the single PUT is not an MD5 (an SSE-KMS bucket, or a server with another ETag scheme), so nothing it computed can be compared; images here go up as parts checked by Content-MD5 from now on"
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn http_dates_parse() {
-        assert_eq!(
-            super::http_date("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(1_445_412_480)
-        );
-        assert_eq!(super::http_date("yesterday"), None);
     }
 }

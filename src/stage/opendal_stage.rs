@@ -11,9 +11,7 @@ use sha2::Sha256;
 use tokio::io::AsyncReadExt;
 
 use super::Stage;
-use crate::store::{
-    list_objects, object_from_metadata, object_stream, BackendInfo, ObjectInfo, StoreError,
-};
+use crate::store::{list_objects, object_stream, BackendInfo, ObjectInfo, StoreError};
 use lomob_backends::transfer::Pacer;
 use lomob_backends::ChecksumKind;
 
@@ -204,7 +202,7 @@ impl Stage for OpendalStage {
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         crate::store::confine(&self.info, "stat", key)?;
         match self.op.stat(key).await {
-            Ok(m) => Ok(Some(object_from_metadata(key, &m))),
+            Ok(m) => Ok(Some(ObjectInfo::from_opendal(key, &m))),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err("stat", key, e)),
         }

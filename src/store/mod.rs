@@ -5,18 +5,8 @@
 use lomob_backends::{BackendError, Capabilities, ErrorKind};
 use serde::Serialize;
 
-/// An object on a stage or archive.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ObjectInfo {
-    pub key: String,
-    pub size: u64,
-    /// As the server gives it (quotes removed).
-    pub etag: Option<String>,
-    /// Unix seconds.
-    pub modified: Option<i64>,
-    /// The content's SHA-256 (hex) when the backend keeps user metadata and we stored it.
-    pub sha256: Option<String>,
-}
+/// What a stage or archive says about one object: one type with the backends.
+pub use lomob_backends::ObjectInfo;
 
 /// Which half of a site an object or error belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -217,29 +207,6 @@ pub async fn object_stream(
 /// Requests as providers bill them: one type for the engine and the backends.
 pub use lomob_backends::{RequestCounters, RequestCounts, RequestType};
 
-/// Unix seconds from an OpenDAL timestamp.
-pub(crate) fn unix(t: Option<opendal::raw::Timestamp>) -> Option<i64> {
-    t.map(|t| t.into_inner().as_second())
-}
-
-pub(crate) fn unquote(etag: Option<&str>) -> Option<String> {
-    etag.map(|e| e.trim_matches('"').to_string())
-}
-
-/// An [`ObjectInfo`] from OpenDAL's metadata (the SHA-256 comes from user metadata, where
-/// the backend keeps it).
-pub(crate) fn object_from_metadata(key: &str, m: &opendal::Metadata) -> ObjectInfo {
-    ObjectInfo {
-        key: key.to_string(),
-        size: m.content_length(),
-        etag: unquote(m.etag()),
-        modified: unix(m.last_modified()),
-        sha256: m
-            .user_metadata()
-            .and_then(|u| u.get("sha256").map(str::to_string)),
-    }
-}
-
 /// Every object under `prefix` through OpenDAL, recursively, without a request per object.
 pub(crate) async fn list_objects(
     op: &opendal::Operator,
@@ -259,7 +226,7 @@ pub(crate) async fn list_objects(
         .map_err(|e| StoreError::opendal(info, "list", prefix, e))?
     {
         if !entry.metadata().is_dir() {
-            out.push(object_from_metadata(entry.path(), entry.metadata()));
+            out.push(ObjectInfo::from_opendal(entry.path(), entry.metadata()));
         }
     }
     Ok(out)

@@ -319,7 +319,7 @@ fn make_buckets(endpoint: &str, buckets: &[&str]) {
     }
 }
 
-fn head(endpoint: &str, bucket: &str, key: &str) -> Option<lomob_backends::s3::client::ObjectInfo> {
+fn head(endpoint: &str, bucket: &str, key: &str) -> Option<lomob_backends::s3::client::ObjectHead> {
     let c = s3_client(
         endpoint,
         "k",

@@ -19,7 +19,7 @@ pub mod upload;
 mod xml;
 
 pub use client::{
-    MultipartUpload, ObjectInfo, PartBody, PartInfo, RestoreOutcome, RestoreState, S3Client,
+    MultipartUpload, ObjectHead, PartBody, PartInfo, RestoreOutcome, RestoreState, S3Client,
     StreamPut,
 };
 pub use config::S3Config;

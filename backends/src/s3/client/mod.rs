@@ -36,7 +36,7 @@ pub use crate::requests::{RequestCounters, RequestCounts, RequestType};
 use crate::error::chain;
 use credentials::{CredentialHttp, CredentialSource, ProfileKeys};
 pub use multipart::{MultipartUpload, PartBody, PartInfo};
-pub use object::{ObjectInfo, RestoreOutcome, RestoreState, StreamPut};
+pub use object::{ObjectHead, RestoreOutcome, RestoreState, StreamPut};
 
 /// A signed S3 client for one bucket (and prefix) of one site.
 #[derive(Clone)]

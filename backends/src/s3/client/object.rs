@@ -14,13 +14,15 @@ use super::super::xml;
 use super::transport::{md5_base64, paced_body, Call, PaceClock, Reply, UNSIGNED_PAYLOAD};
 use super::S3Client;
 use crate::error::chain;
+use crate::object::{http_date, unquote, ObjectInfo};
 use crate::requests::RequestType;
 use crate::storage_class::{StorageClass, ThawTier};
 use crate::BackendError;
 
-/// What HEAD says about an object.
+/// What HEAD says about an object, S3's own fields included; [`ObjectHead::to_info`] gives
+/// the backend-neutral [`ObjectInfo`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectInfo {
+pub struct ObjectHead {
     pub size: u64,
     /// As the server sent it, quotes included.
     pub etag: String,
@@ -39,7 +41,19 @@ pub struct ObjectInfo {
     pub checksum_sha256: Option<String>,
 }
 
-impl ObjectInfo {
+impl ObjectHead {
+    /// The neutral description of the object at `key`: ETag unquoted, date in Unix seconds,
+    /// the SHA-256 lomob stored in its metadata.
+    pub fn to_info(&self, key: &str) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            size: self.size,
+            etag: Some(unquote(&self.etag)),
+            modified: self.last_modified.as_deref().and_then(http_date),
+            sha256: self.metadata.get("sha256").cloned(),
+        }
+    }
+
     /// The storage class, when it is one lomob knows.
     pub fn class(&self) -> Option<StorageClass> {
         StorageClass::parse(&self.storage_class)
@@ -268,17 +282,17 @@ impl S3Client {
     }
 
     /// HEAD: size, ETag, storage class, restore state and user metadata.
-    pub async fn head_object(&self, key: &str) -> Result<ObjectInfo, BackendError> {
+    pub async fn head_object(&self, key: &str) -> Result<ObjectHead, BackendError> {
         self.head(key, false).await
     }
 
     /// HEAD with `x-amz-checksum-mode: ENABLED`: also the object's SHA-256 checksum, when it
-    /// was stored with one ([`ObjectInfo::checksum_sha256`]).
-    pub async fn head_object_with_checksum(&self, key: &str) -> Result<ObjectInfo, BackendError> {
+    /// was stored with one ([`ObjectHead::checksum_sha256`]).
+    pub async fn head_object_with_checksum(&self, key: &str) -> Result<ObjectHead, BackendError> {
         self.head(key, true).await
     }
 
-    async fn head(&self, key: &str, checksum_mode: bool) -> Result<ObjectInfo, BackendError> {
+    async fn head(&self, key: &str, checksum_mode: bool) -> Result<ObjectHead, BackendError> {
         let mut call = Call::new("HeadObject", Method::HEAD, Some(key), RequestType::Head);
         if checksum_mode {
             call = call.header("x-amz-checksum-mode", "ENABLED");
@@ -295,7 +309,7 @@ impl S3Client {
                 Some((name.to_string(), v.to_str().ok()?.to_string()))
             })
             .collect();
-        Ok(ObjectInfo {
+        Ok(ObjectHead {
             size: r
                 .header("content-length")
                 .and_then(|v| v.parse().ok())

@@ -1,0 +1,64 @@
+//! What lomob knows about one stored object, whichever backend holds it: one type for the
+//! backends (from OpenDAL metadata or an S3 HEAD) and for the engine's stage and archive
+//! listings, so nothing copies fields from one description into another.
+
+use serde::Serialize;
+
+/// An object on a stage or archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// As the server gives it (quotes removed).
+    pub etag: Option<String>,
+    /// Unix seconds.
+    pub modified: Option<i64>,
+    /// The content's SHA-256 (hex) when the backend keeps user metadata and we stored it.
+    pub sha256: Option<String>,
+}
+
+impl ObjectInfo {
+    /// From OpenDAL's metadata (the SHA-256 comes from user metadata, where the backend
+    /// keeps it).
+    pub fn from_opendal(key: &str, m: &opendal::Metadata) -> ObjectInfo {
+        ObjectInfo {
+            key: key.to_string(),
+            size: m.content_length(),
+            etag: m.etag().map(unquote),
+            modified: m.last_modified().map(|t| t.into_inner().as_second()),
+            sha256: m
+                .user_metadata()
+                .and_then(|u| u.get("sha256").map(str::to_string)),
+        }
+    }
+}
+
+/// An ETag without the quotes HTTP puts around it.
+pub fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
+/// Unix seconds from an HTTP date (`Last-Modified`), `None` when it is not one.
+pub fn http_date(s: &str) -> Option<i64> {
+    jiff::fmt::rfc2822::parse(s)
+        .ok()
+        .map(|z| z.timestamp().as_second())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_dates_parse() {
+        assert_eq!(
+            super::http_date("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(1_445_412_480)
+        );
+        assert_eq!(super::http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn etags_lose_their_quotes() {
+        assert_eq!(super::unquote("\"abc-2\""), "abc-2");
+        assert_eq!(super::unquote("abc"), "abc");
+    }
+}
