@@ -47,6 +47,9 @@ pub struct CatalogFile {
     /// Byte offset of the file's data inside the image (contiguous even for multi-extent
     /// files). Empty files have no data; their offset is 0.
     pub offset: u64,
+    /// Lowercase hex of lomob's content id (xxh3-128), when the image was made by a sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
 }
 
 impl CatalogFile {
@@ -122,6 +125,7 @@ mod tests {
             mode: 0o644,
             sha256: "00".repeat(32),
             offset: 4096,
+            content: None,
         };
         f.set_raw_path(b"a/\xff\xfe.jpg");
         assert!(f.path.is_none());

@@ -42,6 +42,9 @@ pub struct IsoFile {
     pub mode: u32,
     /// Expected SHA-256 of the content, checked while streaming.
     pub sha256: [u8; 32],
+    /// lomob's content id (xxh3-128), written to the catalog so that recovery from
+    /// catalogs alone knows the contents by the same ids as the stage and a rescan.
+    pub content: Option<[u8; 16]>,
 }
 
 /// Volume-wide information.
@@ -557,6 +560,7 @@ fn place_data(
             mode: spec.mode,
             sha256: hex::encode(u.sha256),
             offset,
+            content: u.content.map(hex::encode),
         };
         cf.set_raw_path(&spec.path);
         cat_files.push(cf);

@@ -33,6 +33,7 @@
 //!     mtime: 1_700_000_000,
 //!     mode: 0o644,
 //!     sha256: [0; 32], // from the scan
+//!     content: None,
 //! }];
 //! let plan = IsoPlan::new(files, VolumeInfo { volume_id: "LOMOB_0001".into(), created: 1_700_000_000 })?;
 //! let size = plan.image_size(); // known before streaming

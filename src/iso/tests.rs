@@ -29,6 +29,7 @@ fn make_files(dir: &Path, specs: &[(Vec<u8>, Vec<u8>)]) -> Vec<IsoFile> {
                 mtime: 1_600_000_000 + i as i64,
                 mode: 0o640,
                 sha256: sha256_bytes(content),
+                content: None,
             }
         })
         .collect()
@@ -236,6 +237,7 @@ fn path_validation() {
         mtime: 0,
         mode: 0o644,
         sha256: [0; 32],
+        content: None,
     };
     let bad: Vec<&[u8]> = vec![b"", b"/abs", b"a//b", b"a/", b"./a", b"a/../b", b"a\0b"];
     for p in bad {
@@ -284,6 +286,7 @@ fn multi_extent_metadata() {
         mtime: 1_650_000_000,
         mode: 0o600,
         sha256: [0; 32],
+        content: None,
     }];
     let plan = IsoPlan::new(files, vol()).unwrap();
     assert!(plan.image_size() > size);

@@ -20,7 +20,8 @@ pub use error::ManifestError;
 pub use records::{
     ArchivedRecord, ContentId, ContentRecord, FileRecord, FileStat, IsoRecord, IsoStatus,
     IsoUpload, LostVersion, MountPoint, PendingImage, PendingMember, PlacementRecord, RootDevices,
-    RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage, UnverifiedObject, Version,
+    RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage, ThawRecord, UnverifiedObject,
+    Version,
 };
 
 use lock::DbLock;
@@ -62,6 +63,7 @@ pub struct Manifest {
     silent: sled::Tree,
     lost: sled::Tree,
     devices: sled::Tree,
+    thaws: sled::Tree,
     _lock: DbLock,
 }
 
@@ -230,6 +232,7 @@ impl Manifest {
             silent: db.open_tree("silent")?,
             lost: db.open_tree("lost")?,
             devices: db.open_tree("devices")?,
+            thaws: db.open_tree("thaws")?,
             db,
             _lock: lock,
         };
@@ -544,6 +547,38 @@ impl Manifest {
 
     pub fn remove_pending(&self, site: &str, name: &str) -> Result<()> {
         self.pending.remove(site_name_key(site, name))?;
+        self.flush()
+    }
+
+    /// Records (or replaces) a thaw request, durably: it was sent and is billed.
+    pub fn put_thaw(&self, site: &str, t: &ThawRecord) -> Result<()> {
+        self.thaws.insert(site_name_key(site, &t.key), encode(t))?;
+        self.flush()
+    }
+
+    /// The thaw recorded for `key` on `site`.
+    pub fn thaw(&self, site: &str, key: &str) -> Result<Option<ThawRecord>> {
+        self.thaws
+            .get(site_name_key(site, key))?
+            .map(|v| decode(&v).map_err(|e| corrupt("thaws", e)))
+            .transpose()
+    }
+
+    /// Every thaw recorded: (site, thaw).
+    pub fn thaws(&self) -> Result<Vec<(String, ThawRecord)>> {
+        self.thaws
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let site = k.split(|&b| b == 0).next().unwrap_or_default();
+                let t = decode(&v).map_err(|e| corrupt("thaws", e))?;
+                Ok((String::from_utf8_lossy(site).into_owned(), t))
+            })
+            .collect()
+    }
+
+    pub fn remove_thaw(&self, site: &str, key: &str) -> Result<()> {
+        self.thaws.remove(site_name_key(site, key))?;
         self.flush()
     }
 

@@ -383,3 +383,19 @@ pub fn split_version_key(key: &[u8]) -> Option<(u32, &[u8], ContentId)> {
     let (root, rel) = split_file_key(head)?;
     Some((root, rel, content.try_into().ok()?))
 }
+
+/// A thaw lomob asked for on a cold archive object, kept until a restore has used it, so a
+/// rerun (or a restore killed while waiting) never asks twice and can say when to come
+/// back. Key: site, NUL, object key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThawRecord {
+    pub key: String,
+    /// `bulk`, `standard` or `expedited`.
+    pub tier: String,
+    /// Days the thawed copy stays readable.
+    pub days: u32,
+    /// Unix seconds the request was accepted.
+    pub requested: i64,
+    /// Unix seconds by which the provider says it is done (its stated upper bound).
+    pub ready_by: i64,
+}

@@ -149,6 +149,7 @@ pub fn plan(group: &[Candidate], vol: VolumeInfo) -> Result<IsoPlan, PackError> 
             mtime: c.mtime,
             mode: c.mode,
             sha256: c.sha256,
+            content: Some(c.content),
         })
         .collect();
     IsoPlan::new(files, vol).map_err(|source| PackError::Plan { name, source })

@@ -101,6 +101,7 @@ fn make_tree(root: &Path, spec: &[(Vec<u8>, Vec<u8>)]) -> Vec<IsoFile> {
                 mtime: 1_600_000_000,
                 mode: 0o644,
                 sha256: Sha256::digest(content).into(),
+                content: None,
             }
         })
         .collect()
@@ -307,6 +308,7 @@ fn big_file_multi_extent() {
             mtime: 1_600_000_000,
             mode: 0o644,
             sha256: sha_file(&big),
+            content: None,
         },
         IsoFile {
             path: b"small.txt".to_vec(),
@@ -315,6 +317,7 @@ fn big_file_multi_extent() {
             mtime: 1_600_000_000,
             mode: 0o644,
             sha256: sha_file(&small),
+            content: None,
         },
     ];
     let plan = IsoPlan::new(files.clone(), vol()).unwrap();
