@@ -9,6 +9,7 @@
 //! | 4 | the manifest is in use by another lomob process |
 //! | 5 | a server could not be reached or kept failing; nothing was lost, run again later |
 //! | 6 | integrity: a copy holds other bytes than it must (an alert: see the message) |
+//! | 7 | a restore is waiting for a thaw: run the same command again after the time shown |
 
 use std::process::ExitCode;
 
@@ -19,6 +20,7 @@ pub const PARTIAL: u8 = 3;
 pub const IN_USE: u8 = 4;
 pub const TRANSIENT: u8 = 5;
 pub const INTEGRITY: u8 = 6;
+pub const WAITING: u8 = 7;
 
 /// The exit code of a failure of this kind.
 pub fn for_kind(kind: lomob_backends::ErrorKind) -> u8 {

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod manifest;
 pub mod pack;
 pub mod progress;
+pub mod restore;
 pub mod scan;
 pub mod site;
 pub mod stage;

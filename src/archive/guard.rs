@@ -66,6 +66,10 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
         self.inner.read_range(key, range).await
     }
 
+    async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        self.inner.read_index(key).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let min = self.info().capabilities.min_storage_days;
         if min > 0 {

@@ -179,6 +179,9 @@ pub trait Archive: Send + Sync {
     /// Reads a byte range (fails with a `Frozen` kind on a cold object not yet thawed).
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError>;
 
+    /// Reads a whole small hot object (a catalog) with one request.
+    async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError>;
+
     /// Deletes an object. Callers go through [`MinStorageGuard`], which refuses objects
     /// younger than the minimum storage duration.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;

@@ -212,6 +212,15 @@ impl Archive for OpendalArchive {
             .map_err(|e| self.err("read", key, e))
     }
 
+    async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        crate::store::confine(&self.info, "read", key)?;
+        self.op
+            .read(key)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", key, e))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         crate::store::confine(&self.info, "delete", key)?;
         match self.op.delete(key).await {

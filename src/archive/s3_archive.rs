@@ -222,6 +222,15 @@ impl Archive for S3Archive {
             .map_err(|e| self.err("read", key, e))
     }
 
+    async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        crate::store::confine(&self.info, "read", key)?;
+        self.client
+            .get_object(key, None)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", key, e))
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         crate::store::confine(&self.info, "delete", key)?;
         self.client

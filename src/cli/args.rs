@@ -13,7 +13,9 @@ use lomob_backends::ByteSize;
 /// every file, its hashes, versions and copies.
 ///
 /// Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 partial (some files
-/// could not be read), 4 manifest in use by another lomob process.
+/// could not be read or were left alone), 4 manifest in use by another lomob process, 5 a
+/// server kept failing (run again later), 6 integrity (a copy holds other bytes), 7 a
+/// restore is waiting for a thaw (run the same command again later).
 #[derive(Debug, Parser)]
 #[command(
     name = "lomob",
@@ -83,12 +85,68 @@ pub enum Command {
     /// Export or import the manifest in its portable format
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Bring files back from the cheapest readable copy (stage, hot image, thawed cold
+    /// image) into a folder; every file is checked by its SHA-256 before it gets its name
+    #[command(disable_version_flag = true)]
+    Restore(RestoreArgs),
+    /// Rebuild the manifest on a new machine from a site: its newest manifest snapshot, or
+    /// else its image catalogs and stage listing. Never thaws or reads a cold object
+    Recover(RecoverArgs),
     /// Inspect the configured sites
     #[command(subcommand)]
     Site(SiteCommand),
     /// Pack files into ISO 9660 images, and list, verify and read images
     #[command(subcommand)]
     Iso(IsoCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Files to restore: absolute paths, paths relative to a library root, or globs (`*`,
+    /// `**`, `?`, `[...]`) matching the whole path; a folder brings back what is under it
+    /// [default: every file]
+    #[arg(value_name = "PATH|GLOB")]
+    pub paths: Vec<std::ffi::OsString>,
+    /// Folder to restore into: each file goes to DIR followed by its original absolute path
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Only this site's copies [default: every site]
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
+    /// Each file as it was at this time: 2024-05-01 (the end of that day, local time),
+    /// 2024-05-01T18:30 (local) or 2024-05-01T18:30:00Z
+    #[arg(long, value_name = "DATE", conflicts_with = "version")]
+    pub at: Option<String>,
+    /// The Nth version of each file, 1 being the oldest
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub version: Option<u32>,
+    /// Also the files deleted locally since they were backed up
+    #[arg(long)]
+    pub deleted: bool,
+    /// Thaw tier for cold images [default: the site's thaw-tier, else bulk]
+    #[arg(long, value_name = "TIER", value_parser = ["bulk", "standard", "expedited"])]
+    pub tier: Option<String>,
+    /// Wait for thaws and finish, reading each image as soon as it is thawed, instead of
+    /// exiting with code 7 once they are requested
+    #[arg(long)]
+    pub wait: bool,
+    /// Show where each file would come from, which images need a thaw, the requests and
+    /// their cost; send only read-only requests and write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace files in DIR that hold other bytes (they are left alone and listed otherwise)
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// The site to recover from
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub site: Option<String>,
+    /// The newest snapshot across every site (catalogs of every site when none has one)
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Subcommand)]

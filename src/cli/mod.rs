@@ -9,6 +9,7 @@ mod list;
 mod logging;
 mod manifest_cmd;
 mod output;
+mod restore_cmd;
 mod scan_cmd;
 mod site;
 mod site_test;
@@ -113,6 +114,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status => status::run(&ctx),
         Command::Cost { site } => cost_cmd::run(&ctx, site),
         Command::Manifest(m) => manifest_cmd::run(&ctx, m),
+        Command::Restore(a) => restore_cmd::run(&ctx, a),
+        Command::Recover(a) => restore_cmd::recover(&ctx, a),
         Command::Site(s) => site::run(&ctx, s),
         Command::Iso(i) => iso_cmd::run(&ctx, i),
     }

@@ -79,12 +79,7 @@ pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// RFC 3339 (UTC) from unix seconds, for JSON.
-pub fn rfc3339(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| secs.to_string())
-}
+pub use crate::manifest::rfc3339;
 
 /// A path held as raw bytes, shown lossily (invalid UTF-8 becomes U+FFFD).
 pub fn show(bytes: &[u8]) -> String {

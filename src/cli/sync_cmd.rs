@@ -62,7 +62,11 @@ pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn pick_sites(ctx: &Context, site: Option<&str>, all: bool) -> anyhow::Result<Vec<String>> {
+pub(super) fn pick_sites(
+    ctx: &Context,
+    site: Option<&str>,
+    all: bool,
+) -> anyhow::Result<Vec<String>> {
     let sites = &ctx.config.config.sites;
     match (site, all) {
         (Some(s), false) => {
@@ -83,7 +87,7 @@ fn pick_sites(ctx: &Context, site: Option<&str>, all: bool) -> anyhow::Result<Ve
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)

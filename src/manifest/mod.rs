@@ -824,6 +824,13 @@ fn random_id() -> Result<String> {
 }
 
 /// Unix seconds now.
+/// RFC 3339 (UTC) from unix seconds, for JSON and messages.
+pub fn rfc3339(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| secs.to_string())
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -159,6 +159,15 @@ impl Site {
         c
     }
 
+    /// The archive's region, for S3 kinds (recorded with each image upload).
+    pub fn archive_region(&self) -> String {
+        self.config
+            .archive
+            .s3()
+            .map(|c| c.region.clone())
+            .unwrap_or_default()
+    }
+
     /// The signed S3 client of the archive, for S3 kinds (thaw tests, multipart checks).
     pub fn archive_client(&self) -> Option<&S3Client> {
         self.archive_client.as_ref()

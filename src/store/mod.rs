@@ -164,6 +164,12 @@ impl StoreError {
         }
     }
 
+    /// A local file failed (a download's destination), not the backend: another copy of
+    /// the same bytes would fail the same way.
+    pub fn is_local(&self) -> bool {
+        matches!(self.source.as_ref(), BackendError::Local { .. })
+    }
+
     /// Worth trying again later (network trouble, a server hiccup).
     pub fn is_transient(&self) -> bool {
         self.kind() == ErrorKind::Transient

@@ -473,7 +473,7 @@ impl<'a> Archiver<'a> {
         }
         let upload = IsoUpload {
             site: site.name.clone(),
-            region: region_of(site),
+            region: site.archive_region(),
             bucket: site.archive.info().location.clone(),
             key: pending.key.clone(),
             at: manifest::now(),
@@ -664,14 +664,6 @@ fn culprit(e: &crate::store::StoreError, members: &[Candidate]) -> Option<usize>
     IsoError::from_io(e.source_io()?)?
         .failed_input()
         .filter(|&i| i < members.len())
-}
-
-fn region_of(site: &Site) -> String {
-    site.config
-        .archive
-        .s3()
-        .map(|c| c.region.clone())
-        .unwrap_or_default()
 }
 
 /// Downloads a staged copy to use in an image instead of a local original that changed,

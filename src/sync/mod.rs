@@ -19,7 +19,7 @@ pub mod error;
 mod free;
 pub mod mark;
 mod plan;
-mod snapshot;
+pub(crate) mod snapshot;
 mod stage_step;
 
 use std::collections::HashSet;

@@ -59,7 +59,7 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> super::error::Result
 
 /// Where a snapshot name sorts: by its sequence number; names from before sequence numbers
 /// (`manifest-<time>.jsonl`) come first, by time.
-fn order(key: &str) -> (u64, String) {
+pub(crate) fn order(key: &str) -> (u64, String) {
     let name = key.rsplit('/').next().unwrap_or(key);
     let seq = name
         .strip_prefix("manifest-")

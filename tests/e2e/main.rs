@@ -10,6 +10,7 @@ mod cli;
 mod iso_cli;
 mod iso_interop;
 mod messages;
+mod restore;
 mod safety;
 mod site_probe;
 mod sync;

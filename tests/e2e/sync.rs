@@ -3,7 +3,8 @@
 //! failing site, and S3 with Deep Archive semantics (moto).
 
 use crate::support::{
-    assert_code, files_under, make_bucket, s3_client, service_var, set_mtime, stderr, unique, Env,
+    age_manifest, assert_code, files_under, make_bucket, s3_client, service_var, set_mtime, stderr,
+    unique, Env,
 };
 
 fn library(env: &Env, n: usize, size: usize) {
@@ -109,43 +110,6 @@ fn backup_on_the_embedded_default_stages_then_packs_and_frees() {
     assert!(archive
         .join(archived.iter().find(|f| f.ends_with(".iso")).unwrap())
         .exists());
-}
-
-/// Moves every recorded time of the manifest `secs` into the past, through `manifest
-/// export` and `manifest import` (as if the manifest had been made that long ago).
-fn age_manifest(env: &Env, cfg: &str, secs: i64) {
-    let file = env.path().join("aged.jsonl");
-    env.cmd()
-        .args(["--config", cfg, "manifest", "export"])
-        .arg(&file)
-        .assert()
-        .success();
-    let shift = |v: &mut serde_json::Value| {
-        if let Some(n) = v.as_i64() {
-            *v = (n - secs).into();
-        }
-    };
-    let text = std::fs::read_to_string(&file).unwrap();
-    let mut out = String::new();
-    for line in text.lines() {
-        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if let Some(f) = v.get_mut("file") {
-            shift(&mut f["deleted_at"]);
-            shift(&mut f["first_seen"]);
-            for ver in f["versions"].as_array_mut().unwrap() {
-                shift(&mut ver["recorded"]);
-            }
-        }
-        out.push_str(&v.to_string());
-        out.push('\n');
-    }
-    std::fs::write(&file, out).unwrap();
-    std::fs::remove_dir_all(env.db()).unwrap();
-    env.cmd()
-        .args(["--config", cfg, "manifest", "import"])
-        .arg(&file)
-        .assert()
-        .success();
 }
 
 /// One site's report out of a `--json` sync or backup report.

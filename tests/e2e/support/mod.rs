@@ -259,3 +259,40 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Moves every recorded time of the manifest `secs` into the past, through `manifest
+/// export` and `manifest import` (as if the manifest had been made that long ago).
+pub fn age_manifest(env: &Env, cfg: &str, secs: i64) {
+    let file = env.path().join("aged.jsonl");
+    env.cmd()
+        .args(["--config", cfg, "manifest", "export"])
+        .arg(&file)
+        .assert()
+        .success();
+    let shift = |v: &mut serde_json::Value| {
+        if let Some(n) = v.as_i64() {
+            *v = (n - secs).into();
+        }
+    };
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(f) = v.get_mut("file") {
+            shift(&mut f["deleted_at"]);
+            shift(&mut f["first_seen"]);
+            for ver in f["versions"].as_array_mut().unwrap() {
+                shift(&mut ver["recorded"]);
+            }
+        }
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    std::fs::write(&file, out).unwrap();
+    std::fs::remove_dir_all(env.db()).unwrap();
+    env.cmd()
+        .args(["--config", cfg, "manifest", "import"])
+        .arg(&file)
+        .assert()
+        .success();
+}
