@@ -196,17 +196,17 @@ pub async fn restore(
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    let tiers: HashMap<String, ThawTier> = sites
+        .iter()
+        .map(|s| Ok((s.name.clone(), thaw::tier_for(s, opts.tier)?)))
+        .collect::<Result<_, String>>()
+        .map_err(RestoreError::Usage)?;
     if !opts.dry_run {
         std::fs::create_dir_all(&opts.to).map_err(|source| RestoreError::Local {
             path: opts.to.clone(),
             source,
         })?;
     }
-    let tiers: HashMap<String, ThawTier> = sites
-        .iter()
-        .map(|s| Ok((s.name.clone(), thaw::tier_for(s, opts.tier)?)))
-        .collect::<Result<_, String>>()
-        .map_err(RestoreError::Usage)?;
     let (targets, groups) = tokio::task::block_in_place(|| prepare(&m, opts, &mut report))?;
     let views: Vec<SiteView> = sites
         .iter()

@@ -406,3 +406,276 @@ fn names_that_could_leave_the_folder_are_refused() {
     }
     drop(lib);
 }
+
+// ---- S3 with Deep Archive semantics (moto), through a proxy that sees every request ----
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::support::http_proxy::{Action, HttpProxy, Rule};
+use crate::support::{make_bucket, s3_client, service_var, unique};
+
+/// A site with its stage on moto and its archive (Deep Archive) on moto behind a proxy.
+struct Cloud {
+    cfg: String,
+    proxy: HttpProxy,
+    archive_bucket: String,
+    endpoint: String,
+}
+
+fn cloud(env: &Env, rule: Arc<Rule>, stage_suffix: &str) -> Option<Cloud> {
+    let endpoint = service_var("LOMOB_TEST_MOTO_ENDPOINT")?;
+    let tag = unique(env);
+    let stage_b = format!("stage{stage_suffix}-{tag}");
+    let archive_b = format!("archive-{tag}");
+    make_bucket(&endpoint, "k", "s", &stage_b);
+    if stage_suffix.is_empty() {
+        make_bucket(&endpoint, "k", "s", &archive_b);
+    }
+    let proxy = HttpProxy::start(&endpoint, rule);
+    let root = env.path().display().to_string();
+    let cfg = env.path().join(format!("cloud{stage_suffix}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.cloud]
+iso-size = "1GB"
+stage = {{ kind = "s3", bucket = "{stage_b}", endpoint = "{endpoint}", access-key-id = "k", secret-access-key = "s" }}
+archive = {{ kind = "glacier", bucket = "{archive_b}", endpoint = "{}", access-key-id = "k", secret-access-key = "s" }}
+"#,
+            proxy.endpoint()
+        ),
+    )
+    .unwrap();
+    Some(Cloud {
+        cfg: cfg.to_str().unwrap().to_string(),
+        proxy,
+        archive_bucket: archive_b,
+        endpoint,
+    })
+}
+
+fn forward() -> Arc<Rule> {
+    Arc::new(|_| Action::Forward)
+}
+
+/// RestoreObject requests seen.
+fn thaws(c: &Cloud) -> usize {
+    c.proxy.traffic.count("POST", "?restore")
+}
+
+/// GETs of images (not of their catalogs).
+fn image_gets(c: &Cloud) -> usize {
+    c.proxy
+        .traffic
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("GET ") && l.contains(".iso") && !l.contains(".catalog.json"))
+        .count()
+}
+
+fn restore_json(env: &Env, cfg: &str, args: &[&str], code: i32) -> serde_json::Value {
+    let mut all = vec!["--config", cfg, "restore"];
+    all.extend_from_slice(args);
+    env.json(&all, code)
+}
+
+#[test]
+fn deep_archive_restore_thaws_each_image_once_and_brings_back_every_byte() {
+    let env = Env::new();
+    let Some(c) = cloud(&env, forward(), "") else {
+        return;
+    };
+    let lib = small_library(&env);
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    let r = env.json(
+        &["--config", &c.cfg, "sync", "--site", "cloud", "--pack-now"],
+        0,
+    );
+    let image = format!("archive/{}", r[0]["images"][0].as_str().unwrap());
+    // The image is frozen: a plain GET fails as such.
+    let s3 = s3_client(
+        &c.endpoint,
+        "k",
+        "s",
+        &c.archive_bucket,
+        lomob_backends::StorageClass::DeepArchive,
+    );
+    let got = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(s3.get_object(&image, Some(0..10)));
+    assert_eq!(
+        got.err().map(|e| e.kind()),
+        Some(lomob_backends::ErrorKind::Frozen)
+    );
+
+    // Deep Archive has no expedited tier: refused before anything is sent.
+    let dir = env.path().join("back");
+    let d = dir.to_str().unwrap();
+    let out = env
+        .cmd()
+        .args([
+            "--config",
+            &c.cfg,
+            "restore",
+            "--to",
+            d,
+            "--tier",
+            "expedited",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("no expedited"), "{}", stderr(&out));
+
+    // A dry run says a thaw is needed and what it costs, and sends only HEADs.
+    let before = c.proxy.traffic.log.lock().unwrap().len();
+    let r = restore_json(&env, &c.cfg, &["--to", d, "--dry-run"], 0);
+    assert_eq!(r["images"][0]["thaw"], "frozen", "{r}");
+    assert_eq!(r["estimate"]["thaw_requests"], 1, "{r}");
+    let tiers: Vec<&str> = r["estimate"]["thaw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tier"].as_str().unwrap())
+        .collect();
+    assert_eq!(tiers, ["bulk", "standard"], "{r}");
+    assert_eq!(r["estimate"]["wait_hours"], 48.0, "{r}");
+    assert_eq!(r["files"].as_array().unwrap().len(), 6, "{r}");
+    let sent: Vec<String> = c.proxy.traffic.log.lock().unwrap()[before..].to_vec();
+    assert!(sent.iter().all(|l| l.starts_with("HEAD ")), "{sent:?}");
+    assert!(!dir.exists(), "a dry run writes nothing");
+
+    // The first run asks for the thaw and says when to come back (exit 7).
+    let r = restore_json(&env, &c.cfg, &["--to", d], 7);
+    assert_eq!(thaws(&c), 1);
+    assert_eq!(r["waiting"][0]["tier"], "bulk", "{r}");
+    assert!(r["run_later"].as_str().unwrap().contains("restore"), "{r}");
+    assert_eq!(r["restored"], 1, "only the empty file needs no thaw: {r}");
+    // The rerun finds it thawed (moto thaws at once) and finishes without asking again.
+    let r = restore_json(&env, &c.cfg, &["--to", d], 0);
+    assert_eq!(thaws(&c), 1, "no second RestoreObject");
+    assert_eq!(r["restored"], 5, "{r}");
+    assert_eq!(r["already_there"], 1, "{r}");
+    for (p, content, mtime) in &lib.files {
+        same(p, content, *mtime, &dir);
+    }
+    no_temporaries(&dir);
+}
+
+#[test]
+fn a_thaw_in_progress_is_waited_for_or_left_for_a_rerun_and_never_asked_twice() {
+    let env = Env::new();
+    // After the RestoreObject, the image stays "in progress" for three HEADs.
+    let asked = Arc::new(AtomicBool::new(false));
+    let heads = Arc::new(AtomicUsize::new(0));
+    let (a, h) = (asked.clone(), heads.clone());
+    let rule: Arc<Rule> = Arc::new(move |s| {
+        let image = s.target.contains(".iso") && !s.target.contains(".catalog.json");
+        if s.method == "POST" && s.target.contains("?restore") {
+            a.store(true, Ordering::SeqCst);
+        }
+        if !image || !a.load(Ordering::SeqCst) {
+            return Action::Forward;
+        }
+        match s.method {
+            "HEAD" if h.fetch_add(1, Ordering::SeqCst) < 3 => {
+                Action::SetHeaders(vec![("x-amz-restore", "ongoing-request=\"true\"".into())])
+            }
+            "GET" if h.load(Ordering::SeqCst) <= 3 => Action::Refuse(403, "InvalidObjectState"),
+            _ => Action::Forward,
+        }
+    });
+    let Some(c) = cloud(&env, rule, "") else {
+        return;
+    };
+    let lib = small_library(&env);
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    env.json(
+        &["--config", &c.cfg, "sync", "--site", "cloud", "--pack-now"],
+        0,
+    );
+    let dir = env.path().join("back");
+    let d = dir.to_str().unwrap();
+    restore_json(&env, &c.cfg, &["--to", d], 7);
+    assert_eq!(thaws(&c), 1);
+    // A rerun while it is still thawing: told to wait again, nothing asked again.
+    let out = env
+        .cmd()
+        .args(["--config", &c.cfg, "restore", "--to", d])
+        .output()
+        .unwrap();
+    assert_code(&out, 7);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("waiting for 1 thaw"), "{text}");
+    assert!(text.contains("ready by"), "{text}");
+    assert!(text.contains(&format!("restore --to {d}")), "{text}");
+    assert_eq!(thaws(&c), 1);
+    assert_eq!(heads.load(Ordering::SeqCst), 1);
+    // --wait polls (one HEAD per poll) until it is thawed, then reads it.
+    let out = env
+        .cmd()
+        .env("LOMOB_THAW_POLL_SECONDS", "0.05")
+        .args(["--config", &c.cfg, "restore", "--to", d, "--wait", "--json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["restored"], 5, "{r}");
+    assert_eq!(heads.load(Ordering::SeqCst), 4, "one HEAD per poll");
+    assert_eq!(thaws(&c), 1, "no second RestoreObject");
+    for (p, content, mtime) in &lib.files {
+        same(p, content, *mtime, &dir);
+    }
+}
+
+#[test]
+fn one_photo_from_a_large_image_costs_two_gets_and_its_own_bytes() {
+    let env = Env::new();
+    let Some(c) = cloud(&env, forward(), "") else {
+        return;
+    };
+    for i in 0..24u32 {
+        put(
+            &env,
+            format!("big/{i:02}.mov").as_bytes(),
+            &bytes(100 + i, 1 << 20),
+            (1_600_000_000 + i as i64) * NS,
+        );
+    }
+    let photo = bytes(7, 300_000);
+    let t = 1_600_000_012 * NS + 7;
+    let p = put(&env, b"big/12-photo.jpg", &photo, t);
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    env.json(
+        &["--config", &c.cfg, "sync", "--site", "cloud", "--pack-now"],
+        0,
+    );
+    let (gets0, bytes0) = (c.proxy.traffic.count("GET", ""), c.proxy.traffic.bytes());
+    let dir = env.path().join("one");
+    let d = dir.to_str().unwrap();
+    restore_json(&env, &c.cfg, &["big/12-photo.jpg", "--to", d], 7);
+    let r = restore_json(&env, &c.cfg, &["big/12-photo.jpg", "--to", d], 0);
+    assert_eq!(r["restored"], 1, "{r}");
+    same(&p, &photo, t, &dir);
+    let gets = c.proxy.traffic.count("GET", "") - gets0;
+    let down = c.proxy.traffic.bytes() - bytes0;
+    assert!(
+        gets <= 2,
+        "{gets} GETs: {:?}",
+        c.proxy.traffic.log.lock().unwrap()
+    );
+    assert_eq!(thaws(&c), 1);
+    assert!(down <= 300_000 + (64 << 10), "{down} bytes downloaded");
+    assert!(
+        r["bytes_downloaded"].as_u64().unwrap() <= 300_000 + (64 << 10),
+        "{r}"
+    );
+    assert_eq!(r["images"][0]["ranges"].as_array().unwrap().len(), 1, "{r}");
+}

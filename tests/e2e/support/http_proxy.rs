@@ -2,11 +2,14 @@
 //! refuse a request, or rewrite a response header. Requests and answers are parsed just
 //! enough to find their ends (Content-Length, or chunked answers passed through as they
 //! come), so keep-alive connections work. For provoking what real providers do and local
-//! servers do not (an SSE-KMS ETag, a 403 on one call) against a real server otherwise.
+//! servers do not (an SSE-KMS ETag, a 403 on one call, a thaw still in progress, a stalled
+//! answer) against a real server otherwise. It keeps a log of the requests it saw and counts
+//! the response body bytes it passed on: what a client really sent and downloaded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One request as the rule sees it.
 pub struct Seen<'a> {
@@ -22,12 +25,55 @@ pub enum Action {
     Refuse(u16, &'static str),
     /// Forward, then replace (or add) these response headers.
     SetHeaders(Vec<(&'static str, String)>),
+    /// Never answer (for two minutes): a server that hangs mid-transfer.
+    Stall,
 }
 
 pub type Rule = dyn Fn(&Seen) -> Action + Send + Sync;
 
 pub struct HttpProxy {
     pub addr: SocketAddr,
+    pub traffic: Arc<Traffic>,
+}
+
+/// What went through the proxy.
+#[derive(Default)]
+pub struct Traffic {
+    /// `METHOD target` of every request, in order.
+    pub log: Mutex<Vec<String>>,
+    /// Response body bytes passed to clients.
+    pub body_bytes: AtomicU64,
+}
+
+impl Traffic {
+    /// Requests whose method is `method` and whose target contains `part`.
+    pub fn count(&self, method: &str, part: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(&format!("{method} ")) && l.contains(part))
+            .count()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.body_bytes.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts what is written through it.
+struct Counted<'a, W: Write>(W, &'a AtomicU64);
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1.fetch_add(n as u64, Ordering::SeqCst);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 impl HttpProxy {
@@ -38,15 +84,17 @@ impl HttpProxy {
             .to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let traffic = Arc::new(Traffic::default());
+        let t = traffic.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (upstream, rule) = (upstream.clone(), rule.clone());
+                let (upstream, rule, t) = (upstream.clone(), rule.clone(), t.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(client, &upstream, &*rule);
+                    let _ = serve(client, &upstream, &*rule, &t);
                 });
             }
         });
-        HttpProxy { addr }
+        HttpProxy { addr, traffic }
     }
 
     pub fn endpoint(&self) -> String {
@@ -115,7 +163,7 @@ fn copy_body(
     Ok(())
 }
 
-fn serve(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> {
+fn serve(client: TcpStream, upstream: &str, rule: &Rule, traffic: &Traffic) -> std::io::Result<()> {
     let mut from_client = BufReader::new(client.try_clone()?);
     let mut to_client = client;
     let server = TcpStream::connect(upstream)?;
@@ -125,10 +173,19 @@ fn serve(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> 
         let mut parts = req[0].split(' ');
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
+        traffic
+            .log
+            .lock()
+            .unwrap()
+            .push(format!("{method} {target}"));
         let action = rule(&Seen {
             method: &method,
             target: &target,
         });
+        if let Action::Stall = action {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            return Ok(());
+        }
         if let Action::Refuse(status, code) = action {
             // Read (and drop) the body, then answer.
             copy_body(&req, &mut from_client, &mut std::io::sink(), false)?;
@@ -163,7 +220,8 @@ fn serve(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> 
         if !bodyless {
             let close =
                 header(&resp, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
-            copy_body(&resp, &mut from_server, &mut to_client, close)?;
+            let mut counted = Counted(&mut to_client, &traffic.body_bytes);
+            copy_body(&resp, &mut from_server, &mut counted, close)?;
         }
         to_client.flush()?;
     }
