@@ -369,7 +369,7 @@ async fn from_catalogs(
         .iter()
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .collect();
-    report.unaccounted.push(
+    report.warnings.push(
         "catalogs list one path per content in each image: other paths holding the same bytes are not known (a manifest snapshot knows them)".into(),
     );
     Ok(())

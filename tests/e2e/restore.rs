@@ -679,3 +679,318 @@ fn one_photo_from_a_large_image_costs_two_gets_and_its_own_bytes() {
     );
     assert_eq!(r["images"][0]["ranges"].as_array().unwrap().len(), 1, "{r}");
 }
+
+/// Awkward names: not UTF-8, CJK, emoji, a 200-byte name, deep folders.
+fn awkward_library(env: &Env) -> Vec<(PathBuf, Vec<u8>, i64)> {
+    let long = format!("long/{}.jpg", "x".repeat(196));
+    let names: Vec<Vec<u8>> = vec![
+        b"caf\xe9/\xff\xfe photo.jpg".to_vec(),
+        "東京/写真 2020.jpg".as_bytes().to_vec(),
+        "emoji/🎉🎂 birthday.jpg".as_bytes().to_vec(),
+        long.into_bytes(),
+        b"a/b/c/d/e/f/g/h/i/j/k/l/m/deep.jpg".to_vec(),
+    ];
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let content = bytes(50 + i as u32, 30_000 + i * 1000);
+            let t = (1_500_000_000 + i as i64 * 3600) * NS + 987_654_321;
+            (put(env, n, &content, t), content, t)
+        })
+        .collect()
+}
+
+/// Nothing left on this machine but the profile.
+fn lose_everything(env: &Env) {
+    std::fs::remove_dir_all(env.db()).unwrap();
+    std::fs::remove_dir_all(env.lib()).unwrap();
+}
+
+#[test]
+fn recovery_from_nothing_by_snapshot_then_by_catalogs_alone() {
+    let env = Env::new();
+    let Some(c) = cloud(&env, forward(), "") else {
+        return;
+    };
+    let mut files = awkward_library(&env);
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    env.json(
+        &["--config", &c.cfg, "sync", "--site", "cloud", "--pack-now"],
+        0,
+    );
+    // A second version of one file goes into a second image.
+    let v2 = bytes(99, 41_000);
+    let t2 = files[1].2 + 86_400 * NS;
+    let v1 = std::mem::replace(
+        &mut files[1],
+        (put(&env, "東京/写真 2020.jpg".as_bytes(), &v2, t2), v2, t2),
+    );
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    env.json(
+        &["--config", &c.cfg, "sync", "--site", "cloud", "--pack-now"],
+        0,
+    );
+    // One more, only staged (the snapshot knows it; no catalog does).
+    let late = bytes(77, 12_345);
+    let tl = 1_700_000_000 * NS + 1;
+    let late_file = (put(&env, "late/новый.jpg".as_bytes(), &late, tl), late, tl);
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    lose_everything(&env);
+
+    let before = c.proxy.traffic.log.lock().unwrap().len();
+    let r = env.json(&["--config", &c.cfg, "recover", "--site", "cloud"], 0);
+    assert_eq!(r["source"], "snapshot", "{r}");
+    assert_eq!(r["files"], 6, "{r}");
+    assert_eq!(r["versions"], 7, "{r}");
+    assert_eq!(r["images"], 2, "{r}");
+    // Never a thaw, never a GET of an image.
+    let sent: Vec<String> = c.proxy.traffic.log.lock().unwrap()[before..].to_vec();
+    assert!(!sent.iter().any(|l| l.starts_with("POST ")), "{sent:?}");
+    assert!(
+        !sent
+            .iter()
+            .any(|l| l.starts_with("GET ") && l.contains(".iso") && !l.contains(".catalog")),
+        "{sent:?}"
+    );
+    // Recovering twice into the same manifest is refused.
+    let out = env
+        .cmd()
+        .args(["--config", &c.cfg, "recover", "--site", "cloud"])
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(
+        stderr(&out).contains("already holds files"),
+        "{}",
+        stderr(&out)
+    );
+    // status and list work as on the original machine.
+    env.json(&["--config", &c.cfg, "status"], 0);
+    let l = env.json(&["--config", &c.cfg, "list", "files"], 0);
+    assert_eq!(l.as_array().unwrap().len(), 6, "{l}");
+
+    let dir = env.path().join("back");
+    let d = dir.to_str().unwrap();
+    restore_json(&env, &c.cfg, &["--to", d], 7);
+    assert_eq!(thaws(&c), 2, "one RestoreObject per image");
+    let r = restore_json(&env, &c.cfg, &["--to", d], 0);
+    assert_eq!(r["restored"], 5, "{r}");
+    for (p, content, mtime) in files.iter().chain([&late_file]) {
+        same(p, content, *mtime, &dir);
+    }
+    let old = env.path().join("old");
+    restore_json(
+        &env,
+        &c.cfg,
+        &["東京/*", "--version", "1", "--to", old.to_str().unwrap()],
+        0,
+    );
+    same(&v1.0, &v1.1, v1.2, &old);
+
+    // Again with the stage wiped: only the archive's catalogs are left.
+    std::fs::remove_dir_all(env.db()).unwrap();
+    let wiped = cloud(&env, forward(), "-wiped").unwrap();
+    let wiped = Cloud {
+        proxy: c.proxy,
+        ..wiped
+    };
+    let r = env.json(&["--config", &wiped.cfg, "recover", "--site", "cloud"], 0);
+    assert_eq!(r["source"], "catalogs", "{r}");
+    assert_eq!(r["files"], 5, "{r}");
+    assert_eq!(r["versions"], 6, "{r}");
+    assert_eq!(r["inferred_roots"], false, "{r}");
+    assert!(r["unaccounted"].as_array().unwrap().is_empty(), "{r}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("one path per content"),
+        "{r}"
+    );
+    let dir = env.path().join("from-catalogs");
+    let d = dir.to_str().unwrap();
+    // The images are still thawed on moto: no new RestoreObject.
+    let r = restore_json(&env, &wiped.cfg, &["--to", d], 0);
+    assert_eq!(r["restored"], 5, "{r}");
+    assert_eq!(thaws(&wiped), 2);
+    for (p, content, mtime) in &files {
+        let got = landed(&dir, p);
+        assert_eq!(&std::fs::read(&got).unwrap(), content, "{}", got.display());
+        // A catalog, like the image, holds whole seconds.
+        assert_eq!(std::fs::metadata(&got).unwrap().mtime(), mtime / NS);
+    }
+    let old = env.path().join("old2");
+    restore_json(
+        &env,
+        &wiped.cfg,
+        &["東京/*", "--version", "1", "--to", old.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(std::fs::read(landed(&old, &v1.0)).unwrap(), v1.1);
+}
+
+#[test]
+fn a_hostile_catalog_or_a_link_in_the_folder_writes_nothing_outside_it() {
+    let env = Env::new();
+    let cfg = local_site(&env);
+    let good = put(&env, b"good.jpg", &bytes(1, 5000), 1_600_000_000 * NS);
+    env.json(&["--config", &cfg, "backup"], 0);
+    env.json(
+        &["--config", &cfg, "sync", "--site", "nas", "--pack-now"],
+        0,
+    );
+    let archive = env.path().join("nas-archive/archive");
+    let catalog = walk(&archive)
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".catalog.json"))
+        .unwrap();
+    let image = PathBuf::from(catalog.to_string_lossy().trim_end_matches(".catalog.json"));
+    // A second image whose catalog names files outside any folder, and one whose bytes
+    // are not what its catalog says.
+    let mut cat: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&catalog).unwrap()).unwrap();
+    let real = cat["files"][0].clone();
+    let mut files = Vec::new();
+    for evil in ["../../escape.jpg", "/etc/abs.jpg", "ok/../../up.jpg", ""] {
+        let mut f = real.clone();
+        f["path"] = evil.into();
+        f["content"] = "ab".repeat(16).into();
+        files.push(f);
+    }
+    let mut liar = real.clone();
+    liar["path"] = format!(
+        "{}/liar.jpg",
+        env.lib().display().to_string().trim_start_matches('/')
+    )
+    .into();
+    liar["sha256"] = "00".repeat(32).into();
+    liar["content"] = "cd".repeat(16).into();
+    files.push(liar);
+    cat["files"] = files.into();
+    std::fs::copy(&image, archive.join("nas-2001-01-01--2001-01-02.iso")).unwrap();
+    std::fs::write(
+        archive.join("nas-2001-01-01--2001-01-02.iso.catalog.json"),
+        serde_json::to_vec(&cat).unwrap(),
+    )
+    .unwrap();
+    // Nothing but the archive is left.
+    std::fs::remove_dir_all(env.path().join("nas-stage")).unwrap();
+    std::fs::remove_dir_all(env.db()).unwrap();
+    let r = env.json(&["--config", &cfg, "recover", "--site", "nas"], 3);
+    assert_eq!(r["source"], "catalogs", "{r}");
+    let refused = r["unaccounted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u.as_str().unwrap().contains("not a plain relative path"))
+        .count();
+    assert_eq!(refused, 4, "{r}");
+    assert_eq!(r["files"], 2, "{r}");
+
+    let jail = env.path().join("jail");
+    let dir = jail.join("inside");
+    let r = restore_json(&env, &cfg, &["--to", dir.to_str().unwrap()], 6);
+    assert_eq!(r["restored"], 1, "{r}");
+    assert_eq!(r["failed"][0]["kind"], "integrity", "{r}");
+    assert!(!landed(&dir, &env.lib().join("liar.jpg")).exists());
+    same(&good, &bytes(1, 5000), 1_600_000_000 * NS, &dir);
+    assert!(walk(&jail).iter().all(|p| p.starts_with(&dir)));
+    no_temporaries(&dir);
+
+    // A link inside the folder that points out of it is never followed.
+    let outside = env.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let dir2 = env.path().join("linked");
+    let lib = env.lib();
+    let first = lib.components().nth(1).unwrap();
+    std::fs::create_dir_all(&dir2).unwrap();
+    std::os::unix::fs::symlink(&outside, dir2.join(first.as_os_str())).unwrap();
+    let r = restore_json(&env, &cfg, &["good.jpg", "--to", dir2.to_str().unwrap()], 1);
+    assert!(
+        r["failed"][0]["message"].as_str().unwrap().contains("link"),
+        "{r}"
+    );
+    assert!(walk(&outside).is_empty(), "{:?}", walk(&outside));
+}
+
+#[test]
+fn kill_9_during_a_restore_then_the_rerun_fetches_only_what_is_missing() {
+    let env = Env::new();
+    // The fourth image GET after the thaw hangs while `stall` is set.
+    let stall = Arc::new(AtomicBool::new(true));
+    let gets = Arc::new(AtomicUsize::new(0));
+    let (st, g) = (stall.clone(), gets.clone());
+    let rule: Arc<Rule> = Arc::new(move |s| {
+        let image = s.target.contains(".iso") && !s.target.contains(".catalog.json");
+        if image
+            && s.method == "GET"
+            && g.fetch_add(1, Ordering::SeqCst) == 3
+            && st.load(Ordering::SeqCst)
+        {
+            return Action::Stall;
+        }
+        Action::Forward
+    });
+    let Some(c) = cloud(&env, rule, "") else {
+        return;
+    };
+    let mut files = Vec::new();
+    for i in 0..16u32 {
+        let content = bytes(200 + i, 1_500_000);
+        let t = (1_600_000_000 + i as i64) * NS + 3;
+        files.push((
+            put(&env, format!("k/{i:02}.mov").as_bytes(), &content, t),
+            content,
+            t,
+        ));
+    }
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    env.json(
+        &["--config", &c.cfg, "sync", "--site", "cloud", "--pack-now"],
+        0,
+    );
+    let dir = env.path().join("back");
+    let d = dir.to_str().unwrap();
+    // Every other file: eight ranges, too far apart to merge.
+    let even = "k/*[02468].mov";
+    restore_json(&env, &c.cfg, &[even, "--to", d], 7);
+    let mut child = env
+        .std_cmd()
+        .args(["--config", &c.cfg, "restore", even, "--to", d, "--wait"])
+        .env("LOMOB_THAW_POLL_SECONDS", "0.05")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gets.load(Ordering::SeqCst) < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never reached the fourth GET"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    stall.store(false, Ordering::SeqCst);
+    let done = walk(&dir)
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".mov"))
+        .count();
+    assert!(done < 8, "{done}");
+    let before = image_gets(&c);
+    let r = restore_json(&env, &c.cfg, &[even, "--to", d], 0);
+    assert_eq!(r["already_there"].as_u64().unwrap() as usize, done, "{r}");
+    assert_eq!(r["restored"].as_u64().unwrap() as usize, 8 - done, "{r}");
+    assert_eq!(
+        image_gets(&c) - before,
+        8 - done,
+        "only the missing files are fetched"
+    );
+    assert_eq!(thaws(&c), 1, "no second RestoreObject");
+    for (p, content, mtime) in files.iter().step_by(2) {
+        same(p, content, *mtime, &dir);
+    }
+    no_temporaries(&dir);
+}
