@@ -32,6 +32,7 @@ pub struct Progress {
     bytes: AtomicU64,
     start: Instant,
     last: Mutex<Instant>,
+    total: Option<u64>,
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -73,6 +74,7 @@ impl Progress {
             bytes: AtomicU64::new(0),
             start: Instant::now(),
             last: Mutex::new(Instant::now()),
+            total,
         }
     }
 
@@ -109,11 +111,25 @@ impl Progress {
         let files = self.files.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
-        format!(
+        let rate = bytes as f64 / secs;
+        let mut msg = format!(
             "{files} files, {} read, {}/s",
             ByteSize(bytes),
-            ByteSize((bytes as f64 / secs) as u64)
-        )
+            ByteSize(rate as u64)
+        );
+        // The bar shows its own ETA; log lines need one in words.
+        if let (Some(total), None) = (self.total, &self.bar) {
+            if rate > 0.0 && total > bytes {
+                let left = ((total - bytes) as f64 / rate) as u64;
+                msg.push_str(&format!(
+                    " of {}, about {}m{:02}s left",
+                    ByteSize(total),
+                    left / 60,
+                    left % 60
+                ));
+            }
+        }
+        msg
     }
 
     pub fn finish(&self) {

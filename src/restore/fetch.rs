@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::StreamExt;
 use lomob_backends::ErrorKind;
@@ -189,14 +190,20 @@ impl Ctx<'_> {
 
     /// Reads the wanted files of one image: its catalog first (a check of the recorded
     /// offsets; the SHA-256 of each file decides), then the planned ranges in chunks.
-    pub async fn from_image(&self, site: &Site, job: &ImageJob) -> Tally {
+    pub async fn from_image(&self, site: &Arc<Site>, job: &ImageJob) -> Tally {
         let mut tally = Tally::default();
         self.check_catalog(site, job, &mut tally).await;
         let chunks: Vec<std::ops::Range<u64>> = job.ranges.iter().flat_map(plan::chunks).collect();
-        let archive = &site.archive;
-        let mut reads = futures::stream::iter(chunks.into_iter().map(|c| async move {
-            let r = archive.read_range(&job.key, c.clone()).await;
-            (c, r)
+        // Each read is a task of its own, so the next chunks keep arriving while one is
+        // hashed and written.
+        let mut reads = futures::stream::iter(chunks.into_iter().map(|c| {
+            let (site, key) = (site.clone(), job.key.clone());
+            async move {
+                let range = c.clone();
+                let r =
+                    tokio::spawn(async move { site.archive.read_range(&key, range).await }).await;
+                (c, r)
+            }
         }))
         .buffered(READS_AT_ONCE);
         let mut cutter = Cutter {
@@ -209,9 +216,13 @@ impl Ctx<'_> {
         let mut stopped: Option<(ErrorKind, String)> = None;
         while let Some((c, r)) = reads.next().await {
             let bytes = match r {
-                Ok(b) => b,
-                Err(e) => {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
                     stopped = Some((e.kind(), e.to_string()));
+                    break;
+                }
+                Err(e) => {
+                    stopped = Some((ErrorKind::Other, format!("a read task failed: {e}")));
                     break;
                 }
             };

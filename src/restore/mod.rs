@@ -388,7 +388,7 @@ async fn from_stage(
 
 async fn read_image(
     ctx: &Ctx<'_>,
-    site: &Site,
+    site: &Arc<Site>,
     job: ImageJob,
     thaw: &str,
     report: &mut RestoreReport,
