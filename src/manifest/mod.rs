@@ -286,7 +286,7 @@ impl Manifest {
     }
 
     /// Replaces the id (import only: a recovered manifest keeps its original id).
-    fn set_id(&self, id: &str) -> Result<()> {
+    pub(crate) fn set_id(&self, id: &str) -> Result<()> {
         self.meta.insert(MANIFEST_ID_KEY, id.as_bytes())?;
         Ok(())
     }

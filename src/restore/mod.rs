@@ -276,7 +276,7 @@ pub async fn restore(
     for s in &sites {
         report.requests.insert(s.name.clone(), s.requests());
     }
-    tracing::info!(
+    tracing::debug!(
         "restore: {} files in {:.1}s",
         report.restored,
         started.elapsed().as_secs_f64()

@@ -363,6 +363,14 @@ async fn from_catalogs(
         );
     }
     m.apply(batch)?;
+    // The recovered manifest continues the one that marked the site, so the next sync is
+    // not refused as another machine's (a snapshot keeps its id the same way).
+    for site in sites {
+        if let Some(id) = crate::sync::mark::owner(site).await {
+            m.set_id(&id)?;
+            break;
+        }
+    }
     m.flush()?;
     report.roots = split
         .roots

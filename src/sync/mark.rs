@@ -85,6 +85,27 @@ fn state(mark: SiteMark, site: &str, id: &str) -> MarkState {
     }
 }
 
+/// The id of the manifest that marked the site's locations (the archive's mark first: it
+/// outlives a wiped stage), for a recovery that continues that manifest.
+pub async fn owner(site: &Site) -> Option<String> {
+    let archive = async {
+        let o = site.archive.stat(SITE_MARK).await.ok()??;
+        site.archive
+            .read_range(SITE_MARK, 0..o.info.size)
+            .await
+            .ok()
+    };
+    let bytes = match archive.await {
+        Some(b) => b,
+        None => {
+            let o = site.stage.stat(SITE_MARK).await.ok()??;
+            site.stage.read_range(SITE_MARK, 0..o.size).await.ok()?
+        }
+    };
+    let mark = parse(site.archive.info(), &site.name, &bytes).ok()?;
+    (mark.site == site.name).then_some(mark.manifest)
+}
+
 /// Reads the marks of the site's stage and archive.
 pub async fn check(m: &Manifest, site: &Site) -> Result<[(Role, MarkState); 2], MarkError> {
     let id = m.id()?;

@@ -820,6 +820,9 @@ fn recovery_from_nothing_by_snapshot_then_by_catalogs_alone() {
         // A catalog, like the image, holds whole seconds.
         assert_eq!(std::fs::metadata(&got).unwrap().mtime(), mtime / NS);
     }
+    // The recovered manifest continues the one that marked the archive: syncing is not
+    // refused as another machine's.
+    env.json(&["--config", &wiped.cfg, "sync", "--site", "cloud"], 0);
     let old = env.path().join("old2");
     restore_json(
         &env,
