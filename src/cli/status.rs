@@ -34,6 +34,13 @@ struct Status {
     sites: Vec<SiteStatus>,
 }
 
+#[derive(Serialize)]
+struct PendingThaw {
+    key: String,
+    tier: String,
+    ready_by: String,
+}
+
 #[derive(Serialize, Default)]
 struct SiteStatus {
     name: String,
@@ -50,6 +57,8 @@ struct SiteStatus {
     unverified_objects: Totals,
     /// Images chosen for upload by an interrupted run; the next sync continues them.
     interrupted_images: u64,
+    /// Thaws a restore asked for and has not used yet: (image key, ready by).
+    thaws_pending: Vec<PendingThaw>,
     images: u64,
     last_sync: Option<LastRun>,
 }
@@ -214,6 +223,13 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
                     site.name, site.interrupted_images
                 )?;
             }
+            for t in &site.thaws_pending {
+                writeln!(
+                    out,
+                    "{}: thaw of {} ({} tier) requested by a restore, ready by {}; run the restore again to finish it",
+                    site.name, t.key, t.tier, t.ready_by
+                )?;
+            }
             if site.unverified_objects.files > 0 {
                 writeln!(
                     out,
@@ -261,6 +277,16 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
             st.unverified_objects.bytes += o.size;
         }
         st.interrupted_images = m.pending_images(name)?.len() as u64;
+        st.thaws_pending = m
+            .thaws()?
+            .into_iter()
+            .filter(|(site, _)| site == name)
+            .map(|(_, t)| PendingThaw {
+                key: t.key,
+                tier: t.tier,
+                ready_by: output::rfc3339(t.ready_by),
+            })
+            .collect();
         let mut seen = HashSet::new();
         for kv in m.files() {
             let (_, _, f) = kv?;

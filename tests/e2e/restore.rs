@@ -605,6 +605,11 @@ fn a_thaw_in_progress_is_waited_for_or_left_for_a_rerun_and_never_asked_twice() 
     let d = dir.to_str().unwrap();
     restore_json(&env, &c.cfg, &["--to", d], 7);
     assert_eq!(thaws(&c), 1);
+    // The pending thaw is in the manifest, and status shows it without asking the server.
+    let before = c.proxy.traffic.log.lock().unwrap().len();
+    let st = env.json(&["--config", &c.cfg, "status"], 0);
+    assert_eq!(st["sites"][0]["thaws_pending"][0]["tier"], "bulk", "{st}");
+    assert_eq!(c.proxy.traffic.log.lock().unwrap().len(), before);
     // A rerun while it is still thawing: told to wait again, nothing asked again.
     let out = env
         .cmd()
@@ -633,6 +638,14 @@ fn a_thaw_in_progress_is_waited_for_or_left_for_a_rerun_and_never_asked_twice() 
     for (p, content, mtime) in &lib.files {
         same(p, content, *mtime, &dir);
     }
+    let st = env.json(&["--config", &c.cfg, "status"], 0);
+    assert!(
+        st["sites"][0]["thaws_pending"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{st}"
+    );
 }
 
 #[test]
@@ -996,4 +1009,56 @@ fn kill_9_during_a_restore_then_the_rerun_fetches_only_what_is_missing() {
         same(p, content, *mtime, &dir);
     }
     no_temporaries(&dir);
+}
+
+#[test]
+fn recover_all_takes_the_newest_snapshot_across_sites() {
+    let env = Env::new();
+    let root = env.path().display().to_string();
+    let cfg = config(
+        &env,
+        &format!(
+            r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.home]
+stage = {{ kind = "fs", root = "{root}/home-stage" }}
+archive = {{ kind = "fs", root = "{root}/home-archive" }}
+
+[sites.parents]
+stage = {{ kind = "fs", root = "{root}/parents-stage" }}
+archive = {{ kind = "fs", root = "{root}/parents-archive" }}
+"#
+        ),
+    );
+    small_library(&env);
+    env.json(&["--config", &cfg, "backup"], 0);
+    // Only the parents' site has seen the newest file.
+    put(&env, b"new.jpg", &bytes(3, 1000), 1_700_000_000 * NS);
+    let lib = env.lib();
+    env.json(&["--config", &cfg, "scan", lib.to_str().unwrap()], 0);
+    env.json(&["--config", &cfg, "sync", "--site", "parents"], 0);
+    lose_everything(&env);
+    let r = env.json(&["--config", &cfg, "recover", "--all"], 0);
+    assert!(
+        r["snapshot"].as_str().unwrap().starts_with("site parents"),
+        "{r}"
+    );
+    assert_eq!(r["files"], 7, "{r}");
+    let dir = env.path().join("back");
+    let r = restore_json(&env, &cfg, &["--to", dir.to_str().unwrap()], 0);
+    assert_eq!(r["restored"], 7, "{r}");
+    // A corrupt newest snapshot is skipped for the next one, and said so.
+    std::fs::remove_dir_all(env.db()).unwrap();
+    let snaps: Vec<PathBuf> = walk(&env.path().join("parents-stage"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("manifest-"))
+        .collect();
+    let newest = snaps.iter().max().unwrap();
+    let text = std::fs::read_to_string(newest).unwrap();
+    std::fs::write(newest, &text[..text.len() / 2]).unwrap();
+    let r = env.json(&["--config", &cfg, "recover", "--all"], 0);
+    assert_eq!(r["skipped_snapshots"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["source"], "snapshot", "{r}");
 }
