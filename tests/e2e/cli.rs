@@ -463,12 +463,6 @@ fn list_bigfiles_dirs_and_status() {
     assert!(stdout(&out).contains("8.0 MB"), "{}", stdout(&out));
 }
 
-fn config(env: &Env, text: &str) -> String {
-    let p = env.path().join("config.toml");
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
 #[test]
 fn bad_profiles_are_rejected_with_the_file_key_and_what_to_do() {
     let env = Env::new();
@@ -502,7 +496,7 @@ fn bad_profiles_are_rejected_with_the_file_key_and_what_to_do() {
         ("[library\nroots = 1\n", &["config.toml", "TOML"]),
     ];
     for (text, wants) in cases {
-        let cfg = config(&env, text);
+        let cfg = env.config(text);
         let out = env
             .cmd()
             .args(["--config", &cfg, "site", "list"])
@@ -526,9 +520,7 @@ fn bad_profiles_are_rejected_with_the_file_key_and_what_to_do() {
 #[test]
 fn environment_overrides_apply_and_secrets_never_print() {
     let env = Env::new();
-    let cfg = config(
-        &env,
-        r#"
+    let cfg = env.config(r#"
 [sites.b2]
 stage = { kind = "s3", bucket = "b", access-key-id = "AKIDINLINE", secret-access-key = "TOPSECRETVALUE" }
 archive = { kind = "fs", root = "/a" }

@@ -35,18 +35,10 @@ fn bytes(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn config(env: &Env, text: &str) -> String {
-    let p = env.path().join("config.toml");
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
 fn local_site(env: &Env) -> String {
     let root = env.path().display().to_string();
-    config(
-        env,
-        &format!(
-            r#"
+    env.config(&format!(
+        r#"
 [library]
 roots = ["{root}/lib"]
 
@@ -55,8 +47,7 @@ pack-threshold = "1GB"
 stage = {{ kind = "fs", root = "{root}/nas-stage" }}
 archive = {{ kind = "fs", root = "{root}/nas-archive" }}
 "#
-        ),
-    )
+    ))
 }
 
 /// Where `original` lands under `dir`.
@@ -155,7 +146,7 @@ fn restore_from_a_local_site_brings_back_every_byte_and_mtime_and_leaves_others_
 
     let dir = env.path().join("restored");
     let d = dir.to_str().unwrap();
-    let r = env.json(&["--config", &cfg, "restore", "--to", d], 0);
+    let r = restore_json(&env, &cfg, &["--to", d], 0);
     assert_eq!(r["restored"], 7, "{r}");
     assert_eq!(r["from_stage"], 1, "{r}");
     assert_eq!(r["from_images"], 5, "{r}");
@@ -172,7 +163,7 @@ fn restore_from_a_local_site_brings_back_every_byte_and_mtime_and_leaves_others_
     no_temporaries(&dir);
 
     // Again: everything is already there, nothing is fetched.
-    let r = env.json(&["--config", &cfg, "restore", "--to", d], 0);
+    let r = restore_json(&env, &cfg, &["--to", d], 0);
     assert_eq!(r["restored"], 0, "{r}");
     assert_eq!(r["already_there"], 7, "{r}");
     assert_eq!(r["bytes_downloaded"], 0, "{r}");
@@ -180,50 +171,30 @@ fn restore_from_a_local_site_brings_back_every_byte_and_mtime_and_leaves_others_
     // A different file in place is left alone and reported (exit 3), unless --overwrite.
     let b = landed(&dir, &lib.files[2].0);
     std::fs::write(&b, b"edited since").unwrap();
-    let r = env.json(&["--config", &cfg, "restore", "--to", d], 3);
+    let r = restore_json(&env, &cfg, &["--to", d], 3);
     assert_eq!(r["left_alone"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(std::fs::read(&b).unwrap(), b"edited since");
-    let r = env.json(&["--config", &cfg, "restore", "--to", d, "--overwrite"], 0);
+    let r = restore_json(&env, &cfg, &["--to", d, "--overwrite"], 0);
     assert_eq!(r["restored"], 1, "{r}");
     same(&lib.files[2].0, &lib.files[2].1, lib.files[2].2, &dir);
 
     // Paths relative to a root, and globs over the whole path.
     let one = env.path().join("one");
-    let r = env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "2021/b.jpg",
-            "--to",
-            one.to_str().unwrap(),
-        ],
+    let r = restore_json(
+        &env,
+        &cfg,
+        &["2021/b.jpg", "--to", one.to_str().unwrap()],
         0,
     );
     assert_eq!(r["restored"], 1, "{r}");
     let glob = env.path().join("glob");
     let pattern = format!("{}/**/*.jpg", env.lib().display());
-    let r = env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            &pattern,
-            "--to",
-            glob.to_str().unwrap(),
-        ],
-        0,
-    );
+    let r = restore_json(&env, &cfg, &[&pattern, "--to", glob.to_str().unwrap()], 0);
     assert_eq!(r["restored"], 5, "{r}");
-    let r = env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "nothing/*.png",
-            "--to",
-            glob.to_str().unwrap(),
-        ],
+    let r = restore_json(
+        &env,
+        &cfg,
+        &["nothing/*.png", "--to", glob.to_str().unwrap()],
         3,
     );
     assert_eq!(r["unmatched"][0], "nothing/*.png", "{r}");
@@ -250,27 +221,19 @@ fn versions_dates_and_deleted_files() {
     let five_days_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(5 * 24);
     let at = five_days_ago.to_string();
     let old = env.path().join("old");
-    let r = env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "2021/b.jpg",
-            "--at",
-            &at,
-            "--to",
-            old.to_str().unwrap(),
-        ],
+    let r = restore_json(
+        &env,
+        &cfg,
+        &["2021/b.jpg", "--at", &at, "--to", old.to_str().unwrap()],
         0,
     );
     assert_eq!(r["restored"], 1, "{r}");
     same(&b.0, &b.1, b.2, &old);
     let new = env.path().join("new");
-    env.json(
+    restore_json(
+        &env,
+        &cfg,
         &[
-            "--config",
-            &cfg,
-            "restore",
             "2021/b.jpg",
             "--version",
             "2",
@@ -282,46 +245,28 @@ fn versions_dates_and_deleted_files() {
     assert_eq!(std::fs::read(landed(&new, &b.0)).unwrap(), b2);
     // Version 1 is the oldest.
     let v1 = env.path().join("v1");
-    env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "2021/b.jpg",
-            "--version",
-            "1",
-            "--to",
-            v1.to_str().unwrap(),
-        ],
+    restore_json(
+        &env,
+        &cfg,
+        &["2021/b.jpg", "--version", "1", "--to", v1.to_str().unwrap()],
         0,
     );
     assert_eq!(std::fs::read(landed(&v1, &b.0)).unwrap(), b.1);
 
     // A deleted file only with --deleted; --at before the deletion brings it back too.
     let del = env.path().join("del");
-    let r = env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "2020/a.jpg",
-            "--to",
-            del.to_str().unwrap(),
-        ],
+    let r = restore_json(
+        &env,
+        &cfg,
+        &["2020/a.jpg", "--to", del.to_str().unwrap()],
         0,
     );
     assert_eq!(r["restored"], 0, "{r}");
     assert_eq!(r["deleted_left_out"], 1, "{r}");
-    let r = env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "2020/a.jpg",
-            "--deleted",
-            "--to",
-            del.to_str().unwrap(),
-        ],
+    let r = restore_json(
+        &env,
+        &cfg,
+        &["2020/a.jpg", "--deleted", "--to", del.to_str().unwrap()],
         0,
     );
     assert_eq!(r["restored"], 1, "{r}");
@@ -356,10 +301,7 @@ fn a_corrupt_staged_copy_is_an_integrity_error_and_nothing_takes_its_name() {
     assert_eq!(staged.len(), 1, "{staged:?}");
     std::fs::write(&staged[0], bytes(8, 40_000)).unwrap();
     let dir = env.path().join("r");
-    let r = env.json(
-        &["--config", &cfg, "restore", "--to", dir.to_str().unwrap()],
-        6,
-    );
+    let r = restore_json(&env, &cfg, &["--to", dir.to_str().unwrap()], 6);
     assert_eq!(r["failed"][0]["kind"], "integrity", "{r}");
     assert!(!landed(&dir, &p).exists());
     no_temporaries(&dir);
@@ -391,10 +333,7 @@ fn names_that_could_leave_the_folder_are_refused() {
         .unwrap();
     if out.status.success() {
         let dir = env.path().join("jail/inside");
-        let r = env.json(
-            &["--config", &cfg, "restore", "--to", dir.to_str().unwrap()],
-            3,
-        );
+        let r = restore_json(&env, &cfg, &["--to", dir.to_str().unwrap()], 3);
         assert_eq!(r["refused"].as_array().unwrap().len(), 1, "{r}");
         assert!(!env.path().join("jail/escaped.jpg").exists());
         assert!(walk(&env.path().join("jail"))
@@ -1015,10 +954,8 @@ fn kill_9_during_a_restore_then_the_rerun_fetches_only_what_is_missing() {
 fn recover_all_takes_the_newest_snapshot_across_sites() {
     let env = Env::new();
     let root = env.path().display().to_string();
-    let cfg = config(
-        &env,
-        &format!(
-            r#"
+    let cfg = env.config(&format!(
+        r#"
 [library]
 roots = ["{root}/lib"]
 
@@ -1030,8 +967,7 @@ archive = {{ kind = "fs", root = "{root}/home-archive" }}
 stage = {{ kind = "fs", root = "{root}/parents-stage" }}
 archive = {{ kind = "fs", root = "{root}/parents-archive" }}
 "#
-        ),
-    );
+    ));
     small_library(&env);
     env.json(&["--config", &cfg, "backup"], 0);
     // Only the parents' site has seen the newest file.

@@ -21,12 +21,6 @@ fn library(env: &Env, n: usize, size: usize) {
     }
 }
 
-fn config(env: &Env, name: &str, text: &str) -> String {
-    let p = env.path().join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
 /// A glacier archive on moto and a local stage, for site `cold`.
 fn cold_site(env: &Env, ep: &str, bucket: &str, stage: &str, extra: &str) -> String {
     let root = env.path().display();
@@ -70,8 +64,7 @@ fn item2_garbage_under_the_image_name_is_never_accepted_as_archived() {
             "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\nstage = {{ kind = \"fs\", root = \"{root}/{stage}\" }}\narchive = {{ kind = \"fs\", root = \"{root}/{archive}\" }}\n"
         )
     };
-    let c = config(
-        &env,
+    let c = env.config_named(
         "scratch-fs.toml",
         &fs_cfg("scratch-archive", "scratch-stage"),
     );
@@ -89,7 +82,7 @@ fn item2_garbage_under_the_image_name_is_never_accepted_as_archived() {
     let impostor = env.path().join("archive/archive").join(&name);
     std::fs::create_dir_all(impostor.parent().unwrap()).unwrap();
     std::fs::write(&impostor, vec![0x5a; size as usize]).unwrap();
-    let c = config(&env, "fs.toml", &fs_cfg("archive", "stage"));
+    let c = env.config_named("fs.toml", &fs_cfg("archive", "stage"));
     env.json(&["--config", &c, "scan"], 0);
     let r = env.json(&["--config", &c, "sync", "--site", "cold", "--pack-now"], 0);
     assert_eq!(r[0]["archived_files"], 5, "{r}");
@@ -114,8 +107,7 @@ fn item2_garbage_under_the_image_name_is_never_accepted_as_archived() {
     let scratch_bucket = Bucket::new(&ep, &format!("scratch-{tag}"));
     let bucket = Bucket::new(&ep, &format!("garbage-{tag}"));
     let scratch = env.path().join("scratch-db-s3");
-    let c = config(
-        &env,
+    let c = env.config_named(
         "scratch-s3.toml",
         &cold_site(&env, &ep, &format!("scratch-{tag}"), "scratch-s3-stage", ""),
     );
@@ -142,8 +134,7 @@ fn item2_garbage_under_the_image_name_is_never_accepted_as_archived() {
         ))
         .unwrap();
     let db = env.path().join("db-s3");
-    let c = config(
-        &env,
+    let c = env.config_named(
         "s3.toml",
         &cold_site(&env, &ep, &format!("garbage-{tag}"), "s3-stage", ""),
     );
@@ -208,8 +199,7 @@ fn item3_an_upload_no_run_will_continue_is_aborted() {
     library(&env, 6, 5_000_000); // 30 MB in 5 MiB parts, paced at 10 MB/s
     let name = format!("abandon-{}", unique(&env));
     let bucket = Bucket::new(&ep, &name);
-    let c = config(
-        &env,
+    let c = env.config_named(
         "c.toml",
         &(cold_site(
             &env,
@@ -308,7 +298,7 @@ fn item4_cleanup_touches_only_the_sites_own_keys() {
         ));
         b
     });
-    let c = config(&env, "c.toml", &text);
+    let c = env.config_named("c.toml", &text);
     env.json(&["--config", &c, "scan"], 0);
     let r = env.json(&["--config", &c, "sync", "--all"], 0);
     let nas_report = r
@@ -357,9 +347,7 @@ fn item5_an_image_stored_but_not_recorded_is_adopted_never_a_permanent_refusal()
     let env = Env::new();
     library(&env, 5, 100_000);
     let root = env.path().display().to_string();
-    let c = config(
-        &env,
-        "c.toml",
+    let c = env.config_named("c.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.nas]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n"
         ),
@@ -414,9 +402,7 @@ fn item5_an_image_stored_but_not_recorded_is_adopted_never_a_permanent_refusal()
     let env = Env::new();
     library(&env, 5, 100_000);
     let root = env.path().display().to_string();
-    let c = config(
-        &env,
-        "c.toml",
+    let c = env.config_named("c.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.nas]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n"
         ),
@@ -508,9 +494,7 @@ fn item6_staged_copies_of_archived_files_are_freed_by_any_later_run() {
     let root = env.path().display().to_string();
     let tag = unique(&env);
     let stage_root = format!("{home}/{tag}");
-    let c = config(
-        &env,
-        "c.toml",
+    let c = env.config_named("c.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.parents]\nstage = {{ kind = \"sftp\", host = \"{host}:{port}\", user = \"{user}\", key = \"{key}\", root = \"{stage_root}\", known-hosts = \"accept\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n"
         ),
@@ -559,9 +543,7 @@ fn item7_two_sites_or_two_manifests_never_share_a_location() {
     let env = Env::new();
     library(&env, 3, 10_000);
     let root = env.path().display().to_string();
-    let c = config(
-        &env,
-        "shared.toml",
+    let c = env.config_named("shared.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.a]\nstage = {{ kind = \"fs\", root = \"{root}/nas/lomob\" }}\narchive = {{ kind = \"fs\", root = \"{root}/a-archive\" }}\n[sites.b]\nstage = {{ kind = \"fs\", root = \"{root}/nas/lomob/\" }}\narchive = {{ kind = \"fs\", root = \"{root}/b-archive\" }}\n"
         ),
@@ -579,9 +561,7 @@ fn item7_two_sites_or_two_manifests_never_share_a_location() {
     );
 
     // Two machines (manifests) with the same profile.
-    let c = config(
-        &env,
-        "one.toml",
+    let c = env.config_named("one.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.a]\nstage = {{ kind = \"fs\", root = \"{root}/nas/lomob\" }}\narchive = {{ kind = \"fs\", root = \"{root}/a-archive\" }}\n"
         ),
@@ -756,9 +736,7 @@ fn item8_a_mass_delete_needs_allow_delete() {
     // A retention shorter than a week is refused: a disk away for a few days would lose
     // its files' only off-site copies.
     let root = env.path().display();
-    let c = config(
-        &env,
-        "short.toml",
+    let c = env.config_named("short.toml",
         &format!("[sites.a]\nstage-retention-days = 2\nstage = {{ kind = \"fs\", root = \"{root}/s\" }}\narchive = {{ kind = \"fs\", root = \"{root}/a\" }}\n"),
     );
     let out = env
@@ -779,9 +757,7 @@ fn item9_files_changed_without_a_new_mtime_become_new_versions() {
     let env = Env::new();
     library(&env, 7, 20_000);
     let root = env.path().display().to_string();
-    let c = config(
-        &env,
-        "c.toml",
+    let c = env.config_named("c.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.nas]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n"
         ),
@@ -943,9 +919,7 @@ fn item14_requests_are_counted_as_sent_retries_included() {
         Bucket::new(&ep, &bucket);
         let proxy = crate::support::BreakingProxy::start(&ep, faults);
         let root = env.path().display();
-        let c = config(
-            &env,
-            "c.toml",
+        let c = env.config_named("c.toml",
             &format!(
                 "[library]\nroots = [\"{root}/lib\"]\n[sites.b2]\nstage = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{}\", access-key-id = \"k\", secret-access-key = \"s\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n[sites.b2.transfer]\nconcurrency = 1\n",
                 proxy.endpoint()
@@ -1001,8 +975,7 @@ fn item2_an_unverifiable_single_put_is_not_counted_and_parts_are_used_instead() 
             }
         }),
     );
-    let c = config(
-        &env,
+    let c = env.config_named(
         "c.toml",
         &cold_site(&env, &proxy.endpoint(), &name, "stage", ""),
     );
@@ -1070,7 +1043,7 @@ fn item12_stage_objects_are_verified_by_the_server_at_any_size() {
             }
         }),
     );
-    let c = config(&env, "wrong.toml", &site(&wrong_part.endpoint()));
+    let c = env.config_named("wrong.toml", &site(&wrong_part.endpoint()));
     env.json(&["--config", &c, "scan"], 0);
     let out = env
         .cmd()
@@ -1102,7 +1075,7 @@ fn item12_stage_objects_are_verified_by_the_server_at_any_size() {
             }
         }),
     );
-    let c = config(&env, "kms.toml", &site(&kms.endpoint()));
+    let c = env.config_named("kms.toml", &site(&kms.endpoint()));
     let r = env.json(&["--config", &c, "sync", "--site", "b2"], 0);
     assert_eq!(
         r[0]["staged_files"], 2,
@@ -1152,9 +1125,7 @@ fn item13_the_aws_credential_chain_works_and_secrets_stay_out_of_logs() {
     )
     .unwrap();
     let root = env.path().display();
-    let c = config(
-        &env,
-        "c.toml",
+    let c = env.config_named("c.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.cloud]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{ep}\", region = \"us-east-1\" }}\n"
         ),
@@ -1170,9 +1141,7 @@ fn item13_the_aws_credential_chain_works_and_secrets_stay_out_of_logs() {
     assert_eq!(r[0]["archived_files"], 3, "{r}");
     assert!(!stderr(&out).contains(&secret), "the secret is in the log");
     // Keys in the profile, logged at trace level: never shown.
-    let c = config(
-        &env,
-        "keys.toml",
+    let c = env.config_named("keys.toml",
         &format!(
             "[library]\nroots = [\"{root}/lib\"]\n[sites.cloud]\nstage = {{ kind = \"s3\", bucket = \"{bucket}\", prefix = \"/stage\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}\narchive = {{ kind = \"s3\", bucket = \"{bucket}\", endpoint = \"{ep}\", access-key-id = \"{key}\", secret-access-key = \"{secret}\" }}\n"
         ),

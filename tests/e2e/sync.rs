@@ -123,21 +123,13 @@ fn site(report: &serde_json::Value, name: &str) -> serde_json::Value {
         .clone()
 }
 
-fn config(env: &Env, text: &str) -> String {
-    let p = env.path().join("config.toml");
-    std::fs::write(&p, text).unwrap();
-    p.to_str().unwrap().to_string()
-}
-
 #[test]
 fn the_threshold_triggers_packing_into_images_of_the_configured_size() {
     let env = Env::new();
     library(&env, 12, 400_000); // 4.8 MB
     let root = env.path().display().to_string();
-    let cfg = config(
-        &env,
-        &format!(
-            r#"
+    let cfg = env.config(&format!(
+        r#"
 [library]
 roots = ["{root}/lib"]
 
@@ -147,8 +139,7 @@ iso-size = "2MB"
 stage = {{ kind = "fs", root = "{root}/nas-stage" }}
 archive = {{ kind = "fs", root = "{root}/nas-archive" }}
 "#
-        ),
-    );
+    ));
     let r = env.json(&["--config", &cfg, "backup"], 0);
     let images = r[0]["images"].as_array().unwrap();
     // Full images only, straight from the originals; what is left is staged and waits for
@@ -195,9 +186,7 @@ fn one_unreachable_site_does_not_stop_the_others() {
     let env = Env::new();
     library(&env, 3, 10_000);
     let root = env.path().display().to_string();
-    let cfg = config(
-        &env,
-        &format!(
+    let cfg = env.config(&format!(
             r#"
 [library]
 roots = ["{root}/lib"]
@@ -308,9 +297,7 @@ fn s3_stage_and_deep_archive_on_moto() {
     let (stage_b, archive_b) = (format!("stage-{tag}"), format!("archive-{tag}"));
     make_buckets(&endpoint, &[&stage_b, &archive_b]);
     let root = env.path().display().to_string();
-    let cfg = config(
-        &env,
-        &format!(
+    let cfg = env.config(&format!(
             r#"
 [library]
 roots = ["{root}/lib"]
@@ -404,9 +391,7 @@ fn parents_site_sftp_stage_and_local_archive() {
         .to_string_lossy()
         .to_string();
     let remote = format!("{home}/{sub}");
-    let cfg = config(
-        &env,
-        &format!(
+    let cfg = env.config(&format!(
             r#"
 [library]
 roots = ["{root}/lib"]
@@ -470,7 +455,7 @@ fn a_file_changed_under_an_image_is_left_out_and_nothing_wrong_is_stored() {
             "[sites.s{i}]\nstage = {{ kind = \"fs\", root = \"{root}/stage{i}\" }}\narchive = {a}\n"
         ));
     }
-    let cfg = config(&env, &text);
+    let cfg = env.config(&text);
     env.json(&["--config", &cfg, "scan"], 0);
     // Same size, same mtime, other bytes: only the SHA-256 can tell.
     let victim = files_under(&env.lib())
@@ -609,10 +594,8 @@ fn stage_retention_frees_copies_of_deleted_files_only_when_asked() {
     let env = Env::new();
     library(&env, 3, 20_000);
     let root = env.path().display().to_string();
-    let cfg = config(
-        &env,
-        &format!(
-            r#"
+    let cfg = env.config(&format!(
+        r#"
 [library]
 roots = ["{root}/lib"]
 
@@ -625,8 +608,7 @@ stage-retention-days = 7
 stage = {{ kind = "fs", root = "{root}/trim-stage" }}
 archive = {{ kind = "fs", root = "{root}/trim-archive" }}
 "#
-        ),
-    );
+    ));
     let r = env.json(&["--config", &cfg, "backup"], 0);
     for s in r.as_array().unwrap() {
         assert_eq!(s["staged_files"], 3, "{r}");

@@ -78,6 +78,17 @@ impl Env {
         })
     }
 
+    /// Writes a profile as `config.toml` in the test folder; returns its path for `--config`.
+    pub fn config(&self, text: &str) -> String {
+        self.config_named("config.toml", text)
+    }
+
+    pub fn config_named(&self, name: &str, text: &str) -> String {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+
     /// Scans the library and returns the JSON report.
     pub fn scan(&self) -> serde_json::Value {
         let lib = self.lib();
