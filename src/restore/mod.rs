@@ -216,7 +216,7 @@ pub async fn restore(
         })
         .collect();
     let all: Vec<usize> = (0..groups.len()).collect();
-    let mut p = plan::plan(&m, &groups, &all, &views, true)?;
+    let p = plan::plan(&m, &groups, &all, &views, true)?;
     for &g in &p.missing {
         for &f in &groups[g].files {
             report.missing.push(FileIssue::new(
@@ -226,7 +226,6 @@ pub async fn restore(
             ));
         }
     }
-    let by_name: HashMap<&str, &Arc<Site>> = sites.iter().map(|s| (s.name.as_str(), s)).collect();
     let total: u64 = groups
         .iter()
         .enumerate()
@@ -240,37 +239,16 @@ pub async fn restore(
         targets: &targets,
         progress: &progress,
     };
+    let src = Sources {
+        m: &m,
+        sites: sites.iter().map(|s| (s.name.as_str(), s)).collect(),
+        views,
+        tiers,
+    };
     if opts.dry_run {
-        dry_run(&m, &ctx, &p, &by_name, &tiers, &mut report).await;
+        dry_run(&src, &ctx, &p, &mut report).await;
     } else {
-        for &g in &p.empty {
-            let t = tokio::task::block_in_place(|| ctx.empty(g));
-            report.absorb(t);
-        }
-        let retry = from_stage(&ctx, &p, &by_name, &mut report).await;
-        if !retry.is_empty() {
-            let which: Vec<usize> = retry.iter().map(|(g, _)| *g).collect();
-            let again = plan::plan(&m, &groups, &which, &views, false)?;
-            for (g, e) in &retry {
-                if !again.missing.contains(g) {
-                    continue;
-                }
-                for &f in &groups[*g].files {
-                    report.failed.push(FileIssue::new(
-                        &targets[f].wanted.path,
-                        Some(e.kind()),
-                        format!("{e}; no image holds it yet, so nothing was written"),
-                    ));
-                }
-            }
-            p.images.extend(again.images);
-        }
-        let (hot, cold): (Vec<ImageJob>, Vec<ImageJob>) = p.images.drain(..).partition(|j| !j.cold);
-        for job in hot {
-            let site = by_name[job.site.as_str()];
-            read_image(&ctx, site, job, "not-needed", &mut report).await;
-        }
-        thaw_and_read(&m, &ctx, cold, &by_name, &tiers, opts, &mut report).await?;
+        execute(&src, &ctx, p, opts, &mut report).await?;
     }
     progress.finish();
     for s in &sites {
@@ -282,6 +260,60 @@ pub async fn restore(
         started.elapsed().as_secs_f64()
     );
     Ok(report)
+}
+
+/// The manifest and the sites a restore reads from.
+struct Sources<'a> {
+    m: &'a Manifest,
+    sites: HashMap<&'a str, &'a Arc<Site>>,
+    views: Vec<SiteView>,
+    /// The thaw tier of each site.
+    tiers: HashMap<String, ThawTier>,
+}
+
+impl Sources<'_> {
+    fn site(&self, name: &str) -> &Arc<Site> {
+        self.sites[name]
+    }
+}
+
+/// Empty files, then staged copies (an image where one fails), then hot images, then the
+/// thaw workflow for cold ones.
+async fn execute(
+    src: &Sources<'_>,
+    ctx: &Ctx<'_>,
+    mut p: plan::Plan,
+    opts: &RestoreOptions,
+    report: &mut RestoreReport,
+) -> Result<(), RestoreError> {
+    for &g in &p.empty {
+        let t = tokio::task::block_in_place(|| ctx.empty(g));
+        report.absorb(t);
+    }
+    let retry = from_stage(ctx, &p, src, report).await;
+    if !retry.is_empty() {
+        let which: Vec<usize> = retry.iter().map(|(g, _)| *g).collect();
+        let again = plan::plan(src.m, ctx.groups, &which, &src.views, false)?;
+        for (g, e) in &retry {
+            if !again.missing.contains(g) {
+                continue;
+            }
+            for &f in &ctx.groups[*g].files {
+                report.failed.push(FileIssue::new(
+                    &ctx.targets[f].wanted.path,
+                    Some(e.kind()),
+                    format!("{e}; no image holds it yet, so nothing was written"),
+                ));
+            }
+        }
+        p.images.extend(again.images);
+    }
+    let (hot, cold): (Vec<ImageJob>, Vec<ImageJob>) = p.images.drain(..).partition(|j| !j.cold);
+    for job in hot {
+        let site = src.site(&job.site);
+        read_image(ctx, site, job, "not-needed", report).await;
+    }
+    thaw_and_read(src, ctx, cold, opts, report).await
 }
 
 /// Selects the files, decides where each goes and whether it is already there, and groups
@@ -358,11 +390,11 @@ fn prepare(
 async fn from_stage(
     ctx: &Ctx<'_>,
     p: &plan::Plan,
-    sites: &HashMap<&str, &Arc<Site>>,
+    src: &Sources<'_>,
     report: &mut RestoreReport,
 ) -> Vec<(usize, crate::store::StoreError)> {
     let results: Vec<_> = futures::stream::iter(p.staged.iter().map(|(g, site, key)| {
-        let site = sites[site.as_str()];
+        let site = src.site(site);
         async move { (*g, ctx.from_stage(site, *g, key).await) }
     }))
     .buffer_unordered(STAGED_AT_ONCE)
@@ -453,14 +485,7 @@ async fn look(site: &Site, job: &ImageJob) -> Cold {
     }
 }
 
-async fn dry_run(
-    m: &Manifest,
-    ctx: &Ctx<'_>,
-    p: &plan::Plan,
-    sites: &HashMap<&str, &Arc<Site>>,
-    tiers: &HashMap<String, ThawTier>,
-    report: &mut RestoreReport,
-) {
+async fn dry_run(src: &Sources<'_>, ctx: &Ctx<'_>, p: &plan::Plan, report: &mut RestoreReport) {
     let mut est = thaw::Estimate::default();
     let source = |g: usize, from: String, report: &mut RestoreReport| {
         for &f in &ctx.groups[g].files {
@@ -477,16 +502,16 @@ async fn dry_run(
     }
     for (g, site, key) in &p.staged {
         source(*g, format!("stage of site {site} ({key})"), report);
-        est.add_egress(&sites[site.as_str()].config.stage, ctx.groups[*g].size);
+        est.add_egress(&src.site(site).config.stage, ctx.groups[*g].size);
         est.get_requests += 1;
     }
     for job in &p.images {
-        let site = sites[job.site.as_str()];
+        let site = src.site(&job.site);
         let thaw = if job.cold {
             match look(site, job).await {
                 Cold::Readable(s) => s.to_string(),
                 Cold::Thawing => "in-progress".into(),
-                Cold::Frozen => match m.thaw(&site.name, &job.key) {
+                Cold::Frozen => match src.m.thaw(&site.name, &job.key) {
                     Ok(Some(_)) => "frozen (the thaw asked for earlier has expired)".into(),
                     _ => "frozen".into(),
                 },
@@ -495,7 +520,7 @@ async fn dry_run(
         } else {
             "not-needed".into()
         };
-        est.add_image(site, job, thaw.starts_with("frozen"), tiers[&site.name]);
+        est.add_image(site, job, thaw.starts_with("frozen"), src.tiers[&site.name]);
         for mb in &job.members {
             source(
                 mb.group,
@@ -528,14 +553,13 @@ async fn dry_run(
 /// read at once, frozen ones get one RestoreObject (recorded), and with `--wait` the
 /// thawing ones are polled with backoff and read as each becomes ready.
 async fn thaw_and_read(
-    m: &Manifest,
+    src: &Sources<'_>,
     ctx: &Ctx<'_>,
     cold: Vec<ImageJob>,
-    sites: &HashMap<&str, &Arc<Site>>,
-    tiers: &HashMap<String, ThawTier>,
     opts: &RestoreOptions,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
+    let (m, tiers) = (src.m, &src.tiers);
     if cold.is_empty() {
         return Ok(());
     }
@@ -545,7 +569,7 @@ async fn thaw_and_read(
     });
     let mut pending: Vec<(ImageJob, ThawRecord)> = Vec::new();
     for job in cold {
-        let site = sites[job.site.as_str()];
+        let site = src.site(&job.site);
         match look(site, &job).await {
             Cold::Readable(state) => {
                 if read_image(ctx, site, job.clone(), state, report).await {
@@ -566,33 +590,9 @@ async fn thaw_and_read(
                 pending.push((job, rec));
             }
             Cold::Frozen => {
-                let tier = tiers[&site.name];
-                let rec = new_record(site, &job, tier, cold_bytes[&site.name]);
-                if let Some(old) = m.thaw(&site.name, &job.key)? {
-                    report.warnings.push(format!(
-                        "site {}: the thaw of {} asked for at {} has expired; asking again",
-                        site.name,
-                        job.name,
-                        manifest::rfc3339(old.requested)
-                    ));
-                }
-                match site.archive.request_thaw(&job.key, rec.days, tier).await {
-                    Ok(ThawRequest::NotNeeded | ThawRequest::AlreadyThawed) => {
-                        read_image(ctx, site, job, "thawed", report).await;
-                    }
-                    Ok(ThawRequest::Started | ThawRequest::AlreadyInProgress) => {
-                        m.put_thaw(&site.name, &rec)?;
-                        m.flush()?;
-                        tracing::info!(
-                            "site {}: thaw of {} requested ({} tier, {} days)",
-                            site.name,
-                            job.name,
-                            rec.tier,
-                            rec.days
-                        );
-                        pending.push((job, rec));
-                    }
-                    Err(e) => fail_job(ctx, &job, e.kind(), &e.to_string(), report),
+                let rec = new_record(site, &job, tiers[&site.name], cold_bytes[&site.name]);
+                if let Some(p) = ask_thaw(m, ctx, site, job, rec, report).await? {
+                    pending.push(p);
                 }
             }
         }
@@ -601,7 +601,7 @@ async fn thaw_and_read(
         return Ok(());
     }
     if opts.wait {
-        wait_for(m, ctx, &mut pending, sites, report).await?;
+        wait_for(src, ctx, &mut pending, report).await?;
     }
     if !pending.is_empty() {
         report.run_later = Some(opts.command.clone());
@@ -625,6 +625,48 @@ async fn thaw_and_read(
     Ok(())
 }
 
+/// Sends the one RestoreObject of a frozen image and records it; `Some` while it thaws.
+async fn ask_thaw(
+    m: &Manifest,
+    ctx: &Ctx<'_>,
+    site: &Arc<Site>,
+    job: ImageJob,
+    rec: ThawRecord,
+    report: &mut RestoreReport,
+) -> Result<Option<(ImageJob, ThawRecord)>, RestoreError> {
+    if let Some(old) = m.thaw(&site.name, &job.key)? {
+        report.warnings.push(format!(
+            "site {}: the thaw of {} asked for at {} has expired; asking again",
+            site.name,
+            job.name,
+            manifest::rfc3339(old.requested)
+        ));
+    }
+    let tier = thaw::parse_tier(&rec.tier).unwrap_or(ThawTier::Bulk);
+    match site.archive.request_thaw(&job.key, rec.days, tier).await {
+        Ok(ThawRequest::NotNeeded | ThawRequest::AlreadyThawed) => {
+            read_image(ctx, site, job, "thawed", report).await;
+            Ok(None)
+        }
+        Ok(ThawRequest::Started | ThawRequest::AlreadyInProgress) => {
+            m.put_thaw(&site.name, &rec)?;
+            m.flush()?;
+            tracing::info!(
+                "site {}: thaw of {} requested ({} tier, {} days)",
+                site.name,
+                job.name,
+                rec.tier,
+                rec.days
+            );
+            Ok(Some((job, rec)))
+        }
+        Err(e) => {
+            fail_job(ctx, &job, e.kind(), &e.to_string(), report);
+            Ok(None)
+        }
+    }
+}
+
 fn new_record(site: &Site, job: &ImageJob, tier: ThawTier, site_bytes: u64) -> ThawRecord {
     let wait = thaw::ready_within(thaw::class_of(site), tier);
     let now = manifest::now();
@@ -640,12 +682,12 @@ fn new_record(site: &Site, job: &ImageJob, tier: ThawTier, site_bytes: u64) -> T
 /// Polls the thawing images, at most one HEAD per image per poll, with backoff, reading
 /// each as soon as it is thawed. Gives up a day after the latest stated ready-by.
 async fn wait_for(
-    m: &Manifest,
+    src: &Sources<'_>,
     ctx: &Ctx<'_>,
     pending: &mut Vec<(ImageJob, ThawRecord)>,
-    sites: &HashMap<&str, &Arc<Site>>,
     report: &mut RestoreReport,
 ) -> Result<(), RestoreError> {
+    let m = src.m;
     let base = thaw::poll_interval();
     let mut interval = base;
     let total = pending.len();
@@ -670,7 +712,7 @@ async fn wait_for(
         interval = (interval.mul_f64(1.5)).min(base * 4);
         let mut still = Vec::new();
         for (job, rec) in pending.drain(..) {
-            let site = sites[job.site.as_str()];
+            let site = src.site(&job.site);
             match look(site, &job).await {
                 Cold::Readable(state) => {
                     if read_image(ctx, site, job.clone(), state, report).await {

@@ -187,6 +187,17 @@ struct Found {
     older: bool,
 }
 
+/// What the catalogs of every site add up to.
+#[derive(Default)]
+struct Gathered {
+    found: Vec<Found>,
+    batch: ManifestBatch,
+    contents: HashMap<ContentId, ContentRecord>,
+    catalogs: u64,
+    /// Entries whose content id was made from the SHA-256 (catalogs without ids).
+    synthetic: u64,
+}
+
 async fn from_catalogs(
     m: &Manifest,
     sites: &[Arc<Site>],
@@ -194,175 +205,29 @@ async fn from_catalogs(
     report: &mut RecoverReport,
 ) -> Result<(), RecoverError> {
     report.source = "catalogs".into();
-    let mut found: Vec<Found> = Vec::new();
-    let mut batch = ManifestBatch::default();
-    let mut contents: HashMap<ContentId, ContentRecord> = HashMap::new();
-    let mut catalogs = 0;
-    let mut synthetic = 0u64;
+    let mut g = Gathered::default();
     for site in sites {
-        let objects = match site.archive.list(ARCHIVE).await {
-            Ok(l) => l,
-            Err(e) => {
-                report
-                    .warnings
-                    .push(format!("site {}: cannot list its archive: {e}", site.name));
-                continue;
-            }
-        };
-        let sizes: HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
-        for o in &objects {
-            let Some(image_key) = o.key.strip_suffix(".catalog.json") else {
-                continue;
-            };
-            if !keys::is_site_image_key(&site.name, &o.key) || image_key.ends_with(".partial") {
-                continue;
-            }
-            let Some(&image_size) = sizes.get(image_key) else {
-                report.unaccounted.push(format!(
-                    "site {}: catalog {} has no image beside it",
-                    site.name, o.key
-                ));
-                continue;
-            };
-            let catalog = match site.archive.read_index(&o.key).await {
-                Ok(b) => Catalog::from_json(&b).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            let catalog = match catalog {
-                Ok(c) => c,
-                Err(e) => {
-                    report
-                        .unaccounted
-                        .push(format!("site {}: catalog {}: {e}", site.name, o.key));
-                    continue;
-                }
-            };
-            catalogs += 1;
-            let mut iso = IsoRecord {
-                id: 0,
-                name: image_key
-                    .strip_prefix(ARCHIVE)
-                    .unwrap_or(image_key)
-                    .to_string(),
-                size: image_size,
-                // Unknown without reading the cold image; nothing compares it on restore.
-                sha256: [0; 32],
-                files: catalog.files.len() as u64,
-                data_bytes: catalog.files.iter().map(|f| f.size).sum(),
-                created: catalog.volume.created,
-                status: IsoStatus::Uploaded,
-                local_path: None,
-                uploads: vec![IsoUpload {
-                    site: site.name.clone(),
-                    region: site.archive_region(),
-                    bucket: site.archive.info().location.clone(),
-                    key: image_key.to_string(),
-                    at: catalog.volume.created,
-                }],
-            };
-            // The same image recorded by another site's listing (a shared archive) is one image.
-            let id = match m.iso_by_name(&iso.name)? {
-                Some(existing) => existing.id,
-                None => m.put_iso(&mut iso)?,
-            };
-            for cf in &catalog.files {
-                match catalog_file(cf, catalog.volume.created) {
-                    Ok((f, image_path, sha256, made_up)) => {
-                        synthetic += made_up as u64;
-                        contents.entry(f.content).or_insert(ContentRecord {
-                            size: f.size,
-                            sha256,
-                            first_seen: f.recorded,
-                        });
-                        batch.put_placement(
-                            &f.content,
-                            id,
-                            &PlacementRecord {
-                                offset: cf.offset,
-                                path: image_path,
-                            },
-                        );
-                        batch.put_archived(
-                            &site.name,
-                            &f.content,
-                            &ArchivedRecord {
-                                iso: id,
-                                at: catalog.volume.created,
-                            },
-                        );
-                        found.push(f);
-                    }
-                    Err(why) => report.unaccounted.push(format!(
-                        "site {}: catalog {}: {why}: left out",
-                        site.name, o.key
-                    )),
-                }
-            }
-        }
-        staged_objects(site, &contents, &mut batch, report).await;
+        site_catalogs(m, site, &mut g, report).await?;
+        staged_objects(site, &g.contents, &mut g.batch, report).await;
     }
-    if catalogs == 0 {
+    if g.catalogs == 0 {
         return Err(RecoverError::Nothing(
             "no stage holds a usable manifest snapshot and no archive holds a catalog: check the profile's bucket, prefix and credentials (`lomob site test`)"
                 .into(),
         ));
     }
-    if synthetic > 0 {
+    if g.synthetic > 0 {
         report.warnings.push(format!(
-            "{synthetic} catalog entries predate content ids: their ids were made from the SHA-256, so a later scan reads those files again"
+            "{} catalog entries predate content ids: their ids were made from the SHA-256, so a later scan reads those files again",
+            g.synthetic
         ));
     }
-    for (id, c) in &contents {
-        batch.put_content(id, c);
+    for (id, c) in &g.contents {
+        g.batch.put_content(id, c);
     }
-    let split = split_roots(&found, roots);
-    report.inferred_roots = split.inferred;
-    let now = manifest::now();
-    let mut root_ids: HashMap<Vec<u8>, u32> = HashMap::new();
-    for r in &split.roots {
-        root_ids.insert(r.clone(), m.ensure_root(r, now)?.id);
-    }
-    let mut files: BTreeMap<(u32, Vec<u8>), Vec<&Found>> = BTreeMap::new();
-    for (f, root) in found.iter().zip(&split.of) {
-        let root = &split.roots[*root];
-        let rel = f.abs[root.len()..]
-            .strip_prefix(b"/")
-            .unwrap_or(&f.abs[root.len()..]);
-        files
-            .entry((root_ids[root], rel.to_vec()))
-            .or_default()
-            .push(f);
-    }
-    for ((root, rel), mut versions) in files {
-        // Older versions first, the current one (no suffix) last; one entry per content.
-        versions.sort_by_key(|f| (!f.older, f.recorded, f.mtime_ns));
-        let mut seen = std::collections::HashSet::new();
-        versions.retain(|f| seen.insert(f.content));
-        let last = versions.last().expect("grouped from at least one");
-        batch.put_file(
-            root,
-            &rel,
-            &FileRecord {
-                size: last.size,
-                mtime_ns: last.mtime_ns,
-                inode: 0,
-                device: 0,
-                mode: last.mode,
-                first_seen: versions[0].recorded,
-                deleted_at: None,
-                versions: versions
-                    .iter()
-                    .map(|f| Version {
-                        content: f.content,
-                        size: f.size,
-                        mtime_ns: f.mtime_ns,
-                        recorded: f.recorded,
-                    })
-                    .collect(),
-            },
-        );
-    }
-    m.apply(batch)?;
+    let split = split_roots(&g.found, roots);
+    record_files(m, &g.found, &split, &mut g.batch)?;
+    m.apply(g.batch)?;
     // The recovered manifest continues the one that marked the site, so the next sync is
     // not refused as another machine's (a snapshot keeps its id the same way).
     for site in sites {
@@ -372,6 +237,7 @@ async fn from_catalogs(
         }
     }
     m.flush()?;
+    report.inferred_roots = split.inferred;
     report.roots = split
         .roots
         .iter()
@@ -380,6 +246,170 @@ async fn from_catalogs(
     report.warnings.push(
         "catalogs list one path per content in each image: other paths holding the same bytes are not known (a manifest snapshot knows them)".into(),
     );
+    Ok(())
+}
+
+/// Reads every catalog of `site`'s images (hot objects; the images are only listed) and
+/// records the images, placements and archived contents they describe.
+async fn site_catalogs(
+    m: &Manifest,
+    site: &Site,
+    g: &mut Gathered,
+    report: &mut RecoverReport,
+) -> Result<(), RecoverError> {
+    let objects = match site.archive.list(ARCHIVE).await {
+        Ok(l) => l,
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("site {}: cannot list its archive: {e}", site.name));
+            return Ok(());
+        }
+    };
+    let sizes: HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    for o in &objects {
+        let Some(image_key) = o.key.strip_suffix(".catalog.json") else {
+            continue;
+        };
+        if !keys::is_site_image_key(&site.name, &o.key) || image_key.ends_with(".partial") {
+            continue;
+        }
+        let Some(&image_size) = sizes.get(image_key) else {
+            report.unaccounted.push(format!(
+                "site {}: catalog {} has no image beside it",
+                site.name, o.key
+            ));
+            continue;
+        };
+        let catalog = match site.archive.read_index(&o.key).await {
+            Ok(b) => Catalog::from_json(&b).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let catalog = match catalog {
+            Ok(c) => c,
+            Err(e) => {
+                report
+                    .unaccounted
+                    .push(format!("site {}: catalog {}: {e}", site.name, o.key));
+                continue;
+            }
+        };
+        g.catalogs += 1;
+        let id = record_image(m, site, image_key, image_size, &catalog)?;
+        let created = catalog.volume.created;
+        for cf in &catalog.files {
+            match catalog_file(cf, created) {
+                Ok((f, image_path, sha256, made_up)) => {
+                    g.synthetic += made_up as u64;
+                    g.contents.entry(f.content).or_insert(ContentRecord {
+                        size: f.size,
+                        sha256,
+                        first_seen: f.recorded,
+                    });
+                    let placement = PlacementRecord {
+                        offset: cf.offset,
+                        path: image_path,
+                    };
+                    g.batch.put_placement(&f.content, id, &placement);
+                    let archived = ArchivedRecord {
+                        iso: id,
+                        at: created,
+                    };
+                    g.batch.put_archived(&site.name, &f.content, &archived);
+                    g.found.push(f);
+                }
+                Err(why) => report.unaccounted.push(format!(
+                    "site {}: catalog {}: {why}: left out",
+                    site.name, o.key
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records the image a catalog describes (once, even when two sites list it); its id.
+fn record_image(
+    m: &Manifest,
+    site: &Site,
+    image_key: &str,
+    image_size: u64,
+    catalog: &Catalog,
+) -> Result<u32, RecoverError> {
+    let name = image_key.strip_prefix(ARCHIVE).unwrap_or(image_key);
+    if let Some(existing) = m.iso_by_name(name)? {
+        return Ok(existing.id);
+    }
+    let mut iso = IsoRecord {
+        id: 0,
+        name: name.to_string(),
+        size: image_size,
+        // Unknown without reading the cold image; nothing compares it on restore.
+        sha256: [0; 32],
+        files: catalog.files.len() as u64,
+        data_bytes: catalog.files.iter().map(|f| f.size).sum(),
+        created: catalog.volume.created,
+        status: IsoStatus::Uploaded,
+        local_path: None,
+        uploads: vec![IsoUpload {
+            site: site.name.clone(),
+            region: site.archive_region(),
+            bucket: site.archive.info().location.clone(),
+            key: image_key.to_string(),
+            at: catalog.volume.created,
+        }],
+    };
+    Ok(m.put_iso(&mut iso)?)
+}
+
+/// One file record per path: its versions oldest first (one per content), the one without
+/// a `~<content>` suffix last, as the current one.
+fn record_files(
+    m: &Manifest,
+    found: &[Found],
+    split: &Split,
+    batch: &mut ManifestBatch,
+) -> Result<(), RecoverError> {
+    let now = manifest::now();
+    let mut root_ids: HashMap<&[u8], u32> = HashMap::new();
+    for r in &split.roots {
+        root_ids.insert(r, m.ensure_root(r, now)?.id);
+    }
+    let mut files: BTreeMap<(u32, Vec<u8>), Vec<&Found>> = BTreeMap::new();
+    for (f, root) in found.iter().zip(&split.of) {
+        let root = &split.roots[*root];
+        let rest = &f.abs[root.len()..];
+        let rel = rest.strip_prefix(b"/").unwrap_or(rest);
+        files
+            .entry((root_ids[root.as_slice()], rel.to_vec()))
+            .or_default()
+            .push(f);
+    }
+    for ((root, rel), mut versions) in files {
+        versions.sort_by_key(|f| (!f.older, f.recorded, f.mtime_ns));
+        let mut seen = std::collections::HashSet::new();
+        versions.retain(|f| seen.insert(f.content));
+        let last = versions.last().expect("grouped from at least one");
+        let rec = FileRecord {
+            size: last.size,
+            mtime_ns: last.mtime_ns,
+            inode: 0,
+            device: 0,
+            mode: last.mode,
+            first_seen: versions[0].recorded,
+            deleted_at: None,
+            versions: versions
+                .iter()
+                .map(|f| Version {
+                    content: f.content,
+                    size: f.size,
+                    mtime_ns: f.mtime_ns,
+                    recorded: f.recorded,
+                })
+                .collect(),
+        };
+        batch.put_file(root, &rel, &rec);
+    }
     Ok(())
 }
 
