@@ -5,6 +5,7 @@
 //! the sites whose backends come from the `lomob-backends` crate.
 
 pub mod archive;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod cost;

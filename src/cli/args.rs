@@ -85,6 +85,10 @@ pub enum Command {
     /// Export or import the manifest in its portable format
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Check that the copies are what they must be: the stage (a LIST, no download), the
+    /// archive (a LIST and a HEAD per image: no GET, no thaw) and the library itself (bytes
+    /// that changed under an unchanged date). With no part named, all three
+    Check(CheckArgs),
     /// Bring files back from the cheapest readable copy (stage, hot image, thawed cold
     /// image) into a folder; every file is checked by its SHA-256 before it gets its name
     #[command(disable_version_flag = true)]
@@ -137,6 +141,38 @@ pub struct RestoreArgs {
     /// Replace files in DIR that hold other bytes (they are left alone and listed otherwise)
     #[arg(long)]
     pub overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The site to check
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub site: Option<String>,
+    /// Every configured site
+    #[arg(long)]
+    pub all: bool,
+    /// The stage: LIST compared with the manifest by size and the server's checksums
+    #[arg(long)]
+    pub stage: bool,
+    /// The archive: LIST and one HEAD per image, compared with what was verified at upload
+    #[arg(long)]
+    pub archive: bool,
+    /// The library: re-read files whose size, mtime and inode did not change, within
+    /// `[library] local-budget` (5% a day by default), to find silent corruption
+    #[arg(long)]
+    pub local: bool,
+    /// Also download staged objects (within the site's deep-budget, rotating) and read the
+    /// catalogs, checking their SHA-256
+    #[arg(long)]
+    pub deep: bool,
+    /// Stage damaged or missing objects again from local originals, delete lomob's garbage
+    /// from the stage, and queue the files of a damaged image for a new one (nothing
+    /// archived is ever overwritten or deleted)
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the requests a check would make and their cost; send nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

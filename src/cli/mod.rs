@@ -3,6 +3,7 @@
 //! only here; the engine's modules return typed errors.
 
 mod args;
+mod check_cmd;
 mod cost_cmd;
 mod iso_cmd;
 mod list;
@@ -114,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status => status::run(&ctx),
         Command::Cost { site } => cost_cmd::run(&ctx, site),
         Command::Manifest(m) => manifest_cmd::run(&ctx, m),
+        Command::Check(a) => check_cmd::run(&ctx, a),
         Command::Restore(a) => restore_cmd::run(&ctx, a),
         Command::Recover(a) => restore_cmd::recover(&ctx, a),
         Command::Site(s) => site::run(&ctx, s),

@@ -31,7 +31,45 @@ struct Status {
     silent_changes: u64,
     /// Versions that changed before any copy was made: they can never be backed up.
     lost_versions: Totals,
+    /// The last `lomob check --local`.
+    local_check: Option<LastCheck>,
     sites: Vec<SiteStatus>,
+}
+
+#[derive(Serialize)]
+struct LastCheck {
+    part: String,
+    ran: String,
+    checked: bool,
+    problems: u64,
+    summary: Vec<String>,
+}
+
+impl LastCheck {
+    fn of(c: crate::manifest::CheckRecord) -> Self {
+        LastCheck {
+            part: c.part,
+            ran: output::rfc3339(c.ran),
+            checked: c.checked,
+            problems: c.problems,
+            summary: c.summary,
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "last {} check {}: {}",
+            self.part,
+            self.ran,
+            if !self.checked {
+                "could not check".to_string()
+            } else if self.problems == 0 {
+                "clean".to_string()
+            } else {
+                format!("{} problem(s) (`lomob check` lists them)", self.problems)
+            }
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -59,6 +97,8 @@ struct SiteStatus {
     interrupted_images: u64,
     /// Thaws a restore asked for and has not used yet: (image key, ready by).
     thaws_pending: Vec<PendingThaw>,
+    /// The last run of each part of `lomob check` on this site.
+    checks: Vec<LastCheck>,
     images: u64,
     last_sync: Option<LastRun>,
 }
@@ -108,6 +148,9 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
         }
     }
     s.silent_changes = m.silent_changes()?.len() as u64;
+    s.local_check = m
+        .check_record(crate::check::local::RECORD_SITE, "local")?
+        .map(LastCheck::of);
     for l in m.lost_versions()? {
         s.lost_versions.files += 1;
         s.lost_versions.bytes += l.note.size;
@@ -153,6 +196,9 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
             )?;
         }
         None => writeln!(out, "last scan: never")?,
+    }
+    if let Some(c) = &s.local_check {
+        writeln!(out, "library: {}", c.line())?;
     }
     if s.silent_changes > 0 {
         writeln!(
@@ -223,6 +269,9 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
                     site.name, site.interrupted_images
                 )?;
             }
+            for c in &site.checks {
+                writeln!(out, "{}: {}", site.name, c.line())?;
+            }
             for t in &site.thaws_pending {
                 writeln!(
                     out,
@@ -277,6 +326,11 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
             st.unverified_objects.bytes += o.size;
         }
         st.interrupted_images = m.pending_images(name)?.len() as u64;
+        for part in ["stage", "archive"] {
+            if let Some(c) = m.check_record(name, part)? {
+                st.checks.push(LastCheck::of(c));
+            }
+        }
         st.thaws_pending = m
             .thaws()?
             .into_iter()

@@ -42,6 +42,10 @@ pub struct LibraryConfig {
     /// Most files one scan may mark deleted in one root without `--allow-delete`. Default:
     /// 1,000, or half of the root's files when that is fewer.
     pub max_delete: Option<u64>,
+    /// What `lomob check --local` may re-read per run: a share of the library per day since
+    /// the last local check (`5%`, the default: every byte within about a month), or a
+    /// size (`20GB`).
+    pub local_budget: Option<String>,
 }
 
 pub const DEFAULT_IGNORE_FILES: &[&str] = &[".DS_Store", "._.DS_Store", "Thumbs.db"];
@@ -55,6 +59,7 @@ impl Default for LibraryConfig {
             ignore_dirs: DEFAULT_IGNORE_DIRS.iter().map(|s| s.to_string()).collect(),
             threads: None,
             max_delete: None,
+            local_budget: None,
         }
     }
 }
@@ -81,6 +86,10 @@ pub struct SiteConfig {
     /// ever deleted.
     #[serde(default)]
     pub stage_retention_days: Option<u32>,
+    /// Bytes `lomob check --deep` downloads from the stage per run; the next run goes on
+    /// where it stopped, so every staged object is read once per cycle. Default 1GB.
+    #[serde(default = "default_deep_budget")]
+    pub deep_budget: ByteSize,
     #[serde(default)]
     pub schedule: ScheduleConfig,
     #[serde(default)]
@@ -91,6 +100,10 @@ pub struct SiteConfig {
 
 fn default_pack_threshold() -> ByteSize {
     ByteSize::gb(10)
+}
+
+fn default_deep_budget() -> ByteSize {
+    ByteSize::gb(1)
 }
 
 fn default_iso_size() -> ByteSize {
@@ -200,6 +213,7 @@ pub fn embedded_default(data_dir: &Path) -> Config {
             archive: fs("archive"),
             pack_threshold: default_pack_threshold(),
             iso_size: default_iso_size(),
+            deep_budget: default_deep_budget(),
             stage_retention_days: None,
             schedule: ScheduleConfig::default(),
             alert: AlertConfig::default(),
@@ -303,6 +317,10 @@ fn describe(e: figment::Error) -> String {
 }
 
 fn validate(c: &Config) -> Result<(), ConfigError> {
+    if let Some(b) = &c.library.local_budget {
+        crate::check::local::Budget::parse(b)
+            .map_err(|e| ConfigError::Invalid(format!("  [library] local-budget = {b:?}: {e}")))?;
+    }
     for (name, site) in &c.sites {
         let bad = |message: String| ConfigError::Site {
             site: name.clone(),

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
 pub use records::{
-    ArchivedRecord, ContentId, ContentRecord, FileRecord, FileStat, IsoRecord, IsoStatus,
-    IsoUpload, LostVersion, MountPoint, PendingImage, PendingMember, PlacementRecord, RootDevices,
-    RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage, ThawRecord, UnverifiedObject,
-    Version,
+    ArchivedRecord, CheckRecord, ContentId, ContentRecord, FileRecord, FileStat, ImageObject,
+    IsoRecord, IsoStatus, IsoUpload, LostVersion, MountPoint, PendingImage, PendingMember,
+    PlacementRecord, RootDevices, RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage,
+    ThawRecord, UnverifiedObject, Version,
 };
 
 use lock::DbLock;
@@ -64,6 +64,8 @@ pub struct Manifest {
     lost: sled::Tree,
     devices: sled::Tree,
     thaws: sled::Tree,
+    image_objects: sled::Tree,
+    checks: sled::Tree,
     _lock: DbLock,
 }
 
@@ -135,6 +137,12 @@ impl ManifestBatch {
 
     pub fn put_archived(&mut self, site: &str, content: &ContentId, rec: &ArchivedRecord) {
         self.archived.insert(site_key(site, content), encode(rec));
+        self.len += 1;
+    }
+
+    /// The content is no longer counted as archived on `site` (its image failed a check).
+    pub fn remove_archived(&mut self, site: &str, content: &ContentId) {
+        self.archived.remove(site_key(site, content));
         self.len += 1;
     }
 
@@ -233,6 +241,8 @@ impl Manifest {
             lost: db.open_tree("lost")?,
             devices: db.open_tree("devices")?,
             thaws: db.open_tree("thaws")?,
+            image_objects: db.open_tree("image_objects")?,
+            checks: db.open_tree("checks")?,
             db,
             _lock: lock,
         };
@@ -580,6 +590,39 @@ impl Manifest {
     pub fn remove_thaw(&self, site: &str, key: &str) -> Result<()> {
         self.thaws.remove(site_name_key(site, key))?;
         self.flush()
+    }
+
+    /// Records what an archived image looked like when verified (see [`ImageObject`]).
+    pub fn put_image_object(&self, site: &str, name: &str, o: &ImageObject) -> Result<()> {
+        self.image_objects
+            .insert(site_name_key(site, name), encode(o))?;
+        Ok(())
+    }
+
+    pub fn image_object(&self, site: &str, name: &str) -> Result<Option<ImageObject>> {
+        self.image_objects
+            .get(site_name_key(site, name))?
+            .map(|v| decode(&v).map_err(|e| corrupt("image_objects", e)))
+            .transpose()
+    }
+
+    pub fn remove_image_object(&self, site: &str, name: &str) -> Result<()> {
+        self.image_objects.remove(site_name_key(site, name))?;
+        Ok(())
+    }
+
+    /// Records the last run of a check part, durably.
+    pub fn put_check(&self, site: &str, c: &CheckRecord) -> Result<()> {
+        self.checks
+            .insert(site_name_key(site, &c.part), encode(c))?;
+        self.flush()
+    }
+
+    pub fn check_record(&self, site: &str, part: &str) -> Result<Option<CheckRecord>> {
+        self.checks
+            .get(site_name_key(site, part))?
+            .map(|v| decode(&v).map_err(|e| corrupt("checks", e)))
+            .transpose()
     }
 
     /// Records an archive object lomob does not count (see [`UnverifiedObject`]), durably.

@@ -399,3 +399,43 @@ pub struct ThawRecord {
     /// Unix seconds by which the provider says it is done (its stated upper bound).
     pub ready_by: i64,
 }
+
+/// What an archived image object looked like when it was verified: the baseline a check
+/// compares HEAD and LIST answers with (no GET, no thaw). Key: site, NUL, image name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageObject {
+    pub key: String,
+    pub size: u64,
+    /// The server's checksum of what it stored (quotes removed): an MD5 or multipart ETag.
+    pub etag: Option<String>,
+    /// The `fingerprint` metadata stored with the object.
+    pub fingerprint: Option<String>,
+    pub storage_class: Option<String>,
+    /// The catalog beside it: its size and the hex MD5 and SHA-256 of its bytes.
+    pub catalog_size: u64,
+    pub catalog_md5: String,
+    pub catalog_sha256: String,
+    /// Unix seconds it was recorded; `baseline` when recorded by a check (an image
+    /// archived before baselines were kept), not at upload.
+    pub at: i64,
+    pub baseline: bool,
+}
+
+/// The last run of one part of a check on one site (`stage`, `archive`, `local`), with
+/// where a rotating read stopped. Key: site (empty for the local part), NUL, part.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub part: String,
+    pub ran: i64,
+    /// Problems found; 0 with `checked` means clean.
+    pub problems: u64,
+    /// False when the part could not run to the end (a server failed, a budget ran out
+    /// before anything was read).
+    pub checked: bool,
+    /// What it found, capped, one line each.
+    pub summary: Vec<String>,
+    /// Where a budgeted read (`--deep`, `--local`) goes on next time.
+    pub cursor: Option<Vec<u8>>,
+    /// Bytes read by the budgeted part of this run.
+    pub read_bytes: u64,
+}

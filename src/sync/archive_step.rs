@@ -490,6 +490,11 @@ impl<'a> Archiver<'a> {
                 upload: Some(upload),
             },
         )?;
+        m.put_image_object(
+            &site.name,
+            &pending.name,
+            &image_object(&pending, &stored, plan.catalog_bytes()),
+        )?;
         m.remove_pending(&site.name, &pending.name)?;
         handled.extend(members.iter().map(|c| c.content));
         self.taken.insert(pending.name.clone());
@@ -584,6 +589,31 @@ impl ByteSource for ImageSource {
 
     fn open_at(&self, offset: u64) -> std::io::Result<Box<dyn std::io::Read + Send>> {
         Ok(Box::new(self.0.reader_at(offset)))
+    }
+}
+
+/// The baseline a check compares the archived image with.
+fn image_object(
+    pending: &PendingImage,
+    stored: &Stored,
+    catalog: &[u8],
+) -> crate::manifest::ImageObject {
+    use md5::Digest as _;
+    crate::manifest::ImageObject {
+        key: pending.key.clone(),
+        size: stored.object.info.size,
+        etag: stored.object.info.etag.clone(),
+        fingerprint: stored
+            .object
+            .fingerprint
+            .clone()
+            .or_else(|| Some(pending.fingerprint.clone())),
+        storage_class: stored.object.storage_class.clone(),
+        catalog_size: catalog.len() as u64,
+        catalog_md5: hex::encode(md5::Md5::digest(catalog)),
+        catalog_sha256: hex::encode(sha2::Sha256::digest(catalog)),
+        at: manifest::now(),
+        baseline: false,
     }
 }
 

@@ -42,7 +42,7 @@ pub(super) fn examine(
     r: &mut SiteReport,
 ) -> super::error::Result<Found> {
     let _one_at_a_time = RECORDING.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(mut rec) = m.file(w.root, &w.rel)? else {
+    let Some(rec) = m.file(w.root, &w.rel)? else {
         return Ok(Found::Gone);
     };
     if rec.is_deleted() || !w.current {
@@ -74,15 +74,72 @@ pub(super) fn examine(
     if h.entry.size != rec.size || h.entry.mtime_ns != rec.mtime_ns {
         return Ok(Found::Edited);
     }
+    let event = FileEvent {
+        path: w.source.display().to_string(),
+        at: manifest::now(),
+    };
+    let (content, lost) = record_silent_change(m, w.root, &w.rel, rec, w.content, w.size, &h)
+        .map_err(|e| match e {
+            Recording::Manifest(e) => e.into(),
+            Recording::Collision(msg) => super::SyncError::found(
+                lomob_backends::ErrorKind::Integrity,
+                format!("{}: {msg}", w.source.display()),
+            ),
+        })?;
+    if lost {
+        tracing::error!(
+            "{}: its bytes changed before any copy was made (size, mtime and inode unchanged: possible silent corruption); the version scanned earlier can never be backed up",
+            event.path,
+        );
+        r.lost_versions.push(event.clone());
+    }
+    tracing::warn!(
+        "{}: bytes changed without a new mtime (possible silent corruption); backed up as a new version, the older one is kept",
+        event.path
+    );
+    r.silent_changes.push(event);
+    Ok(Found::Silent(Box::new(new_version(
+        w,
+        &h.xxh3,
+        &ContentRecord {
+            size: h.entry.size,
+            sha256: h.sha256,
+            first_seen: content.first_seen,
+        },
+    ))))
+}
+
+/// Why a silent change could not be recorded.
+pub(crate) enum Recording {
+    Manifest(crate::manifest::ManifestError),
+    Collision(String),
+}
+
+impl From<crate::manifest::ManifestError> for Recording {
+    fn from(e: crate::manifest::ManifestError) -> Self {
+        Recording::Manifest(e)
+    }
+}
+
+/// Records bytes found changed under an unchanged stat (`h`, read from the file at `root`,
+/// `rel`, whose record is `rec` and whose recorded content was `previous`) as a new
+/// version, flagged as a silent change; the older version stays. Returns the new content
+/// and whether the older bytes are lost for good (no copy anywhere, no other path).
+/// Serialised: sites sync concurrently over one manifest, and a check may run too.
+pub(crate) fn record_silent_change(
+    m: &Manifest,
+    root: u32,
+    rel: &[u8],
+    mut rec: crate::manifest::FileRecord,
+    previous: [u8; 16],
+    previous_size: u64,
+    h: &crate::scan::hash::Hashed,
+) -> Result<(ContentRecord, bool), Recording> {
     let now = manifest::now();
     let content = match m.content(&h.xxh3)? {
         Some(known) if known.sha256 != h.sha256 || known.size != h.entry.size => {
-            return Err(super::SyncError::found(
-                lomob_backends::ErrorKind::Integrity,
-                format!(
-                    "{}: xxh3 collision with a different content already recorded; not recorded, please report this",
-                    w.source.display()
-                ),
+            return Err(Recording::Collision(
+                "xxh3 collision with a different content already recorded; not recorded, please report this".into(),
             ))
         }
         Some(known) => known,
@@ -100,59 +157,43 @@ pub(super) fn examine(
         mtime_ns: h.entry.mtime_ns,
         recorded: now,
     });
-    batch.put_file(w.root, &w.rel, &rec);
+    batch.put_file(root, rel, &rec);
     batch.put_silent_change(
-        w.root,
-        &w.rel,
+        root,
+        rel,
         &h.xxh3,
         &SilentChange {
-            previous: w.content,
+            previous,
             found: now,
         },
     );
-    let event = FileEvent {
-        path: w.source.display().to_string(),
-        at: now,
-    };
-    if !m.has_copy(&w.content)? && !present_elsewhere(m, w)? {
+    let lost = !m.has_copy(&previous)? && !present_elsewhere(m, root, rel, &previous)?;
+    if lost {
         batch.put_lost(
-            w.root,
-            &w.rel,
-            &w.content,
+            root,
+            rel,
+            &previous,
             &LostVersion {
-                size: w.size,
+                size: previous_size,
                 found: now,
             },
         );
-        tracing::error!(
-            "{}: its bytes changed before any copy was made (size, mtime and inode unchanged: possible silent corruption); the version scanned earlier can never be backed up",
-            event.path,
-        );
-        r.lost_versions.push(event.clone());
     }
     m.apply(batch)?;
     m.flush()?;
-    tracing::warn!(
-        "{}: bytes changed without a new mtime (possible silent corruption); backed up as a new version, the older one is kept",
-        event.path
-    );
-    r.silent_changes.push(event);
-    Ok(Found::Silent(Box::new(new_version(
-        w,
-        &h.xxh3,
-        &ContentRecord {
-            size: h.entry.size,
-            sha256: h.sha256,
-            first_seen: content.first_seen,
-        },
-    ))))
+    Ok((content, lost))
 }
 
-/// True when another present path still holds the content as its current version.
-fn present_elsewhere(m: &Manifest, w: &WantedContent) -> super::error::Result<bool> {
+/// True when another present path still holds `content` as its current version.
+fn present_elsewhere(
+    m: &Manifest,
+    root: u32,
+    rel: &[u8],
+    content: &[u8; 16],
+) -> Result<bool, crate::manifest::ManifestError> {
     for kv in m.files() {
-        let (root, rel, f) = kv?;
-        if !f.is_deleted() && f.current().content == w.content && (root != w.root || rel != w.rel) {
+        let (r, p, f) = kv?;
+        if !f.is_deleted() && &f.current().content == content && (r != root || p != rel) {
             return Ok(true);
         }
     }

@@ -14,7 +14,7 @@
 //! key space).
 
 mod archive_step;
-mod changed;
+pub(crate) mod changed;
 pub mod error;
 mod free;
 pub mod mark;

@@ -6,6 +6,7 @@
 mod support;
 
 mod behaviour;
+mod check;
 mod cli;
 mod iso_cli;
 mod iso_interop;

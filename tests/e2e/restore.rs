@@ -4,36 +4,11 @@
 //! through a proxy that keeps a thaw "in progress"), one photo out of a large image,
 //! recovery from nothing with awkward names, hostile catalogs and snapshots, and kill -9.
 
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::support::{age_manifest, assert_code, stderr, Env};
-
-const NS: i64 = 1_000_000_000;
-
-/// Writes `content` at `rel` under the library with an mtime that has nanoseconds.
-fn put(env: &Env, rel: &[u8], content: &[u8], mtime_ns: i64) -> PathBuf {
-    let p = env.lib().join(std::ffi::OsStr::from_bytes(rel));
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, content).unwrap();
-    let f = std::fs::File::options().write(true).open(&p).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns as u64))
-        .unwrap();
-    p
-}
-
-fn bytes(seed: u32, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+use crate::support::cloud::{cloud, forward, Cloud};
+use crate::support::{age_manifest, assert_code, bytes, put, stderr, walk, Env, NS};
 
 fn local_site(env: &Env) -> String {
     let root = env.path().display().to_string();
@@ -83,22 +58,6 @@ fn no_temporaries(dir: &Path) {
             e.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 struct Lib {
@@ -351,56 +310,8 @@ fn names_that_could_leave_the_folder_are_refused() {
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::support::http_proxy::{Action, HttpProxy, Rule};
-use crate::support::{make_bucket, s3_client, service_var, unique};
-
-/// A site with its stage on moto and its archive (Deep Archive) on moto behind a proxy.
-struct Cloud {
-    cfg: String,
-    proxy: HttpProxy,
-    archive_bucket: String,
-    endpoint: String,
-}
-
-fn cloud(env: &Env, rule: Arc<Rule>, stage_suffix: &str) -> Option<Cloud> {
-    let endpoint = service_var("LOMOB_TEST_MOTO_ENDPOINT")?;
-    let tag = unique(env);
-    let stage_b = format!("stage{stage_suffix}-{tag}");
-    let archive_b = format!("archive-{tag}");
-    make_bucket(&endpoint, "k", "s", &stage_b);
-    if stage_suffix.is_empty() {
-        make_bucket(&endpoint, "k", "s", &archive_b);
-    }
-    let proxy = HttpProxy::start(&endpoint, rule);
-    let root = env.path().display().to_string();
-    let cfg = env.path().join(format!("cloud{stage_suffix}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[library]
-roots = ["{root}/lib"]
-
-[sites.cloud]
-iso-size = "1GB"
-stage = {{ kind = "s3", bucket = "{stage_b}", endpoint = "{endpoint}", access-key-id = "k", secret-access-key = "s" }}
-archive = {{ kind = "glacier", bucket = "{archive_b}", endpoint = "{}", access-key-id = "k", secret-access-key = "s" }}
-"#,
-            proxy.endpoint()
-        ),
-    )
-    .unwrap();
-    Some(Cloud {
-        cfg: cfg.to_str().unwrap().to_string(),
-        proxy,
-        archive_bucket: archive_b,
-        endpoint,
-    })
-}
-
-fn forward() -> Arc<Rule> {
-    Arc::new(|_| Action::Forward)
-}
+use crate::support::http_proxy::{Action, Rule};
+use crate::support::s3_client;
 
 /// RestoreObject requests seen.
 fn thaws(c: &Cloud) -> usize {

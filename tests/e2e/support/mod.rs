@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cloud;
 pub mod http_proxy;
 
 use std::path::{Path, PathBuf};
@@ -306,4 +307,46 @@ pub fn age_manifest(env: &Env, cfg: &str, secs: i64) {
         .arg(&file)
         .assert()
         .success();
+}
+
+pub const NS: i64 = 1_000_000_000;
+
+/// Writes `content` at `rel` under the library with an mtime that has nanoseconds.
+pub fn put(env: &Env, rel: &[u8], content: &[u8], mtime_ns: i64) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let p = env.lib().join(std::ffi::OsStr::from_bytes(rel));
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, content).unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns as u64))
+        .unwrap();
+    p
+}
+
+pub fn bytes(seed: u32, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
