@@ -72,6 +72,7 @@ ensure_apt() {
     command -v xorriso >/dev/null || missing+=(xorriso)
     command -v bsdtar >/dev/null || missing+=(libarchive-tools)
     command -v 7z >/dev/null || missing+=(p7zip-full)
+    command -v openssl >/dev/null || missing+=(openssl)
     if ((${#missing[@]})); then
         log "installing ${missing[*]}"
         apt-get update -qq
@@ -123,9 +124,9 @@ cmd_start() {
     [[ -d $STATE ]] && cmd_stop
     ensure_apt
     ensure_venv
-    mkdir -p "$STATE"/{rclone-s3,webdav} "$STATE"/maildir/{tmp,new,cur}
+    mkdir -p "$STATE"/{rclone-s3,webdav,tls} "$STATE"/maildir/{tmp,new,cur} "$STATE"/maildir-tls/{tmp,new,cur}
 
-    local moto_port rclone_port webdav_port ssh_port smtp_port
+    local moto_port rclone_port webdav_port ssh_port smtp_port smtp_tls_port
     moto_port=$(free_port)
     spawn moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
     wait_ready moto "$moto_port" http
@@ -150,6 +151,15 @@ cmd_start() {
         -c aiosmtpd.handlers.Mailbox "$STATE/maildir"
     wait_ready smtp "$smtp_port"
 
+    # A second sink that offers STARTTLS with a certificate from a test CA (lomob trusts
+    # it through `smtp-ca`), as a home relay with its own certificate would.
+    make_test_ca "$STATE/tls"
+    smtp_tls_port=$(free_port)
+    spawn smtp-tls "$PY" -m aiosmtpd -n -l "127.0.0.1:$smtp_tls_port" \
+        --tlscert "$STATE/tls/server.pem" --tlskey "$STATE/tls/server.key" \
+        -c aiosmtpd.handlers.Mailbox "$STATE/maildir-tls"
+    wait_ready smtp-tls "$smtp_tls_port"
+
     cat >"$STATE/env" <<EOF
 export LOMOB_TEST_MOTO_ENDPOINT=http://127.0.0.1:$moto_port
 export LOMOB_TEST_RCLONE_S3_ENDPOINT=http://127.0.0.1:$rclone_port
@@ -164,9 +174,24 @@ export LOMOB_TEST_SFTP_ROOT=$home
 export LOMOB_TEST_SMTP_HOST=127.0.0.1
 export LOMOB_TEST_SMTP_PORT=$smtp_port
 export LOMOB_TEST_SMTP_MAILDIR=$STATE/maildir
+export LOMOB_TEST_SMTP_TLS_PORT=$smtp_tls_port
+export LOMOB_TEST_SMTP_TLS_MAILDIR=$STATE/maildir-tls
+export LOMOB_TEST_SMTP_CA=$STATE/tls/ca.pem
 EOF
     log "started; state and logs in $STATE"
     cat "$STATE/env"
+}
+
+# A throwaway CA and a server certificate for 127.0.0.1 signed by it, in DIR.
+make_test_ca() {
+    local dir=$1
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=lomob test CA" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 30 -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
 }
 
 all_alive() {

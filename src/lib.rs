@@ -4,6 +4,7 @@
 //! module list reads like the architecture: `scan` feeds the `manifest`; `config` describes
 //! the sites whose backends come from the `lomob-backends` crate.
 
+pub mod alert;
 pub mod archive;
 pub mod check;
 pub mod cli;

@@ -99,6 +99,9 @@ pub enum Command {
     /// Inspect the configured sites
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Alerts: email, webhook and heartbeat
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Pack files into ISO 9660 images, and list, verify and read images
     #[command(subcommand)]
     Iso(IsoCommand),
@@ -141,6 +144,16 @@ pub struct RestoreArgs {
     /// Replace files in DIR that hold other bytes (they are left alone and listed otherwise)
     #[arg(long)]
     pub overwrite: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a test message on every configured channel and report each channel's result
+    Test {
+        /// Only this site's channels [default: the global [alert] and every site's own]
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::args::CheckArgs;
 use super::output::{self, Table};
 use super::Context;
+use crate::alert::Ping;
 use crate::check::{self, local, CheckOptions, PartReport, SiteCheck};
 use crate::exit::{self, UsageError};
 use crate::site::Site;
@@ -76,6 +77,7 @@ pub fn run(ctx: &Context, a: CheckArgs) -> anyhow::Result<u8> {
         }
         return print(ctx, &report);
     }
+    super::alerts::ping(ctx, &names, Ping::Start, "lomob check started");
     if opts.stage || opts.archive {
         let rt = super::sync_cmd::runtime()?;
         for site in &sites {
@@ -89,7 +91,18 @@ pub fn run(ctx: &Context, a: CheckArgs) -> anyhow::Result<u8> {
         p.record(&m, local::RECORD_SITE)?;
         report.local = Some(p);
     }
-    print(ctx, &report)
+    let code = print(ctx, &report)?;
+    if let Err(e) = super::alerts::after_check(ctx, &m, &report.sites, report.local.as_ref()) {
+        tracing::error!("alerts: {e:#}");
+    }
+    let summary = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let what = if code == exit::SUCCESS {
+        Ping::Success
+    } else {
+        Ping::Fail
+    };
+    super::alerts::ping(ctx, &names, what, &summary);
+    Ok(code)
 }
 
 fn parts(r: &Report) -> impl Iterator<Item = (&str, &PartReport)> {

@@ -2,6 +2,7 @@
 //! its result, and turn errors into messages and documented exit codes. `anyhow` is used
 //! only here; the engine's modules return typed errors.
 
+mod alerts;
 mod args;
 mod check_cmd;
 mod cost_cmd;
@@ -119,6 +120,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore(a) => restore_cmd::run(&ctx, a),
         Command::Recover(a) => restore_cmd::recover(&ctx, a),
         Command::Site(s) => site::run(&ctx, s),
+        Command::Alert(args::AlertCommand::Test { site }) => alerts::test(&ctx, site),
         Command::Iso(i) => iso_cmd::run(&ctx, i),
     }
 }

@@ -10,6 +10,7 @@ use lomob_backends::ByteSize;
 use super::args::{BackupArgs, SyncArgs};
 use super::output::{self, Table};
 use super::Context;
+use crate::alert::Ping;
 use crate::cost;
 use crate::exit::{self, UsageError};
 use crate::manifest::Manifest;
@@ -28,13 +29,35 @@ pub fn run(ctx: &Context, a: SyncArgs) -> anyhow::Result<u8> {
         dry_run: a.dry_run,
         progress: ctx.progress,
     };
-    let reports = run_sites(ctx, m, &names, &opts)?;
-    print(ctx, &reports)
+    if !opts.dry_run {
+        super::alerts::ping(ctx, &names, Ping::Start, "lomob sync started");
+    }
+    let reports = run_sites(ctx, m.clone(), &names, &opts)?;
+    let code = print(ctx, &reports)?;
+    if !opts.dry_run {
+        after(ctx, &m, &names, &reports, code);
+    }
+    Ok(code)
+}
+
+/// Alerts and the closing heartbeat of a sync; neither can fail the run.
+fn after(ctx: &Context, m: &Manifest, names: &[String], reports: &[SiteReport], code: u8) {
+    if let Err(e) = super::alerts::after_sync(ctx, m, reports) {
+        tracing::error!("alerts: {e:#}");
+    }
+    let summary = serde_json::to_string_pretty(reports).unwrap_or_default();
+    let what = if code == exit::SUCCESS {
+        Ping::Success
+    } else {
+        Ping::Fail
+    };
+    super::alerts::ping(ctx, names, what, &summary);
 }
 
 pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
     let names = pick_sites(ctx, None, true)?;
     let m = ctx.open_manifest()?;
+    super::alerts::ping(ctx, &names, Ping::Start, "lomob backup started");
     let roots = super::scan_cmd::resolve_roots(ctx, &m, &a.scan.dirs)?;
     let opts = super::scan_cmd::options(ctx, &a.scan);
     let started = crate::manifest::now();
@@ -46,7 +69,7 @@ pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
     let m = Arc::new(m);
     let reports = run_sites(
         ctx,
-        m,
+        m.clone(),
         &names,
         &SyncOptions {
             pack_now: a.pack_now,
@@ -55,11 +78,13 @@ pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
         },
     )?;
     let code = print(ctx, &reports)?;
-    Ok(if code == exit::SUCCESS && scan.errors > 0 {
+    let code = if code == exit::SUCCESS && scan.errors > 0 {
         exit::PARTIAL
     } else {
         code
-    })
+    };
+    after(ctx, &m, &names, &reports, code);
+    Ok(code)
 }
 
 pub(super) fn pick_sites(

@@ -24,7 +24,20 @@ pub use schedule::Schedule;
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
     pub library: LibraryConfig,
+    /// Alerts for every site that has no `[sites.NAME.alert]` of its own.
+    pub alert: AlertConfig,
     pub sites: BTreeMap<String, SiteConfig>,
+}
+
+impl Config {
+    /// The alert settings that apply to `site`: its own section when it names a channel,
+    /// else the global `[alert]`.
+    pub fn alert_for(&self, site: Option<&str>) -> &AlertConfig {
+        match site.and_then(|s| self.sites.get(s)) {
+            Some(s) if s.alert.has_channel() => &s.alert,
+            _ => &self.alert,
+        }
+    }
 }
 
 /// `[library]`: what to back up.
@@ -150,7 +163,8 @@ pub enum SmtpSecurity {
     Tls,
 }
 
-/// `[sites.NAME.alert]`: who is told when a check finds a difference or a run fails.
+/// `[alert]` or `[sites.NAME.alert]`: who is told when a check finds a difference, a run
+/// fails, or a site has not been synced for too long.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct AlertConfig {
@@ -164,6 +178,32 @@ pub struct AlertConfig {
     pub smtp_security: SmtpSecurity,
     pub smtp_user: Option<String>,
     pub smtp_password: Option<Secret>,
+    /// A PEM file of a CA certificate to trust for the SMTP server (a home relay with a
+    /// certificate of its own), beside the usual web roots.
+    pub smtp_ca: Option<PathBuf>,
+    /// A URL that gets each alert as a JSON POST. A secret (it often holds a token).
+    pub webhook: Option<Secret>,
+    /// A healthchecks.io-style URL: `URL/start` when a run starts, `URL` when it succeeds,
+    /// `URL/fail` when it fails, with the run's summary. A secret.
+    pub heartbeat: Option<Secret>,
+    /// Alert when a site has had no successful sync for this many days. Default 3.
+    pub stale_after_days: Option<u32>,
+    /// Send an identical alert again at most once per this many days. Default 7.
+    pub repeat_after_days: Option<u32>,
+}
+
+impl AlertConfig {
+    pub fn has_channel(&self) -> bool {
+        !self.email.is_empty() || self.webhook.is_some() || self.heartbeat.is_some()
+    }
+
+    pub fn stale_after(&self) -> i64 {
+        i64::from(self.stale_after_days.unwrap_or(3)) * 86_400
+    }
+
+    pub fn repeat_after(&self) -> i64 {
+        i64::from(self.repeat_after_days.unwrap_or(7)) * 86_400
+    }
 }
 
 /// A configuration problem, with the file and key it is about.
@@ -222,6 +262,7 @@ pub fn embedded_default(data_dir: &Path) -> Config {
     );
     Config {
         library: LibraryConfig::default(),
+        alert: AlertConfig::default(),
         sites,
     }
 }
@@ -316,7 +357,25 @@ fn describe(e: figment::Error) -> String {
     out.join("\n")
 }
 
+fn check_alert(a: &AlertConfig) -> Result<(), String> {
+    if !a.email.is_empty() && a.smtp_host.is_none() {
+        return Err("email is set but smtp-host is missing".into());
+    }
+    for addr in a.email.iter().chain(&a.from) {
+        if !addr.contains('@') {
+            return Err(format!("{addr:?} is not an email address"));
+        }
+    }
+    if let Some(ca) = &a.smtp_ca {
+        if !ca.is_file() {
+            return Err(format!("smtp-ca {} is not a file", ca.display()));
+        }
+    }
+    Ok(())
+}
+
 fn validate(c: &Config) -> Result<(), ConfigError> {
+    check_alert(&c.alert).map_err(|e| ConfigError::Invalid(format!("  [alert] {e}")))?;
     if let Some(b) = &c.library.local_budget {
         crate::check::local::Budget::parse(b)
             .map_err(|e| ConfigError::Invalid(format!("  [library] local-budget = {b:?}: {e}")))?;
@@ -355,9 +414,7 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                 )));
             }
         }
-        if !site.alert.email.is_empty() && site.alert.smtp_host.is_none() {
-            return Err(bad("[alert] email is set but smtp-host is missing".into()));
-        }
+        check_alert(&site.alert).map_err(|e| bad(format!("[alert] {e}")))?;
         if let Some(days) = site.stage_retention_days {
             if days < MIN_STAGE_RETENTION_DAYS {
                 return Err(bad(format!(

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 pub use error::ManifestError;
 pub use records::{
-    ArchivedRecord, CheckRecord, ContentId, ContentRecord, FileRecord, FileStat, ImageObject,
-    IsoRecord, IsoStatus, IsoUpload, LostVersion, MountPoint, PendingImage, PendingMember,
-    PlacementRecord, RootDevices, RootRecord, RunRecord, SilentChange, StagedRecord, StoredImage,
-    ThawRecord, UnverifiedObject, Version,
+    AlertState, ArchivedRecord, CheckRecord, ContentId, ContentRecord, FileRecord, FileStat,
+    ImageObject, IsoRecord, IsoStatus, IsoUpload, LostVersion, MountPoint, PendingImage,
+    PendingMember, PlacementRecord, RootDevices, RootRecord, RunRecord, SilentChange, StagedRecord,
+    StoredImage, ThawRecord, UnverifiedObject, Version,
 };
 
 use lock::DbLock;
@@ -66,6 +66,7 @@ pub struct Manifest {
     thaws: sled::Tree,
     image_objects: sled::Tree,
     checks: sled::Tree,
+    alerts: sled::Tree,
     _lock: DbLock,
 }
 
@@ -243,6 +244,7 @@ impl Manifest {
             thaws: db.open_tree("thaws")?,
             image_objects: db.open_tree("image_objects")?,
             checks: db.open_tree("checks")?,
+            alerts: db.open_tree("alerts")?,
             db,
             _lock: lock,
         };
@@ -609,6 +611,35 @@ impl Manifest {
     pub fn remove_image_object(&self, site: &str, name: &str) -> Result<()> {
         self.image_objects.remove(site_name_key(site, name))?;
         Ok(())
+    }
+
+    pub fn alert_state(&self, source: &str) -> Result<Option<AlertState>> {
+        self.alerts
+            .get(source.as_bytes())?
+            .map(|v| decode(&v).map_err(|e| corrupt("alerts", e)))
+            .transpose()
+    }
+
+    /// Every alert source with its last alert.
+    pub fn alert_states(&self) -> Result<Vec<(String, AlertState)>> {
+        self.alerts
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let a = decode(&v).map_err(|e| corrupt("alerts", e))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), a))
+            })
+            .collect()
+    }
+
+    pub fn put_alert_state(&self, source: &str, a: &AlertState) -> Result<()> {
+        self.alerts.insert(source.as_bytes(), encode(a))?;
+        self.flush()
+    }
+
+    pub fn remove_alert_state(&self, source: &str) -> Result<()> {
+        self.alerts.remove(source.as_bytes())?;
+        self.flush()
     }
 
     /// Records the last run of a check part, durably.

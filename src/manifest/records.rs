@@ -439,3 +439,18 @@ pub struct CheckRecord {
     /// Bytes read by the budgeted part of this run.
     pub read_bytes: u64,
 }
+
+/// The last alert sent for one source (`check-stage:SITE`, `sync:SITE`, `stale:SITE`...),
+/// so an identical alert is not sent again before `repeat-after`, and one that clears sends
+/// one "resolved". Key: the source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertState {
+    /// Hex fingerprint of the alert's subject and lines: equal means identical.
+    pub fingerprint: String,
+    pub subject: String,
+    pub first_sent: i64,
+    pub last_sent: i64,
+    /// Something that happened (a silent change found by a sync), not a lasting state:
+    /// it sends no "resolved".
+    pub event: bool,
+}

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod alerts;
 mod behaviour;
 mod check;
 mod cli;
