@@ -255,3 +255,18 @@ pub fn estimate(
     }
     Ok(e)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_monthly_archive_check_of_250_gb_costs_less_than_a_hundredth_of_a_cent() {
+        // 50 images of 5 GB: one LIST (images and catalogs fit in one page) and 50 HEADs.
+        let cfg: lomob_backends::BackendConfig = toml::from_str(
+            "kind = \"glacier\"\nbucket = \"b\"\naccess-key-id = \"k\"\nsecret-access-key = \"s\"",
+        )
+        .unwrap();
+        let p = crate::cost::prices(&cfg);
+        let usd = crate::cost::request_cost(&p, 1, 50);
+        assert!(usd < 0.0001, "{usd}");
+    }
+}

@@ -78,11 +78,20 @@ pub async fn check(
             }
             continue;
         };
+        let sha = m.content(content)?.map(|c| hex::encode(c.sha256));
         let problem = if o.size != rec.size {
             Some((
                 Problem::WrongSize,
                 format!("{} bytes, {} recorded", o.size, rec.size),
             ))
+        } else if let (Some(now), Some(want)) = (&o.sha256, &sha) {
+            // A SHA-256 the backend keeps with the object (user metadata, Drive's checksum).
+            (!now.eq_ignore_ascii_case(want)).then(|| {
+                (
+                    Problem::WrongChecksum,
+                    format!("the SHA-256 the server keeps is {now}, not {want}: other bytes"),
+                )
+            })
         } else if let (Some(now), Some(then)) = (&o.etag, &rec.etag) {
             (now != then).then(|| {
                 (
