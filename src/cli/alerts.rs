@@ -134,6 +134,53 @@ fn send(
     Ok(())
 }
 
+/// Opens the manifest for a run of `sites` that alerts. When another lomob process holds
+/// it the run cannot happen: that is alerted on every channel of those sites, and the
+/// heartbeats fail. (Without the manifest there is no record of earlier alerts, so this
+/// one is not held back by `repeat-after`; one per refused run.)
+pub fn open_for_run(ctx: &Context, sites: &[String], what: &str) -> anyhow::Result<Manifest> {
+    let err = match ctx.open_manifest() {
+        Ok(m) => return Ok(m),
+        Err(e) => e,
+    };
+    let busy = err.chain().any(|c| {
+        matches!(
+            c.downcast_ref(),
+            Some(crate::manifest::ManifestError::InUse { .. })
+        )
+    });
+    if busy {
+        let scopes: Vec<Option<String>> = if sites.is_empty() {
+            vec![None]
+        } else {
+            sites.iter().cloned().map(Some).collect()
+        };
+        let out: Vec<alert::Outgoing> = scopes
+            .into_iter()
+            .map(|site| alert::Outgoing {
+                alert: Alert {
+                    source: format!("lock:{}", site.as_deref().unwrap_or("")),
+                    subject: format!(
+                        "lomob: the {what}{} could not run: the manifest is in use by another lomob process",
+                        site.as_deref().map(|s| format!(" of site {s}")).unwrap_or_default()
+                    ),
+                    lines: vec![format!(
+                        "{err}; this run was skipped (the other process may be a long upload: the next run goes on)"
+                    )],
+                    site,
+                    event: true,
+                },
+                resolved: false,
+            })
+            .collect();
+        if let Ok(rt) = super::sync_cmd::runtime() {
+            rt.block_on(alert::deliver(&ctx.config.config, &out));
+        }
+        ping(ctx, sites, Ping::Fail, &err.to_string());
+    }
+    Err(err)
+}
+
 /// Heartbeat pings around a run of `sites`.
 pub fn ping(ctx: &Context, sites: &[String], what: Ping, summary: &str) {
     if alert::heartbeats(&ctx.config.config, sites).is_empty() {

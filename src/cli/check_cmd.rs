@@ -50,7 +50,11 @@ pub fn run(ctx: &Context, a: CheckArgs) -> anyhow::Result<u8> {
         Some(b) => local::Budget::parse(b).map_err(UsageError)?,
         None => local::Budget::PerDay(0.05),
     };
-    let m = ctx.open_manifest()?;
+    let m = if a.dry_run {
+        ctx.open_manifest()?
+    } else {
+        super::alerts::open_for_run(ctx, &names, "check")?
+    };
     let mut report = Report {
         dry_run: a.dry_run,
         sites: Vec::new(),

@@ -23,7 +23,11 @@ const SITES_AT_ONCE: usize = 3;
 
 pub fn run(ctx: &Context, a: SyncArgs) -> anyhow::Result<u8> {
     let names = pick_sites(ctx, a.site.as_deref(), a.all)?;
-    let m = Arc::new(ctx.open_manifest()?);
+    let m = Arc::new(if a.dry_run {
+        ctx.open_manifest()?
+    } else {
+        super::alerts::open_for_run(ctx, &names, "sync")?
+    });
     let opts = SyncOptions {
         pack_now: a.pack_now,
         dry_run: a.dry_run,
@@ -56,7 +60,7 @@ fn after(ctx: &Context, m: &Manifest, names: &[String], reports: &[SiteReport], 
 
 pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
     let names = pick_sites(ctx, None, true)?;
-    let m = ctx.open_manifest()?;
+    let m = super::alerts::open_for_run(ctx, &names, "backup")?;
     super::alerts::ping(ctx, &names, Ping::Start, "lomob backup started");
     let roots = super::scan_cmd::resolve_roots(ctx, &m, &a.scan.dirs)?;
     let opts = super::scan_cmd::options(ctx, &a.scan);

@@ -232,3 +232,36 @@ fn alert_test_without_any_channel_says_how_to_add_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[alert]"));
 }
+
+#[test]
+fn a_run_refused_because_another_lomob_holds_the_manifest_is_alerted() {
+    let env = Env::new();
+    let hooks = HookServer::start();
+    let cfg = site(
+        &env,
+        &format!(
+            "webhook = \"{}\"\nheartbeat = \"{}\"",
+            hooks.url("/hook"),
+            hooks.url("/beat")
+        ),
+    );
+    env.json(&["--config", &cfg, "backup"], 0);
+    let _held = lomob::manifest::Manifest::open(&env.db()).unwrap();
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "sync", "--site", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let hook = hooks.bodies("POST /hook");
+    assert_eq!(hook.len(), 1, "{hook:?}");
+    let v: serde_json::Value = serde_json::from_str(&hook[0]).unwrap();
+    assert!(
+        v["subject"]
+            .as_str()
+            .unwrap()
+            .contains("in use by another lomob process"),
+        "{v}"
+    );
+    assert_eq!(hooks.bodies("POST /beat/fail").len(), 1);
+}
