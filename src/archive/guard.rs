@@ -66,6 +66,14 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
         self.inner.read_range(key, range).await
     }
 
+    async fn read_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<super::ByteStream, StoreError> {
+        self.inner.read_stream(key, range).await
+    }
+
     async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.read_index(key).await
     }

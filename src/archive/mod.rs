@@ -134,6 +134,9 @@ pub struct PutRequest<'a> {
     pub progress: PutProgress<'a>,
 }
 
+/// Bytes arriving from a read, in the pieces the connection gives.
+pub type ByteStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
 /// Progress of a put: bytes confirmed by the server so far.
 pub type PutProgress<'a> = &'a (dyn Fn(u64) + Send + Sync);
 
@@ -178,6 +181,10 @@ pub trait Archive: Send + Sync {
 
     /// Reads a byte range (fails with a `Frozen` kind on a cold object not yet thawed).
     async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError>;
+
+    /// Streams a byte range with one request, in bounded memory; the items fail with
+    /// `io::Error` (turn them into a [`StoreError`] with [`StoreError::stream`]).
+    async fn read_stream(&self, key: &str, range: Range<u64>) -> Result<ByteStream, StoreError>;
 
     /// Reads a whole small hot object (a catalog) with one request.
     async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError>;

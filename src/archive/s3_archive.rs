@@ -222,6 +222,16 @@ impl Archive for S3Archive {
             .map_err(|e| self.err("read", key, e))
     }
 
+    async fn read_stream(
+        &self,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<super::ByteStream, StoreError> {
+        crate::store::confine(&self.info, "read", key)?;
+        let s = crate::store::range_stream(&self.op, &self.info, key, range).await?;
+        Ok(Box::pin(s))
+    }
+
     async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         crate::store::confine(&self.info, "read", key)?;
         self.client

@@ -4,6 +4,7 @@
 //! place; the other paths of the same content are copied from the first and checked too.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +23,20 @@ use crate::store::StoreError;
 
 /// Chunks of one image read at once: enough to keep the link busy while one is written.
 const READS_AT_ONCE: usize = 3;
+/// A streamed read is handed over in pieces of this size...
+const PIECE: usize = 8 << 20;
+/// ...of which this many may wait to be written.
+const PIECES_QUEUED: usize = 4;
+
+fn cut_short(job: &ImageJob, r: &Range<u64>, got: u64) -> (ErrorKind, String) {
+    (
+        ErrorKind::Transient,
+        format!(
+            "image {}: asked for bytes {}..{}, got {got}; run again",
+            job.key, r.start, r.end
+        ),
+    )
+}
 
 /// One file to write: what the manifest says of it and where it goes.
 #[derive(Clone, Debug)]
@@ -193,19 +208,6 @@ impl Ctx<'_> {
     pub async fn from_image(&self, site: &Arc<Site>, job: &ImageJob) -> Tally {
         let mut tally = Tally::default();
         self.check_catalog(site, job, &mut tally).await;
-        let chunks: Vec<std::ops::Range<u64>> = job.ranges.iter().flat_map(plan::chunks).collect();
-        // Each read is a task of its own, so the next chunks keep arriving while one is
-        // hashed and written.
-        let mut reads = futures::stream::iter(chunks.into_iter().map(|c| {
-            let (site, key) = (site.clone(), job.key.clone());
-            async move {
-                let range = c.clone();
-                let r =
-                    tokio::spawn(async move { site.archive.read_range(&key, range).await }).await;
-                (c, r)
-            }
-        }))
-        .buffered(READS_AT_ONCE);
         let mut cutter = Cutter {
             ctx: self,
             job,
@@ -214,33 +216,16 @@ impl Ctx<'_> {
             lo: 0,
         };
         let mut stopped: Option<(ErrorKind, String)> = None;
-        while let Some((c, r)) = reads.next().await {
-            let bytes = match r {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    stopped = Some((e.kind(), e.to_string()));
-                    break;
-                }
-                Err(e) => {
-                    stopped = Some((ErrorKind::Other, format!("a read task failed: {e}")));
-                    break;
-                }
+        for r in &job.ranges {
+            let read = if r.end - r.start > plan::stream_over() {
+                self.streamed(site, job, r, &mut cutter, &mut tally).await
+            } else {
+                self.chunked(site, job, r, &mut cutter, &mut tally).await
             };
-            tally.downloaded += bytes.len() as u64;
-            if bytes.len() as u64 != c.end - c.start {
-                stopped = Some((
-                    ErrorKind::Transient,
-                    format!(
-                        "image {}: asked for bytes {}..{}, got {}; run again",
-                        job.key,
-                        c.start,
-                        c.end,
-                        bytes.len()
-                    ),
-                ));
+            if let Err(e) = read {
+                stopped = Some(e);
                 break;
             }
-            tokio::task::block_in_place(|| cutter.cut(c.start, &bytes, &mut tally));
         }
         // Whatever is not settled failed with the read that stopped (or was never covered,
         // which would be a planning bug worth saying plainly).
@@ -258,6 +243,102 @@ impl Ctx<'_> {
             }
         }
         tally
+    }
+
+    /// A short range: GETs of at most [`plan::GET_CHUNK`], a few in flight, each a task of
+    /// its own so the next ones keep arriving while one is hashed and written.
+    async fn chunked(
+        &self,
+        site: &Arc<Site>,
+        job: &ImageJob,
+        r: &Range<u64>,
+        cutter: &mut Cutter<'_, '_>,
+        tally: &mut Tally,
+    ) -> Result<(), (ErrorKind, String)> {
+        let mut reads = futures::stream::iter(plan::chunks(r).into_iter().map(|c| {
+            let (site, key) = (site.clone(), job.key.clone());
+            async move {
+                let range = c.clone();
+                let r =
+                    tokio::spawn(async move { site.archive.read_range(&key, range).await }).await;
+                (c, r)
+            }
+        }))
+        .buffered(READS_AT_ONCE);
+        while let Some((c, r)) = reads.next().await {
+            let bytes = match r {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return Err((e.kind(), e.to_string())),
+                Err(e) => return Err((ErrorKind::Other, format!("a read task failed: {e}"))),
+            };
+            tally.downloaded += bytes.len() as u64;
+            if bytes.len() as u64 != c.end - c.start {
+                return Err(cut_short(job, &c, bytes.len() as u64));
+            }
+            tokio::task::block_in_place(|| cutter.cut(c.start, &bytes, tally));
+        }
+        Ok(())
+    }
+
+    /// A long range (most of an image): one GET streamed, read by a task of its own into
+    /// pieces of [`PIECE`] bytes, a few queued, so the network and the disk work at once
+    /// in bounded memory, and the server reads the object once.
+    async fn streamed(
+        &self,
+        site: &Arc<Site>,
+        job: &ImageJob,
+        r: &Range<u64>,
+        cutter: &mut Cutter<'_, '_>,
+        tally: &mut Tally,
+    ) -> Result<(), (ErrorKind, String)> {
+        let mut stream = site
+            .archive
+            .read_stream(&job.key, r.clone())
+            .await
+            .map_err(|e| (e.kind(), e.to_string()))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(PIECES_QUEUED);
+        let reader = tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(PIECE);
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(b) => {
+                        buf.extend_from_slice(&b);
+                        if buf.len() >= PIECE {
+                            let full = std::mem::replace(&mut buf, Vec::with_capacity(PIECE));
+                            if tx.send(Ok(full)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                let _ = tx.send(Ok(buf)).await;
+            }
+        });
+        let mut at = r.start;
+        while let Some(item) = rx.recv().await {
+            match item {
+                Ok(piece) => {
+                    tally.downloaded += piece.len() as u64;
+                    tokio::task::block_in_place(|| cutter.cut(at, &piece, tally));
+                    at += piece.len() as u64;
+                }
+                Err(e) => {
+                    reader.abort();
+                    let e = StoreError::stream(site.archive.info(), "read", &job.key, e);
+                    return Err((e.kind(), e.to_string()));
+                }
+            }
+        }
+        if at != r.end {
+            return Err(cut_short(job, r, at - r.start));
+        }
+        Ok(())
     }
 
     async fn check_catalog(&self, site: &Site, job: &ImageJob, tally: &mut Tally) {

@@ -11,6 +11,15 @@ use crate::manifest::{ContentId, Manifest, ManifestError};
 
 /// Neighbouring files closer than this are read with one request.
 pub const MERGE_GAP: u64 = 1 << 20;
+/// A range longer than this (most of an image) is read with one streamed GET instead of
+/// chunks: fewer requests, and servers that read a whole object for every ranged GET
+/// read it once. `LOMOB_TEST_STREAM_OVER` (bytes) changes it, for tests.
+pub fn stream_over() -> u64 {
+    std::env::var("LOMOB_TEST_STREAM_OVER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4 * GET_CHUNK)
+}
 /// The most bytes one GET asks for: memory stays bounded, and a failed request costs
 /// little to repeat.
 pub const GET_CHUNK: u64 = 64 << 20;
@@ -64,7 +73,10 @@ impl ImageJob {
     pub fn gets(&self) -> u64 {
         self.ranges
             .iter()
-            .map(|r| (r.end - r.start).div_ceil(GET_CHUNK).max(1))
+            .map(|r| match r.end - r.start {
+                n if n > stream_over() => 1,
+                n => n.div_ceil(GET_CHUNK).max(1),
+            })
             .sum()
     }
 }

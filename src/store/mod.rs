@@ -210,6 +210,22 @@ pub async fn object_stream(
         .map_err(|e| StoreError::opendal(info, what, key, e))
 }
 
+/// The bytes of `range` of `key` with one request, streamed in bounded memory (a large
+/// span of an image: one GET instead of many ranged ones).
+pub async fn range_stream(
+    op: &opendal::Operator,
+    info: &BackendInfo,
+    key: &str,
+    range: std::ops::Range<u64>,
+) -> Result<opendal::FuturesBytesStream, StoreError> {
+    op.reader(key)
+        .await
+        .map_err(|e| StoreError::opendal(info, "read", key, e))?
+        .into_bytes_stream(range)
+        .await
+        .map_err(|e| StoreError::opendal(info, "read", key, e))
+}
+
 /// Requests as providers bill them: one type for the engine and the backends.
 pub use lomob_backends::{RequestCounters, RequestCounts, RequestType};
 

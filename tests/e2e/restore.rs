@@ -909,3 +909,75 @@ archive = {{ kind = "fs", root = "{root}/parents-archive" }}
     assert_eq!(r["skipped_snapshots"].as_array().unwrap().len(), 1, "{r}");
     assert_eq!(r["source"], "snapshot", "{r}");
 }
+
+#[test]
+fn long_ranges_are_streamed_in_one_get_with_every_byte_checked() {
+    let env = Env::new();
+    let Some(c) = cloud(&env, forward(), "") else {
+        return;
+    };
+    let mut files = Vec::new();
+    for i in 0..12u32 {
+        let content = bytes(300 + i, 400_000 + i as usize * 7);
+        let t = (1_600_000_000 + i as i64) * NS + 11;
+        files.push((
+            put(&env, format!("s/{i:02}.mov").as_bytes(), &content, t),
+            content,
+            t,
+        ));
+    }
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    env.json(
+        &["--config", &c.cfg, "sync", "--site", "cloud", "--pack-now"],
+        0,
+    );
+    let dir = env.path().join("back");
+    let d = dir.to_str().unwrap();
+    restore_json(&env, &c.cfg, &["--to", d], 7);
+    let gets = image_gets(&c);
+    let out = env
+        .cmd()
+        .env("LOMOB_TEST_STREAM_OVER", "1")
+        .args(["--config", &c.cfg, "restore", "--to", d, "--json"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["restored"], 12, "{r}");
+    assert_eq!(
+        image_gets(&c) - gets,
+        1,
+        "one streamed GET for the whole span"
+    );
+    for (p, content, mtime) in &files {
+        same(p, content, *mtime, &dir);
+    }
+    no_temporaries(&dir);
+    // A local-disk archive streams the same way.
+    let env = Env::new();
+    let cfg = local_site(&env);
+    let lib = small_library(&env);
+    env.json(&["--config", &cfg, "backup"], 0);
+    env.json(
+        &["--config", &cfg, "sync", "--site", "nas", "--pack-now"],
+        0,
+    );
+    let dir = env.path().join("back");
+    let out = env
+        .cmd()
+        .env("LOMOB_TEST_STREAM_OVER", "1")
+        .args([
+            "--config",
+            &cfg,
+            "restore",
+            "--to",
+            dir.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    for (p, content, mtime) in &lib.files {
+        same(p, content, *mtime, &dir);
+    }
+}
