@@ -23,6 +23,10 @@ use crate::store::StoreError;
 
 /// Chunks of one image read at once: enough to keep the link busy while one is written.
 const READS_AT_ONCE: usize = 3;
+/// The catalog beside an image is read as a check of the recorded offsets only when this
+/// much of the image is read: for a few photos it would cost more than the photos (a 5 GB
+/// image's catalog is hundreds of KB), and each file's SHA-256 decides anyway.
+const CATALOG_CHECK_MIN: u64 = 32 << 20;
 /// A streamed read is handed over in pieces of this size...
 const PIECE: usize = 8 << 20;
 /// ...of which this many may wait to be written.
@@ -207,7 +211,9 @@ impl Ctx<'_> {
     /// offsets; the SHA-256 of each file decides), then the planned ranges in chunks.
     pub async fn from_image(&self, site: &Arc<Site>, job: &ImageJob) -> Tally {
         let mut tally = Tally::default();
-        self.check_catalog(site, job, &mut tally).await;
+        if job.download_bytes >= CATALOG_CHECK_MIN {
+            self.check_catalog(site, job, &mut tally).await;
+        }
         let mut cutter = Cutter {
             ctx: self,
             job,
@@ -297,14 +303,24 @@ impl Ctx<'_> {
             .await
             .map_err(|e| (e.kind(), e.to_string()))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(PIECES_QUEUED);
+        // Written pieces come back to be filled again: a few buffers for the whole image,
+        // not a fresh one (and fresh pages from the kernel) every 8 MiB.
+        let (back_tx, mut back_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(PIECES_QUEUED + 2);
         let reader = tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(PIECE);
+            let fresh = |back: &mut tokio::sync::mpsc::Receiver<Vec<u8>>| match back.try_recv() {
+                Ok(mut b) => {
+                    b.clear();
+                    b
+                }
+                Err(_) => Vec::with_capacity(PIECE),
+            };
+            let mut buf = fresh(&mut back_rx);
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(b) => {
                         buf.extend_from_slice(&b);
                         if buf.len() >= PIECE {
-                            let full = std::mem::replace(&mut buf, Vec::with_capacity(PIECE));
+                            let full = std::mem::replace(&mut buf, fresh(&mut back_rx));
                             if tx.send(Ok(full)).await.is_err() {
                                 return;
                             }
@@ -327,6 +343,7 @@ impl Ctx<'_> {
                     tally.downloaded += piece.len() as u64;
                     tokio::task::block_in_place(|| cutter.cut(at, &piece, tally));
                     at += piece.len() as u64;
+                    let _ = back_tx.try_send(piece);
                 }
                 Err(e) => {
                     reader.abort();
@@ -344,7 +361,10 @@ impl Ctx<'_> {
     async fn check_catalog(&self, site: &Site, job: &ImageJob, tally: &mut Tally) {
         let key = catalog_key(&job.key);
         let catalog = match site.archive.read_index(&key).await {
-            Ok(bytes) => Catalog::from_json(&bytes).map_err(|e| e.to_string()),
+            Ok(bytes) => {
+                tally.downloaded += bytes.len() as u64;
+                Catalog::from_json(&bytes).map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         let catalog = match catalog {
