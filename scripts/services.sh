@@ -124,9 +124,10 @@ cmd_start() {
     [[ -d $STATE ]] && cmd_stop
     ensure_apt
     ensure_venv
-    mkdir -p "$STATE"/{rclone-s3,webdav,tls} "$STATE"/maildir/{tmp,new,cur} "$STATE"/maildir-tls/{tmp,new,cur}
+    mkdir -p "$STATE"/{rclone-s3,webdav,tls} "$STATE"/maildir/{tmp,new,cur} "$STATE"/maildir-tls/{tmp,new,cur} \
+        "$STATE"/maildir-smtps/{tmp,new,cur}
 
-    local moto_port rclone_port webdav_port ssh_port smtp_port smtp_tls_port
+    local moto_port rclone_port webdav_port ssh_port smtp_port smtp_tls_port smtps_port
     moto_port=$(free_port)
     spawn moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
     wait_ready moto "$moto_port" http
@@ -159,6 +160,12 @@ cmd_start() {
         --tlscert "$STATE/tls/server.pem" --tlskey "$STATE/tls/server.key" \
         -c aiosmtpd.handlers.Mailbox "$STATE/maildir-tls"
     wait_ready smtp-tls "$smtp_tls_port"
+    # And one that speaks TLS from the first byte (SMTPS, `smtp-security = "tls"`).
+    smtps_port=$(free_port)
+    spawn smtps "$PY" -m aiosmtpd -n -l "127.0.0.1:$smtps_port" \
+        --smtpscert "$STATE/tls/server.pem" --smtpskey "$STATE/tls/server.key" \
+        -c aiosmtpd.handlers.Mailbox "$STATE/maildir-smtps"
+    wait_ready smtps "$smtps_port"
 
     cat >"$STATE/env" <<EOF
 export LOMOB_TEST_MOTO_ENDPOINT=http://127.0.0.1:$moto_port
@@ -177,6 +184,8 @@ export LOMOB_TEST_SMTP_MAILDIR=$STATE/maildir
 export LOMOB_TEST_SMTP_TLS_PORT=$smtp_tls_port
 export LOMOB_TEST_SMTP_TLS_MAILDIR=$STATE/maildir-tls
 export LOMOB_TEST_SMTP_CA=$STATE/tls/ca.pem
+export LOMOB_TEST_SMTPS_PORT=$smtps_port
+export LOMOB_TEST_SMTPS_MAILDIR=$STATE/maildir-smtps
 EOF
     log "started; state and logs in $STATE"
     cat "$STATE/env"

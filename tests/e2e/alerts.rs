@@ -265,3 +265,26 @@ fn a_run_refused_because_another_lomob_holds_the_manifest_is_alerted() {
     );
     assert_eq!(hooks.bodies("POST /beat/fail").len(), 1);
 }
+
+#[test]
+fn mail_over_tls_from_the_first_byte() {
+    let (Some(port), Some(maildir), Some(ca)) = (
+        service_var("LOMOB_TEST_SMTPS_PORT"),
+        service_var("LOMOB_TEST_SMTPS_MAILDIR"),
+        service_var("LOMOB_TEST_SMTP_CA"),
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    let to = format!("smtps-{}@example.com", unique(&env));
+    let cfg = site(
+        &env,
+        &format!(
+            "email = [\"{to}\"]\nsmtp-host = \"127.0.0.1\"\nsmtp-port = {port}\nsmtp-security = \"tls\"\nsmtp-ca = \"{ca}\""
+        ),
+    );
+    let r = env.json(&["--config", &cfg, "alert", "test"], 0);
+    assert_eq!(r[0]["ok"], true, "{r}");
+    let mails = mails_to(&PathBuf::from(&maildir), &to);
+    assert_eq!(mails.len(), 1, "{mails:?}");
+}
