@@ -6,6 +6,7 @@
 //! embedded default gives one site, `local`, on local disk, so a new user starts with nothing
 //! to set up.
 
+mod duration;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use lomob_backends::fs::FsConfig;
 use lomob_backends::{BackendConfig, ByteSize, Secret, TransferConfig};
 use serde::{Deserialize, Serialize};
 
+pub use duration::Period;
 pub use schedule::Schedule;
 
 /// The whole configuration after merging files, environment and defaults.
@@ -26,6 +28,8 @@ pub struct Config {
     pub library: LibraryConfig,
     /// Alerts for every site that has no `[sites.NAME.alert]` of its own.
     pub alert: AlertConfig,
+    /// How `lomob daemon` watches, waits and retries.
+    pub daemon: DaemonConfig,
     pub sites: BTreeMap<String, SiteConfig>,
 }
 
@@ -134,6 +138,9 @@ pub struct ScheduleConfig {
     /// Consistency check of the archive (LIST and HEAD only, no retrieval). Default
     /// `monthly 1 04:00`.
     pub check_archive: Schedule,
+    /// Re-reading a share of the library for silent corruption (`lomob check --local`,
+    /// within `[library] local-budget`). Default `daily 03:00`.
+    pub check_local: Schedule,
 }
 
 impl Default for ScheduleConfig {
@@ -146,6 +153,52 @@ impl Default for ScheduleConfig {
                 hour: 4,
                 minute: 0,
             },
+            check_local: Schedule::Daily { hour: 3, minute: 0 },
+        }
+    }
+}
+
+/// `[daemon]`: how `lomob daemon` watches the library, runs the schedules and stops.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Quiet time after the last change to a file before it is read (a file still being
+    /// copied is not read half-written). Default 30s.
+    pub settle: Period,
+    /// For sites with `sync = "on-change"`: time after a change is recorded before the site
+    /// is synced, so a batch of new photos goes in one run. Default 60s.
+    pub stage_delay: Period,
+    /// How often a root the watcher cannot cover (too many folders, a network file system,
+    /// lost events) is rescanned instead. Default 1h.
+    pub scan_interval: Period,
+    /// How often a full scan checks that the watcher missed nothing. Default 7d.
+    pub reconcile_every: Period,
+    /// Sites whose runs may go on at once. Default 3.
+    pub sites_at_once: usize,
+    /// Spread of start times, so sites due at the same time do not start together; each
+    /// site and job gets a fixed offset within it. Default 5m.
+    pub jitter: Period,
+    /// A failed run is retried with growing pauses (the first this long) ... Default 30s.
+    pub retry_first: Period,
+    /// ... for this long after it first failed; then an alert is sent. Default 30m.
+    pub retry_for: Period,
+    /// Longest wait for the run in flight after SIGTERM or Ctrl-C before the daemon
+    /// checkpoints it and exits. Default 30s.
+    pub stop_timeout: Period,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            settle: Period::secs(30),
+            stage_delay: Period::secs(60),
+            scan_interval: Period::secs(3600),
+            reconcile_every: Period::secs(7 * 86_400),
+            sites_at_once: 3,
+            jitter: Period::secs(300),
+            retry_first: Period::secs(30),
+            retry_for: Period::secs(1800),
+            stop_timeout: Period::secs(30),
         }
     }
 }
@@ -263,6 +316,7 @@ pub fn embedded_default(data_dir: &Path) -> Config {
     Config {
         library: LibraryConfig::default(),
         alert: AlertConfig::default(),
+        daemon: DaemonConfig::default(),
         sites,
     }
 }
@@ -415,6 +469,18 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             }
         }
         check_alert(&site.alert).map_err(|e| bad(format!("[alert] {e}")))?;
+        let sch = &site.schedule;
+        for (key, s) in [
+            ("check-stage", sch.check_stage),
+            ("check-archive", sch.check_archive),
+            ("check-local", sch.check_local),
+        ] {
+            if s == Schedule::OnChange {
+                return Err(bad(format!(
+                    "[schedule] {key} = \"on-change\": only sync can follow changes; give a time such as \"daily 05:00\""
+                )));
+            }
+        }
         if let Some(days) = site.stage_retention_days {
             if days < MIN_STAGE_RETENTION_DAYS {
                 return Err(bad(format!(

@@ -5,11 +5,16 @@
 use std::fmt;
 use std::str::FromStr;
 
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
     Off,
+    /// `sync` only: stage what the daemon's watcher records, `stage-delay` after it settles.
+    OnChange,
     Hourly {
         minute: u8,
     },
@@ -34,7 +39,7 @@ pub enum Schedule {
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid schedule {0:?}: write \"off\", \"hourly\", \"daily 02:30\", \"weekly sun 03:00\" or \"monthly 1 04:00\" (day 1 to 28)")]
+#[error("invalid schedule {0:?}: write \"off\", \"on-change\" (sync only), \"hourly\", \"daily 02:30\", \"weekly sun 03:00\" or \"monthly 1 04:00\" (day 1 to 28)")]
 pub struct ParseScheduleError(String);
 
 fn parse_time(s: &str) -> Option<(u8, u8)> {
@@ -51,6 +56,7 @@ impl FromStr for Schedule {
         let w: Vec<&str> = words.iter().map(String::as_str).collect();
         match w.as_slice() {
             ["off"] | ["never"] => Ok(Schedule::Off),
+            ["on-change"] => Ok(Schedule::OnChange),
             ["hourly"] => Ok(Schedule::Hourly { minute: 0 }),
             ["hourly", m] => {
                 let minute: u8 = m.trim_start_matches(':').parse().map_err(|_| err())?;
@@ -94,6 +100,7 @@ impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Schedule::Off => write!(f, "off"),
+            Schedule::OnChange => write!(f, "on-change"),
             Schedule::Hourly { minute } => write!(f, "hourly {minute:02}"),
             Schedule::Daily { hour, minute } => write!(f, "daily {hour:02}:{minute:02}"),
             Schedule::Weekly {
@@ -103,6 +110,66 @@ impl fmt::Display for Schedule {
             } => write!(f, "weekly {} {hour:02}:{minute:02}", DAYS[weekday as usize]),
             Schedule::Monthly { day, hour, minute } => {
                 write!(f, "monthly {day} {hour:02}:{minute:02}")
+            }
+        }
+    }
+}
+
+impl Schedule {
+    /// The latest time at or before `t` this schedule names, in time zone `tz`; `None` for
+    /// `off` and `on-change`. A time a daylight-saving jump skips counts as the moment after
+    /// the jump, so a run is never lost to it.
+    pub fn last_due(&self, t: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        let z = t.to_zoned(tz.clone());
+        let d = z.date();
+        let at = |date: Date, h: u8, m: u8| -> Option<Timestamp> {
+            date.at(h as i8, m as i8, 0, 0)
+                .to_zoned(tz.clone())
+                .ok()
+                .map(|z| z.timestamp())
+        };
+        let back = |c: Option<Timestamp>, earlier: &dyn Fn() -> Option<Timestamp>| match c {
+            Some(c) if c <= t => Some(c),
+            _ => earlier(),
+        };
+        match *self {
+            Schedule::Off | Schedule::OnChange => None,
+            Schedule::Hourly { minute } => {
+                let c = at(d, z.hour() as u8, minute)?;
+                Some(if c <= t {
+                    c
+                } else {
+                    c.checked_sub(jiff::SignedDuration::from_hours(1)).ok()?
+                })
+            }
+            Schedule::Daily { hour, minute } => back(at(d, hour, minute), &|| {
+                at(d.yesterday().ok()?, hour, minute)
+            }),
+            Schedule::Weekly {
+                weekday,
+                hour,
+                minute,
+            } => {
+                let offset = (d.weekday().to_monday_zero_offset() as i64 + 7 - weekday as i64) % 7;
+                let d0 = d.checked_sub(jiff::Span::new().days(offset)).ok()?;
+                back(at(d0, hour, minute), &|| {
+                    at(
+                        d0.checked_sub(jiff::Span::new().days(7)).ok()?,
+                        hour,
+                        minute,
+                    )
+                })
+            }
+            Schedule::Monthly { day, hour, minute } => {
+                let d0 = Date::new(d.year(), d.month(), day as i8).ok()?;
+                back(at(d0, hour, minute), &|| {
+                    let prev = d.first_of_month().yesterday().ok()?;
+                    at(
+                        Date::new(prev.year(), prev.month(), day as i8).ok()?,
+                        hour,
+                        minute,
+                    )
+                })
             }
         }
     }
@@ -140,6 +207,85 @@ mod tests {
             "Daily".parse::<Schedule>().unwrap(),
             Schedule::Daily { hour: 2, minute: 0 }
         );
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn due(sched: &str, now: &str) -> String {
+        sched
+            .parse::<Schedule>()
+            .unwrap()
+            .last_due(ts(now), &TimeZone::UTC)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn last_due_is_the_latest_named_time_not_after_now() {
+        assert_eq!(
+            due("hourly 15", "2026-03-04T10:20:00Z"),
+            "2026-03-04T10:15:00Z"
+        );
+        assert_eq!(
+            due("hourly 15", "2026-03-04T10:10:00Z"),
+            "2026-03-04T09:15:00Z"
+        );
+        assert_eq!(
+            due("daily 02:30", "2026-03-04T02:30:00Z"),
+            "2026-03-04T02:30:00Z"
+        );
+        assert_eq!(
+            due("daily 02:30", "2026-03-04T02:29:59Z"),
+            "2026-03-03T02:30:00Z"
+        );
+        assert_eq!(
+            due("daily 02:30", "2026-03-01T00:00:00Z"),
+            "2026-02-28T02:30:00Z"
+        );
+        // 2026-03-04 is a Wednesday.
+        assert_eq!(
+            due("weekly sun 03:00", "2026-03-04T12:00:00Z"),
+            "2026-03-01T03:00:00Z"
+        );
+        assert_eq!(
+            due("weekly wed 13:00", "2026-03-04T12:00:00Z"),
+            "2026-02-25T13:00:00Z"
+        );
+        assert_eq!(
+            due("weekly wed 11:00", "2026-03-04T12:00:00Z"),
+            "2026-03-04T11:00:00Z"
+        );
+        assert_eq!(
+            due("monthly 1 04:00", "2026-03-04T12:00:00Z"),
+            "2026-03-01T04:00:00Z"
+        );
+        assert_eq!(
+            due("monthly 5 04:00", "2026-03-04T12:00:00Z"),
+            "2026-02-05T04:00:00Z"
+        );
+        assert_eq!(
+            due("monthly 5 04:00", "2026-01-04T12:00:00Z"),
+            "2025-12-05T04:00:00Z"
+        );
+        assert_eq!(due("off", "2026-01-04T12:00:00Z"), "");
+        assert_eq!(due("on-change", "2026-01-04T12:00:00Z"), "");
+    }
+
+    #[test]
+    fn a_time_skipped_by_daylight_saving_still_runs() {
+        // Europe/Berlin skips 02:00-03:00 on 2026-03-29.
+        let Ok(tz) = TimeZone::get("Europe/Berlin") else {
+            eprintln!("no time zone database here (tzdata); skipped");
+            return;
+        };
+        let d = "daily 02:30"
+            .parse::<Schedule>()
+            .unwrap()
+            .last_due(ts("2026-03-29T02:00:00Z"), &tz)
+            .unwrap();
+        assert_eq!(d.to_string(), "2026-03-29T01:30:00Z");
     }
 
     #[test]

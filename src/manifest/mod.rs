@@ -366,6 +366,23 @@ impl Manifest {
         Ok(out)
     }
 
+    /// The stat fields of the files of one root whose path starts with `prefix` (a folder
+    /// with its trailing '/', or one file's exact path), in path order.
+    pub fn file_stats_under(&self, root: u32, prefix: &[u8]) -> Result<Vec<(Vec<u8>, FileStat)>> {
+        let mut out = Vec::new();
+        for kv in self.files.scan_prefix(file_key(root, prefix)) {
+            let (k, v) = kv?;
+            let stat = decode_stat(&v).map_err(|e| {
+                corrupt(
+                    format!("files/{root}/{}", String::from_utf8_lossy(&k[4..])),
+                    e,
+                )
+            })?;
+            out.push((k[4..].to_vec(), stat));
+        }
+        Ok(out)
+    }
+
     /// Every file record, in key order: (root id, relative path, record).
     pub fn files(&self) -> impl Iterator<Item = Result<(u32, Vec<u8>, FileRecord)>> + '_ {
         self.files.iter().map(|kv| {
@@ -743,6 +760,26 @@ impl Manifest {
     /// The next manifest snapshot's sequence number (increasing, whatever the clock does).
     pub fn next_snapshot_seq(&self) -> Result<u64> {
         self.next_id(NEXT_SNAPSHOT_KEY)
+    }
+
+    /// A time (Unix seconds) the daemon keeps across restarts under `key`: the last
+    /// scheduled run of a job that was handled, the last reconciliation scan.
+    pub fn mark(&self, key: &str) -> Result<Option<i64>> {
+        let k = format!("mark/{key}");
+        match self.meta.get(k.as_bytes())? {
+            None => Ok(None),
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map(|b| Some(i64::from_be_bytes(b)))
+                .map_err(|_| corrupt(format!("meta/{k}"), "not an 8-byte number")),
+        }
+    }
+
+    pub fn set_mark(&self, key: &str, at: i64) -> Result<()> {
+        self.meta
+            .insert(format!("mark/{key}").as_bytes(), &at.to_be_bytes())?;
+        Ok(())
     }
 
     /// Records a finished command; returns its id (increasing).

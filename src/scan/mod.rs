@@ -11,6 +11,7 @@
 //! root, such as an unmounted NAS) is taken as deleted.
 
 pub mod hash;
+pub mod paths;
 pub mod walk;
 
 use std::collections::{HashMap, HashSet};
