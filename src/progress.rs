@@ -3,7 +3,7 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -28,11 +28,33 @@ pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
 pub struct Progress {
     label: String,
     bar: Option<ProgressBar>,
+    counts: Arc<Counts>,
+    last: Mutex<Instant>,
+}
+
+/// What a progress line is made of; shared with [`active`] so the daemon can tell another
+/// process what is in flight.
+struct Counts {
+    label: String,
     files: AtomicU64,
     bytes: AtomicU64,
     start: Instant,
-    last: Mutex<Instant>,
     total: Option<u64>,
+}
+
+static ACTIVE: Mutex<Vec<Weak<Counts>>> = Mutex::new(Vec::new());
+
+/// One line per piece of work in flight in this process, such as
+/// `parents stage: 12 files, 340 MB read, 25 MB/s of 1.2 GB, about 0m35s left`.
+pub fn active() -> Vec<String> {
+    let Ok(mut v) = ACTIVE.lock() else {
+        return Vec::new();
+    };
+    v.retain(|w| w.strong_count() > 0);
+    v.iter()
+        .filter_map(Weak::upgrade)
+        .map(|c| format!("{}: {}", c.label, c.message(true)))
+        .collect()
 }
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -67,21 +89,29 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(200));
             b
         });
-        Progress {
+        let counts = Arc::new(Counts {
             label: label.to_string(),
-            bar,
             files: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             start: Instant::now(),
-            last: Mutex::new(Instant::now()),
             total,
+        });
+        if let Ok(mut v) = ACTIVE.lock() {
+            v.retain(|w| w.strong_count() > 0);
+            v.push(Arc::downgrade(&counts));
+        }
+        Progress {
+            label: label.to_string(),
+            bar,
+            counts,
+            last: Mutex::new(Instant::now()),
         }
     }
 
     /// Counts `files` seen and `bytes` processed.
     pub fn add(&self, files: u64, bytes: u64) {
-        self.files.fetch_add(files, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.counts.files.fetch_add(files, Ordering::Relaxed);
+        self.counts.bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             if b.length().is_some_and(|l| l > 0) {
                 b.inc(bytes);
@@ -100,14 +130,17 @@ impl Progress {
         }
         *last = Instant::now();
         drop(last);
-        let msg = self.message();
+        let msg = self.counts.message(self.bar.is_none());
         match &self.bar {
             Some(b) => b.set_message(msg),
             None => tracing::info!("{}: {msg}", self.label),
         }
     }
+}
 
-    fn message(&self) -> String {
+impl Counts {
+    /// `eta`: say the time left in words (a bar shows its own).
+    fn message(&self, eta: bool) -> String {
         let files = self.files.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
@@ -118,7 +151,7 @@ impl Progress {
             ByteSize(rate as u64)
         );
         // The bar shows its own ETA; log lines need one in words.
-        if let (Some(total), None) = (self.total, &self.bar) {
+        if let (Some(total), true) = (self.total, eta) {
             if rate > 0.0 && total > bytes {
                 let left = ((total - bytes) as f64 / rate) as u64;
                 msg.push_str(&format!(
@@ -131,7 +164,9 @@ impl Progress {
         }
         msg
     }
+}
 
+impl Progress {
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -13,9 +13,12 @@ pub fn after_sync(ctx: &Context, m: &Manifest, reports: &[SiteReport]) -> anyhow
     let mut looked_at = Vec::new();
     let mut current = Vec::new();
     for r in reports {
-        looked_at.push(format!("sync:{}", r.site));
+        // The daemon retries a failed scheduled sync and alerts once retries run out.
+        if r.ok || !ctx.held_alerts {
+            looked_at.push(format!("sync:{}", r.site));
+        }
         looked_at.push(format!("silent:{}", r.site));
-        if !r.ok {
+        if !r.ok && !ctx.held_alerts {
             current.push(Alert {
                 site: Some(r.site.clone()),
                 source: format!("sync:{}", r.site),
@@ -73,6 +76,10 @@ pub fn after_check(
             Some(s) => format!("check-{}:{s}", p.part),
             None => "check-local".to_string(),
         };
+        // A scheduled check that could not run is retried by the daemon first.
+        if p.error.is_some() && ctx.held_alerts {
+            continue;
+        }
         looked_at.push(source.clone());
         let place = site.map_or("the library".to_string(), |s| format!("site {s}"));
         if let Some(e) = &p.error {
@@ -108,6 +115,27 @@ pub fn after_check(
     send(ctx, m, looked_at, current)
 }
 
+/// Raises (`Some`) or resolves (`None`) one alert of the daemon's own.
+pub fn daemon_alert(
+    ctx: &Context,
+    m: &Manifest,
+    source: &str,
+    site: Option<&str>,
+    alert: Option<(String, Vec<String>)>,
+) -> anyhow::Result<()> {
+    let current = alert
+        .map(|(subject, lines)| Alert {
+            site: site.map(str::to_string),
+            source: source.to_string(),
+            subject,
+            lines,
+            event: false,
+        })
+        .into_iter()
+        .collect();
+    send(ctx, m, vec![source.to_string()], current)
+}
+
 /// Adds the stale-site alerts and sends everything due.
 fn send(
     ctx: &Context,
@@ -138,7 +166,11 @@ fn send(
 /// it the run cannot happen: that is alerted on every channel of those sites, and the
 /// heartbeats fail. (Without the manifest there is no record of earlier alerts, so this
 /// one is not held back by `repeat-after`; one per refused run.)
-pub fn open_for_run(ctx: &Context, sites: &[String], what: &str) -> anyhow::Result<Manifest> {
+pub fn open_for_run(
+    ctx: &Context,
+    sites: &[String],
+    what: &str,
+) -> anyhow::Result<std::sync::Arc<Manifest>> {
     let err = match ctx.open_manifest() {
         Ok(m) => return Ok(m),
         Err(e) => e,
@@ -183,6 +215,9 @@ pub fn open_for_run(ctx: &Context, sites: &[String], what: &str) -> anyhow::Resu
 
 /// Heartbeat pings around a run of `sites`.
 pub fn ping(ctx: &Context, sites: &[String], what: Ping, summary: &str) {
+    if ctx.held_alerts && matches!(what, Ping::Fail) {
+        return;
+    }
     if alert::heartbeats(&ctx.config.config, sites).is_empty() {
         return;
     }
@@ -272,7 +307,7 @@ pub fn test(ctx: &Context, site: Option<String>) -> anyhow::Result<u8> {
                 },
             ]);
         }
-        t.print(&mut std::io::stdout().lock())?;
+        t.print(&mut super::output::stdout())?;
     }
     Ok(if ok { exit::SUCCESS } else { exit::FAILURE })
 }

@@ -59,6 +59,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_progress: bool,
 
+    /// Set by the daemon on its scheduled jobs: a failure is retried before it is alerted
+    #[arg(long, global = true, hide = true)]
+    pub held_alerts: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -105,6 +109,43 @@ pub enum Command {
     /// Pack files into ISO 9660 images, and list, verify and read images
     #[command(subcommand)]
     Iso(IsoCommand),
+    /// Run in the background: watch the library, record changes as they settle, run each
+    /// site's schedule; `status`, `sync`, `check`... keep working through it
+    Daemon {
+        #[command(subcommand)]
+        action: Option<DaemonCommand>,
+    },
+    /// Start lomob with the system: a systemd unit or timer, a launchd agent, a Task
+    /// Scheduler task
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Run the daemon in the foreground (what `lomob daemon` alone does)
+    Run,
+    /// Each site's next and last runs, the watcher's state, what is in flight
+    Status,
+    /// Stop the running daemon (it finishes or checkpoints the transfer in flight)
+    Stop,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the service files for this system and say how to enable them
+    Install {
+        /// Print the files instead of writing them
+        #[arg(long)]
+        print: bool,
+        /// No daemon: run `lomob backup` once a day instead (catches up after the machine
+        /// was off)
+        #[arg(long)]
+        timer: bool,
+        /// The system to write for [default: this one]
+        #[arg(long, value_parser = ["systemd", "launchd", "windows"])]
+        system: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -265,7 +306,7 @@ pub struct SyncArgs {
     pub dry_run: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct ScanArgs {
     /// Folders to scan [default: `roots` in [library], else the roots scanned before]
     #[arg(value_name = "DIR")]

@@ -140,7 +140,7 @@ fn print(ctx: &Context, r: &Report) -> anyhow::Result<u8> {
         output::json(r)?;
         return Ok(if r.dry_run { exit::SUCCESS } else { code(r) });
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     if r.dry_run {
         writeln!(out, "dry run: nothing was sent")?;
         let mut t = Table::new(&["SITE", "LIST", "HEAD", "GET", "GET BYTES", "COST"])

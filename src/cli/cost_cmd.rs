@@ -156,7 +156,7 @@ pub fn run(ctx: &Context, site: Option<String>) -> anyhow::Result<u8> {
             format!("{:.4}", r.per_file_storage_per_month),
         ]);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     t.print(&mut out)?;
     for r in rows.iter().filter(|r| r.unverified_objects > 0) {
         writeln!(

@@ -204,7 +204,7 @@ fn create(
                 i.path.clone(),
             ]);
         }
-        t.print(&mut std::io::stdout().lock())?;
+        t.print(&mut super::output::stdout())?;
         if !report.left_out.is_empty() {
             eprintln!(
                 "left out {} file(s) that changed since the scan:",
@@ -305,7 +305,7 @@ fn list(ctx: &Context) -> anyhow::Result<u8> {
             r.sha256.clone(),
         ]);
     }
-    t.print(&mut std::io::stdout().lock())?;
+    t.print(&mut super::output::stdout())?;
     Ok(exit::SUCCESS)
 }
 
@@ -442,7 +442,7 @@ fn verify(ctx: &Context, image: &str) -> anyhow::Result<u8> {
             }
         );
     } else {
-        let mut err = std::io::stderr().lock();
+        let mut err = super::output::stderr();
         writeln!(err, "{}: {} problem(s):", out.image, out.problems.len())?;
         for p in &out.problems {
             writeln!(err, "  {p}")?;
@@ -487,7 +487,7 @@ fn ls(ctx: &Context, file: &Path) -> anyhow::Result<u8> {
             r.path.clone(),
         ]);
     }
-    t.print(&mut std::io::stdout().lock())?;
+    t.print(&mut super::output::stdout())?;
     Ok(exit::SUCCESS)
 }
 

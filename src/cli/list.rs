@@ -153,7 +153,7 @@ fn print_files(ctx: &Context, rows: Vec<FileRow>) -> anyhow::Result<u8> {
             r.path.clone(),
         ]);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     t.print(&mut out)?;
     writeln!(
         out,
@@ -211,7 +211,7 @@ fn dirs(ctx: &Context, m: &Manifest, roots: &HashMap<u32, Vec<u8>>) -> anyhow::R
             r.path.clone(),
         ]);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     t.print(&mut out)?;
     writeln!(out, "{} folders", rows.len())?;
     Ok(exit::SUCCESS)

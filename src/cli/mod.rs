@@ -6,6 +6,7 @@ mod alerts;
 mod args;
 mod check_cmd;
 mod cost_cmd;
+mod daemon_cmd;
 mod iso_cmd;
 mod list;
 mod logging;
@@ -20,6 +21,7 @@ mod sync_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
@@ -36,11 +38,19 @@ pub struct Context {
     pub json: bool,
     pub progress: bool,
     pub config: LoadedConfig,
+    /// The manifest the daemon holds, when this command runs inside it for another
+    /// process; otherwise each command opens (and locks) the manifest itself.
+    pub shared: Option<Arc<Manifest>>,
+    /// A scheduled daemon job: failures are alerted by the daemon once retries run out.
+    pub held_alerts: bool,
 }
 
 impl Context {
-    pub fn open_manifest(&self) -> anyhow::Result<Manifest> {
-        Ok(Manifest::open(&self.db)?)
+    pub fn open_manifest(&self) -> anyhow::Result<Arc<Manifest>> {
+        match &self.shared {
+            Some(m) => Ok(m.clone()),
+            None => Ok(Arc::new(Manifest::open(&self.db)?)),
+        }
     }
 
     /// The profile of site `name`, or a usage error listing the sites there are.
@@ -107,20 +117,32 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         json: cli.json,
         progress: !cli.no_progress,
         config,
+        shared: None,
+        held_alerts: cli.held_alerts,
     };
-    match cli.command {
-        Command::Backup(a) => sync_cmd::backup(&ctx, a),
-        Command::Sync(a) => sync_cmd::run(&ctx, a),
-        Command::Scan(a) => scan_cmd::run(&ctx, a),
-        Command::List(l) => list::run(&ctx, l),
-        Command::Status => status::run(&ctx),
-        Command::Cost { site } => cost_cmd::run(&ctx, site),
-        Command::Manifest(m) => manifest_cmd::run(&ctx, m),
-        Command::Check(a) => check_cmd::run(&ctx, a),
-        Command::Restore(a) => restore_cmd::run(&ctx, a),
-        Command::Recover(a) => restore_cmd::recover(&ctx, a),
-        Command::Site(s) => site::run(&ctx, s),
-        Command::Alert(args::AlertCommand::Test { site }) => alerts::test(&ctx, site),
-        Command::Iso(i) => iso_cmd::run(&ctx, i),
+    if let Some(code) = daemon_cmd::forward(&ctx, &cli.command)? {
+        return Ok(code);
+    }
+    dispatch(&ctx, cli.command)
+}
+
+/// Runs one command with a resolved context (also what the daemon does for others).
+fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Backup(a) => sync_cmd::backup(ctx, a),
+        Command::Sync(a) => sync_cmd::run(ctx, a),
+        Command::Scan(a) => scan_cmd::run(ctx, a),
+        Command::List(l) => list::run(ctx, l),
+        Command::Status => status::run(ctx),
+        Command::Cost { site } => cost_cmd::run(ctx, site),
+        Command::Manifest(m) => manifest_cmd::run(ctx, m),
+        Command::Check(a) => check_cmd::run(ctx, a),
+        Command::Restore(a) => restore_cmd::run(ctx, a),
+        Command::Recover(a) => restore_cmd::recover(ctx, a),
+        Command::Site(s) => site::run(ctx, s),
+        Command::Alert(args::AlertCommand::Test { site }) => alerts::test(ctx, site),
+        Command::Iso(i) => iso_cmd::run(ctx, i),
+        Command::Daemon { action } => daemon_cmd::run(ctx, action),
+        Command::Service(s) => daemon_cmd::service(ctx, s),
     }
 }

@@ -71,9 +71,66 @@ impl Table {
     }
 }
 
+/// Where a command's output goes from this thread: the terminal, or, for a command the
+/// daemon runs for another process, that process's connection.
+pub use crate::daemon::control::{Sink, Stream};
+
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<std::sync::Arc<dyn Sink>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's command output sent to `sink`.
+pub fn capture<R>(sink: std::sync::Arc<dyn Sink>, f: impl FnOnce() -> R) -> R {
+    let old = CAPTURE.with(|c| c.replace(Some(sink)));
+    let r = f();
+    CAPTURE.with(|c| *c.borrow_mut() = old);
+    r
+}
+
+/// A writer for one of the command's streams.
+pub struct Writer(Stream);
+
+impl Write for Writer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let sink = CAPTURE.with(|c| c.borrow().clone());
+        match (sink, self.0) {
+            (Some(s), stream) => {
+                s.write(stream, b);
+                Ok(b.len())
+            }
+            (None, Stream::Out) => std::io::stdout().lock().write(b),
+            (None, Stream::Err) => std::io::stderr().lock().write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0 {
+            Stream::Out => std::io::stdout().flush(),
+            Stream::Err => std::io::stderr().flush(),
+        }
+    }
+}
+
+/// The command's standard output (see [`capture`]).
+pub fn stdout() -> std::io::BufWriter<Writer> {
+    std::io::BufWriter::new(Writer(Stream::Out))
+}
+
+/// The command's standard error, for results that are not log lines.
+pub fn stderr() -> std::io::LineWriter<Writer> {
+    std::io::LineWriter::new(Writer(Stream::Err))
+}
+
+/// Prints text on the command's stdout.
+pub fn stdout_str(s: &str) -> std::io::Result<()> {
+    let mut out = stdout();
+    out.write_all(s.as_bytes())?;
+    out.flush()
+}
+
 /// Prints `v` as pretty JSON on stdout.
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = stdout();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
     Ok(())

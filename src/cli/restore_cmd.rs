@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<u8> {
         progress: ctx.progress,
         command: command_line(),
     };
-    let m = Arc::new(ctx.open_manifest()?);
+    let m = ctx.open_manifest()?;
     if m.is_empty() {
         bail!(UsageError(format!(
             "the manifest at {} is empty: on a new machine, run `lomob recover --site NAME` first",
@@ -151,7 +151,7 @@ fn print_issues(
 }
 
 fn print_report(r: &RestoreReport) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     writeln!(
         out,
         "restored {} files ({}) into {}: {} from stages, {} from {} images; {} already there",
@@ -213,7 +213,7 @@ fn print_common(out: &mut dyn Write, r: &RestoreReport) -> anyhow::Result<()> {
 }
 
 fn print_dry_run(r: &RestoreReport) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     writeln!(
         out,
         "dry run: nothing was downloaded, written or thawed\n{} files ({}) to restore into {}, {} already there",
@@ -331,7 +331,7 @@ pub fn recover(ctx: &Context, a: RecoverArgs) -> anyhow::Result<u8> {
 }
 
 fn print_recovery(r: &recover::RecoverReport) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     match &r.snapshot {
         Some(s) => writeln!(out, "recovered from the manifest snapshot on {s}")?,
         None => writeln!(

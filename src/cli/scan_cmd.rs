@@ -119,7 +119,7 @@ pub(super) fn record_run(m: &Manifest, started: i64, r: &ScanReport) -> anyhow::
 }
 
 pub(super) fn print_summary(r: &ScanReport) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     writeln!(
         out,
         "scanned {}: {} new, {} changed, {} unchanged, {} deleted, {} errors",
@@ -154,7 +154,7 @@ pub(super) fn print_summary(r: &ScanReport) -> std::io::Result<()> {
     )?;
     drop(out);
     if !r.problems.is_empty() {
-        let mut err = std::io::stderr().lock();
+        let mut err = super::output::stderr();
         writeln!(err, "could not read {} item(s):", r.errors)?;
         for p in &r.problems {
             writeln!(err, "  {}: {}", p.path, p.message)?;

@@ -44,7 +44,7 @@ fn list(ctx: &Context) -> anyhow::Result<u8> {
         super::output::json(&sites)?;
         return Ok(exit::SUCCESS);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     if ctx.config.sources.is_empty() {
         writeln!(out, "configuration: embedded default (no config file)")?;
     } else {

@@ -147,7 +147,7 @@ pub fn run(ctx: &Context, name: &str) -> anyhow::Result<u8> {
     if ctx.json {
         super::output::json(&probe.steps)?;
     } else {
-        let mut out = std::io::stdout().lock();
+        let mut out = super::output::stdout();
         writeln!(
             out,
             "site {name}: stage {} ({}), archive {} ({})",

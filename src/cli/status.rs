@@ -15,8 +15,17 @@ struct Totals {
     bytes: u64,
 }
 
+#[derive(Serialize)]
+struct DaemonState {
+    pid: u32,
+    roots: std::collections::BTreeMap<std::path::PathBuf, crate::daemon::watch::RootState>,
+}
+
 #[derive(Serialize, Default)]
 struct Status {
+    /// Set when a running daemon answered: its watcher's state per root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon: Option<DaemonState>,
     manifest: String,
     roots: Vec<String>,
     present: Totals,
@@ -156,12 +165,28 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
         s.lost_versions.bytes += l.note.size;
     }
     s.sites = sites(ctx, &m)?;
+    s.daemon = crate::daemon::view().map(|v| DaemonState {
+        pid: v.pid,
+        roots: v.roots,
+    });
     if ctx.json {
         output::json(&s)?;
         return Ok(exit::SUCCESS);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::output::stdout();
     writeln!(out, "manifest: {}", s.manifest)?;
+    if let Some(d) = &s.daemon {
+        writeln!(out, "daemon: running (pid {})", d.pid)?;
+        for (root, state) in &d.roots {
+            if let crate::daemon::watch::RootState::Degraded { reason } = state {
+                writeln!(
+                    out,
+                    "  watcher degraded for {}: {reason}; rescanned every scan-interval instead",
+                    root.display()
+                )?;
+            }
+        }
+    }
     if s.roots.is_empty() {
         writeln!(out, "roots: none yet (run `lomob scan DIR`)")?;
     } else {

@@ -23,11 +23,11 @@ const SITES_AT_ONCE: usize = 3;
 
 pub fn run(ctx: &Context, a: SyncArgs) -> anyhow::Result<u8> {
     let names = pick_sites(ctx, a.site.as_deref(), a.all)?;
-    let m = Arc::new(if a.dry_run {
+    let m = if a.dry_run {
         ctx.open_manifest()?
     } else {
         super::alerts::open_for_run(ctx, &names, "sync")?
-    });
+    };
     let opts = SyncOptions {
         pack_now: a.pack_now,
         dry_run: a.dry_run,
@@ -70,7 +70,6 @@ pub fn backup(ctx: &Context, a: BackupArgs) -> anyhow::Result<u8> {
     if !ctx.json {
         super::scan_cmd::print_summary(&scan)?;
     }
-    let m = Arc::new(m);
     let reports = run_sites(
         ctx,
         m.clone(),
@@ -235,7 +234,7 @@ fn print(ctx: &Context, reports: &[SiteReport]) -> anyhow::Result<u8> {
                 format!("${usd:.4}"),
             ]);
         }
-        let mut out = std::io::stdout().lock();
+        let mut out = super::output::stdout();
         writeln!(out, "dry run: nothing was uploaded")?;
         t.print(&mut out)?;
         for r in reports {
@@ -260,8 +259,8 @@ fn print(ctx: &Context, reports: &[SiteReport]) -> anyhow::Result<u8> {
                 if r.ok { "ok".into() } else { "FAILED".into() },
             ]);
         }
-        t.print(&mut std::io::stdout().lock())?;
-        let mut err = std::io::stderr().lock();
+        t.print(&mut super::output::stdout())?;
+        let mut err = super::output::stderr();
         for r in reports {
             if r.skipped_changed > 0 {
                 writeln!(

@@ -135,6 +135,7 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> super::error::R
             let Some(content) = m.content(&v.content)? else {
                 continue;
             };
+            let stat_mtime = if i == last { f.mtime_ns } else { v.mtime_ns };
             let mut image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
             if i != last {
                 image_path
@@ -147,8 +148,10 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> super::error::R
                 source: PathBuf::from(OsStr::from_bytes(&abs)),
                 image_path,
                 size: v.size,
-                mtime: v.mtime_ns.div_euclid(1_000_000_000),
-                mtime_ns: v.mtime_ns,
+                // The current version's bytes are the file's as last scanned: a touch that
+                // changed only its date moved the record's mtime, not the version's.
+                mtime: stat_mtime.div_euclid(1_000_000_000),
+                mtime_ns: stat_mtime,
                 mode: f.mode & 0o7777,
                 sha256: content.sha256,
                 staged: staged.get(&v.content).cloned(),
