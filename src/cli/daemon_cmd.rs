@@ -193,6 +193,10 @@ impl Engine for CliEngine {
     }
 
     fn alert(&self, source: &str, site: Option<&str>, alert: Option<(String, Vec<String>)>) {
+        // Resolving what was never raised would only cost a pass over the alert channels.
+        if alert.is_none() && !matches!(self.m.alert_state(source), Ok(Some(_))) {
+            return;
+        }
         let ctx = self.context(false, false);
         if let Err(e) = super::alerts::daemon_alert(&ctx, &self.m, source, site, alert) {
             tracing::error!("alerts: {e:#}");
@@ -211,7 +215,13 @@ pub fn service(ctx: &Context, s: ServiceCommand) -> anyhow::Result<u8> {
     let exe = std::env::current_exe()?;
     let inv = Invocation {
         exe,
-        config: ctx.config.sources.clone(),
+        // The service starts elsewhere: absolute paths only.
+        config: ctx
+            .config
+            .sources
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
         db: (ctx.db != ctx.config.data_dir.join("lomob.db")).then(|| ctx.db.clone()),
     };
     let system = system.unwrap_or_else(|| {

@@ -82,14 +82,12 @@ pub fn systemd(kind: Kind, inv: &Invocation, unit_dir: &Path) -> Vec<ServiceFile
             text: format!(
                 "[Unit]\n\
                  Description=lomob backup daemon: watches the photo library, runs each site's schedule\n\
-                 Documentation=man:lomob(1)\n\
                  Wants=network-online.target\n\
                  After=network-online.target\n\
                  \n\
                  [Service]\n\
                  Type=simple\n\
                  ExecStart={}\n\
-                 ExecStop={}\n\
                  Restart=on-failure\n\
                  RestartSec=30\n\
                  # The daemon checkpoints the upload in flight and exits 0 within its stop-timeout.\n\
@@ -101,7 +99,6 @@ pub fn systemd(kind: Kind, inv: &Invocation, unit_dir: &Path) -> Vec<ServiceFile
                  [Install]\n\
                  WantedBy=default.target\n",
                 systemd_line(&inv.args("daemon")),
-                systemd_line(&[inv.args("daemon"), vec!["stop".into()]].concat()),
             ),
         }],
         Kind::Timer => vec![

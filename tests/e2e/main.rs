@@ -9,6 +9,7 @@ mod alerts;
 mod behaviour;
 mod check;
 mod cli;
+mod daemon;
 mod iso_cli;
 mod iso_interop;
 mod messages;
