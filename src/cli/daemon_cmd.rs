@@ -90,7 +90,7 @@ pub fn run(ctx: &Context, action: Option<DaemonCommand>) -> anyhow::Result<u8> {
             )));
         }
     }
-    let m = ctx.open_manifest()?;
+    let m = open_waiting(ctx)?;
     let roots = super::scan_cmd::resolve_roots(ctx, &m, &[])?;
     let roots: Vec<PathBuf> = roots
         .iter()
@@ -119,6 +119,29 @@ pub fn run(ctx: &Context, action: Option<DaemonCommand>) -> anyhow::Result<u8> {
     // Tasks still running after stop-timeout hold threads that cannot be cancelled; the
     // manifest is flushed and every upload is resumable, so end the process here.
     std::process::exit(exit::SUCCESS.into());
+}
+
+/// Opens the manifest for the daemon, waiting (up to 10 minutes) while another lomob
+/// command holds it: a daemon started by the system next to a `lomob status` or a manual
+/// backup must not fail for it.
+fn open_waiting(ctx: &Context) -> anyhow::Result<Arc<Manifest>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let mut said = false;
+    loop {
+        match Manifest::open(&ctx.db) {
+            Ok(m) => return Ok(Arc::new(m)),
+            Err(e @ crate::manifest::ManifestError::InUse { .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    tracing::info!("{e}; the daemon starts when it is free");
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The engine behind the daemon: the manifest it holds and the CLI's own commands.

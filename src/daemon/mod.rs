@@ -607,6 +607,14 @@ impl Daemon {
             roots: self.opts.roots.clone(),
             reconcile: true,
         });
+        // On-change sites sync once at start too: what an earlier run left (an interrupted
+        // archive upload, staging cut short by a stop) goes on without waiting for a change.
+        let at = now() + self.opts.config.stage_delay.0.as_secs() as i64;
+        for (site, s) in &self.opts.sites {
+            if s.sync == Schedule::OnChange {
+                self.stage_at.insert(site.clone(), at);
+            }
+        }
     }
 
     fn run(&mut self, rx: Receiver<Event>) {
@@ -850,7 +858,14 @@ impl Daemon {
                 }
                 let s = kind.schedule(&sched);
                 if s == Schedule::OnChange {
-                    if self.stage_at.get(&site).is_some_and(|t| now >= *t) {
+                    // Not while the library is being scanned or recorded: the sync then
+                    // starts from the files as they are now.
+                    let library_busy = self.locks.busy(LIBRARY)
+                        || self
+                            .queue
+                            .iter()
+                            .any(|t| t.locks().iter().any(|l| l == LIBRARY));
+                    if !library_busy && self.stage_at.get(&site).is_some_and(|t| now >= *t) {
                         self.stage_at.remove(&site);
                         self.enqueue(Task::Job {
                             site: site.clone(),

@@ -514,3 +514,39 @@ fn which(tool: &str) -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+#[test]
+fn a_new_file_reaches_a_moto_stage_through_the_daemon() {
+    let env = Env::new();
+    let Some(cloud) = crate::support::cloud::cloud(&env, crate::support::cloud::forward(), "")
+    else {
+        return;
+    };
+    let mut text = std::fs::read_to_string(&cloud.cfg).unwrap();
+    text.push_str(DAEMON);
+    text.push_str(
+        "[sites.cloud.schedule]\nsync = \"on-change\"\ncheck-stage = \"off\"\ncheck-archive = \"off\"\ncheck-local = \"off\"\n",
+    );
+    std::fs::write(&cloud.cfg, text).unwrap();
+    let cfg = cloud.cfg.clone();
+    let d = Daemon::start(&env, &cfg, &[]);
+    env.write("2024/IMG_1.jpg", &bytes(21, 300_000));
+    d.wait_for(&env, &cfg, "the file to be staged on moto", |env| {
+        let v = env.json(&["--config", &cfg, "status"], 0);
+        v["sites"][0]["staged"]["files"] == 1
+    });
+    // The staged object is really there, with the file's bytes.
+    let check = env.json(
+        &[
+            "--config", &cfg, "check", "--site", "cloud", "--stage", "--deep",
+        ],
+        0,
+    );
+    assert_eq!(
+        check["sites"][0]["parts"][0]["findings"],
+        serde_json::json!([]),
+        "{check}"
+    );
+    let (code, _, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -659,3 +659,23 @@ archive = {{ kind = "fs", root = "{root}/trim-archive" }}
     assert_eq!(by(&r, "trim")["staged_files"], 0, "{r}");
     assert_eq!(by(&r, "trim")["pending_bytes"], 0, "{r}");
 }
+
+/// A file touched (new mtime, same bytes) between its scan and its first stage is staged,
+/// not skipped as changed by every later sync.
+#[test]
+fn a_file_touched_before_its_first_stage_is_staged() {
+    let env = Env::new();
+    let p = env.write("a.jpg", b"same bytes");
+    set_mtime(&p, 1_600_000_000);
+    env.scan();
+    set_mtime(&p, 1_700_000_000);
+    let scan = env.scan();
+    assert_eq!(
+        (&scan["touched"], &scan["changed"]),
+        (&1.into(), &0.into()),
+        "{scan}"
+    );
+    let r = env.json(&["sync", "--site", "local"], 0);
+    assert_eq!(r[0]["staged_files"], 1, "{r}");
+    assert_eq!(r[0]["skipped_changed"], 0, "{r}");
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{files_under, s3_client, service_var, set_mtime, unique, Env};
 
-fn library(env: &Env, n: usize, size: usize) {
+pub(crate) fn library(env: &Env, n: usize, size: usize) {
     for i in 0..n {
         let data: Vec<u8> = (0..size)
             .map(|x| ((x as u64 * 2654435761 + i as u64 * 97) >> 7) as u8)
@@ -28,16 +28,16 @@ fn kill9(child: &mut std::process::Child) {
 
 /// A site `cold` whose archive is a fresh Deep Archive bucket on moto: the config file's
 /// path, a client for the bucket and a runtime to drive it.
-struct ColdSite {
-    cfg: String,
-    client: lomob_backends::s3::S3Client,
-    rt: tokio::runtime::Runtime,
+pub(crate) struct ColdSite {
+    pub cfg: String,
+    pub client: lomob_backends::s3::S3Client,
+    pub rt: tokio::runtime::Runtime,
 }
 
 impl ColdSite {
     /// `archive_extra` is added to the archive's table, `transfer` to the site's transfer
     /// section.
-    fn new(env: &Env, ep: &str, prefix: &str, archive_extra: &str, transfer: &str) -> ColdSite {
+    pub fn new(env: &Env, ep: &str, prefix: &str, archive_extra: &str, transfer: &str) -> ColdSite {
         let root = env.path().display().to_string();
         let bucket = format!("{prefix}-{}", unique(env));
         let client = s3_client(

@@ -6,5 +6,6 @@
 mod support;
 
 mod bandwidth;
+mod daemon_stop;
 mod hang;
 mod kill;
