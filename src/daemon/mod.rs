@@ -280,6 +280,7 @@ pub fn run(engine: Arc<dyn Engine>, opts: Options) -> anyhow::Result<()> {
         running: HashSet::new(),
         failing: HashMap::new(),
         last: HashMap::new(),
+        next_cache: HashMap::new(),
         stage_at: HashMap::new(),
         degraded_scan: HashMap::new(),
         told_degraded: HashSet::new(),
@@ -573,6 +574,7 @@ struct Daemon {
     running: HashSet<Task>,
     failing: HashMap<(String, JobKind), Failing>,
     last: HashMap<(String, JobKind), LastRun>,
+    next_cache: HashMap<(String, JobKind), Option<i64>>,
     /// On-change sites and when to sync them.
     stage_at: HashMap<String, i64>,
     degraded_scan: HashMap<PathBuf, Instant>,
@@ -1131,7 +1133,29 @@ impl Daemon {
         }
     }
 
-    fn update_view(&self, now: i64) {
+    fn update_view(&mut self, now: i64) {
+        // Next run times change only when one passes: computed again only then.
+        let mut next_of = |site: &str, kind: JobKind, s: Schedule| -> Option<i64> {
+            let key = (site.to_string(), kind);
+            match self.next_cache.get(&key) {
+                Some(Some(t)) if now < *t => return Some(*t),
+                Some(None) => return None,
+                _ => {}
+            }
+            let off = schedule::offset(site, kind, self.opts.config.jitter.0);
+            let n = schedule::next(s, now, off, &self.tz);
+            self.next_cache.insert(key, n);
+            n
+        };
+        let mut nexts = HashMap::new();
+        for (site, sched) in &self.opts.sites {
+            for kind in JobKind::ALL {
+                let s = kind.schedule(sched);
+                if s != Schedule::OnChange {
+                    nexts.insert((site.clone(), kind), next_of(site, kind, s));
+                }
+            }
+        }
         let Ok(mut v) = self.view.lock() else {
             return;
         };
@@ -1145,14 +1169,13 @@ impl Daemon {
                 .iter()
                 .map(|&kind| {
                     let s = kind.schedule(sched);
-                    let off = schedule::offset(site, kind, self.opts.config.jitter.0);
                     let key = (site.clone(), kind);
                     JobView {
                         job: kind,
                         schedule: s.to_string(),
                         next: match s {
                             Schedule::OnChange => self.stage_at.get(site).copied(),
-                            _ => schedule::next(s, now, off, &self.tz),
+                            _ => nexts.get(&key).copied().flatten(),
                         },
                         last: self.last.get(&key).cloned(),
                         failing: self.failing.get(&key).cloned(),
