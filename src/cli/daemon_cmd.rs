@@ -40,7 +40,10 @@ pub fn forward(ctx: &Context, command: &Command) -> anyhow::Result<Option<u8>> {
     if !path.exists() {
         return Ok(None);
     }
-    let argv: Vec<String> = std::env::args().collect();
+    // Lossy: a non-UTF-8 word (a path) must not abort the command; the daemon sees U+FFFD.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let mut out = super::output::stdout();
     let mut err = super::output::stderr();
     let mut said = false;
@@ -89,6 +92,20 @@ pub fn run(ctx: &Context, action: Option<DaemonCommand>) -> anyhow::Result<u8> {
                 ctx.db.display()
             )));
         }
+    }
+    let socket = control::socket_path(&ctx.db);
+    if control::call(
+        &socket,
+        vec!["lomob".into(), "daemon".into(), "status".into()],
+        &mut |_| {},
+    )
+    .is_ok()
+    {
+        super::output::stderr_str(&format!(
+            "a lomob daemon is already running for the manifest {} (`lomob daemon status` shows it)\n",
+            ctx.db.display()
+        ))?;
+        return Ok(exit::IN_USE);
     }
     let m = open_waiting(ctx)?;
     let roots = super::scan_cmd::resolve_roots(ctx, &m, &[])?;

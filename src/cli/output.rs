@@ -128,6 +128,13 @@ pub fn stdout_str(s: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// Prints text on the command's stderr.
+pub fn stderr_str(s: &str) -> std::io::Result<()> {
+    let mut err = stderr();
+    err.write_all(s.as_bytes())?;
+    err.flush()
+}
+
 /// Prints `v` as pretty JSON on stdout.
 pub fn json<T: Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = stdout();

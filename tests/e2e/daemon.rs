@@ -213,6 +213,25 @@ fn new_moved_and_deleted_files_are_recorded_and_staged_without_a_walk() {
         (&0.into(), &0.into(), &0.into()),
         "the reconciliation scan found what the watcher missed: {scan}"
     );
+    // The daily job through the daemon, and a second daemon refused.
+    env.write("2025/d.jpg", &bytes(5, 5_000));
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "backup"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stage_objects(&env), 3, "{out:?}");
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "daemon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already running"),
+        "{out:?}"
+    );
     // Commands the daemon does not run say who holds the manifest.
     let out = env
         .cmd()
