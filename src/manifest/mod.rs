@@ -352,18 +352,7 @@ impl Manifest {
     /// The stat fields of every file of one root, in path order: what a rescan compares
     /// with. Only the leading fields are decoded, so this stays fast for large roots.
     pub fn file_stats_of_root(&self, root: u32) -> Result<Vec<(Vec<u8>, FileStat)>> {
-        let mut out = Vec::with_capacity(self.files.len() / 2);
-        for kv in self.files.scan_prefix(root.to_be_bytes()) {
-            let (k, v) = kv?;
-            let stat = decode_stat(&v).map_err(|e| {
-                corrupt(
-                    format!("files/{root}/{}", String::from_utf8_lossy(&k[4..])),
-                    e,
-                )
-            })?;
-            out.push((k[4..].to_vec(), stat));
-        }
-        Ok(out)
+        self.file_stats_under(root, b"")
     }
 
     /// The stat fields of the files of one root whose path starts with `prefix` (a folder

@@ -188,16 +188,7 @@ fn scan_root(
     let walked = Walked::default();
     let (job_tx, job_rx) = crossbeam_channel::bounded::<WalkEntry>(4096);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Outcome>(1024);
-    let mut rec = Recorder {
-        m,
-        root,
-        root_id: root_rec.id,
-        now,
-        batch: ManifestBatch::default(),
-        new_contents: HashSet::new(),
-        new_paths_contents: Vec::new(),
-        last_write: Instant::now(),
-    };
+    let mut rec = Recorder::new(m, root, root_rec.id, now);
     let mut result: Result<(), ScanError> = Ok(());
     std::thread::scope(|s| {
         let (existing, walked) = (&existing, &walked);
@@ -331,7 +322,20 @@ struct Recorder<'a> {
     last_write: Instant,
 }
 
-impl Recorder<'_> {
+impl<'a> Recorder<'a> {
+    fn new(m: &'a Manifest, root: &'a Path, root_id: u32, now: i64) -> Self {
+        Recorder {
+            m,
+            root,
+            root_id,
+            now,
+            batch: ManifestBatch::default(),
+            new_contents: HashSet::new(),
+            new_paths_contents: Vec::new(),
+            last_write: Instant::now(),
+        }
+    }
+
     fn take(
         &mut self,
         out: Outcome,

@@ -21,7 +21,7 @@ use std::time::Instant;
 use super::hash::hash_file;
 use super::walk::{walk, WalkEntry, WalkEvent, WalkOptions};
 use super::{lossy, push_problem, Outcome, Recorder, ScanError, ScanOptions, ScanReport, Slot};
-use crate::manifest::{self, FileStat, Manifest, ManifestBatch};
+use crate::manifest::{self, FileStat, Manifest};
 
 /// Records the current state of `rels` (paths relative to `root`, '/'-separated) in the
 /// manifest. `root` must be the canonical path the full scan records it under.
@@ -112,16 +112,7 @@ pub fn scan_paths(
             );
         }
     }
-    let mut rec = Recorder {
-        m,
-        root,
-        root_id: root_rec.id,
-        now,
-        batch: ManifestBatch::default(),
-        new_contents: HashSet::new(),
-        new_paths_contents: Vec::new(),
-        last_write: Instant::now(),
-    };
+    let mut rec = Recorder::new(m, root, root_rec.id, now);
     let mut buf = Vec::new();
     for e in found {
         if existing.get(&e.rel).is_some_and(|s| s.unchanged(&e)) {
