@@ -270,28 +270,7 @@ pub fn run(engine: Arc<dyn Engine>, opts: Options) -> anyhow::Result<()> {
         )
     })?;
 
-    let mut d = Daemon {
-        engine,
-        tz: TimeZone::system(),
-        locks,
-        watch,
-        dirty: HashMap::new(),
-        queue: VecDeque::new(),
-        running: HashSet::new(),
-        failing: HashMap::new(),
-        last: HashMap::new(),
-        next_cache: HashMap::new(),
-        stage_at: HashMap::new(),
-        degraded_scan: HashMap::new(),
-        told_degraded: HashSet::new(),
-        tx,
-        view,
-        stopping: None,
-        opts,
-        last_wall: now(),
-        last_mono: Instant::now(),
-        reconcile_due: 0,
-    };
+    let mut d = Daemon::new(engine, opts, locks, watch, tx, view);
     d.start();
     d.run(rx);
     Ok(())
@@ -591,6 +570,38 @@ struct Daemon {
 const TICK: Duration = Duration::from_secs(1);
 
 impl Daemon {
+    fn new(
+        engine: Arc<dyn Engine>,
+        opts: Options,
+        locks: Arc<Locks>,
+        watch: Watch,
+        tx: Sender<Event>,
+        view: Arc<Mutex<View>>,
+    ) -> Daemon {
+        Daemon {
+            engine,
+            tz: TimeZone::system(),
+            locks,
+            watch,
+            dirty: HashMap::new(),
+            queue: VecDeque::new(),
+            running: HashSet::new(),
+            failing: HashMap::new(),
+            last: HashMap::new(),
+            next_cache: HashMap::new(),
+            stage_at: HashMap::new(),
+            degraded_scan: HashMap::new(),
+            told_degraded: HashSet::new(),
+            tx,
+            view,
+            stopping: None,
+            opts,
+            last_wall: now(),
+            last_mono: Instant::now(),
+            reconcile_due: 0,
+        }
+    }
+
     fn start(&mut self) {
         let watched = self
             .watch
@@ -1257,6 +1268,93 @@ mod tests {
         assert_eq!(locks_for(&argv("check --site=b --stage"), &sites), ["b"]);
         assert_eq!(locks_for(&argv("check --site b"), &sites), ["b", ""]);
         assert!(locks_for(&argv("status"), &sites).is_empty());
+    }
+
+    /// An engine whose jobs wait until the test lets them finish.
+    struct Blocking {
+        started: Mutex<Vec<Vec<String>>>,
+        gate: Mutex<bool>,
+        opened: Condvar,
+    }
+
+    impl Engine for Blocking {
+        fn command(&self, argv: &[String], _sink: Arc<dyn Sink>) -> u8 {
+            self.started.lock().unwrap().push(argv.to_vec());
+            let mut open = self.gate.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+            0
+        }
+        fn record(&self, _: &Path, _: &[Vec<u8>]) -> Result<ScanReport, String> {
+            Ok(ScanReport::default())
+        }
+        fn scan(&self, _: &[PathBuf]) -> Result<ScanReport, String> {
+            Ok(ScanReport::default())
+        }
+        fn mark(&self, _: &str) -> Option<i64> {
+            None
+        }
+        fn set_mark(&self, _: &str, _: i64) {}
+        fn alert(&self, _: &str, _: Option<&str>, _: Option<(String, Vec<String>)>) {}
+    }
+
+    #[test]
+    fn a_site_never_runs_twice_at_once_and_the_bound_holds() {
+        let engine = Arc::new(Blocking {
+            started: Mutex::new(Vec::new()),
+            gate: Mutex::new(false),
+            opened: Condvar::new(),
+        });
+        let mut sites = BTreeMap::new();
+        for s in ["a", "b", "c"] {
+            sites.insert(s.to_string(), ScheduleConfig::default());
+        }
+        let mut config = DaemonConfig::default();
+        config.sites_at_once = 2;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (wtx, _wrx) = crossbeam_channel::unbounded();
+        let mut d = Daemon::new(
+            engine.clone(),
+            Options {
+                config,
+                sites,
+                roots: Vec::new(),
+                db: PathBuf::new(),
+            },
+            Arc::new(Locks::default()),
+            Watch::start(&[], wtx),
+            tx,
+            Arc::new(Mutex::new(View::default())),
+        );
+        let job = |s: &str| Task::Job {
+            site: s.into(),
+            kind: JobKind::Sync,
+        };
+        d.enqueue(job("a"));
+        d.enqueue(job("a"));
+        assert_eq!(d.queue.len(), 1, "the same run queued twice");
+        d.enqueue(Task::Job {
+            site: "a".into(),
+            kind: JobKind::CheckStage,
+        });
+        d.enqueue(job("b"));
+        d.enqueue(job("c"));
+        d.dispatch();
+        // a's sync and b's sync run; a's check waits for a, c waits for the bound.
+        assert_eq!(d.running.len(), 2, "{:?}", d.running);
+        assert!(d.running.contains(&job("a")) && d.running.contains(&job("b")));
+        d.enqueue(job("a"));
+        assert_eq!(d.queue.len(), 2, "a due run of a running job is skipped");
+        *engine.gate.lock().unwrap() = true;
+        engine.opened.notify_all();
+        while !d.queue.is_empty() || !d.running.is_empty() {
+            if let Ok(ev) = rx.recv_timeout(Duration::from_secs(10)) {
+                d.on_event(ev);
+            }
+            d.dispatch();
+        }
+        assert_eq!(engine.started.lock().unwrap().len(), 4);
     }
 
     #[test]
