@@ -1310,8 +1310,10 @@ mod tests {
         for s in ["a", "b", "c"] {
             sites.insert(s.to_string(), ScheduleConfig::default());
         }
-        let mut config = DaemonConfig::default();
-        config.sites_at_once = 2;
+        let config = DaemonConfig {
+            sites_at_once: 2,
+            ..Default::default()
+        };
         let (tx, rx) = crossbeam_channel::unbounded();
         let (wtx, _wrx) = crossbeam_channel::unbounded();
         let mut d = Daemon::new(
