@@ -119,6 +119,14 @@ pub enum Command {
     /// Scheduler task
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Print a shell completion script (bash: `lomob completions bash >
+    /// ~/.local/share/bash-completion/completions/lomob`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `lomob man > ~/.local/share/man/man1/lomob.1`
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +271,13 @@ pub enum IsoCommand {
         #[arg(value_name = "NAME|FILE")]
         image: String,
     },
+    /// The tree of an image's folders and files with their sizes: an image file (ours or
+    /// any ISO 9660 image), or the name of an image in the manifest (read from its local
+    /// copy, else from the manifest: nothing is downloaded)
+    Dump {
+        #[arg(value_name = "NAME|FILE")]
+        image: String,
+    },
     /// List the files inside an image file
     Ls {
         #[arg(value_name = "FILE")]
@@ -342,8 +357,13 @@ pub struct ScanArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ListCommand {
-    /// Folders with their file counts and sizes
-    Dirs,
+    /// The folders as a tree, each with the date of the newest change in it (folders with
+    /// no files of their own included)
+    Dirs {
+        /// A table instead: files directly in each folder, their size, the newest date, path
+        #[arg(short = 't', long)]
+        table_view: bool,
+    },
     /// Files at least as large as a size, largest first
     Bigfiles {
         /// Smallest size listed: KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024
@@ -363,6 +383,13 @@ pub enum ListCommand {
         /// Include files that have been deleted locally (they stay backed up)
         #[arg(long)]
         deleted: bool,
+        /// Only files in this state: present, deleted, staged, archived, or unsafe (present
+        /// and not yet on any site, or on `--site`: neither staged nor archived there)
+        #[arg(long, value_parser = ["present", "deleted", "staged", "archived", "unsafe"])]
+        state: Option<String>,
+        /// With --state: that site's copies only
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
     },
 }
 

@@ -29,6 +29,7 @@ pub fn run(ctx: &Context, cmd: IsoCommand) -> anyhow::Result<u8> {
         IsoCommand::List => list(ctx),
         IsoCommand::Verify { image } => verify(ctx, &image),
         IsoCommand::Ls { file } => ls(ctx, &file),
+        IsoCommand::Dump { image } => dump(ctx, &image),
         IsoCommand::Extract { file, paths, to } => extract(ctx, &file, &paths, &to),
     }
 }
@@ -488,6 +489,107 @@ fn ls(ctx: &Context, file: &Path) -> anyhow::Result<u8> {
         ]);
     }
     t.print(&mut super::output::stdout())?;
+    Ok(exit::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct DumpRow {
+    path: String,
+    dir: bool,
+    /// A file's size; a folder's is the sum of the files under it.
+    size: u64,
+}
+
+/// `lomob iso dump NAME|FILE`: the image as a tree, each file with its size and each folder
+/// with the total under it.
+fn dump(ctx: &Context, image: &str) -> anyhow::Result<u8> {
+    let as_path = Path::new(image);
+    let (title, entries): (String, Vec<(Vec<u8>, bool, u64)>) = if as_path.is_file() {
+        let img = open_image(as_path)?;
+        let e = img
+            .entries()?
+            .into_iter()
+            .map(|e| (e.path, e.is_dir, e.size))
+            .collect();
+        (as_path.display().to_string(), e)
+    } else {
+        let m = ctx.open_manifest()?;
+        let Some(rec) = m.iso_by_name(image)? else {
+            bail!(exit::UsageError(format!(
+                "{image:?} is neither an image file nor the name of an image in the manifest (see `lomob iso list`)"
+            )));
+        };
+        let local = rec
+            .local_path
+            .as_deref()
+            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .filter(|p| p.is_file());
+        match local {
+            Some(p) => {
+                let img = open_image(&p)?;
+                let e = img
+                    .entries()?
+                    .into_iter()
+                    .map(|e| (e.path, e.is_dir, e.size))
+                    .collect();
+                (rec.name.clone(), e)
+            }
+            None => {
+                // The manifest knows where each file sits in the image.
+                let mut e = Vec::new();
+                for kv in m.placements() {
+                    let (content, iso, p) = kv?;
+                    if iso != rec.id {
+                        continue;
+                    }
+                    let size = m.content(&content)?.map_or(0, |c| c.size);
+                    e.push((p.path, false, size));
+                }
+                (format!("{} (from the manifest)", rec.name), e)
+            }
+        }
+    };
+    let mut rows: Vec<DumpRow> = Vec::new();
+    let mut tree = super::tree::Node::default();
+    let mut sizes: std::collections::BTreeMap<Vec<u8>, (bool, u64)> = Default::default();
+    for (path, dir, size) in &entries {
+        let path: Vec<u8> = path.strip_prefix(b"/").unwrap_or(path).to_vec();
+        if path.is_empty() {
+            continue;
+        }
+        sizes.entry(path.clone()).or_insert((*dir, 0)).1 += if *dir { 0 } else { *size };
+        if !dir {
+            // Every folder above a file counts its size.
+            let mut up = path.clone();
+            while let Some(i) = up.iter().rposition(|&b| b == b'/') {
+                up.truncate(i);
+                sizes.entry(up.clone()).or_insert((true, 0)).1 += size;
+            }
+        }
+    }
+    let total: u64 = entries.iter().filter(|e| !e.1).map(|e| e.2).sum();
+    for (path, (dir, size)) in &sizes {
+        let parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+        tree.at(&parts).label = ByteSize(*size).to_string();
+        rows.push(DumpRow {
+            path: show(path),
+            dir: *dir,
+            size: *size,
+        });
+    }
+    if ctx.json {
+        output::json(&rows)?;
+        return Ok(exit::SUCCESS);
+    }
+    let files = rows.iter().filter(|r| !r.dir).count();
+    let mut out = super::output::stdout();
+    super::tree::print(&mut out, &title, &tree)?;
+    writeln!(
+        out,
+        "\n{} folders, {files} files, {}",
+        rows.len() - files,
+        ByteSize(total)
+    )?;
     Ok(exit::SUCCESS)
 }
 

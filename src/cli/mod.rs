@@ -18,6 +18,7 @@ mod site;
 mod site_test;
 mod status;
 mod sync_cmd;
+mod tree;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,5 +145,18 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Iso(i) => iso_cmd::run(ctx, i),
         Command::Daemon { action } => daemon_cmd::run(ctx, action),
         Command::Service(s) => daemon_cmd::service(ctx, s),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            // Into memory first: clap_complete panics on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "lomob", &mut script);
+            output::stdout_str(&String::from_utf8_lossy(&script))?;
+            Ok(exit::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut output::stdout())?;
+            Ok(exit::SUCCESS)
+        }
     }
 }

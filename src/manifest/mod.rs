@@ -67,6 +67,8 @@ pub struct Manifest {
     image_objects: sled::Tree,
     checks: sled::Tree,
     alerts: sled::Tree,
+    /// Folders seen by the last scan and their modification times (listings only).
+    dirs: sled::Tree,
     _lock: DbLock,
 }
 
@@ -245,6 +247,7 @@ impl Manifest {
             image_objects: db.open_tree("image_objects")?,
             checks: db.open_tree("checks")?,
             alerts: db.open_tree("alerts")?,
+            dirs: db.open_tree("dirs")?,
             db,
             _lock: lock,
         };
@@ -347,6 +350,50 @@ impl Manifest {
         };
         self.roots.insert(id.to_be_bytes(), encode(&rec))?;
         Ok(rec)
+    }
+
+    /// The folders of one root the last scan saw, with their modification times (ns), in
+    /// path order; the root itself has the empty path.
+    pub fn dirs_of_root(&self, root: u32) -> Result<Vec<(Vec<u8>, i64)>> {
+        self.dirs_under(root, b"")
+    }
+
+    fn dirs_under(&self, root: u32, prefix: &[u8]) -> Result<Vec<(Vec<u8>, i64)>> {
+        let mut out = Vec::new();
+        for kv in self.dirs.scan_prefix(file_key(root, prefix)) {
+            let (k, v) = kv?;
+            let t = v
+                .as_ref()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .map_err(|_| corrupt("dirs", "not an 8-byte time"))?;
+            out.push((k[4..].to_vec(), t));
+        }
+        Ok(out)
+    }
+
+    /// Records folders (`(path, mtime)`) and forgets others, in one batch.
+    pub fn update_dirs(&self, root: u32, put: &[(Vec<u8>, i64)], forget: &[Vec<u8>]) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (rel, t) in put {
+            b.insert(file_key(root, rel), &t.to_be_bytes());
+        }
+        for rel in forget {
+            b.remove(file_key(root, rel));
+        }
+        self.dirs.apply_batch(b)?;
+        Ok(())
+    }
+
+    /// Forgets the folder `rel` and every folder under it (it is gone).
+    pub fn forget_dirs_under(&self, root: u32, rel: &[u8]) -> Result<()> {
+        let gone: Vec<Vec<u8>> = self
+            .dirs_under(root, rel)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.len() == rel.len() || k.get(rel.len()) == Some(&b'/'))
+            .collect();
+        self.update_dirs(root, &[], &gone)
     }
 
     /// The stat fields of every file of one root, in path order: what a rescan compares

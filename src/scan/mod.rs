@@ -173,6 +173,7 @@ struct Walked {
     /// is gone (an unmounted disk leaves an empty folder on the file system below it).
     devices: Mutex<HashSet<u64>>,
     errors: Mutex<Vec<(Vec<u8>, std::io::Error)>>,
+    dirs: Mutex<Vec<(Vec<u8>, i64)>>,
 }
 
 fn scan_root(
@@ -221,9 +222,48 @@ fn scan_root(
         .devices
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
+    let dirs = walked.dirs.into_inner().unwrap_or_else(|p| p.into_inner());
+    record_dirs(m, root_rec.id, dirs, &protected, devices.is_empty())?;
     let gone = missing(&existing, &protected);
     let gone = hold_deletions(root, gone, &existing, &devices, opts, report);
     rec.mark_deleted(gone, report)
+}
+
+/// Keeps the manifest's folder list in step with the walk: new and changed folders are
+/// written, folders no longer there forgotten (not those behind an unreadable folder, and
+/// none at all when the root looks unmounted).
+fn record_dirs(
+    m: &Manifest,
+    root: u32,
+    seen: Vec<(Vec<u8>, i64)>,
+    protected: &[Vec<u8>],
+    root_looks_gone: bool,
+) -> Result<(), ScanError> {
+    let known: HashMap<Vec<u8>, i64> = m.dirs_of_root(root)?.into_iter().collect();
+    let seen_set: HashSet<&[u8]> = seen.iter().map(|(k, _)| k.as_slice()).collect();
+    let put: Vec<(Vec<u8>, i64)> = seen
+        .iter()
+        .filter(|(k, t)| known.get(k) != Some(t))
+        .cloned()
+        .collect();
+    let forget: Vec<Vec<u8>> = if root_looks_gone {
+        Vec::new()
+    } else {
+        known
+            .keys()
+            .filter(|k| !seen_set.contains(k.as_slice()))
+            .filter(|k| {
+                !protected.iter().any(|p| {
+                    p.is_empty() || *k == p || (k.starts_with(p) && k.get(p.len()) == Some(&b'/'))
+                })
+            })
+            .cloned()
+            .collect()
+    };
+    if !put.is_empty() || !forget.is_empty() {
+        m.update_dirs(root, &put, &forget)?;
+    }
+    Ok(())
 }
 
 /// The stat fields of every file of a root, keyed by path: what the walk compares with.
@@ -280,6 +320,11 @@ fn walk_root(
         WalkEvent::Error { rel, error } => {
             if let Ok(mut v) = walked.errors.lock() {
                 v.push((rel, error));
+            }
+        }
+        WalkEvent::Dir { rel, mtime_ns } => {
+            if let Ok(mut v) = walked.dirs.lock() {
+                v.push((rel, mtime_ns));
             }
         }
     };

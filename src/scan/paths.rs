@@ -73,14 +73,19 @@ pub fn scan_paths(
             }
             Ok(md) if md.is_dir() => {
                 let before = found.len();
-                walk_folder(root, rel, opts, &mut found, &mut protected);
+                let dirs = walk_folder(root, rel, opts, &mut found, &mut protected);
+                m.update_dirs(root_rec.id, &dirs, &[])?;
                 for e in &found[before..] {
                     seen_rel.insert(e.rel.clone());
                 }
                 candidates.extend(recorded_here()?);
             }
-            Ok(_) => candidates.extend(recorded_here()?),
+            Ok(_) => {
+                m.forget_dirs_under(root_rec.id, rel)?;
+                candidates.extend(recorded_here()?)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                m.forget_dirs_under(root_rec.id, rel)?;
                 candidates.extend(recorded_here()?)
             }
             Err(e) => {
@@ -93,6 +98,22 @@ pub fn scan_paths(
             }
         }
     }
+
+    // Creating, deleting or renaming an entry changes its folder's date: keep it current.
+    let mut parents: Vec<(Vec<u8>, i64)> = Vec::new();
+    for rel in rels_for_parents(&seen_rel, &candidates) {
+        let path = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(OsStr::from_bytes(&rel))
+        };
+        if let Ok(md) = std::fs::symlink_metadata(&path) {
+            if md.is_dir() {
+                parents.push((rel, super::walk::mtime_ns(&md)));
+            }
+        }
+    }
+    m.update_dirs(root_rec.id, &parents, &[])?;
 
     // What the manifest holds for the files found, so unchanged ones are not read again.
     let mut existing: super::Existing = HashMap::default();
@@ -144,6 +165,17 @@ pub fn scan_paths(
     Ok(report)
 }
 
+/// The folders holding the paths looked at.
+fn rels_for_parents(seen: &HashSet<Vec<u8>>, gone: &[(Vec<u8>, FileStat)]) -> HashSet<Vec<u8>> {
+    seen.iter()
+        .chain(gone.iter().map(|(k, _)| k))
+        .map(|k| match k.iter().rposition(|&b| b == b'/') {
+            Some(i) => k[..i].to_vec(),
+            None => Vec::new(),
+        })
+        .collect()
+}
+
 /// The names a scan never records, applied to single paths.
 struct Ignore<'a> {
     files: &'a [String],
@@ -177,7 +209,7 @@ fn walk_folder(
     opts: &ScanOptions,
     found: &mut Vec<WalkEntry>,
     protected: &mut Vec<Vec<u8>>,
-) {
+) -> Vec<(Vec<u8>, i64)> {
     let bytes = |v: &[String]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
     let walk_opts = WalkOptions {
         ignore_files: bytes(&opts.ignore_files),
@@ -194,6 +226,7 @@ fn walk_folder(
     };
     let files = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
+    let dirs = Mutex::new(Vec::new());
     let sink = |ev: WalkEvent| match ev {
         WalkEvent::File(mut e) => {
             e.rel = prefix(&e.rel);
@@ -206,10 +239,16 @@ fn walk_folder(
                 v.push(prefix(&r));
             }
         }
+        WalkEvent::Dir { rel: r, mtime_ns } => {
+            if let Ok(mut v) = dirs.lock() {
+                v.push((prefix(&r), mtime_ns));
+            }
+        }
     };
     walk(&root.join(OsStr::from_bytes(rel)), &walk_opts, &sink);
     found.extend(files.into_inner().unwrap_or_else(|p| p.into_inner()));
     protected.extend(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
+    dirs.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Which of the files found gone may be marked deleted: see the module header.

@@ -44,6 +44,12 @@ pub fn mtime_ns(m: &Metadata) -> i64 {
 /// What the walk reports to its sink, from any of its threads.
 pub enum WalkEvent {
     File(WalkEntry),
+    /// A folder entered (the root too, with an empty `rel`), with its modification time:
+    /// recorded so listings show folders that hold no files of their own.
+    Dir {
+        rel: Vec<u8>,
+        mtime_ns: i64,
+    },
     /// A directory or entry that could not be read. `rel` is relative to the root; nothing
     /// under it may be taken as deleted.
     Error {
@@ -78,6 +84,12 @@ pub fn walk(root: &std::path::Path, opts: &WalkOptions, sink: &(dyn Fn(WalkEvent
         busy: 0,
     });
     let ready = Condvar::new();
+    if let Ok(m) = std::fs::symlink_metadata(root) {
+        sink(WalkEvent::Dir {
+            rel: Vec::new(),
+            mtime_ns: mtime_ns(&m),
+        });
+    }
     std::thread::scope(|s| {
         for _ in 0..opts.threads.max(1) {
             s.spawn(|| worker(root, opts, sink, &queue, &ready));
@@ -169,6 +181,12 @@ fn read_one(
         };
         if ft.is_dir() {
             if !opts.ignore_dirs.iter().any(|d| d == name) {
+                if let Ok(m) = entry.metadata() {
+                    sink(WalkEvent::Dir {
+                        rel: rel.clone(),
+                        mtime_ns: mtime_ns(&m),
+                    });
+                }
                 subdirs.push(rel);
             }
         } else if ft.is_file() {

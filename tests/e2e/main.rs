@@ -12,6 +12,7 @@ mod cli;
 mod daemon;
 mod iso_cli;
 mod iso_interop;
+mod listings;
 mod messages;
 mod restore;
 mod safety;

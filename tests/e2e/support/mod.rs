@@ -117,7 +117,12 @@ pub fn stdout(out: &Output) -> String {
 
 /// Sets a file's mtime (seconds), so tests can make "changed" files without sleeping.
 pub fn set_mtime(p: &Path, secs: i64) {
-    let f = std::fs::File::options().write(true).open(p).unwrap();
+    // A folder can only be opened for reading; that is enough to set its time.
+    let f = if p.is_dir() {
+        std::fs::File::open(p).unwrap()
+    } else {
+        std::fs::File::options().write(true).open(p).unwrap()
+    };
     f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
         .unwrap();
 }
