@@ -425,6 +425,28 @@ pub enum SiteCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
+    /// Get the refresh token of a `gdrive` or `onedrive` site: opens the provider's consent
+    /// page (OAuth 2.0 for installed apps, PKCE, a redirect to 127.0.0.1), saves the token
+    /// to the file the profile names (mode 0600), then runs `site test`
+    Auth(SiteAuthArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SiteAuthArgs {
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Do not run `lomob site test NAME` afterwards
+    #[arg(long)]
+    pub no_test: bool,
+    /// Longest wait for the browser to come back, in seconds
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout_secs: u64,
+    /// The provider's authorization endpoint (tests point it at a local server)
+    #[arg(long, hide = true, env = "LOMOB_OAUTH_AUTH_URL")]
+    pub auth_url: Option<String>,
+    /// The provider's token endpoint (tests point it at a local server)
+    #[arg(long, hide = true, env = "LOMOB_OAUTH_TOKEN_URL")]
+    pub token_url: Option<String>,
 }
 
 /// Accepts 0-6 as the original tool did, or a level name.

@@ -15,6 +15,7 @@ mod output;
 mod restore_cmd;
 mod scan_cmd;
 mod site;
+mod site_auth;
 mod site_test;
 mod status;
 mod sync_cmd;

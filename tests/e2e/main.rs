@@ -16,5 +16,6 @@ mod listings;
 mod messages;
 mod restore;
 mod safety;
+mod site_auth;
 mod site_probe;
 mod sync;
