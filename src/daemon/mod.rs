@@ -980,6 +980,9 @@ impl Daemon {
 
     fn done(&mut self, task: Task, outcome: Outcome) {
         self.running.remove(&task);
+        if self.running.is_empty() {
+            release_memory();
+        }
         let now = now();
         match (&task, outcome) {
             (Task::Job { site, kind }, Outcome::Code(code, output)) => {
@@ -1195,6 +1198,16 @@ impl Daemon {
                 .collect();
             v.sites.insert(site.clone(), jobs);
         }
+    }
+}
+
+/// Hands memory freed by a finished task (a scan's maps, a sync's buffers) back to the
+/// system, so an idle daemon stays small: glibc keeps freed heap in its arenas otherwise.
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory at the top of the heaps to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
