@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use lomob_backends::ByteSize;
 
 /// All bars drawn at once (one per site during a sync), so log lines can be printed above
@@ -75,14 +75,25 @@ impl Progress {
     fn build(label: &str, enabled: bool, total: Option<u64>) -> Progress {
         let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
             let b = bars().add(ProgressBar::new(total.unwrap_or(0)));
+            // Sizes in the README's units (powers of 1000); the bar takes what the terminal
+            // has left, so the line never wraps (80 columns leave it about 15).
             let template = if total.is_some() {
-                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"
+                "{prefix} [{wide_bar}] {done}/{whole} {rate} ETA {eta} {msg}"
             } else {
                 "{spinner} {prefix} {msg} [{elapsed_precise}]"
             };
             b.set_style(
                 ProgressStyle::with_template(template)
                     .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                    .with_key("done", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}", ByteSize(s.pos()));
+                    })
+                    .with_key("whole", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}", ByteSize(s.len().unwrap_or(0)));
+                    })
+                    .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}/s", ByteSize(s.per_sec() as u64));
+                    })
                     .progress_chars("=> "),
             );
             b.set_prefix(label.to_string());
@@ -130,10 +141,13 @@ impl Progress {
         }
         *last = Instant::now();
         drop(last);
-        let msg = self.counts.message(self.bar.is_none());
         match &self.bar {
-            Some(b) => b.set_message(msg),
-            None => tracing::info!("{}: {msg}", self.label),
+            Some(b) if self.counts.total.is_some() => b.set_message(format!(
+                "{} files",
+                self.counts.files.load(Ordering::Relaxed)
+            )),
+            Some(b) => b.set_message(self.counts.message(false)),
+            None => tracing::info!("{}: {}", self.label, self.counts.message(true)),
         }
     }
 }

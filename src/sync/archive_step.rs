@@ -411,6 +411,14 @@ impl<'a> Archiver<'a> {
             plan.image_size(),
         );
         let last = AtomicU64::new(0);
+        // Files count as they enter the image: when the bytes written pass their end.
+        let mut ends: Vec<u64> = plan
+            .placements()
+            .iter()
+            .map(|p| p.offset + p.size)
+            .collect();
+        ends.sort_unstable();
+        let files_in = AtomicU64::new(0);
         let put = site
             .archive
             .put(PutRequest {
@@ -421,7 +429,9 @@ impl<'a> Archiver<'a> {
                 journal: &self.journal,
                 progress: &|done| {
                     let before = last.swap(done, Ordering::Relaxed);
-                    bar.add(0, done.saturating_sub(before));
+                    let now_in = ends.partition_point(|&e| e <= done) as u64;
+                    let was_in = files_in.swap(now_in, Ordering::Relaxed);
+                    bar.add(now_in.saturating_sub(was_in), done.saturating_sub(before));
                 },
             })
             .await;
