@@ -47,7 +47,7 @@ pub fn forward(ctx: &Context, command: &Command) -> anyhow::Result<Option<u8>> {
     let mut out = super::output::stdout();
     let mut err = super::output::stderr();
     let mut said = false;
-    let result = control::call(&path, argv, &mut |f| {
+    let result = control::call(&path, argv, Some(absolute_sources(ctx)), &mut |f| {
         use std::io::Write;
         if !said && !matches!(command, Command::Daemon { .. }) {
             let _ = writeln!(err, "(run by the lomob daemon, which holds the manifest)");
@@ -97,6 +97,7 @@ pub fn run(ctx: &Context, action: Option<DaemonCommand>) -> anyhow::Result<u8> {
     if control::call(
         &socket,
         vec!["lomob".into(), "daemon".into(), "status".into()],
+        None,
         &mut |_| {},
     )
     .is_ok()
@@ -120,6 +121,7 @@ pub fn run(ctx: &Context, action: Option<DaemonCommand>) -> anyhow::Result<u8> {
     });
     let opts = daemon::Options {
         config: ctx.config.config.daemon.clone(),
+        sources: absolute_sources(ctx),
         sites: ctx
             .config
             .config
@@ -159,6 +161,15 @@ fn open_waiting(ctx: &Context) -> anyhow::Result<Arc<Manifest>> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The configuration files in use, absolute (how the daemon and a client compare them).
+fn absolute_sources(ctx: &Context) -> Vec<PathBuf> {
+    ctx.config
+        .sources
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect()
 }
 
 /// The engine behind the daemon: the manifest it holds and the CLI's own commands.

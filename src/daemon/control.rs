@@ -23,6 +23,10 @@ pub enum Stream {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
     pub argv: Vec<String>,
+    /// The configuration files the client loaded (absolute): the daemon refuses a command
+    /// meant for another configuration rather than run it with its own.
+    #[serde(default)]
+    pub config: Option<Vec<PathBuf>>,
 }
 
 /// What the daemon sends back, in order; `Exit` is the last.
@@ -119,10 +123,11 @@ mod imp {
     pub fn call(
         path: &Path,
         argv: Vec<String>,
+        config: Option<Vec<PathBuf>>,
         on_frame: &mut dyn FnMut(Frame),
     ) -> std::io::Result<u8> {
         let mut conn = UnixStream::connect(path)?;
-        let mut req = serde_json::to_vec(&Request { argv })?;
+        let mut req = serde_json::to_vec(&Request { argv, config })?;
         req.push(b'\n');
         conn.write_all(&req)?;
         for line in BufReader::new(conn).lines() {
@@ -153,6 +158,7 @@ mod imp {
     pub fn call(
         _path: &Path,
         _argv: Vec<String>,
+        _config: Option<Vec<PathBuf>>,
         _on_frame: &mut dyn FnMut(Frame),
     ) -> std::io::Result<u8> {
         Err(std::io::Error::new(std::io::ErrorKind::Unsupported, WHY))

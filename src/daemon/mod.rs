@@ -222,6 +222,8 @@ enum Outcome {
 
 pub struct Options {
     pub config: DaemonConfig,
+    /// The configuration files the daemon loaded (absolute; empty: the embedded default).
+    pub sources: Vec<PathBuf>,
     pub sites: BTreeMap<String, ScheduleConfig>,
     pub roots: Vec<PathBuf>,
     pub db: PathBuf,
@@ -361,6 +363,7 @@ fn control_handler(
     opts: &Options,
 ) -> Arc<control::Handler> {
     let sites = opts.sites.clone();
+    let sources = opts.sources.clone();
     Arc::new(move |req: control::Request, sink: Arc<dyn Sink>| {
         let argv = req.argv;
         let words: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
@@ -380,6 +383,29 @@ fn control_handler(
                 return crate::exit::SUCCESS;
             }
             _ => {}
+        }
+        // `daemon status` and `daemon stop` above work from any configuration.
+        if let Some(theirs) = req.config.as_ref().filter(|c| **c != sources) {
+            let show = |v: &[PathBuf]| {
+                if v.is_empty() {
+                    "the embedded default".to_string()
+                } else {
+                    v.iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            sink.write(
+                Stream::Err,
+                format!(
+                    "the lomob daemon holding this manifest runs with the configuration {}, this command was given {}: run it without --config/LOMOB_CONFIG (or with the daemon's), or stop the daemon first\n",
+                    show(&sources),
+                    show(theirs)
+                )
+                .as_bytes(),
+            );
+            return crate::exit::USAGE;
         }
         let need = locks_for(&argv, &sites);
         if !locks.try_take(&need) {
@@ -1333,6 +1359,7 @@ mod tests {
             engine.clone(),
             Options {
                 config,
+                sources: Vec::new(),
                 sites,
                 roots: Vec::new(),
                 db: PathBuf::new(),

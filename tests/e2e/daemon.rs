@@ -232,6 +232,18 @@ fn new_moved_and_deleted_files_are_recorded_and_staged_without_a_walk() {
         String::from_utf8_lossy(&out.stderr).contains("already running"),
         "{out:?}"
     );
+    // A command meant for another configuration is refused, not run with the daemon's.
+    let other = env.config_named("other.toml", &std::fs::read_to_string(&cfg).unwrap());
+    let out = env
+        .cmd()
+        .args(["--config", &other, "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runs with the configuration"),
+        "{out:?}"
+    );
     // Commands the daemon does not run say who holds the manifest.
     let out = env
         .cmd()
