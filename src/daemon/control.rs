@@ -182,9 +182,12 @@ mod tests {
         });
         serve(&path, handler).unwrap();
         let mut frames = Vec::new();
-        let code = call(&path, vec!["lomob".into(), "status".into()], &mut |f| {
-            frames.push(f)
-        })
+        let code = call(
+            &path,
+            vec!["lomob".into(), "status".into()],
+            None,
+            &mut |f| frames.push(f),
+        )
         .unwrap();
         assert_eq!(code, 3);
         assert_eq!(
