@@ -140,6 +140,9 @@ pub fn run(ctx: &Context, action: Option<DaemonCommand>) -> anyhow::Result<u8> {
     std::process::exit(exit::SUCCESS.into());
 }
 
+/// The daemon's manifest page cache: it lives long and mostly waits.
+const DAEMON_CACHE: u64 = 16 << 20;
+
 /// Opens the manifest for the daemon, waiting (up to 10 minutes) while another lomob
 /// command holds it: a daemon started by the system next to a `lomob status` or a manual
 /// backup must not fail for it.
@@ -147,7 +150,7 @@ fn open_waiting(ctx: &Context) -> anyhow::Result<Arc<Manifest>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     let mut said = false;
     loop {
-        match Manifest::open(&ctx.db) {
+        match Manifest::open_with_cache(&ctx.db, DAEMON_CACHE) {
             Ok(m) => return Ok(Arc::new(m)),
             Err(e @ crate::manifest::ManifestError::InUse { .. })
                 if std::time::Instant::now() < deadline =>

@@ -186,6 +186,12 @@ fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> ManifestError 
 impl Manifest {
     /// Opens (creating if needed) the manifest at `path`, a folder.
     pub fn open(path: &Path) -> Result<Manifest> {
+        Self::open_with_cache(path, 64 << 20)
+    }
+
+    /// As [`Manifest::open`], with `cache` bytes of page cache (the daemon, which lives
+    /// long and mostly waits, keeps less).
+    pub fn open_with_cache(path: &Path, cache: u64) -> Result<Manifest> {
         // A mistyped --db must not scatter database files into a photo folder.
         if let Ok(mut entries) = std::fs::read_dir(path) {
             let ours = path.join("db").is_dir() || path.join("lomob.lock").exists();
@@ -202,7 +208,7 @@ impl Manifest {
             .path(path.join("db"))
             // The default cache is 1 GB; rescans stream through records once, so a small
             // cache costs little and keeps lomob light on a home server.
-            .cache_capacity(64 << 20)
+            .cache_capacity(cache)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(Some(2000));
         // Our lock says no other process has the database, so sled's own file lock can only
