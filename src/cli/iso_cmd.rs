@@ -500,18 +500,21 @@ struct DumpRow {
     size: u64,
 }
 
+/// Every entry of an image file: (path, is a folder, size).
+fn image_entries(file: &Path) -> anyhow::Result<Vec<(Vec<u8>, bool, u64)>> {
+    Ok(open_image(file)?
+        .entries()?
+        .into_iter()
+        .map(|e| (e.path, e.is_dir, e.size))
+        .collect())
+}
+
 /// `lomob iso dump NAME|FILE`: the image as a tree, each file with its size and each folder
 /// with the total under it.
 fn dump(ctx: &Context, image: &str) -> anyhow::Result<u8> {
     let as_path = Path::new(image);
     let (title, entries): (String, Vec<(Vec<u8>, bool, u64)>) = if as_path.is_file() {
-        let img = open_image(as_path)?;
-        let e = img
-            .entries()?
-            .into_iter()
-            .map(|e| (e.path, e.is_dir, e.size))
-            .collect();
-        (as_path.display().to_string(), e)
+        (as_path.display().to_string(), image_entries(as_path)?)
     } else {
         let m = ctx.open_manifest()?;
         let Some(rec) = m.iso_by_name(image)? else {
@@ -525,15 +528,7 @@ fn dump(ctx: &Context, image: &str) -> anyhow::Result<u8> {
             .map(|p| PathBuf::from(OsStr::from_bytes(p)))
             .filter(|p| p.is_file());
         match local {
-            Some(p) => {
-                let img = open_image(&p)?;
-                let e = img
-                    .entries()?
-                    .into_iter()
-                    .map(|e| (e.path, e.is_dir, e.size))
-                    .collect();
-                (rec.name.clone(), e)
-            }
+            Some(p) => (rec.name.clone(), image_entries(&p)?),
             None => {
                 // The manifest knows where each file sits in the image.
                 let mut e = Vec::new();

@@ -501,8 +501,9 @@ pub fn render_view(v: &View, json: bool) -> String {
     for p in &v.in_flight {
         s.push_str(&format!("  in flight: {p}\n"));
     }
-    s.push_str("\nSITE  JOB  SCHEDULE  NEXT RUN  LAST RUN  RESULT\n");
-    let mut rows = Vec::new();
+    s.push('\n');
+    let mut rows =
+        vec![["SITE", "JOB", "SCHEDULE", "NEXT RUN", "LAST RUN", "RESULT"].map(String::from)];
     for (site, jobs) in &v.sites {
         for j in jobs {
             let result = match (&j.failing, &j.last) {
@@ -533,37 +534,13 @@ pub fn render_view(v: &View, json: bool) -> String {
             width[i] = width[i].max(c.chars().count());
         }
     }
-    s = s.replace(
-        "SITE  JOB  SCHEDULE  NEXT RUN  LAST RUN  RESULT\n",
-        &format!(
-            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {:w4$}  RESULT\n",
-            "SITE",
-            "JOB",
-            "SCHEDULE",
-            "NEXT RUN",
-            "LAST RUN",
-            w0 = width[0].max(4),
-            w1 = width[1].max(3),
-            w2 = width[2].max(8),
-            w3 = width[3].max(8),
-            w4 = width[4].max(8),
-        ),
-    );
     for r in rows {
-        s.push_str(&format!(
-            "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {:w4$}  {}\n",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            w0 = width[0].max(4),
-            w1 = width[1].max(3),
-            w2 = width[2].max(8),
-            w3 = width[3].max(8),
-            w4 = width[4].max(8),
-        ));
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            line.push_str(&format!("{c:w$}  ", w = width[i]));
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
     }
     s
 }

@@ -425,6 +425,14 @@ impl Manifest {
         Ok(out)
     }
 
+    /// The stat fields of one file, without decoding its versions.
+    pub fn file_stat(&self, root: u32, rel: &[u8]) -> Result<Option<FileStat>> {
+        match self.files.get(file_key(root, rel))? {
+            None => Ok(None),
+            Some(v) => decode_stat(&v).map(Some).map_err(|e| corrupt("files", e)),
+        }
+    }
+
     /// Every file record, in key order: (root id, relative path, record).
     pub fn files(&self) -> impl Iterator<Item = Result<(u32, Vec<u8>, FileRecord)>> + '_ {
         self.files.iter().map(|kv| {

@@ -118,12 +118,7 @@ pub fn scan_paths(
     // What the manifest holds for the files found, so unchanged ones are not read again.
     let mut existing: super::Existing = HashMap::default();
     for e in &found {
-        if let Some(stat) = m
-            .file_stats_under(root_rec.id, &e.rel)?
-            .into_iter()
-            .find(|(k, _)| *k == e.rel)
-            .map(|(_, s)| s)
-        {
+        if let Some(stat) = m.file_stat(root_rec.id, &e.rel)? {
             existing.insert(
                 e.rel.clone(),
                 Slot {

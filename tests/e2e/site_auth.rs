@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use sha2::Digest;
 
-use crate::support::Env;
+use crate::support::{read_request, Env};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Consent {
@@ -79,23 +79,9 @@ impl Provider {
         let requests = token_requests.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap();
-                        }
-                    }
-                }
-                let mut body = vec![0; len];
-                r.read_exact(&mut body).unwrap();
+                let Some((line, body)) = read_request(&conn) else {
+                    continue;
+                };
                 let target = line.split_whitespace().nth(1).unwrap().to_string();
                 let mut w = conn;
                 if target.starts_with("/auth") {

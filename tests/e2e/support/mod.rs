@@ -356,6 +356,32 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Reads one HTTP/1.1 request from `conn`: its request line and its body (by
+/// Content-Length); `None` when the client sent nothing.
+pub fn read_request(conn: &std::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut r = BufReader::new(conn);
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    let _ = r.read_exact(&mut body);
+    Some((line, body))
+}
+
 /// A loopback HTTP server that answers every request `200 OK` and keeps `METHOD path` and
 /// the body of each: a webhook or heartbeat receiver. Runs until the test process ends.
 pub struct HookServer {
@@ -365,32 +391,16 @@ pub struct HookServer {
 
 impl HookServer {
     pub fn start() -> HookServer {
-        use std::io::{BufRead, BufReader, Read, Write};
+        use std::io::Write;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                let mut r = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                if r.read_line(&mut line).is_err() {
+                let Some((line, body)) = read_request(&conn) else {
                     continue;
-                }
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                        break;
-                    }
-                    if let Some((k, v)) = h.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0u8; len];
-                let _ = r.read_exact(&mut body);
+                };
                 let mut parts = line.split_whitespace();
                 let what = format!(
                     "{} {}",
