@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod cost;
+pub mod crypt;
 pub mod daemon;
 pub mod exit;
 pub mod iso;
