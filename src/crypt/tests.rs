@@ -47,10 +47,16 @@ fn bytes_round_trip_for_every_recipient_and_refuse_strangers() {
         assert!(is_age(&cipher));
         let (h, _) = parse_header(&cipher).unwrap();
         assert_eq!(cipher.len() as u64, ciphertext_len(n as u64, h.len));
-        assert_eq!(decrypt_bytes(&[a.clone()], &cipher).unwrap(), plain);
-        assert_eq!(decrypt_bytes(&[b.clone()], &cipher).unwrap(), plain);
         assert_eq!(
-            decrypt_bytes(&[c.clone()], &cipher).unwrap_err(),
+            decrypt_bytes(std::slice::from_ref(&a), &cipher).unwrap(),
+            plain
+        );
+        assert_eq!(
+            decrypt_bytes(std::slice::from_ref(&b), &cipher).unwrap(),
+            plain
+        );
+        assert_eq!(
+            decrypt_bytes(std::slice::from_ref(&c), &cipher).unwrap_err(),
             DecryptError::Header(HeaderError::NoMatchingIdentity)
         );
     }
@@ -71,26 +77,26 @@ fn tampering_and_truncation_are_integrity_errors() {
         let mut bad = cipher.clone();
         bad[at] ^= 1;
         assert!(matches!(
-            decrypt_bytes(&[a.clone()], &bad),
+            decrypt_bytes(std::slice::from_ref(&a), &bad),
             Err(DecryptError::Integrity(_))
         ));
     }
     let mut bad = cipher.clone();
     bad[30] ^= 1;
-    assert!(decrypt_bytes(&[a.clone()], &bad).is_err());
+    assert!(decrypt_bytes(std::slice::from_ref(&a), &bad).is_err());
     for cut in [
         h.len as usize + 65552,
         h.len as usize + 2 * 65552,
         cipher.len() - 1,
     ] {
         assert!(
-            decrypt_bytes(&[a.clone()], &cipher[..cut]).is_err(),
+            decrypt_bytes(std::slice::from_ref(&a), &cipher[..cut]).is_err(),
             "cut {cut}"
         );
     }
     let mut long = cipher.clone();
     long.push(0);
-    assert!(decrypt_bytes(&[a.clone()], &long).is_err());
+    assert!(decrypt_bytes(std::slice::from_ref(&a), &long).is_err());
 }
 
 #[test]
