@@ -7,6 +7,7 @@
 //! to set up.
 
 mod duration;
+mod encryption;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use lomob_backends::{BackendConfig, ByteSize, Secret, TransferConfig};
 use serde::{Deserialize, Serialize};
 
 pub use duration::Period;
+pub use encryption::{EncryptionConfig, IdentityConfig};
 pub use schedule::Schedule;
 
 /// The whole configuration after merging files, environment and defaults.
@@ -113,6 +115,9 @@ pub struct SiteConfig {
     pub alert: AlertConfig,
     #[serde(default)]
     pub transfer: TransferConfig,
+    /// Client-side encryption (age); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionConfig>,
 }
 
 fn default_pack_threshold() -> ByteSize {
@@ -311,6 +316,7 @@ pub fn embedded_default(data_dir: &Path) -> Config {
             schedule: ScheduleConfig::default(),
             alert: AlertConfig::default(),
             transfer: TransferConfig::default(),
+            encryption: None,
         },
     );
     Config {
@@ -469,6 +475,9 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
             }
         }
         check_alert(&site.alert).map_err(|e| bad(format!("[alert] {e}")))?;
+        if let Some(enc) = &site.encryption {
+            enc.parsed_recipients().map_err(bad)?;
+        }
         let sch = &site.schedule;
         for (key, s) in [
             ("check-stage", sch.check_stage),

@@ -12,6 +12,7 @@
 
 mod header;
 mod keys;
+pub mod site;
 mod stream;
 
 pub use header::{parse_header, write_header, Header, HeaderError};
@@ -19,6 +20,7 @@ pub use keys::{
     generate_identity, parse_identity_file, passphrase_protect, Identity, IdentityFileError,
     Recipient, SCRYPT_LOG_N,
 };
+pub use site::{ImageSeal, KeyError, SiteCrypt};
 pub use stream::{
     chunk_span, ciphertext_len, decrypt_chunks, decrypt_to_end, DecryptError, EncryptingSource,
     PayloadKey, StreamDecryptor, CHUNK,

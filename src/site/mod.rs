@@ -16,15 +16,19 @@ use crate::archive::opendal_archive::OpendalArchive;
 use crate::archive::s3_archive::S3Archive;
 use crate::archive::{Archive, MinStorageGuard};
 use crate::config::SiteConfig;
+use crate::crypt::SiteCrypt;
 use crate::stage::counting::Counting;
 use crate::stage::opendal_stage::OpendalStage;
 use crate::stage::s3_stage::S3Stage;
+use crate::stage::sealed::SealedStage;
 use crate::stage::Stage;
 use crate::store::{BackendInfo, RequestCounters, RequestCounts, Role, StoreError};
 
 pub struct Site {
     pub name: String,
     pub config: SiteConfig,
+    /// The site's keys when it is encrypted.
+    pub crypt: Option<Arc<SiteCrypt>>,
     pub stage: Box<dyn Stage>,
     pub archive: Box<dyn Archive>,
     stage_requests: Arc<RequestCounters>,
@@ -110,6 +114,28 @@ impl Site {
                 stage_requests.clone(),
             ))
         };
+        let crypt = match &config.encryption {
+            None => None,
+            Some(enc) => Some(Arc::new(
+                SiteCrypt::open(name, enc, &crate::config::data_dir()).map_err(|e| {
+                    op_err(
+                        stage.info(),
+                        BackendError::Invalid {
+                            kind: "encryption",
+                            message: e.to_string(),
+                        },
+                    )
+                })?,
+            )),
+        };
+        let stage: Box<dyn Stage> = match &crypt {
+            Some(c) => Box::new(SealedStage::new(
+                stage,
+                c.clone(),
+                crate::config::data_dir().join("tmp"),
+            )),
+            None => stage,
+        };
         let archive_op = config
             .archive
             .operator_observed(t, observer(&config.archive, &archive_requests))
@@ -140,6 +166,7 @@ impl Site {
         Ok(Site {
             name: name.to_string(),
             config: config.clone(),
+            crypt,
             stage,
             archive,
             stage_requests,
@@ -147,6 +174,14 @@ impl Site {
             stage_client,
             archive_client,
         })
+    }
+
+    /// The stage object of `content` on this site: keyed on an encrypted site.
+    pub fn stage_key(&self, content: &[u8; 16]) -> String {
+        match &self.crypt {
+            Some(c) => c.stage_key(content),
+            None => crate::keys::stage_key(content),
+        }
     }
 
     /// Requests sent so far by this site's backends.

@@ -6,9 +6,11 @@
 //! every backend kind. Behaviour such as request counting is added by wrappers implementing
 //! the same trait ([`counting::Counting`]).
 
+pub mod checked;
 pub mod counting;
 pub mod opendal_stage;
 pub mod s3_stage;
+pub mod sealed;
 
 use std::ops::Range;
 use std::path::Path;

@@ -14,7 +14,6 @@ use futures::StreamExt;
 
 use super::changed::{self, Found};
 use super::{SiteReport, SyncError, SyncOptions, WantedContent, MAX_CONSECUTIVE_FAILURES};
-use crate::keys::stage_key;
 use crate::manifest::{self, Manifest, ManifestBatch, StagedRecord};
 use crate::site::Site;
 use crate::store::{ObjectInfo, StoreError};
@@ -49,7 +48,7 @@ async fn stage_one(site: &Site, w: &WantedContent) -> Result<ObjectInfo, Miss> {
         return Err(Miss::Changed);
     }
     site.stage
-        .put_file(&stage_key(&w.content), &w.source, w.size, &w.sha256)
+        .put_file(&site.stage_key(&w.content), &w.source, w.size, &w.sha256)
         .await
         .map_err(Miss::Failed)
 }

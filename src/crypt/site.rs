@@ -1,0 +1,351 @@
+//! One encrypted site's key material, as the engine uses it:
+//! - the recipients every object is encrypted to;
+//! - the key that names staged objects (an HMAC of the content id, so a host cannot test
+//!   whether you hold a photo it knows);
+//! - the key that lets an interrupted image upload regenerate the same ciphertext;
+//! - the identities that decrypt, read from the identity file only when something must be
+//!   decrypted (backing up never needs them).
+//!
+//! The two HMAC keys derive from a random local secret (`keys/local.key` in lomob's data
+//! folder, mode 0600) that never leaves the machine and never enters the manifest. Losing
+//! it loses nothing: staged objects are recorded by name, and an upload that cannot be
+//! continued byte-identical is abandoned and sent anew.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use hkdf::Hkdf;
+use hmac::{Hmac, KeyInit as _, Mac};
+use lomob_backends::source::ByteSource;
+use sha2::Sha256;
+
+use super::{
+    parse_header, write_header, EncryptingSource, FileKey, Identity, PayloadKey, Recipient,
+};
+use crate::config::{EncryptionConfig, IdentityConfig};
+
+/// Why a site's keys could not be used. Never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("site {site}: {message}")]
+    Config { site: String, message: String },
+    #[error("site {site} is encrypted and reading it needs its identity: add `identity = {{ file = \"…\" }}` to [sites.{site}.encryption] (the file `lomob key generate` wrote, or your recovery key)")]
+    NoIdentity { site: String },
+    #[error("site {site}: identity file {path}: {message}")]
+    Identity {
+        site: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("local key file {path}: {source}")]
+    Local {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How an encrypted image was sealed: a random salt (with the local secret it gives the
+/// file key and payload nonce again) and the header written then. Neither is secret.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageSeal {
+    pub salt: [u8; 16],
+    pub head: Vec<u8>,
+}
+
+pub struct SiteCrypt {
+    site: String,
+    recipients: Vec<Recipient>,
+    names: [u8; 32],
+    resume: [u8; 32],
+    identity: Option<IdentityConfig>,
+    identities: OnceLock<Result<Vec<Identity>, String>>,
+}
+
+impl std::fmt::Debug for SiteCrypt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteCrypt")
+            .field("site", &self.site)
+            .field("recipients", &self.recipients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SiteCrypt {
+    /// The site's keys, with the local secret under `data_dir` (created on first use).
+    pub fn open(site: &str, config: &EncryptionConfig, data_dir: &Path) -> Result<Self, KeyError> {
+        let recipients = config
+            .parsed_recipients()
+            .map_err(|message| KeyError::Config {
+                site: site.into(),
+                message,
+            })?;
+        let local = local_secret(data_dir)?;
+        let derive = |label: &str| {
+            let mut k = [0u8; 32];
+            Hkdf::<Sha256>::new(Some(site.as_bytes()), &local)
+                .expand(label.as_bytes(), &mut k)
+                .expect("32 bytes is a valid HKDF length");
+            k
+        };
+        Ok(SiteCrypt {
+            site: site.into(),
+            recipients,
+            names: derive("lomob stage names"),
+            resume: derive("lomob image resume"),
+            identity: config.identity.clone(),
+            identities: OnceLock::new(),
+        })
+    }
+
+    pub fn recipients(&self) -> &[Recipient] {
+        &self.recipients
+    }
+
+    /// `stage/<32 hex digits>`: the same form as a plain site's, but keyed.
+    pub fn stage_key(&self, content: &[u8; 16]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.names).expect("any key length");
+        mac.update(content);
+        let tag = mac.finalize().into_bytes();
+        format!("{}{}", crate::keys::STAGE, hex::encode(&tag[..16]))
+    }
+
+    /// A new image name part that says nothing about the image: 16 random hex digits.
+    pub fn image_stem(&self) -> String {
+        hex::encode(rand::random::<[u8; 8]>())
+    }
+
+    fn image_keys(&self, salt: &[u8; 16]) -> (FileKey, [u8; 16]) {
+        let mut okm = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(salt), &self.resume)
+            .expand(b"lomob image file key and nonce", &mut okm)
+            .expect("32 bytes is a valid HKDF length");
+        (
+            okm[..16].try_into().expect("16 bytes"),
+            okm[16..].try_into().expect("16 bytes"),
+        )
+    }
+
+    /// Seals a new image.
+    pub fn new_image_seal(&self) -> ImageSeal {
+        let salt: [u8; 16] = rand::random();
+        let (file_key, nonce) = self.image_keys(&salt);
+        ImageSeal {
+            salt,
+            head: write_header(&self.recipients, &file_key, &nonce),
+        }
+    }
+
+    /// The image's bytes encrypted as `seal` says: byte-identical to every earlier attempt
+    /// with the same seal. `None` when this machine cannot regenerate them (the local secret
+    /// changed, or the seal is not one of ours): the upload must then start anew.
+    pub fn seal_image(
+        &self,
+        seal: &ImageSeal,
+        image: Arc<dyn ByteSource>,
+    ) -> Option<EncryptingSource> {
+        let (file_key, nonce) = self.image_keys(&seal.salt);
+        let (header, _) = parse_header(&seal.head).ok()?;
+        let key = header.verify_file_key(&file_key).ok()?;
+        (header.nonce == nonce && header.len == seal.head.len() as u64)
+            .then(|| EncryptingSource::new(image, seal.head.clone(), key))
+    }
+
+    /// A fresh encryption of `source` (staged objects, catalogs, snapshots): random keys.
+    pub fn seal_fresh(&self, source: Arc<dyn ByteSource>) -> EncryptingSource {
+        let file_key: FileKey = rand::random();
+        let nonce: [u8; 16] = rand::random();
+        let head = write_header(&self.recipients, &file_key, &nonce);
+        EncryptingSource::new(source, head, PayloadKey::derive(&file_key, &nonce))
+    }
+
+    /// The identities that decrypt this site's objects, read once.
+    pub fn identities(&self) -> Result<&[Identity], KeyError> {
+        let got = self.identities.get_or_init(|| {
+            let Some(id) = &self.identity else {
+                return Err(String::new());
+            };
+            load_identities(id).map_err(|e| e.to_string())
+        });
+        match got {
+            Ok(ids) => Ok(ids),
+            Err(e) if e.is_empty() => Err(KeyError::NoIdentity {
+                site: self.site.clone(),
+            }),
+            Err(message) => Err(KeyError::Identity {
+                site: self.site.clone(),
+                path: self
+                    .identity
+                    .as_ref()
+                    .map(|i| i.file.clone())
+                    .unwrap_or_default(),
+                message: message.clone(),
+            }),
+        }
+    }
+}
+
+/// Reads an identity file, asking for its passphrase if it is protected.
+pub fn load_identities(id: &IdentityConfig) -> Result<Vec<Identity>, String> {
+    let path = lomob_backends::secret::expand_home(&id.file);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read it: {e}"))?;
+    warn_if_shared(&path);
+    let mut ask = || -> Option<Vec<u8>> {
+        match &id.passphrase {
+            Some(s) => s.reveal().ok().map(String::into_bytes),
+            None => prompt_passphrase(&format!("Passphrase for {}: ", path.display())),
+        }
+    };
+    super::parse_identity_file(&bytes, &mut ask).map_err(|e| e.to_string())
+}
+
+/// Reads a passphrase from the terminal without echo; `None` without a terminal.
+pub fn prompt_passphrase(prompt: &str) -> Option<Vec<u8>> {
+    use std::io::BufRead as _;
+    use std::os::fd::AsRawFd as _;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .ok()?;
+    let fd = tty.as_raw_fd();
+    // SAFETY: termios is plain data, filled by tcgetattr on an open descriptor.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
+        return None;
+    }
+    let mut quiet = saved;
+    quiet.c_lflag &= !libc::ECHO;
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    let mut w = &tty;
+    let _ = w.write_all(prompt.as_bytes());
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    let _ = w.write_all(b"\n");
+    read.ok()?;
+    let line = line.trim_end_matches(['\n', '\r']);
+    (!line.is_empty()).then(|| line.as_bytes().to_vec())
+}
+
+/// Warns when a key file can be read by other users.
+pub fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "{} can be read by other users of this machine (mode {:o}): run `chmod 600 {}`",
+                path.display(),
+                m.permissions().mode() & 0o777,
+                path.display()
+            );
+        }
+    }
+}
+
+/// The machine's local secret, created (0600) on first use.
+fn local_secret(data_dir: &Path) -> Result<[u8; 32], KeyError> {
+    let path = data_dir.join("keys").join("local.key");
+    let err = |source| KeyError::Local {
+        path: path.clone(),
+        source,
+    };
+    let parse = |text: &str| -> Option<[u8; 32]> { hex::decode(text.trim()).ok()?.try_into().ok() };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return parse(&text).ok_or_else(|| {
+                err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "not 64 hex digits: remove it and lomob makes a new one",
+                ))
+            })
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(err)?;
+    let secret: [u8; 32] = rand::random();
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
+        f.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(err)?;
+    }
+    // Two processes racing: the first link wins and both use its secret.
+    match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(secret)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let _ = std::fs::remove_file(&tmp);
+            local_secret(data_dir)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(err(e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::MemorySource;
+
+    fn config(r: &Recipient) -> EncryptionConfig {
+        EncryptionConfig {
+            recipients: vec![r.to_string()],
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn an_image_seal_regenerates_the_same_ciphertext_and_only_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = super::super::generate_identity();
+        let c = SiteCrypt::open("s", &config(&id.to_recipient()), dir.path()).unwrap();
+        let again = SiteCrypt::open("s", &config(&id.to_recipient()), dir.path()).unwrap();
+        let image: Arc<dyn ByteSource> = Arc::new(MemorySource(vec![5u8; 200_000]));
+        let seal = c.new_image_seal();
+        let a = c
+            .seal_image(&seal, image.clone())
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let b = again
+            .seal_image(&seal, image.clone())
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            super::super::decrypt_bytes(&[id], &a).unwrap(),
+            vec![5u8; 200_000]
+        );
+        // Another machine (another local secret) cannot continue it.
+        let other = tempfile::tempdir().unwrap();
+        let elsewhere = SiteCrypt::open("s", &config(&c.recipients()[0]), other.path()).unwrap();
+        assert!(elsewhere.seal_image(&seal, image).is_none());
+        // Names are keyed: stable here, different elsewhere, same form as plain ones.
+        let k = c.stage_key(&[1; 16]);
+        assert!(crate::keys::is_stage_key(&k));
+        assert_eq!(k, again.stage_key(&[1; 16]));
+        assert_ne!(k, elsewhere.stage_key(&[1; 16]));
+        assert_ne!(k, crate::keys::stage_key(&[1; 16]));
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("keys/local.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
