@@ -53,7 +53,8 @@ pub fn is_image_name(name: &str) -> bool {
 }
 
 /// True when `key` is an image of `site` or its catalog (or a `.partial` of either), as
-/// sync names them: `archive/<site>-<YYYY-MM-DD>--<YYYY-MM-DD>[-N].iso`. Another site's
+/// sync names them: `archive/<site>-<YYYY-MM-DD>--<YYYY-MM-DD>[-N].iso`, or on an encrypted
+/// site `archive/<site>-<16 hex digits>[-N].iso`. Another site's
 /// images never match, even when one site's name starts with the other's.
 pub fn is_site_image_key(site: &str, key: &str) -> bool {
     let Some(rest) = key
@@ -68,6 +69,18 @@ pub fn is_site_image_key(site: &str, key: &str) -> bool {
     let Some(stem) = rest.strip_suffix(".iso") else {
         return false;
     };
+    // An encrypted site's: 16 keyed hex digits, then an optional -N.
+    let hex16 =
+        |s: &str| s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if stem.len() >= 16 && hex16(&stem[..16]) {
+        return match &stem[16..] {
+            "" => true,
+            // A short counter only, so another site's keyed name never reads as one.
+            n => n.strip_prefix('-').is_some_and(|d| {
+                !d.is_empty() && d.len() <= 6 && d.bytes().all(|b| b.is_ascii_digit())
+            }),
+        };
+    }
     let date = |s: &str| {
         s.len() == 10
             && s.bytes().enumerate().all(|(i, b)| match i {

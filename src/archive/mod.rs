@@ -14,6 +14,7 @@
 pub mod guard;
 pub mod opendal_archive;
 pub mod s3_archive;
+pub mod sealed;
 
 use std::ops::Range;
 use std::sync::Arc;

@@ -197,7 +197,9 @@ async fn deep(
         match got {
             Ok((sha, len)) => {
                 read += len;
-                if sha != c.sha256 || len != rec.size {
+                // Compared with the content (an encrypted site's download is decrypted and
+                // authenticated on the way: its length is the plaintext's).
+                if sha != c.sha256 || len != c.size {
                     let f = p.find(
                         Problem::WrongChecksum,
                         key,
@@ -211,6 +213,19 @@ async fn deep(
                     f.content = Some(*content);
                     f.fix = Some(format!("lomob check --site {} --stage --repair", site.name));
                 }
+            }
+            // Bytes that fail their checks (an encrypted object altered on the server):
+            // this object's problem, and the check goes on.
+            Err(e) if e.kind() == lomob_backends::ErrorKind::Integrity => {
+                read += rec.size;
+                let f = p.find(
+                    Problem::WrongChecksum,
+                    key,
+                    format!("read back: {}", e.source),
+                    rec.size,
+                );
+                f.content = Some(*content);
+                f.fix = Some(format!("lomob check --site {} --stage --repair", site.name));
             }
             Err(e) => {
                 p.fail(e.kind(), format!("--deep stopped: {e}"));

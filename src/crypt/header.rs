@@ -127,9 +127,28 @@ impl Header {
 
 /// The header (with its MAC) for `recipients`, followed by the payload `nonce`.
 pub fn write_header(recipients: &[Recipient], file_key: &FileKey, nonce: &[u8; 16]) -> Vec<u8> {
+    write_header_seeded(recipients, file_key, nonce, &rand::random())
+}
+
+/// As [`write_header`], with the ephemeral keys derived from `seed`: the same inputs give
+/// the same header (an interrupted upload regenerates its bytes). The seed must be as
+/// secret and as unique per object as the file key.
+pub fn write_header_seeded(
+    recipients: &[Recipient],
+    file_key: &FileKey,
+    nonce: &[u8; 16],
+    seed: &[u8; 32],
+) -> Vec<u8> {
+    let hk = Hkdf::<Sha256>::new(Some(b"lomob ephemeral"), seed);
     let stanzas = recipients
         .iter()
-        .map(|r| wrap_x25519(r, file_key, rand::random()))
+        .enumerate()
+        .map(|(i, r)| {
+            let mut e = [0u8; 32];
+            hk.expand(&(i as u64).to_be_bytes(), &mut e)
+                .expect("32 bytes is a valid HKDF length");
+            wrap_x25519(r, file_key, e)
+        })
         .collect::<Vec<_>>();
     finish_header(&stanzas, file_key, nonce)
 }

@@ -15,15 +15,15 @@ mod keys;
 pub mod site;
 mod stream;
 
-pub use header::{parse_header, write_header, Header, HeaderError};
+pub use header::{parse_header, write_header, write_header_seeded, Header, HeaderError};
 pub use keys::{
     generate_identity, parse_identity_file, passphrase_protect, Identity, IdentityFileError,
     Recipient, SCRYPT_LOG_N,
 };
 pub use site::{ImageSeal, KeyError, SiteCrypt};
 pub use stream::{
-    chunk_span, ciphertext_len, decrypt_chunks, decrypt_to_end, DecryptError, EncryptingSource,
-    PayloadKey, StreamDecryptor, CHUNK,
+    chunk_span, ciphertext_len, decrypt_chunks, decrypt_to_end, plaintext_len, DecryptError,
+    EncryptingSource, PayloadKey, RangeDecryptor, StreamDecryptor, CHUNK,
 };
 
 /// The age file key: 16 random bytes, wrapped once per recipient in the header.

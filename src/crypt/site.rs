@@ -21,7 +21,7 @@ use lomob_backends::source::ByteSource;
 use sha2::Sha256;
 
 use super::{
-    parse_header, write_header, EncryptingSource, FileKey, Identity, PayloadKey, Recipient,
+    write_header, write_header_seeded, EncryptingSource, FileKey, Identity, PayloadKey, Recipient,
 };
 use crate::config::{EncryptionConfig, IdentityConfig};
 
@@ -110,45 +110,72 @@ impl SiteCrypt {
         format!("{}{}", crate::keys::STAGE, hex::encode(&tag[..16]))
     }
 
-    /// A new image name part that says nothing about the image: 16 random hex digits.
-    pub fn image_stem(&self) -> String {
-        hex::encode(rand::random::<[u8; 8]>())
+    /// The name part of an image holding `contents`: 16 hex digits keyed like stage names,
+    /// so the same group gets the same name on every attempt and the name says nothing of
+    /// the files' dates.
+    pub fn image_stem<'a>(&self, contents: impl Iterator<Item = &'a [u8; 16]>) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.names).expect("any key length");
+        mac.update(b"image\0");
+        for c in contents {
+            mac.update(c);
+        }
+        hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
-    fn image_keys(&self, salt: &[u8; 16]) -> (FileKey, [u8; 16]) {
-        let mut okm = [0u8; 32];
+    /// Everything that makes the ciphertext of `salt`'s object: file key, payload nonce,
+    /// and the header (its ephemeral keys seeded too), all from the local secret.
+    fn derived(&self, salt: &[u8; 16]) -> (Vec<u8>, PayloadKey) {
+        let mut okm = [0u8; 64];
         Hkdf::<Sha256>::new(Some(salt), &self.resume)
-            .expand(b"lomob image file key and nonce", &mut okm)
-            .expect("32 bytes is a valid HKDF length");
-        (
-            okm[..16].try_into().expect("16 bytes"),
-            okm[16..].try_into().expect("16 bytes"),
-        )
+            .expand(b"lomob derived seal", &mut okm)
+            .expect("64 bytes is a valid HKDF length");
+        let file_key: FileKey = okm[..16].try_into().expect("16 bytes");
+        let nonce: [u8; 16] = okm[16..32].try_into().expect("16 bytes");
+        let seed: [u8; 32] = okm[32..].try_into().expect("32 bytes");
+        let head = write_header_seeded(&self.recipients, &file_key, &nonce, &seed);
+        (head, PayloadKey::derive(&file_key, &nonce))
     }
 
-    /// Seals a new image.
+    /// Seals a new image: a random salt, and the header it gives.
     pub fn new_image_seal(&self) -> ImageSeal {
         let salt: [u8; 16] = rand::random();
-        let (file_key, nonce) = self.image_keys(&salt);
-        ImageSeal {
-            salt,
-            head: write_header(&self.recipients, &file_key, &nonce),
-        }
+        let (head, _) = self.derived(&salt);
+        ImageSeal { salt, head }
     }
 
     /// The image's bytes encrypted as `seal` says: byte-identical to every earlier attempt
     /// with the same seal. `None` when this machine cannot regenerate them (the local secret
-    /// changed, or the seal is not one of ours): the upload must then start anew.
+    /// or the recipients changed since): the upload must then start anew under a new seal,
+    /// never mix two ciphertexts.
     pub fn seal_image(
         &self,
         seal: &ImageSeal,
         image: Arc<dyn ByteSource>,
     ) -> Option<EncryptingSource> {
-        let (file_key, nonce) = self.image_keys(&seal.salt);
-        let (header, _) = parse_header(&seal.head).ok()?;
-        let key = header.verify_file_key(&file_key).ok()?;
-        (header.nonce == nonce && header.len == seal.head.len() as u64)
-            .then(|| EncryptingSource::new(image, seal.head.clone(), key))
+        let (head, key) = self.derived(&seal.salt);
+        (head == seal.head).then(|| EncryptingSource::new(image, head, key))
+    }
+
+    /// A small hot object (a catalog) sealed deterministically from its name and bytes:
+    /// writing it again after a crash gives the same object, so it is recognised as already
+    /// there rather than refused as a different one. Other bytes give another key stream.
+    pub fn seal_index(&self, key: &str, bytes: &[u8]) -> Vec<u8> {
+        use sha2::Digest as _;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.resume).expect("any key length");
+        mac.update(b"index\0");
+        mac.update(key.as_bytes());
+        mac.update(&Sha256::digest(bytes));
+        let salt: [u8; 16] = mac.finalize().into_bytes()[..16]
+            .try_into()
+            .expect("16 bytes");
+        let (head, pkey) = self.derived(&salt);
+        EncryptingSource::new(
+            Arc::new(crate::archive::MemorySource(bytes.to_vec())),
+            head,
+            pkey,
+        )
+        .to_vec()
+        .expect("encrypting bytes in memory cannot fail")
     }
 
     /// A fresh encryption of `source` (staged objects, catalogs, snapshots): random keys.

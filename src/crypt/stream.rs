@@ -160,6 +160,57 @@ pub fn decrypt_to_end(
     Ok(out)
 }
 
+/// The plaintext length of an object of `cipher_len` bytes behind a `head_len`-byte header;
+/// `None` when no plaintext length gives that size (a cut or padded object).
+pub fn plaintext_len(cipher_len: u64, head_len: u64) -> Option<u64> {
+    let body = cipher_len.checked_sub(head_len)?;
+    let chunks = body.div_ceil(SEALED).max(1);
+    let plain = body.checked_sub(chunks * TAG)?;
+    (ciphertext_len(plain, head_len) == cipher_len).then_some(plain)
+}
+
+/// Decrypts a run of chunks that arrives in pieces (a ranged read), starting at chunk
+/// `first` of an object of `plain_len` plaintext bytes: each chunk is opened as soon as it
+/// is complete, its size being known from the plaintext length.
+pub struct RangeDecryptor {
+    key: PayloadKey,
+    next: u64,
+    plain_len: u64,
+    buf: Vec<u8>,
+}
+
+impl RangeDecryptor {
+    pub fn new(key: PayloadKey, first: u64, plain_len: u64) -> Self {
+        RangeDecryptor {
+            key,
+            next: first,
+            plain_len,
+            buf: Vec::with_capacity(SEALED as usize),
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), DecryptError> {
+        let chunks = chunks_of(self.plain_len);
+        while !data.is_empty() {
+            if self.next >= chunks {
+                return Err(DecryptError::Trailing);
+            }
+            let want = ((self.plain_len - self.next * CHUNK).min(CHUNK) + TAG) as usize;
+            let n = (want - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == want {
+                self.key
+                    .open(self.next, self.next + 1 == chunks, &mut self.buf)?;
+                out.extend_from_slice(&self.buf);
+                self.buf.clear();
+                self.next += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Decrypts a payload that arrives in pieces (a download), holding back one chunk until it
 /// knows whether more follows: memory stays at two chunks.
 pub struct StreamDecryptor {

@@ -69,6 +69,9 @@ pub struct Manifest {
     alerts: sled::Tree,
     /// Folders seen by the last scan and their modification times (listings only).
     dirs: sled::Tree,
+    /// How each encrypted image upload was sealed (salt and header, neither secret), so an
+    /// interrupted upload continues with the same ciphertext. Key: site, NUL, object key.
+    seals: sled::Tree,
     _lock: DbLock,
 }
 
@@ -254,6 +257,7 @@ impl Manifest {
             checks: db.open_tree("checks")?,
             alerts: db.open_tree("alerts")?,
             dirs: db.open_tree("dirs")?,
+            seals: db.open_tree("seals")?,
             db,
             _lock: lock,
         };
@@ -659,6 +663,30 @@ impl Manifest {
     pub fn remove_thaw(&self, site: &str, key: &str) -> Result<()> {
         self.thaws.remove(site_name_key(site, key))?;
         self.flush()
+    }
+
+    /// The seal of an encrypted image upload on `site`.
+    pub fn image_seal(&self, site: &str, key: &str) -> Result<Option<crate::crypt::ImageSeal>> {
+        self.seals
+            .get(site_name_key(site, key))?
+            .map(|v| decode(&v).map_err(|e| corrupt("seals", e)))
+            .transpose()
+    }
+
+    /// Records a seal durably, before any byte sealed with it is sent.
+    pub fn put_image_seal(
+        &self,
+        site: &str,
+        key: &str,
+        seal: &crate::crypt::ImageSeal,
+    ) -> Result<()> {
+        self.seals.insert(site_name_key(site, key), encode(seal))?;
+        self.flush()
+    }
+
+    pub fn remove_image_seal(&self, site: &str, key: &str) -> Result<()> {
+        self.seals.remove(site_name_key(site, key))?;
+        Ok(())
     }
 
     /// Records what an archived image looked like when verified (see [`ImageObject`]).

@@ -14,6 +14,7 @@ use lomob_backends::{BackendConfig, BackendError};
 
 use crate::archive::opendal_archive::OpendalArchive;
 use crate::archive::s3_archive::S3Archive;
+use crate::archive::sealed::SealedArchive;
 use crate::archive::{Archive, MinStorageGuard};
 use crate::config::SiteConfig;
 use crate::crypt::SiteCrypt;
@@ -162,6 +163,10 @@ impl Site {
                 ))),
                 None,
             ),
+        };
+        let archive: Box<dyn Archive> = match &crypt {
+            Some(c) => Box::new(SealedArchive::new(archive, c.clone())),
+            None => archive,
         };
         Ok(Site {
             name: name.to_string(),

@@ -126,7 +126,6 @@ fn decrypt_file(crypt: &SiteCrypt, from: &Path, to: &Path) -> Result<([u8; 32], 
     }
     d.finish(&mut plain).map_err(|e| Open::Bad(e.to_string()))?;
     emit(&mut plain)?;
-    drop(emit);
     out.flush().map_err(Open::Io)?;
     Ok((sha.finalize().into(), len))
 }

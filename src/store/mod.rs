@@ -125,6 +125,18 @@ impl StoreError {
     /// A failure while reading an object's stream: its kind is the backend error inside
     /// (a dropped connection is transient).
     pub fn stream(info: &BackendInfo, op: &'static str, key: &str, e: std::io::Error) -> Self {
+        // A chunk of an encrypted object that fails authentication: the bytes are wrong.
+        if let Some(d) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::crypt::DecryptError>())
+        {
+            return Self::check(
+                info,
+                "decrypt",
+                key,
+                format!("{d}; nothing was written from it"),
+            );
+        }
         match e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<opendal::Error>())

@@ -168,7 +168,7 @@ impl<'a> Archiver<'a> {
                         break;
                     }
                     let taken = &self.taken;
-                    let name_of = |g: &[Candidate]| fresh_name(&site.name, g, taken);
+                    let name_of = |g: &[Candidate]| fresh_name(site, g, taken);
                     let volume = |g: &[Candidate]| volume_of(&name_of(g), g);
                     let Some((members, _)) = pack::next_image(&mut rest, iso_size, &volume)? else {
                         break;
@@ -181,7 +181,7 @@ impl<'a> Archiver<'a> {
                 }
             };
             if opts.dry_run {
-                let name = fresh_name(&site.name, &group.members, &self.taken);
+                let name = fresh_name(site, &group.members, &self.taken);
                 self.taken.insert(name.clone());
                 r.images.push(name);
                 r.archived_files += group.members.len() as u64;
@@ -295,13 +295,14 @@ impl<'a> Archiver<'a> {
         } = group;
         while !members.is_empty() {
             let (name, vol) = fixed.take().unwrap_or_else(|| {
-                let name = fresh_name(&site.name, &members, &self.taken);
+                let name = fresh_name(site, &members, &self.taken);
                 let vol = volume_of(&name, &members);
                 (name, vol)
             });
             let plan = pack::plan(&members, vol.clone())?;
             let pending = pending_record(&site.name, &name, &vol, &plan, &members);
             m.put_pending(&pending)?;
+            self.ensure_seal(&pending.key, r).await?;
             self.taken.insert(name.clone());
             self.continued.insert(pending.key.clone());
             let put = self.put(&pending, &plan, members.len()).await;
@@ -337,14 +338,17 @@ impl<'a> Archiver<'a> {
                     self.keep_unverified(&existing, reason, ours, r)?;
                     self.abandon(&pending.key, r).await?;
                     m.remove_pending(&site.name, &name)?;
+                    m.remove_image_seal(&site.name, &pending.key)?;
                 }
                 Err(e) => {
                     let Some(i) = culprit(&e, &members) else {
                         return Err(e.into());
                     };
                     // A file changed (or vanished) under the image: the upload stopped
-                    // before it completed and nothing was stored.
+                    // before it completed and nothing was stored. Its seal goes too: other
+                    // bytes are never encrypted with the key stream already sent.
                     m.remove_pending(&site.name, &name)?;
+                    m.remove_image_seal(&site.name, &pending.key)?;
                     self.taken.remove(&name);
                     if let Some(c) = self.changed(&mut members[i], r, new_versions).await? {
                         members.remove(i);
@@ -391,6 +395,39 @@ impl<'a> Archiver<'a> {
         Ok(Some(c.content))
     }
 
+    /// Makes sure the upload of `key` continues with the ciphertext it started with: on an
+    /// encrypted site, the recorded seal when this machine can regenerate its bytes, else a
+    /// new one (and the journaled upload, sealed otherwise, is abandoned); on a plain site,
+    /// an upload begun encrypted is abandoned. Two ciphertexts never meet in one object.
+    async fn ensure_seal(&mut self, key: &str, r: &mut SiteReport) -> super::error::Result<()> {
+        let (m, site) = (self.step.m, self.step.site);
+        let recorded = m.image_seal(&site.name, key)?;
+        match (&site.crypt, recorded) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                self.abandon(key, r).await?;
+                m.remove_image_seal(&site.name, key)?;
+            }
+            (Some(c), recorded) => {
+                let usable = recorded.as_ref().is_some_and(|seal| {
+                    c.seal_image(seal, Arc::new(crate::archive::MemorySource(Vec::new())))
+                        .is_some()
+                });
+                if !usable {
+                    if recorded.is_some() {
+                        tracing::warn!(
+                            "site {}: {key} was begun with keys this machine no longer has; starting its upload anew",
+                            site.name
+                        );
+                    }
+                    self.abandon(key, r).await?;
+                    m.put_image_seal(&site.name, key, &c.new_image_seal())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sends the pending image.
     async fn put(
         &self,
@@ -419,15 +456,47 @@ impl<'a> Archiver<'a> {
             .collect();
         ends.sort_unstable();
         let files_in = AtomicU64::new(0);
+        let image: Arc<dyn ByteSource> = Arc::new(ImageSource(plan.clone()));
+        let (source, head_len): (Arc<dyn ByteSource>, u64) = match &site.crypt {
+            None => (image, 0),
+            Some(c) => {
+                let seal = self
+                    .step
+                    .m
+                    .image_seal(&site.name, &pending.key)
+                    .ok()
+                    .flatten()
+                    .and_then(|seal| c.seal_image(&seal, image))
+                    .ok_or_else(|| {
+                        crate::store::StoreError::check(
+                            site.archive.info(),
+                            "put",
+                            &pending.key,
+                            "the image's encryption seal is missing from the manifest".into(),
+                        )
+                    })?;
+                let head = seal.head_len();
+                (Arc::new(seal), head)
+            }
+        };
+        // Progress counts plaintext bytes: a chunk of 65552 sealed bytes holds 65536.
+        let plain = |done: u64| {
+            if head_len == 0 {
+                done
+            } else {
+                done.saturating_sub(head_len) / (crate::crypt::CHUNK + 16) * crate::crypt::CHUNK
+            }
+        };
         let put = site
             .archive
             .put(PutRequest {
                 key: &pending.key,
-                source: Arc::new(ImageSource(plan.clone())),
+                source,
                 fingerprint: &pending.fingerprint,
                 multipart_only: self.multipart_only,
                 journal: &self.journal,
                 progress: &|done| {
+                    let done = plain(done);
                     let before = last.swap(done, Ordering::Relaxed);
                     let now_in = ends.partition_point(|&e| e <= done) as u64;
                     let was_in = files_in.swap(now_in, Ordering::Relaxed);
@@ -500,12 +569,19 @@ impl<'a> Archiver<'a> {
                 upload: Some(upload),
             },
         )?;
+        // The baseline holds the catalog as stored: sealed the same way again on an
+        // encrypted site (sealing a catalog is deterministic).
+        let stored_catalog = match &site.crypt {
+            Some(c) => c.seal_index(&catalog, plan.catalog_bytes()),
+            None => plan.catalog_bytes().to_vec(),
+        };
         m.put_image_object(
             &site.name,
             &pending.name,
-            &image_object(&pending, &stored, plan.catalog_bytes()),
+            &image_object(&pending, &stored, &stored_catalog),
         )?;
         m.remove_pending(&site.name, &pending.name)?;
+        m.remove_image_seal(&site.name, &pending.key)?;
         handled.extend(members.iter().map(|c| c.content));
         self.taken.insert(pending.name.clone());
         r.images.push(pending.name);
@@ -651,11 +727,18 @@ fn member_candidate(pm: &PendingMember, source: PathBuf) -> Candidate {
     }
 }
 
-/// A new image name for `group` on `site`: `<site>-<oldest>--<newest>.iso`, made unique.
-fn fresh_name(site: &str, group: &[Candidate], taken: &HashSet<String>) -> String {
-    pack::unique_name(&format!("{site}-{}", pack::default_name(group)), &|n| {
-        taken.contains(n)
-    })
+/// A new image name for `group` on `site`: `<site>-<oldest>--<newest>.iso`, or on an
+/// encrypted site `<site>-<16 keyed hex digits>.iso` (no dates), made unique.
+fn fresh_name(site: &Site, group: &[Candidate], taken: &HashSet<String>) -> String {
+    let name = match &site.crypt {
+        Some(c) => format!(
+            "{}-{}.iso",
+            site.name,
+            c.image_stem(group.iter().map(|c| &c.content))
+        ),
+        None => format!("{}-{}", site.name, pack::default_name(group)),
+    };
+    pack::unique_name(&name, &|n| taken.contains(n))
 }
 
 /// The volume of an image. Nothing in it may depend on the clock, so that an interrupted

@@ -1,0 +1,268 @@
+//! [`Archive`] for an encrypted site: catalogs go up as age objects, and reads of an
+//! encrypted image are served in plaintext coordinates, so restore plans its byte ranges
+//! exactly as on a plain site.
+//!
+//! A plaintext range becomes a ranged read of the whole 64 KiB chunks that cover it
+//! ([`crate::crypt::chunk_span`]), each authenticated before a byte of it is handed on: one
+//! file comes out of a 5 GB image with its own bytes, at most two chunks more, a 16-byte
+//! tag per chunk, and the header (read once per image and kept for the run). Images
+//! themselves are encrypted by the archive step, which alone can regenerate the same
+//! ciphertext to continue an interrupted upload. Objects stored before encryption was
+//! turned on are read as they are.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use lomob_backends::BackendError;
+
+use super::{
+    Archive, ArchiveObject, ByteStream, PutOutcome, PutRequest, ThawRequest, ThawTier,
+    UploadJournal,
+};
+use crate::crypt::{
+    chunk_span, decrypt_bytes, decrypt_chunks, is_age, parse_header, plaintext_len, DecryptError,
+    HeaderError, PayloadKey, RangeDecryptor, SiteCrypt,
+};
+use crate::keys::SITE_MARK;
+use crate::store::{BackendInfo, ObjectInfo, StoreError};
+
+/// What lomob knows of one object it reads.
+enum Opened {
+    Plain,
+    Sealed {
+        head_len: u64,
+        plain_len: u64,
+        key: PayloadKey,
+    },
+}
+
+pub struct SealedArchive {
+    inner: Box<dyn Archive>,
+    crypt: Arc<SiteCrypt>,
+    opened: Mutex<HashMap<String, Arc<Opened>>>,
+}
+
+impl SealedArchive {
+    pub fn new(inner: Box<dyn Archive>, crypt: Arc<SiteCrypt>) -> Self {
+        SealedArchive {
+            inner,
+            crypt,
+            opened: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key_error(&self, key: &str, message: String) -> StoreError {
+        StoreError::new(
+            self.info(),
+            "decrypt",
+            key,
+            BackendError::Invalid {
+                kind: "encryption",
+                message,
+            },
+        )
+    }
+
+    fn bad(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::check(
+            self.info(),
+            "decrypt",
+            key,
+            format!("{e}; nothing was written from it"),
+        )
+    }
+
+    fn unwrap_error(&self, key: &str, e: HeaderError) -> StoreError {
+        match e {
+            HeaderError::NoMatchingIdentity => self.key_error(
+                key,
+                format!("{e}: the identity in the profile is not one this object was encrypted to (a wrong key file?)"),
+            ),
+            e => self.bad(key, e),
+        }
+    }
+
+    /// Reads (once per run) whether `key` is encrypted, and its header.
+    async fn open(&self, key: &str) -> Result<Arc<Opened>, StoreError> {
+        if let Some(o) = self
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Ok(o.clone());
+        }
+        let size = self
+            .inner
+            .stat(key)
+            .await?
+            .ok_or_else(|| self.bad(key, "the object is not there"))?
+            .info
+            .size;
+        let mut want = 512u64;
+        let opened = loop {
+            let head = self.inner.read_range(key, 0..want.min(size)).await?;
+            if !is_age(&head) {
+                break Opened::Plain;
+            }
+            match parse_header(&head) {
+                Ok((h, _)) => {
+                    let ids = self
+                        .crypt
+                        .identities()
+                        .map_err(|e| self.key_error(key, e.to_string()))?;
+                    let pkey = h.unwrap_with(ids).map_err(|e| self.unwrap_error(key, e))?;
+                    let plain_len = plaintext_len(size, h.len)
+                        .ok_or_else(|| self.bad(key, DecryptError::Truncated))?;
+                    break Opened::Sealed {
+                        head_len: h.len,
+                        plain_len,
+                        key: pkey,
+                    };
+                }
+                Err(HeaderError::Truncated) if want < size && want < 64 << 10 => want *= 4,
+                Err(e) => return Err(self.bad(key, e)),
+            }
+        };
+        let opened = Arc::new(opened);
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), opened.clone());
+        Ok(opened)
+    }
+}
+
+#[async_trait]
+impl Archive for SealedArchive {
+    fn info(&self) -> &BackendInfo {
+        self.inner.info()
+    }
+
+    async fn put(&self, req: PutRequest<'_>) -> Result<PutOutcome, StoreError> {
+        self.inner.put(req).await
+    }
+
+    async fn put_index(&self, key: &str, bytes: Vec<u8>) -> Result<PutOutcome, StoreError> {
+        if key == SITE_MARK {
+            // Read by machines that hold only public keys: it names the site, nothing else.
+            return self.inner.put_index(key, bytes).await;
+        }
+        let sealed = self.crypt.seal_index(key, &bytes);
+        self.inner.put_index(key, sealed).await
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
+        self.inner.stat(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.inner.list(prefix).await
+    }
+
+    async fn request_thaw(
+        &self,
+        key: &str,
+        days: u32,
+        tier: ThawTier,
+    ) -> Result<ThawRequest, StoreError> {
+        self.inner.request_thaw(key, days, tier).await
+    }
+
+    async fn read_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        if key == SITE_MARK {
+            return self.inner.read_range(key, range).await;
+        }
+        let Opened::Sealed {
+            head_len,
+            plain_len,
+            key: pkey,
+        } = &*self.open(key).await?
+        else {
+            return self.inner.read_range(key, range).await;
+        };
+        let end = range.end.min(*plain_len);
+        if range.start >= end {
+            return Ok(Vec::new());
+        }
+        let (span, first, skip) = chunk_span(range.start..end, *plain_len, *head_len);
+        let sealed = self.inner.read_range(key, span.clone()).await?;
+        if sealed.len() as u64 != span.end - span.start {
+            // Short: the caller sees fewer bytes than it asked for and says so.
+            let whole = sealed.len() as u64 / (crate::crypt::CHUNK + 16);
+            let usable = &sealed[..(whole * (crate::crypt::CHUNK + 16)) as usize];
+            let plain =
+                decrypt_chunks(pkey, first, *plain_len, usable).map_err(|e| self.bad(key, e))?;
+            return Ok(plain.get(skip as usize..).unwrap_or_default().to_vec());
+        }
+        let plain =
+            decrypt_chunks(pkey, first, *plain_len, &sealed).map_err(|e| self.bad(key, e))?;
+        Ok(plain[skip as usize..skip as usize + (end - range.start) as usize].to_vec())
+    }
+
+    async fn read_stream(&self, key: &str, range: Range<u64>) -> Result<ByteStream, StoreError> {
+        let Opened::Sealed {
+            head_len,
+            plain_len,
+            key: pkey,
+        } = &*self.open(key).await?
+        else {
+            return self.inner.read_stream(key, range).await;
+        };
+        let end = range.end.min(*plain_len);
+        if range.start >= end {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let (span, first, skip) = chunk_span(range.start..end, *plain_len, *head_len);
+        let inner = self.inner.read_stream(key, span).await?;
+        let mut dec = RangeDecryptor::new(pkey.clone(), first, *plain_len);
+        let mut skip = skip as usize;
+        let mut left = (end - range.start) as usize;
+        Ok(inner
+            .map(move |item| {
+                let b = item?;
+                let mut out = Vec::with_capacity(b.len());
+                dec.update(&b, &mut out).map_err(std::io::Error::other)?;
+                let drop = skip.min(out.len());
+                skip -= drop;
+                let take = left.min(out.len() - drop);
+                left -= take;
+                Ok(bytes::Bytes::from(out).slice(drop..drop + take))
+            })
+            .boxed())
+    }
+
+    async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let bytes = self.inner.read_index(key).await?;
+        if !is_age(&bytes) {
+            return Ok(bytes);
+        }
+        let ids = self
+            .crypt
+            .identities()
+            .map_err(|e| self.key_error(key, e.to_string()))?;
+        decrypt_bytes(ids, &bytes).map_err(|e| match e {
+            DecryptError::Header(h) => self.unwrap_error(key, h),
+            e => self.bad(key, e),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+
+    async fn abort_upload(&self, key: &str, journal: &dyn UploadJournal) -> Result<(), StoreError> {
+        self.inner.abort_upload(key, journal).await
+    }
+
+    async fn abort_orphans(
+        &self,
+        owned: &(dyn for<'k> Fn(&'k str) -> bool + Sync),
+        journal: &dyn UploadJournal,
+    ) -> Result<usize, StoreError> {
+        self.inner.abort_orphans(owned, journal).await
+    }
+}
