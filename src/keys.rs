@@ -100,6 +100,19 @@ pub fn is_site_image_key(site: &str, key: &str) -> bool {
     }
 }
 
+/// True when `key` is an image of `site` named as an encrypted site names them (16 keyed
+/// hex digits, no dates): one stored before encryption was turned on is not.
+pub fn is_sealed_image_key(site: &str, key: &str) -> bool {
+    is_site_image_key(site, key)
+        && key
+            .strip_prefix(ARCHIVE)
+            .and_then(|k| k.strip_prefix(site))
+            .and_then(|k| k.strip_prefix('-'))
+            .is_some_and(|rest| {
+                rest.len() >= 20 && rest.as_bytes()[..16].iter().all(u8::is_ascii_hexdigit)
+            })
+}
+
 /// True when `key` is a relative path that stays under the root it is joined to: no empty,
 /// `.` or `..` segment, no leading `/`, no backslash, no control character.
 pub fn is_confined(key: &str) -> bool {

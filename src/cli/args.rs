@@ -127,6 +127,47 @@ pub enum Command {
     },
     /// Print the man page (roff): `lomob man > ~/.local/share/man/man1/lomob.1`
     Man,
+    /// Encryption keys (age): make one, put it on paper, prove a site's recovery key works
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new age identity (mode 0600) and print its public key (the recipient to put
+    /// in a site's `encryption.recipients`). LOSING IT LOSES THE DATA ENCRYPTED TO IT
+    Generate {
+        /// Where to write it; refused if the file exists
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        /// Protect the file with a passphrase read from this environment variable
+        #[arg(long, value_name = "VAR", conflicts_with = "protect")]
+        passphrase_env: Option<String>,
+        /// Protect the file with a passphrase typed twice in the terminal
+        #[arg(long)]
+        protect: bool,
+    },
+    /// Print a page to keep offline: the identity as text and as a QR code, its public key,
+    /// and how to decrypt any object with the stock `age` tool
+    Export {
+        /// The identity file to export (or the one a site's profile names)
+        #[arg(long, value_name = "FILE", required_unless_present = "site")]
+        identity: Option<PathBuf>,
+        #[arg(long, value_name = "NAME")]
+        site: Option<String>,
+        /// The printable page (the only form there is; the flag says what you get)
+        #[arg(long)]
+        paper: bool,
+    },
+    /// Download one small encrypted object of a site and decrypt it with an identity (your
+    /// recovery key): proof that it opens this site's data
+    Verify {
+        #[arg(long, value_name = "NAME")]
+        site: String,
+        /// The identity to prove (default: the one the profile names)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

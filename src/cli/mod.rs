@@ -8,6 +8,7 @@ mod check_cmd;
 mod cost_cmd;
 mod daemon_cmd;
 mod iso_cmd;
+mod key_cmd;
 mod list;
 mod logging;
 mod manifest_cmd;
@@ -154,6 +155,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<u8> {
             output::stdout_str(&String::from_utf8_lossy(&script))?;
             Ok(exit::SUCCESS)
         }
+        Command::Key(k) => key_cmd::run(ctx, k),
         Command::Man => {
             let cmd = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(cmd).render(&mut output::stdout())?;

@@ -110,6 +110,19 @@ struct SiteStatus {
     checks: Vec<LastCheck>,
     images: u64,
     last_sync: Option<LastRun>,
+    /// Set for an encrypted site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption: Option<EncryptionStatus>,
+}
+
+#[derive(Serialize)]
+struct EncryptionStatus {
+    recipients: usize,
+    /// When `lomob key verify` last proved a key opens the site's objects.
+    key_verified: Option<String>,
+    /// Objects stored before encryption was turned on: plain, and still readable.
+    plain_staged: u64,
+    plain_images: u64,
 }
 
 #[derive(Serialize)]
@@ -304,6 +317,22 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
                     site.name, t.key, t.tier, t.ready_by
                 )?;
             }
+            if let Some(e) = &site.encryption {
+                if e.key_verified.is_none() {
+                    writeln!(
+                        out,
+                        "{}: encrypted, but no key was ever shown to open its objects: run `lomob key verify --site {} --identity RECOVERY-KEY-FILE` (a lost key means lost data)",
+                        site.name, site.name
+                    )?;
+                }
+                if e.plain_staged + e.plain_images > 0 {
+                    writeln!(
+                        out,
+                        "{}: {} staged cop(ies) and {} image(s) were stored before encryption was turned on: they are not encrypted (and stay readable); new objects are",
+                        site.name, e.plain_staged, e.plain_images
+                    )?;
+                }
+            }
             if site.unverified_objects.files > 0 {
                 writeln!(
                     out,
@@ -335,8 +364,14 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
             }
             archived.insert(c);
         }
+        let encrypted = ctx.config.config.sites[name].encryption.as_ref();
+        let mut plain_staged = 0;
         let mut staged = HashSet::new();
         for (_, c, r) in m.staged(Some(name))? {
+            // A keyed name never equals the plain one: this copy went up unencrypted.
+            if encrypted.is_some() && r.key == crate::keys::stage_key(&c) {
+                plain_staged += 1;
+            }
             let t = if archived.contains(&c) {
                 &mut st.waiting_to_free
             } else {
@@ -382,6 +417,21 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
             .iter()
             .filter(|i| i.uploads.iter().any(|u| &u.site == name))
             .count() as u64;
+        if let Some(e) = encrypted {
+            let plain_images = isos
+                .iter()
+                .flat_map(|i| &i.uploads)
+                .filter(|u| &u.site == name && !crate::keys::is_sealed_image_key(name, &u.key))
+                .count() as u64;
+            st.encryption = Some(EncryptionStatus {
+                recipients: e.recipients.len(),
+                key_verified: m
+                    .mark(&super::key_cmd::verified_mark(name))?
+                    .map(output::rfc3339),
+                plain_staged,
+                plain_images,
+            });
+        }
         let command = format!("sync:{name}");
         for kv in m.runs() {
             let (_, r) = kv?;
