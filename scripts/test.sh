@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Independent ISO readers checked against every image we write, and setpriv (util-linux)
-# for the unreadable-file tests.
+# for the unreadable-file tests, and the stock `age` tool that must decrypt every object of an
+# encrypted site.
 apt_needed=()
-for pair in xorriso:xorriso bsdtar:libarchive-tools 7z:p7zip-full genisoimage:genisoimage setpriv:util-linux; do
+for pair in xorriso:xorriso bsdtar:libarchive-tools 7z:p7zip-full genisoimage:genisoimage setpriv:util-linux age:age; do
     bin=${pair%%:*}
     pkg=${pair#*:}
     command -v "$bin" >/dev/null 2>&1 || apt_needed+=("$pkg")

@@ -10,6 +10,7 @@ mod behaviour;
 mod check;
 mod cli;
 mod daemon;
+mod encryption;
 mod iso_cli;
 mod iso_interop;
 mod listings;
