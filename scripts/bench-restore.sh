@@ -4,6 +4,8 @@
 # S3 server, on two servers in one run: moto (the image in a Deep Archive bucket, read after
 # its thaw) and `rclone serve s3` (a hot `kind = "s3"` archive). Also one file out of the
 # middle of the image, to check that a restore reads the file's byte range and not the image.
+# With ENCRYPTED=1 the same corpus is also backed up to an encrypted site (age, two
+# recipients; buckets lomob-enc-*) and restored in every round: the cost of encryption.
 #
 #   scripts/bench-restore.sh           measure and write the bench-restore section of BENCHMARKS.md
 #
@@ -24,6 +26,7 @@
 #               rustc or test.sh process runs on the machine [1200]
 #   LOMOB       lomob binary [target/release/lomob, built here with cargo build --release]
 #   NO_WRITE    1: print the section but leave BENCHMARKS.md alone [0]
+#   ENCRYPTED   1: also restore from an encrypted site each round (target: ≤ 1.15× plain) [1]
 #
 # The raw results (times, JSON reports, request counts) are copied to BENCH_DIR/last-bench-restore
 # (last-bench-restore.partial when a run stops early).
@@ -52,6 +55,7 @@ NAME=bench-restore
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${BENCH_DIR:-/tmp/lomob-bench}
 RUNS=${RUNS:-3}
+ENCRYPTED=${ENCRYPTED:-1}
 SERVERS=${SERVERS:-moto rclone}
 ISO_SIZE=${ISO_SIZE:-5GB}
 CURL_REF=${CURL_REF:-1}
@@ -139,7 +143,8 @@ server_start() {
     if [[ $kind == moto ]]; then
         TMPDIR=$TMP/server setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$SRV_LOG" 2>&1 </dev/null &
     else
-        mkdir -p "$TMP/server/lomob-stage" "$TMP/server/lomob-archive" "$TMP/server/restic"
+        mkdir -p "$TMP/server/lomob-stage" "$TMP/server/lomob-archive" "$TMP/server/restic" \
+            "$TMP/server/lomob-enc-stage" "$TMP/server/lomob-enc-archive"
         setsid "$RCLONE" serve s3 --addr "127.0.0.1:$port" --auth-key "bench,bench" \
             --config /dev/null "$TMP/server" >"$SRV_LOG" 2>&1 </dev/null &
     fi
@@ -150,7 +155,7 @@ server_start() {
         sleep 0.1
     done
     if [[ $kind == moto ]]; then
-        for b in lomob-stage lomob-archive restic; do
+        for b in lomob-stage lomob-archive restic lomob-enc-stage lomob-enc-archive; do
             curl -s -f -X PUT "$EP/$b" -o /dev/null || die "cannot create bucket $b"
         done
     fi
@@ -249,9 +254,28 @@ print(json.dumps(out))
 }
 mark() { MARK=$( [[ $SERVER == moto ]] && wc -l <"$SRV_LOG" || echo 0); }
 
-write_config() { # write_config FILE
-    local class=glacier
+# The keys of the encrypted site: a primary and a recovery key, made once.
+enc_section() {
+    if [[ ! -f $TMP/primary.key ]]; then
+        "$LOMOB" key generate -o "$TMP/primary.key" >/dev/null
+        "$LOMOB" key generate -o "$TMP/recovery.key" >/dev/null
+    fi
+    local p r
+    p=$(awk '/public key:/ {print $4}' "$TMP/primary.key")
+    r=$(awk '/public key:/ {print $4}' "$TMP/recovery.key")
+    printf '\n[sites.bench.encryption]\nrecipients = ["%s", "%s"]\nidentity = { file = "%s" }\n' "$p" "$r" "$TMP/primary.key"
+}
+
+write_config() { # write_config FILE [enc]: the plain site, or the encrypted one (own buckets)
+    local class=glacier pre=lomob
     [[ $SERVER == rclone ]] && class=s3
+    [[ ${2:-} == enc ]] && pre=lomob-enc
+    write_site "$1" "$class" "$pre"
+    if [[ ${2:-} == enc ]]; then enc_section >>"$1"; fi
+}
+
+write_site() { # write_site FILE CLASS BUCKET-PREFIX
+    local class=$2
     cat >"$1" <<EOF
 [sites.bench]
 iso-size = "$ISO_SIZE"
@@ -260,7 +284,7 @@ iso-size = "$ISO_SIZE"
 kind = "s3"
 endpoint = "$EP"
 region = "us-east-1"
-bucket = "lomob-stage"
+bucket = "$3-stage"
 access-key-id = { env = "AWS_ACCESS_KEY_ID" }
 secret-access-key = { env = "AWS_SECRET_ACCESS_KEY" }
 
@@ -268,7 +292,7 @@ secret-access-key = { env = "AWS_SECRET_ACCESS_KEY" }
 kind = "$class"
 endpoint = "$EP"
 region = "us-east-1"
-bucket = "lomob-archive"
+bucket = "$3-archive"
 access-key-id = { env = "AWS_ACCESS_KEY_ID" }
 secret-access-key = { env = "AWS_SECRET_ACCESS_KEY" }
 EOF
@@ -293,7 +317,10 @@ verify() { # verify DIR LABEL: the corpus as restored under DIR
     log "  $2: the restored tree equals the corpus"
 }
 
-L() { "$LOMOB" --config "$TMP/lomob.toml" --db "$TMP/db" "$@"; }
+# CFG and DB name the site's profile and manifest (the encrypted site has its own).
+CFG=$TMP/lomob.toml
+DB=$TMP/db
+L() { "$LOMOB" --config "$CFG" --db "$DB" "$@"; }
 
 # curl with the bench keys (signed: moto refuses anonymous reads, rclone serve s3 checks);
 # also a script, for xargs.
@@ -308,27 +335,10 @@ setup() { # the backups, not timed
     ((free > need)) || die "$((free / 1024)) MiB free on $WORK; this needs $((need / 1024)) MiB (an image, a restic repository and a restored copy, + 512 MiB)"
     server_start "$SERVER"
     write_config "$TMP/lomob.toml"
-    rm -rf "$TMP/db"
-    log "$SERVER: lomob backup --pack-now (not timed)"
-    L backup "$MEDIA" --pack-now --no-progress --json >"$RES/$SERVER-backup.json" 2>"$RES/$SERVER-backup.err" ||
-        { tail "$RES/$SERVER-backup.err" >&2; die "lomob backup failed"; }
-    local staged
-    staged=$(L status --json 2>/dev/null | jq '[.sites[].staged.files] | add')
-    if ((staged != 0)); then
-        log "$SERVER: $staged files still staged: lomob sync --pack-now"
-        L sync --site bench --pack-now --no-progress --json >"$RES/$SERVER-sync.json" 2>>"$RES/$SERVER-backup.err" || die "lomob sync failed"
-        staged=$(L status --json 2>/dev/null | jq '[.sites[].staged.files] | add')
-    fi
-    ((staged == 0)) || die "$staged files still staged after sync --pack-now"
-    L status --json >"$RES/$SERVER-status.json" 2>/dev/null
-    jq -e --argjson n "$CORPUS_FILES" '[.sites[].archived.files] | add == $n' "$RES/$SERVER-status.json" >/dev/null ||
-        die "not every file is in an image"
-    if [[ $SERVER == moto ]]; then
-        log "$SERVER: lomob restore to ask for the thaw (exit code 7 expected)"
-        local rc=0
-        L restore --to "$TMP/thaw" --json --no-progress >"$RES/$SERVER-thaw.json" 2>"$RES/$SERVER-thaw.err" || rc=$?
-        ((rc == 7)) || { tail "$RES/$SERVER-thaw.err" >&2; die "the restore that asks for the thaw exited with $rc, not 7"; }
-        rm -rf -- "$TMP/thaw"
+    lomob_setup
+    if [[ $ENCRYPTED == 1 ]]; then
+        write_config "$TMP/lomob-enc.toml" enc
+        CFG=$TMP/lomob-enc.toml DB=$TMP/db-enc TAG=-enc lomob_setup
     fi
     log "$SERVER: restic init + backup (not timed)"
     rm -rf "$RESTIC_CACHE_DIR"
@@ -336,11 +346,37 @@ setup() { # the backups, not timed
     restic -r "s3:$EP/restic" backup --quiet "$MEDIA" >/dev/null
 }
 
+lomob_setup() { # the backup of one lomob site (CFG, DB), not timed
+    rm -rf "$DB"
+    local SERVER_TAG=$SERVER${TAG:-}
+    log "$SERVER_TAG: lomob backup --pack-now (not timed)"
+    L backup "$MEDIA" --pack-now --no-progress --json >"$RES/$SERVER_TAG-backup.json" 2>"$RES/$SERVER_TAG-backup.err" ||
+        { tail "$RES/$SERVER_TAG-backup.err" >&2; die "lomob backup failed"; }
+    local staged
+    staged=$(L status --json 2>/dev/null | jq '[.sites[].staged.files] | add')
+    if ((staged != 0)); then
+        log "$SERVER: $staged files still staged: lomob sync --pack-now"
+        L sync --site bench --pack-now --no-progress --json >"$RES/$SERVER_TAG-sync.json" 2>>"$RES/$SERVER_TAG-backup.err" || die "lomob sync failed"
+        staged=$(L status --json 2>/dev/null | jq '[.sites[].staged.files] | add')
+    fi
+    ((staged == 0)) || die "$staged files still staged after sync --pack-now"
+    L status --json >"$RES/$SERVER_TAG-status.json" 2>/dev/null
+    jq -e --argjson n "$CORPUS_FILES" '[.sites[].archived.files] | add == $n' "$RES/$SERVER_TAG-status.json" >/dev/null ||
+        die "not every file is in an image"
+    if [[ $SERVER == moto ]]; then
+        log "$SERVER: lomob restore to ask for the thaw (exit code 7 expected)"
+        local rc=0
+        L restore --to "$TMP/thaw" --json --no-progress >"$RES/$SERVER_TAG-thaw.json" 2>"$RES/$SERVER_TAG-thaw.err" || rc=$?
+        ((rc == 7)) || { tail "$RES/$SERVER_TAG-thaw.err" >&2; die "the restore that asks for the thaw exited with $rc, not 7"; }
+        rm -rf -- "$TMP/thaw"
+    fi
+}
+
 lomob_restore() { # lomob_restore OUT: all files
     local out=$1
     rm -rf -- "$OUT"
     mark
-    measure "$out" 0 "$LOMOB" --config "$TMP/lomob.toml" --db "$TMP/db" restore --to "$OUT" --json --no-progress
+    measure "$out" 0 "$LOMOB" --config "$CFG" --db "$DB" restore --to "$OUT" --json --no-progress
     count_requests "$out"
     local thaw=not-needed
     [[ $SERVER == moto ]] && thaw=thawed
@@ -411,6 +447,9 @@ for SERVER in $SERVERS; do
     for r in $(seq "$RUNS"); do
         log "$SERVER round $r"
         lomob_restore "$RES/$SERVER-lomob-$r"
+        if [[ $ENCRYPTED == 1 ]]; then
+            CFG=$TMP/lomob-enc.toml DB=$TMP/db-enc lomob_restore "$RES/$SERVER-lomobenc-$r"
+        fi
         restic_restore "$RES/$SERVER-restic-$r" "$((r == 1))"
     done
     one_file
@@ -465,6 +504,14 @@ for srv in servers:
     print(f"| {LABEL[srv]} | lomob restore | {sp([x['t'] for x in L])} | {sp([x['cpu'] for x in L])} | {med([x['rss'] for x in L]):.0f} | "
           f"{sp(dl, '{:.4f}')} | {sp([x['lo'] / restored for x in L], '{:.4f}')} | {lgets[-1]} (lomob's JSON){g_moto(L, 'lomob-archive')} | "
           f"{sp([x['scpu'] for x in L])} | {med([x['shwm'] for x in L]):.0f} | {', '.join(x['load'] for x in L)} |")
+    if ex(f"{srv}-lomobenc-1.t"):
+        E = [one(f"{srv}-lomobenc-{r}") for r in range(1, runs + 1) if ex(f"{srv}-lomobenc-{r}.t")]
+        EJ = [json.loads(rd(f"{srv}-lomobenc-{r}.out")) for r in range(1, len(E) + 1)]
+        edl = [j["bytes_downloaded"] / j["restored_bytes"] for j in EJ]
+        print(f"| {LABEL[srv]} | lomob restore, encrypted site | {sp([x['t'] for x in E])} | {sp([x['cpu'] for x in E])} | {med([x['rss'] for x in E]):.0f} | "
+              f"{sp(edl, '{:.4f}')} | {sp([x['lo'] / restored for x in E], '{:.4f}')} | {sum(s['get'] for s in EJ[-1]['requests'].values())} (lomob's JSON) | "
+              f"{sp([x['scpu'] for x in E])} | {med([x['shwm'] for x in E]):.0f} | {', '.join(x['load'] for x in E)} |")
+        summary.setdefault(srv, {})["enc"] = med([x["t"] for x in E])
     print(f"| {LABEL[srv]} | restic restore | {sp([x['t'] for x in R])} | {sp([x['cpu'] for x in R])} | {med([x['rss'] for x in R]):.0f} | "
           f"– | {sp([x['lo'] / corpus for x in R], '{:.4f}')} | {('moto log ' + str(gets(R[-1]['req'], 'restic'))) if srv == 'moto' else '–'} | "
           f"{sp([x['scpu'] for x in R])} | {med([x['shwm'] for x in R]):.0f} | {', '.join(x['load'] for x in R)} |")
@@ -518,6 +565,11 @@ for srv, path, size, frac, dl, cat, jg, mg, lo, t, rt, rlo in ones:
     print(f"| {LABEL[srv]} | {s['lomob']:.1f} s ÷ {s['restic']:.1f} s = {r:.2f}: {met(r <= 0.70)} | {s['dl']:.4f} (loopback: {s['lo']:.4f}): {met(s['dl'] <= 1.01)} | "
           f"{dl - size} B by bytes_downloaded, {lo - size} B on the wire: {met(dl - size <= 64 * KiB and lo - size <= 80 * KiB)} |")
 print()
+for srv in servers:
+    s = summary[srv]
+    if "enc" in s:
+        r = s["enc"] / s["lomob"]
+        print(f"- {LABEL[srv]}: encrypted ÷ plain lomob restore wall time: {s['enc']:.1f} s ÷ {s['lomob']:.1f} s = {r:.2f} (target ≤ 1.15: {met(r <= 1.15)}).")
 for srv in servers:
     s = summary[srv]
     line = f"- {LABEL[srv]}: lomob's median CPU {s['lcpu']:.1f} s over a {s['lomob']:.1f} s wall; the server's CPU {s['scpu']:.1f} s"

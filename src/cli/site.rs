@@ -98,6 +98,18 @@ fn list(ctx: &Context) -> anyhow::Result<u8> {
             s.config.schedule.check_stage,
             s.config.schedule.check_archive
         )?;
+        match &s.config.encryption {
+            Some(e) => writeln!(
+                out,
+                "  encryption: age, to {} recipient(s){}",
+                e.recipients.len(),
+                e.identity
+                    .as_ref()
+                    .map(|i| format!(", identity {}", i.file.display()))
+                    .unwrap_or_else(|| ", no identity (backing up only)".into())
+            )?,
+            None => writeln!(out, "  encryption: off")?,
+        }
         if s.config.alert.email.is_empty() {
             writeln!(out, "  alerts: log only (no email configured)")?;
         } else {

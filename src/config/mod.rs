@@ -378,11 +378,35 @@ pub fn load(files: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
         .extract()
         .map_err(|e| ConfigError::Invalid(describe(e)))?;
     validate(&config)?;
+    warn_if_readable(&sources, &config);
     Ok(LoadedConfig {
         config,
         sources,
         data_dir,
     })
+}
+
+/// Warns when a profile that holds a secret written inline (shown as `***`) can be read by
+/// other users of the machine.
+fn warn_if_readable(sources: &[PathBuf], config: &Config) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let inline = serde_json::to_string(config).is_ok_and(|j| j.contains("\"***\""));
+    if !inline {
+        return;
+    }
+    for p in sources {
+        if let Ok(m) = std::fs::metadata(p) {
+            let mode = m.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "{} holds a secret written inline and can be read by other users of this machine (mode {:o}): run `chmod 600 {}`, or read the secret from a file or an environment variable",
+                    p.display(),
+                    mode & 0o777,
+                    p.display()
+                );
+            }
+        }
+    }
 }
 
 /// Parses configuration text (for tests and `lomob site list --config`-less checks).

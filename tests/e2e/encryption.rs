@@ -505,6 +505,19 @@ fn one_file_from_an_encrypted_deep_archive_image_reads_its_own_chunks_and_recove
     );
     assert!(down <= bound, "{down} bytes downloaded, bound {bound}");
 
+    // The archive check reads no image and decrypts nothing: LIST and HEAD only.
+    let seen = c.proxy.traffic.log.lock().unwrap().len();
+    env.json(
+        &["--config", &c.cfg, "check", "--site", "cloud", "--archive"],
+        0,
+    );
+    let log = c.proxy.traffic.log.lock().unwrap()[seen..].to_vec();
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("GET ") && l.contains(".iso") && !l.contains("list-type")),
+        "{log:?}"
+    );
+
     // The image on moto decrypts with the stock age tool and the recovery key alone.
     if age_tool() {
         // Thawed by the restore above.
@@ -627,4 +640,126 @@ fn an_encrypted_upload_killed_mid_way_continues_with_the_same_ciphertext() {
             p.display()
         );
     }
+}
+
+#[test]
+fn turning_encryption_on_keeps_old_objects_readable_and_counted() {
+    let env = Env::new();
+    let root = env.path().display().to_string();
+    let plain = format!(
+        "[library]\nroots = [\"{root}/lib\"]\n\n[sites.nas]\npack-threshold = \"1GB\"\nstage = {{ kind = \"fs\", root = \"{root}/nas-stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/nas-archive\" }}\n"
+    );
+    let plain_cfg = env.config_named("plain.toml", &plain);
+    let mut files = library(&env);
+    env.json(&["--config", &plain_cfg, "backup"], 0);
+    env.json(
+        &[
+            "--config",
+            &plain_cfg,
+            "sync",
+            "--site",
+            "nas",
+            "--pack-now",
+        ],
+        0,
+    );
+    let before = bytes(5, 40_000);
+    files.push((
+        put(&env, b"2022/before.jpg", &before, 1_650_000_000 * NS),
+        before,
+    ));
+    env.json(&["--config", &plain_cfg, "backup"], 0);
+    // Encryption on, with the identity behind a passphrase.
+    let protected = env.path().join("protected.key");
+    let r = env
+        .cmd()
+        .env("TEST_PASS", "correct horse battery staple")
+        .args([
+            "--json",
+            "key",
+            "generate",
+            "-o",
+            protected.to_str().unwrap(),
+            "--passphrase-env",
+            "TEST_PASS",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&r, 0);
+    let recipient = serde_json::from_slice::<serde_json::Value>(&r.stdout).unwrap()["recipient"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cfg = env.config(&format!(
+        "{plain}\n[sites.nas.encryption]\nrecipients = [\"{recipient}\"]\nidentity = {{ file = \"{}\", passphrase = {{ env = \"TEST_PASS\" }} }}\n",
+        protected.display()
+    ));
+    let after = bytes(6, 40_000);
+    files.push((
+        put(&env, b"2022/after.jpg", &after, 1_660_000_000 * NS),
+        after.clone(),
+    ));
+    env.json(&["--config", &cfg, "backup"], 0);
+    let st = env.json(&["--config", &cfg, "status"], 0);
+    let e = &st["sites"][0]["encryption"];
+    assert_eq!(e["plain_staged"], 1, "{st}");
+    assert_eq!(e["plain_images"], 1, "{st}");
+    // The new staged copy is encrypted, the old one not.
+    let staged = walk(&env.path().join("nas-stage/stage"));
+    let sealed = staged
+        .iter()
+        .filter(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .starts_with(b"age-encryption.org/v1\n")
+        })
+        .count();
+    assert_eq!((staged.len(), sealed), (2, 1), "{staged:?}");
+    // Everything restores, old and new, with the passphrase from the environment; a wrong
+    // passphrase is a clear error; the passphrase is in no trace log.
+    let dir = env.path().join("back");
+    let out = env
+        .cmd()
+        .env("TEST_PASS", "correct horse battery staple")
+        .args([
+            "--config",
+            &cfg,
+            "--log-level",
+            "trace",
+            "--json",
+            "restore",
+            "--to",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("battery staple"));
+    for (p, c) in &files {
+        assert_eq!(
+            &std::fs::read(landed(&dir, p)).unwrap(),
+            c,
+            "{}",
+            p.display()
+        );
+    }
+    let out = env
+        .cmd()
+        .env("TEST_PASS", "wrong")
+        .args([
+            "--config",
+            &cfg,
+            "--json",
+            "restore",
+            "--to",
+            &format!("{root}/w"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("passphrase is wrong")
+            || String::from_utf8_lossy(&out.stdout).contains("passphrase is wrong"),
+        "{}",
+        stderr(&out)
+    );
 }
