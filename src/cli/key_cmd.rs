@@ -284,8 +284,46 @@ fn verify(ctx: &Context, name: &str, file: Option<&Path>) -> anyhow::Result<u8> 
                 }
             }
         }
+        // Nothing on the stage (all archived and freed, or a stage lost): the hot catalogs
+        // of encrypted images, read through the site opened with this identity only.
+        let mut with_key = config.clone();
+        if let Some(e) = with_key.encryption.as_mut() {
+            e.identity = Some(crate::config::IdentityConfig {
+                file: path.clone(),
+                passphrase: if file.is_some() { None } else { e.identity.as_ref().and_then(|i| i.passphrase.clone()) },
+            });
+        }
+        let probe = Site::open(name, &with_key)?;
+        let mut catalogs: Vec<_> = probe
+            .archive
+            .list(crate::keys::ARCHIVE)
+            .await?
+            .into_iter()
+            .filter(|o| {
+                o.key
+                    .strip_suffix(".catalog.json")
+                    .is_some_and(|image| crate::keys::is_sealed_image_key(name, image))
+            })
+            .collect();
+        catalogs.sort_by_key(|o| o.size);
+        for o in catalogs.iter().take(20) {
+            match probe.archive.read_index(&o.key).await {
+                Ok(plain) => return Ok((o.key.clone(), plain)),
+                Err(e) if e.kind() == lomob_backends::ErrorKind::Integrity => {
+                    tracing::warn!("site {name}: {} is damaged ({e})", o.key);
+                    damaged.push(o.key.clone());
+                }
+                Err(e) => {
+                    return Err(anyhow::anyhow!(
+                        "{} does not open {} of site {name}: {e}. This key cannot restore the site",
+                        path.display(),
+                        o.key
+                    ))
+                }
+            }
+        }
         Err(anyhow::anyhow!(
-            "site {name} holds no readable encrypted object on its stage{}: run `lomob backup` (or `lomob sync --site {name}`) first, then verify",
+            "site {name} holds no readable encrypted object on its stage or among its catalogs{}: run `lomob backup` (or `lomob sync --site {name}`) first, then verify",
             if damaged.is_empty() { String::new() } else { format!(" ({} damaged)", damaged.len()) }
         ))
     })?;

@@ -483,16 +483,26 @@ async fn staged_objects(
         }
     };
     let (mut unknown, mut unknown_bytes) = (0u64, 0u64);
+    // Objects are named by content, or on an encrypted site by a keyed hash of it that
+    // this machine can compute (with another machine's local secret they stay unknown).
+    let by_key: HashMap<String, ContentId> =
+        contents.keys().map(|c| (site.stage_key(c), *c)).collect();
     for o in list {
         if !keys::is_stage_key(&o.key) {
             continue;
         }
-        let mut id = [0u8; 16];
-        if hex::decode_to_slice(&o.key[STAGE.len()..], &mut id).is_err() {
+        let Some(id) = by_key.get(&o.key).copied() else {
+            unknown += 1;
+            unknown_bytes += o.size;
             continue;
-        }
+        };
+        // An encrypted copy is larger than its content by its header and tags.
+        let fits = |c: &ContentRecord| match &site.crypt {
+            Some(_) => o.size >= c.size,
+            None => o.size == c.size,
+        };
         match contents.get(&id) {
-            Some(c) if c.size == o.size => batch.put_staged(
+            Some(c) if fits(c) => batch.put_staged(
                 &site.name,
                 &id,
                 &StagedRecord {

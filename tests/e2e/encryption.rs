@@ -294,6 +294,23 @@ fn an_encrypted_site_round_trips_and_its_objects_say_nothing() {
     );
     assert_eq!(st["sites"][0]["encryption"]["plain_staged"], 0, "{st}");
 
+    // Recovery from the archive's encrypted catalogs alone (manifest and stage gone).
+    std::fs::remove_dir_all(env.db()).unwrap();
+    std::fs::remove_dir_all(&stage).unwrap();
+    let r = env.json(&["--config", &cfg, "recover", "--site", "nas"], 0);
+    assert_eq!(r["source"], "catalogs", "{r}");
+    let dir = env.path().join("from-catalogs");
+    let r = restore(&env, &cfg, &["--to", dir.to_str().unwrap()], 0);
+    assert_eq!(r["restored"], 4, "{r}");
+    for (p, c) in &files[..4] {
+        assert_eq!(
+            &std::fs::read(landed(&dir, p)).unwrap(),
+            c,
+            "{}",
+            p.display()
+        );
+    }
+
     // A key the site was not encrypted to is refused, clearly.
     let stranger = env.path().join("stranger.key");
     key(&env, &stranger);
