@@ -155,6 +155,9 @@ pub async fn sync_site(m: Arc<Manifest>, site: Arc<Site>, opts: SyncOptions) -> 
         ok: true,
         ..Default::default()
     };
+    if !opts.dry_run {
+        sweep_tmp(&crate::config::data_dir().join("tmp"));
+    }
     if let Err(e) = run(&m, &site, &opts, &mut r).await {
         r.fail(&e);
     }
@@ -169,6 +172,27 @@ pub async fn sync_site(m: Arc<Manifest>, site: Arc<Site>, opts: SyncOptions) -> 
         }
     }
     r
+}
+
+/// Removes files a killed run left in lomob's temporary folder (ciphertext on its way up,
+/// downloads for checks and recovery) once they are a week old: no live transfer keeps a
+/// file unmodified that long. Folders (an archive step's, per run) are left alone.
+fn sweep_tmp(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let week = std::time::Duration::from_secs(7 * 86_400);
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > week);
+        if meta.is_file() && old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 async fn run(
