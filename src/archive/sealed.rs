@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use lomob_backends::BackendError;
 
 use super::{
     Archive, ArchiveObject, ByteStream, PutOutcome, PutRequest, ThawRequest, ThawTier,
@@ -24,7 +23,7 @@ use super::{
 };
 use crate::crypt::{
     chunk_span, decrypt_bytes, decrypt_chunks, is_age, parse_header, plaintext_len, DecryptError,
-    HeaderError, PayloadKey, RangeDecryptor, SiteCrypt,
+    HeaderError, PayloadKey, RangeDecryptor, SiteCrypt, CHUNK,
 };
 use crate::keys::SITE_MARK;
 use crate::store::{BackendInfo, ObjectInfo, StoreError};
@@ -37,6 +36,16 @@ enum Opened {
         plain_len: u64,
         key: PayloadKey,
     },
+}
+
+/// A read of an encrypted object: the chunks to fetch and the plaintext to keep of them.
+struct SealedRead {
+    span: Range<u64>,
+    first: u64,
+    skip: usize,
+    len: usize,
+    plain_len: u64,
+    key: PayloadKey,
 }
 
 pub struct SealedArchive {
@@ -55,34 +64,43 @@ impl SealedArchive {
     }
 
     fn key_error(&self, key: &str, message: String) -> StoreError {
-        StoreError::new(
-            self.info(),
-            "decrypt",
-            key,
-            BackendError::Invalid {
-                kind: "encryption",
-                message,
-            },
-        )
+        StoreError::encryption(self.info(), key, message)
     }
 
     fn bad(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
-        StoreError::check(
-            self.info(),
-            "decrypt",
-            key,
-            format!("{e}; nothing was written from it"),
-        )
+        StoreError::undecryptable(self.info(), key, e)
     }
 
-    fn unwrap_error(&self, key: &str, e: HeaderError) -> StoreError {
-        match e {
-            HeaderError::NoMatchingIdentity => self.key_error(
-                key,
-                format!("{e}: the identity in the profile is not one this object was encrypted to (a wrong key file?)"),
-            ),
-            e => self.bad(key, e),
-        }
+    /// How to read plaintext `range` of `key`: `None` for a plain object (read as it is),
+    /// else the chunks that cover the range and how to cut them.
+    async fn plan_read(
+        &self,
+        key: &str,
+        range: &Range<u64>,
+    ) -> Result<Option<SealedRead>, StoreError> {
+        let Opened::Sealed {
+            head_len,
+            plain_len,
+            key: pkey,
+        } = &*self.open(key).await?
+        else {
+            return Ok(None);
+        };
+        let end = range.end.min(*plain_len);
+        let len = end.saturating_sub(range.start);
+        let (span, first, skip) = if len == 0 {
+            (0..0, 0, 0)
+        } else {
+            chunk_span(range.start..end, *plain_len, *head_len)
+        };
+        Ok(Some(SealedRead {
+            span,
+            first,
+            skip: skip as usize,
+            len: len as usize,
+            plain_len: *plain_len,
+            key: pkey.clone(),
+        }))
     }
 
     /// Reads (once per run) whether `key` is encrypted, and its header.
@@ -114,7 +132,9 @@ impl SealedArchive {
                         .crypt
                         .identities()
                         .map_err(|e| self.key_error(key, e.to_string()))?;
-                    let pkey = h.unwrap_with(ids).map_err(|e| self.unwrap_error(key, e))?;
+                    let pkey = h
+                        .unwrap_with(ids)
+                        .map_err(|e| StoreError::unopened(self.info(), key, e))?;
                     let plain_len = plaintext_len(size, h.len)
                         .ok_or_else(|| self.bad(key, DecryptError::Truncated))?;
                     break Opened::Sealed {
@@ -176,51 +196,35 @@ impl Archive for SealedArchive {
         if key == SITE_MARK {
             return self.inner.read_range(key, range).await;
         }
-        let Opened::Sealed {
-            head_len,
-            plain_len,
-            key: pkey,
-        } = &*self.open(key).await?
-        else {
+        let Some(r) = self.plan_read(key, &range).await? else {
             return self.inner.read_range(key, range).await;
         };
-        let end = range.end.min(*plain_len);
-        if range.start >= end {
+        if r.len == 0 {
             return Ok(Vec::new());
         }
-        let (span, first, skip) = chunk_span(range.start..end, *plain_len, *head_len);
-        let sealed = self.inner.read_range(key, span.clone()).await?;
-        if sealed.len() as u64 != span.end - span.start {
-            // Short: the caller sees fewer bytes than it asked for and says so.
-            let whole = sealed.len() as u64 / (crate::crypt::CHUNK + 16);
-            let usable = &sealed[..(whole * (crate::crypt::CHUNK + 16)) as usize];
-            let plain =
-                decrypt_chunks(pkey, first, *plain_len, usable).map_err(|e| self.bad(key, e))?;
-            return Ok(plain.get(skip as usize..).unwrap_or_default().to_vec());
-        }
-        let plain =
-            decrypt_chunks(pkey, first, *plain_len, &sealed).map_err(|e| self.bad(key, e))?;
-        Ok(plain[skip as usize..skip as usize + (end - range.start) as usize].to_vec())
+        let sealed = self.inner.read_range(key, r.span.clone()).await?;
+        // A short read keeps its whole chunks: the caller sees fewer bytes and says so.
+        let whole = if sealed.len() as u64 == r.span.end - r.span.start {
+            sealed.len()
+        } else {
+            sealed.len() / (CHUNK + 16) as usize * (CHUNK + 16) as usize
+        };
+        let plain = decrypt_chunks(&r.key, r.first, r.plain_len, &sealed[..whole])
+            .map_err(|e| self.bad(key, e))?;
+        let end = (r.skip + r.len).min(plain.len());
+        Ok(plain.get(r.skip..end).unwrap_or_default().to_vec())
     }
 
     async fn read_stream(&self, key: &str, range: Range<u64>) -> Result<ByteStream, StoreError> {
-        let Opened::Sealed {
-            head_len,
-            plain_len,
-            key: pkey,
-        } = &*self.open(key).await?
-        else {
+        let Some(r) = self.plan_read(key, &range).await? else {
             return self.inner.read_stream(key, range).await;
         };
-        let end = range.end.min(*plain_len);
-        if range.start >= end {
+        if r.len == 0 {
             return Ok(futures::stream::empty().boxed());
         }
-        let (span, first, skip) = chunk_span(range.start..end, *plain_len, *head_len);
-        let inner = self.inner.read_stream(key, span).await?;
-        let mut dec = RangeDecryptor::new(pkey.clone(), first, *plain_len);
-        let mut skip = skip as usize;
-        let mut left = (end - range.start) as usize;
+        let inner = self.inner.read_stream(key, r.span).await?;
+        let mut dec = RangeDecryptor::new(r.key, r.first, r.plain_len);
+        let (mut skip, mut left) = (r.skip, r.len);
         Ok(inner
             .map(move |item| {
                 let b = item?;
@@ -245,7 +249,7 @@ impl Archive for SealedArchive {
             .identities()
             .map_err(|e| self.key_error(key, e.to_string()))?;
         decrypt_bytes(ids, &bytes).map_err(|e| match e {
-            DecryptError::Header(h) => self.unwrap_error(key, h),
+            DecryptError::Header(h) => StoreError::unopened(self.info(), key, h),
             e => self.bad(key, e),
         })
     }

@@ -72,8 +72,10 @@ fn encrypt_to(
 /// Why a downloaded object could not be decrypted.
 enum Open {
     Io(std::io::Error),
-    /// No identity, or none that opens it: the profile's to fix.
+    /// No identity configured: the profile's to fix.
     Key(String),
+    /// The header did not open (a wrong key, or a damaged header).
+    Header(HeaderError),
     /// Not a well-formed, authentic age object.
     Bad(String),
 }
@@ -94,12 +96,7 @@ fn decrypt_file(crypt: &SiteCrypt, from: &Path, to: &Path) -> Result<([u8; 32], 
         }
     };
     let ids = crypt.identities().map_err(|e| Open::Key(e.to_string()))?;
-    let key = header.unwrap_with(ids).map_err(|e| match e {
-        HeaderError::NoMatchingIdentity => Open::Key(format!(
-            "{e}: the identity in the profile is not one this object was encrypted to (a wrong key file?)"
-        )),
-        e => Open::Bad(e.to_string()),
-    })?;
+    let key = header.unwrap_with(ids).map_err(Open::Header)?;
     let mut d = StreamDecryptor::with_key(key);
     let file = std::fs::File::create(to).map_err(Open::Io)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -215,21 +212,9 @@ impl Stage for SealedStage {
                 let _ = std::fs::remove_file(dest);
                 Err(match e {
                     Open::Io(e) => StoreError::local(self.info(), "download", key, dest, e),
-                    Open::Key(message) => StoreError::new(
-                        self.info(),
-                        "decrypt",
-                        key,
-                        BackendError::Invalid {
-                            kind: "encryption",
-                            message,
-                        },
-                    ),
-                    Open::Bad(message) => StoreError::check(
-                        self.info(),
-                        "decrypt",
-                        key,
-                        format!("{message}; nothing was written from it"),
-                    ),
+                    Open::Key(message) => StoreError::encryption(self.info(), key, message),
+                    Open::Header(e) => StoreError::unopened(self.info(), key, e),
+                    Open::Bad(message) => StoreError::undecryptable(self.info(), key, message),
                 })
             }
         }

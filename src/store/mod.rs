@@ -103,6 +103,42 @@ impl StoreError {
         Self::new(info, op, key, BackendError::Refused { message })
     }
 
+    /// An encrypted site's keys do not fit: none configured, or not one an object was
+    /// encrypted to. The profile's to fix.
+    pub fn encryption(info: &BackendInfo, key: &str, message: String) -> Self {
+        Self::new(
+            info,
+            "decrypt",
+            key,
+            BackendError::Invalid {
+                kind: "encryption",
+                message,
+            },
+        )
+    }
+
+    /// An encrypted object that does not decrypt: altered, damaged or cut short.
+    pub fn undecryptable(info: &BackendInfo, key: &str, e: impl std::fmt::Display) -> Self {
+        Self::check(
+            info,
+            "decrypt",
+            key,
+            format!("{e}; nothing was written from it"),
+        )
+    }
+
+    /// Why an object's header did not open: the keys' fault, or the object's.
+    pub fn unopened(info: &BackendInfo, key: &str, e: crate::crypt::HeaderError) -> Self {
+        match e {
+            crate::crypt::HeaderError::NoMatchingIdentity => Self::encryption(
+                info,
+                key,
+                format!("{e}: the identity in the profile is not one this object was encrypted to (a wrong key file?)"),
+            ),
+            e => Self::undecryptable(info, key, e),
+        }
+    }
+
     /// A local file failed (a download's destination): a full disk is told apart.
     pub fn local(
         info: &BackendInfo,
@@ -130,12 +166,7 @@ impl StoreError {
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<crate::crypt::DecryptError>())
         {
-            return Self::check(
-                info,
-                "decrypt",
-                key,
-                format!("{d}; nothing was written from it"),
-            );
+            return Self::undecryptable(info, key, d);
         }
         match e
             .get_ref()

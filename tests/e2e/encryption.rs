@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use crate::support::cloud::{cloud, forward};
 use crate::support::{assert_code, bytes, put, service_var, stderr, unique, walk, Bucket, Env, NS};
@@ -155,6 +154,18 @@ fn landed(dir: &Path, original: &Path) -> PathBuf {
     dir.join(original.strip_prefix("/").unwrap())
 }
 
+/// Every file of `files` is under `dir` with its bytes.
+fn all_landed(dir: &Path, files: &[(PathBuf, Vec<u8>)]) {
+    for (p, c) in files {
+        assert_eq!(
+            &std::fs::read(landed(dir, p)).unwrap(),
+            c,
+            "{}",
+            p.display()
+        );
+    }
+}
+
 #[test]
 fn an_encrypted_site_round_trips_and_its_objects_say_nothing() {
     let env = Env::new();
@@ -241,14 +252,7 @@ fn an_encrypted_site_round_trips_and_its_objects_say_nothing() {
     let r = restore(&env, &cfg, &["--to", dir.to_str().unwrap()], 0);
     assert_eq!(r["restored"], 5, "{r}");
     assert_eq!(r["from_stage"], 1, "{r}");
-    for (p, c) in &files {
-        assert_eq!(
-            &std::fs::read(landed(&dir, p)).unwrap(),
-            c,
-            "{}",
-            p.display()
-        );
-    }
+    all_landed(&dir, &files);
 
     // The stock age tool, with the recovery key alone, reads the image (an ISO that
     // bsdtar extracts) and the staged copy.
@@ -302,14 +306,7 @@ fn an_encrypted_site_round_trips_and_its_objects_say_nothing() {
     let dir = env.path().join("from-catalogs");
     let r = restore(&env, &cfg, &["--to", dir.to_str().unwrap()], 0);
     assert_eq!(r["restored"], 4, "{r}");
-    for (p, c) in &files[..4] {
-        assert_eq!(
-            &std::fs::read(landed(&dir, p)).unwrap(),
-            c,
-            "{}",
-            p.display()
-        );
-    }
+    all_landed(&dir, &files[..4]);
 
     // A key the site was not encrypted to is refused, clearly.
     let stranger = env.path().join("stranger.key");
@@ -560,14 +557,7 @@ fn one_file_from_an_encrypted_deep_archive_image_reads_its_own_chunks_and_recove
     let all = env.path().join("all");
     let r = restore(&env, &c.cfg, &["--to", all.to_str().unwrap()], 0);
     assert_eq!(r["restored"], 25, "{r}");
-    for (p, b) in &files {
-        assert_eq!(
-            &std::fs::read(landed(&all, p)).unwrap(),
-            b,
-            "{}",
-            p.display()
-        );
-    }
+    all_landed(&all, &files);
 }
 
 #[test]
@@ -605,22 +595,7 @@ fn an_encrypted_upload_killed_mid_way_continues_with_the_same_ciphertext() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut parts = 0;
-    while Instant::now() < deadline && child.try_wait().unwrap().is_none() && parts < 2 {
-        let uploads = bucket
-            .rt
-            .block_on(bucket.client.list_multipart_uploads("archive/"))
-            .unwrap();
-        if let Some(u) = uploads.first() {
-            parts = bucket
-                .rt
-                .block_on(bucket.client.list_parts(&u.key, &u.upload_id))
-                .unwrap()
-                .len();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let parts = bucket.wait_for_parts(&mut child, 2);
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -649,14 +624,7 @@ fn an_encrypted_upload_killed_mid_way_continues_with_the_same_ciphertext() {
     assert_code(&out, 7); // a thaw first
     let r = restore(&env, &cfg, &["--to", dir.to_str().unwrap()], 0);
     assert_eq!(r["restored"], 6, "{r}");
-    for (p, b) in &files {
-        assert_eq!(
-            &std::fs::read(landed(&dir, p)).unwrap(),
-            b,
-            "{}",
-            p.display()
-        );
-    }
+    all_landed(&dir, &files);
 }
 
 #[test]
@@ -752,14 +720,7 @@ fn turning_encryption_on_keeps_old_objects_readable_and_counted() {
         .unwrap();
     assert_code(&out, 0);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("battery staple"));
-    for (p, c) in &files {
-        assert_eq!(
-            &std::fs::read(landed(&dir, p)).unwrap(),
-            c,
-            "{}",
-            p.display()
-        );
-    }
+    all_landed(&dir, &files);
     let out = env
         .cmd()
         .env("TEST_PASS", "wrong")

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::support::{
     assert_code, files_under, service_var, set_mtime, stderr, unique, Bucket, Env,
@@ -215,22 +214,7 @@ fn item3_an_upload_no_run_will_continue_is_aborted() {
         &["--config", &c, "sync", "--site", "cold", "--pack-now"],
     );
     // Kill once a part of the image is on the server.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut parts = 0;
-    while Instant::now() < deadline && child.try_wait().unwrap().is_none() && parts == 0 {
-        let uploads = bucket
-            .rt
-            .block_on(bucket.client.list_multipart_uploads("archive/"))
-            .unwrap();
-        if let Some(u) = uploads.first() {
-            parts = bucket
-                .rt
-                .block_on(bucket.client.list_parts(&u.key, &u.upload_id))
-                .unwrap()
-                .len();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let parts = bucket.wait_for_parts(&mut child, 1);
     kill9(&mut child);
     assert!(parts > 0, "the upload never started a part before the kill");
     assert_eq!(bucket.open_uploads().len(), 1);

@@ -260,6 +260,32 @@ impl Bucket {
         Bucket { client, rt }
     }
 
+    /// Polls (every 20 ms, for at most 60 s, while `child` runs) until the first open
+    /// multipart upload under `archive/` has `parts` parts on the server; returns how many
+    /// it had when the wait ended.
+    pub fn wait_for_parts(&self, child: &mut std::process::Child, parts: usize) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut seen = 0;
+        while std::time::Instant::now() < deadline
+            && child.try_wait().unwrap().is_none()
+            && seen < parts
+        {
+            let uploads = self
+                .rt
+                .block_on(self.client.list_multipart_uploads("archive/"))
+                .unwrap();
+            if let Some(u) = uploads.first() {
+                seen = self
+                    .rt
+                    .block_on(self.client.list_parts(&u.key, &u.upload_id))
+                    .unwrap()
+                    .len();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        seen
+    }
+
     pub fn open_uploads(&self) -> Vec<String> {
         self.rt
             .block_on(self.client.list_multipart_uploads(""))
