@@ -57,32 +57,41 @@ impl PayloadKey {
         n
     }
 
-    /// Seals `chunk` in place and appends its tag.
-    fn seal(&self, index: u64, last: bool, chunk: &mut Vec<u8>) {
-        let tag = self
+    /// Seals `chunk` (plaintext, then 16 bytes of room) in place: the tag goes last.
+    fn seal_into(&self, index: u64, last: bool, chunk: &mut [u8]) {
+        let split = chunk.len() - TAG as usize;
+        let (plain, tag) = chunk.split_at_mut(split);
+        let t = self
             .0
-            .encrypt_inout_detached(
-                &Self::nonce(index, last).into(),
-                b"",
-                chunk.as_mut_slice().into(),
-            )
+            .encrypt_inout_detached(&Self::nonce(index, last).into(), b"", plain.into())
             .expect("a chunk always seals");
-        chunk.extend_from_slice(&tag);
+        tag.copy_from_slice(&t);
     }
 
     /// Opens one sealed chunk in place, leaving its plaintext.
     fn open(&self, index: u64, last: bool, sealed: &mut Vec<u8>) -> Result<(), DecryptError> {
-        if (sealed.len() as u64) < TAG {
+        self.open_tail(index, last, sealed, 0)
+    }
+
+    /// Opens the sealed chunk at `v[start..]` in place: `v` ends with its plaintext.
+    fn open_tail(
+        &self,
+        index: u64,
+        last: bool,
+        v: &mut Vec<u8>,
+        start: usize,
+    ) -> Result<(), DecryptError> {
+        if ((v.len() - start) as u64) < TAG {
             return Err(DecryptError::Truncated);
         }
-        let split = sealed.len() - TAG as usize;
-        let tag: [u8; 16] = sealed[split..].try_into().expect("16 bytes");
-        sealed.truncate(split);
+        let split = v.len() - TAG as usize;
+        let tag: [u8; 16] = v[split..].try_into().expect("16 bytes");
+        v.truncate(split);
         self.0
             .decrypt_inout_detached(
                 &Self::nonce(index, last).into(),
                 b"",
-                sealed.as_mut_slice().into(),
+                (&mut v[start..]).into(),
                 &tag.into(),
             )
             .map_err(|_| DecryptError::Integrity(index))
@@ -196,12 +205,24 @@ impl RangeDecryptor {
                 return Err(DecryptError::Trailing);
             }
             let want = ((self.plain_len - self.next * CHUNK).min(CHUNK) + TAG) as usize;
+            let last = self.next + 1 == chunks;
+            // A whole chunk at hand: opened where it lands in `out`, with no copy between.
+            if self.buf.is_empty() && data.len() >= want {
+                let start = out.len();
+                out.extend_from_slice(&data[..want]);
+                data = &data[want..];
+                if let Err(e) = self.key.open_tail(self.next, last, out, start) {
+                    out.truncate(start);
+                    return Err(e);
+                }
+                self.next += 1;
+                continue;
+            }
             let n = (want - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..n]);
             data = &data[n..];
             if self.buf.len() == want {
-                self.key
-                    .open(self.next, self.next + 1 == chunks, &mut self.buf)?;
+                self.key.open(self.next, last, &mut self.buf)?;
                 out.extend_from_slice(&self.buf);
                 self.buf.clear();
                 self.next += 1;
@@ -318,6 +339,7 @@ impl ByteSource for EncryptingSource {
             plain_len,
             out: Vec::new(),
             out_pos: 0,
+            out_len: 0,
             skip: skip as usize,
         }))
     }
@@ -332,10 +354,40 @@ struct EncryptingReader {
     index: u64,
     chunks: u64,
     plain_len: u64,
+    /// A sealed chunk waiting to be handed out, when the caller's buffer could not take it
+    /// whole: `out[out_pos..out_len]`.
     out: Vec<u8>,
     out_pos: usize,
+    out_len: usize,
     /// Bytes of the first sealed chunk the caller started past.
     skip: usize,
+}
+
+impl EncryptingReader {
+    /// Reads the next chunk's plaintext into `dest` (its length plus 16 bytes of room) and
+    /// seals it there; returns the sealed length.
+    fn next_chunk(&mut self, dest: &mut [u8]) -> std::io::Result<usize> {
+        let want = (self.plain_len - self.index * CHUNK).min(CHUNK) as usize;
+        let mut got = 0;
+        while got < want {
+            match self.inner.read(&mut dest[got..want]) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the source ended before its length while being encrypted",
+                    ))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let last = self.index + 1 == self.chunks;
+        let sealed = want + TAG as usize;
+        self.key.seal_into(self.index, last, &mut dest[..sealed]);
+        self.index += 1;
+        Ok(sealed)
+    }
 }
 
 impl Read for EncryptingReader {
@@ -346,33 +398,22 @@ impl Read for EncryptingReader {
             self.head_pos += n;
             return Ok(n);
         }
-        if self.out_pos == self.out.len() {
-            if self.index >= self.chunks {
+        if self.out_pos == self.out_len {
+            if self.index >= self.chunks || buf.is_empty() {
                 return Ok(0);
             }
-            let want = (self.plain_len - self.index * CHUNK).min(CHUNK) as usize;
-            self.out.clear();
-            self.out.resize(want, 0);
-            let mut got = 0;
-            while got < want {
-                match self.inner.read(&mut self.out[got..]) {
-                    Ok(0) => {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::InvalidData,
-                            "the source ended before its length while being encrypted",
-                        ))
-                    }
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+            // Sealed straight into the caller's buffer when a whole chunk fits: no copy.
+            if self.skip == 0 && buf.len() >= SEALED as usize {
+                return self.next_chunk(buf);
             }
-            let last = self.index + 1 == self.chunks;
-            self.key.seal(self.index, last, &mut self.out);
-            self.index += 1;
-            self.out_pos = std::mem::take(&mut self.skip).min(self.out.len());
+            let mut out = std::mem::take(&mut self.out);
+            out.resize(SEALED as usize, 0);
+            let sealed = self.next_chunk(&mut out);
+            self.out = out;
+            self.out_len = sealed?;
+            self.out_pos = std::mem::take(&mut self.skip).min(self.out_len);
         }
-        let n = (self.out.len() - self.out_pos).min(buf.len());
+        let n = (self.out_len - self.out_pos).min(buf.len());
         buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
         self.out_pos += n;
         Ok(n)

@@ -121,7 +121,7 @@ proptest! {
     /// Any range of any object decrypts from exactly the chunks `chunk_span` names, and
     /// regenerating the ciphertext from any offset gives the same bytes.
     #[test]
-    fn ranges_map_onto_their_chunks(n in 0usize..300_000, a in 0usize..300_000, len in 1usize..150_000) {
+    fn ranges_map_onto_their_chunks(n in 0usize..300_000, a in 0usize..300_000, len in 1usize..150_000, piece in 1usize..140_000) {
         let (id, r) = keypair();
         let plain = pattern(n);
         let file_key = [7u8; 16];
@@ -143,6 +143,13 @@ proptest! {
             let got = decrypt_chunks(&key, first, n as u64, &cipher[span.start as usize..span.end as usize]).unwrap();
             let got = &got[skip as usize..skip as usize + (end - start) as usize];
             prop_assert_eq!(got, &plain[start as usize..end as usize]);
+            // The same chunks arriving in pieces of any size (a streamed read).
+            let mut dec = RangeDecryptor::new(key.clone(), first, n as u64);
+            let mut streamed = Vec::new();
+            for p in cipher[span.start as usize..span.end as usize].chunks(piece) {
+                dec.update(p, &mut streamed).unwrap();
+            }
+            prop_assert_eq!(&streamed[skip as usize..skip as usize + (end - start) as usize], &plain[start as usize..end as usize]);
         }
     }
 }
