@@ -29,11 +29,25 @@ pub struct OpendalArchive {
     info: BackendInfo,
     /// The site's bandwidth limit, shared with its stage.
     pacer: Option<Arc<Pacer>>,
+    /// A local disk's folder (see [`OpendalArchive::with_local_root`]).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl OpendalArchive {
     pub fn new(op: Operator, info: BackendInfo, pacer: Option<Arc<Pacer>>) -> Self {
-        OpendalArchive { op, info, pacer }
+        OpendalArchive {
+            op,
+            info,
+            pacer,
+            local_root: None,
+        }
+    }
+
+    /// For a local disk at `root`: a rename into place is made durable (its folder fsynced)
+    /// before the object counts as stored.
+    pub fn with_local_root(mut self, root: Option<std::path::PathBuf>) -> Self {
+        self.local_root = root;
+        self
     }
 
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
@@ -290,6 +304,9 @@ impl OpendalArchive {
             .rename(partial, key)
             .await
             .map_err(|e| self.err("put", key, e))?;
+        if let Some(root) = &self.local_root {
+            crate::store::sync_parent(&self.info, root, key)?;
+        }
         let object = self
             .stat(key)
             .await?

@@ -43,6 +43,14 @@ fn speaks_http(c: &BackendConfig) -> bool {
     !matches!(c, BackendConfig::Fs(_) | BackendConfig::Sftp(_))
 }
 
+/// The folder of a local-disk backend, whose writes lomob makes durable itself.
+fn local_root(c: &BackendConfig) -> Option<std::path::PathBuf> {
+    match c {
+        BackendConfig::Fs(f) => f.resolved_root().ok(),
+        _ => None,
+    }
+}
+
 /// Where a backend writes, for messages and `site list`.
 pub fn location(c: &BackendConfig) -> String {
     match c {
@@ -111,7 +119,8 @@ impl Site {
             Box::new(OpendalStage::new(stage_op, stage_info, pacer.clone()))
         } else {
             Box::new(Counting::new(
-                OpendalStage::new(stage_op, stage_info, pacer.clone()),
+                OpendalStage::new(stage_op, stage_info, pacer.clone())
+                    .with_local_root(local_root(&config.stage)),
                 stage_requests.clone(),
             ))
         };
@@ -156,11 +165,10 @@ impl Site {
                 )
             }
             _ => (
-                Box::new(MinStorageGuard::new(OpendalArchive::new(
-                    archive_op,
-                    archive_info,
-                    pacer,
-                ))),
+                Box::new(MinStorageGuard::new(
+                    OpendalArchive::new(archive_op, archive_info, pacer)
+                        .with_local_root(local_root(&config.archive)),
+                )),
                 None,
             ),
         };

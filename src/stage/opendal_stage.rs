@@ -28,6 +28,8 @@ pub struct OpendalStage {
     metadata: bool,
     /// The site's bandwidth limit, shared with its archive.
     pacer: Option<Arc<Pacer>>,
+    /// A local disk's folder: each write's folder is fsynced before it counts.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl OpendalStage {
@@ -38,6 +40,20 @@ impl OpendalStage {
             info,
             metadata,
             pacer,
+            local_root: None,
+        }
+    }
+
+    /// For a local disk at `root`: writes are made durable (their folder fsynced).
+    pub fn with_local_root(mut self, root: Option<std::path::PathBuf>) -> Self {
+        self.local_root = root;
+        self
+    }
+
+    fn durable(&self, key: &str) -> Result<(), StoreError> {
+        match &self.local_root {
+            Some(root) => crate::store::sync_parent(&self.info, root, key),
+            None => Ok(()),
         }
     }
 
@@ -126,6 +142,7 @@ impl Stage for OpendalStage {
             return Err(e);
         }
         let closed = w.close().await.map_err(|e| self.err("put", key, e))?;
+        self.durable(key)?;
         let md5 = hex::encode(md5.finalize());
         let md5_etag = self.info.capabilities.checksum == ChecksumKind::Md5Etag;
         // A single-part upload's ETag is the MD5 of the bytes, computed by the server: when
@@ -186,6 +203,7 @@ impl Stage for OpendalStage {
             .write(key, bytes.clone())
             .await
             .map_err(|e| self.err("put", key, e))?;
+        self.durable(key)?;
         if self.read_range(key, 0..size).await? != bytes {
             return Err(StoreError::check(
                 &self.info,

@@ -219,6 +219,21 @@ impl StoreError {
     }
 }
 
+/// Makes a write to a local disk durable before it is recorded: fsyncs the folder that
+/// holds `key` under `root`, so its name (a new file, or a rename into place) survives a
+/// power cut. The file's own bytes are fsynced by the writer when it closes.
+pub fn sync_parent(
+    info: &BackendInfo,
+    root: &std::path::Path,
+    key: &str,
+) -> Result<(), StoreError> {
+    let path = root.join(key);
+    let dir = path.parent().unwrap_or(root);
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::local(info, "sync", key, dir, e))
+}
+
 /// Refuses a key that could escape the backend's root (`..`, an absolute path, control
 /// characters): keys may come from an imported manifest or a downloaded snapshot, and the
 /// SFTP and WebDAV services join root and key as they are.

@@ -679,3 +679,101 @@ fn a_file_touched_before_its_first_stage_is_staged() {
     assert_eq!(r[0]["staged_files"], 1, "{r}");
     assert_eq!(r[0]["skipped_changed"], 0, "{r}");
 }
+
+/// On a local disk every object is durable before it counts: its bytes fsynced, then (after
+/// the rename into place, for images and catalogs) its folder fsynced, so a power cut never
+/// leaves a recorded object that is not on the disk. Seen in the system calls (strace -y).
+#[test]
+fn local_disk_writes_are_fsynced_file_then_folder() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("LOMOB_REQUIRE_SERVICES").is_none(),
+            "strace is required (apt-get install strace)"
+        );
+        return;
+    }
+    let env = Env::new();
+    let root = env.path().display().to_string();
+    let cfg = env.config(&format!(
+        "[library]\nroots = [\"{root}/lib\"]\n[sites.nas]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n"
+    ));
+    env.write("a.jpg", &[1u8; 50_000]);
+    env.write("b.jpg", &[2u8; 60_000]);
+    let trace = env.path().join("trace");
+    let run = |args: &[&str]| {
+        let lomob = assert_cmd::cargo::cargo_bin("lomob");
+        let mut all = vec![
+            "-f".to_string(),
+            "-y".into(),
+            "-e".into(),
+            "trace=fsync,rename,renameat,renameat2".into(),
+            "-o".into(),
+            trace.to_str().unwrap().into(),
+            lomob.to_str().unwrap().into(),
+            "--config".into(),
+            cfg.clone(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        // strace runs lomob with the test's environment (its own home, no LOMOB_ leaking).
+        let mut strace = std::process::Command::new("strace");
+        strace.args(&all).current_dir(env.path());
+        for (k, v) in env.std_cmd().get_envs() {
+            match v {
+                Some(v) => strace.env(k, v),
+                None => strace.env_remove(k),
+            };
+        }
+        let out = strace.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&trace).unwrap()
+    };
+    // Staged copies: written in place, the file fsynced, then its folder.
+    let log = run(&["backup"]);
+    let lines: Vec<&str> = log.lines().collect();
+    let stage_dir = format!("<{root}/stage/stage>");
+    let staged: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("fsync(") && l.contains(&format!("<{root}/stage/stage/")))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(staged.len(), 2, "{log}");
+    for i in staged {
+        assert!(
+            lines[i..]
+                .iter()
+                .any(|l| l.contains("fsync(") && l.contains(&stage_dir)),
+            "no fsync of the stage folder after line {i}:\n{log}"
+        );
+    }
+    // The image: its .partial fsynced, renamed into place, then the folder fsynced.
+    let log = run(&["sync", "--site", "nas", "--pack-now"]);
+    let lines: Vec<&str> = log.lines().collect();
+    let archive_dir = format!("<{root}/archive/archive>");
+    let rename = lines
+        .iter()
+        .position(|l| {
+            l.contains("rename") && l.contains(".iso.partial\", ") && !l.contains("catalog")
+        })
+        .unwrap_or_else(|| panic!("no rename of the image into place:\n{log}"));
+    assert!(
+        lines[..rename]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains(".iso.partial>")),
+        "the image was not fsynced before its rename:\n{log}"
+    );
+    assert!(
+        lines[rename..]
+            .iter()
+            .any(|l| l.contains("fsync(") && l.contains(&archive_dir)),
+        "no fsync of the archive folder after the rename:\n{log}"
+    );
+}

@@ -21,9 +21,10 @@ impl FsConfig {
         Capabilities::hot(ChecksumKind::ReadBack)
     }
 
-    pub fn operator(&self) -> Result<opendal::Operator, BackendError> {
+    /// The folder objects go to: `~/` expanded, relative paths from the current folder.
+    pub fn resolved_root(&self) -> Result<std::path::PathBuf, BackendError> {
         let root = crate::secret::expand_home(&self.root);
-        let root = if root.is_absolute() {
+        Ok(if root.is_absolute() {
             root
         } else {
             std::env::current_dir()
@@ -31,7 +32,11 @@ impl FsConfig {
                     BackendError::invalid("fs", format!("cannot resolve {}: {e}", root.display()))
                 })?
                 .join(root)
-        };
+        })
+    }
+
+    pub fn operator(&self) -> Result<opendal::Operator, BackendError> {
+        let root = self.resolved_root()?;
         build(
             "fs",
             "fs",
