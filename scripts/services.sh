@@ -19,6 +19,7 @@ PY="$VENV/bin/python"
 SFTP_USER="lomobtest"
 S3_KEY="lomobtestkey"
 S3_SECRET="lomobtestsecret"
+SMTP_AUTH_PASSWORD="lomob-relay-pass-5d1e"
 
 log() { echo "services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -125,9 +126,9 @@ cmd_start() {
     ensure_apt
     ensure_venv
     mkdir -p "$STATE"/{rclone-s3,webdav,tls} "$STATE"/maildir/{tmp,new,cur} "$STATE"/maildir-tls/{tmp,new,cur} \
-        "$STATE"/maildir-smtps/{tmp,new,cur}
+        "$STATE"/maildir-smtps/{tmp,new,cur} "$STATE"/maildir-auth/{tmp,new,cur}
 
-    local moto_port rclone_port webdav_port ssh_port smtp_port smtp_tls_port smtps_port
+    local moto_port rclone_port webdav_port ssh_port smtp_port smtp_tls_port smtps_port smtp_auth_port
     moto_port=$(free_port)
     spawn moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
     wait_ready moto "$moto_port" http
@@ -166,6 +167,12 @@ cmd_start() {
         --smtpscert "$STATE/tls/server.pem" --smtpskey "$STATE/tls/server.key" \
         -c aiosmtpd.handlers.Mailbox "$STATE/maildir-smtps"
     wait_ready smtps "$smtps_port"
+    # And a relay that requires a login after STARTTLS, as a provider's submission port does.
+    smtp_auth_port=$(free_port)
+    spawn smtp-auth "$PY" "$ROOT/tests/servers/smtp_auth.py" "$smtp_auth_port" \
+        "$STATE/tls/server.pem" "$STATE/tls/server.key" "$STATE/maildir-auth" \
+        lomob-test "$SMTP_AUTH_PASSWORD" "$STATE/smtp-auth-logins"
+    wait_ready smtp-auth "$smtp_auth_port"
 
     cat >"$STATE/env" <<EOF
 export LOMOB_TEST_MOTO_ENDPOINT=http://127.0.0.1:$moto_port
@@ -186,6 +193,11 @@ export LOMOB_TEST_SMTP_TLS_MAILDIR=$STATE/maildir-tls
 export LOMOB_TEST_SMTP_CA=$STATE/tls/ca.pem
 export LOMOB_TEST_SMTPS_PORT=$smtps_port
 export LOMOB_TEST_SMTPS_MAILDIR=$STATE/maildir-smtps
+export LOMOB_TEST_SMTP_AUTH_PORT=$smtp_auth_port
+export LOMOB_TEST_SMTP_AUTH_MAILDIR=$STATE/maildir-auth
+export LOMOB_TEST_SMTP_AUTH_USER=lomob-test
+export LOMOB_TEST_SMTP_AUTH_PASSWORD=$SMTP_AUTH_PASSWORD
+export LOMOB_TEST_SMTP_AUTH_LOGINS=$STATE/smtp-auth-logins
 EOF
     log "started; state and logs in $STATE"
     cat "$STATE/env"

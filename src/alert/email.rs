@@ -66,8 +66,17 @@ pub fn send(a: &AlertConfig, subject: &str, body: &str) -> Result<(), String> {
         };
         b = b.credentials(Credentials::new(user.clone(), password));
     }
-    b.build()
-        .send(&msg)
-        .map(|_| ())
-        .map_err(|e| format!("mail through {host}:{port}: {e}"))
+    b.build().send(&msg).map(|_| ()).map_err(|e| {
+        // 535 (and 530, 534): the relay refused the login, or wants one.
+        let login = matches!(
+            e.status().map(|c| c.to_string()).as_deref(),
+            Some("535" | "534" | "530")
+        );
+        let hint = match (login, &a.smtp_user) {
+            (true, Some(_)) => ": the relay refused the login; check smtp-user and smtp-password",
+            (true, None) => ": the relay wants a login; set smtp-user and smtp-password",
+            _ => "",
+        };
+        format!("mail through {host}:{port}: {e}{hint}")
+    })
 }

@@ -288,3 +288,81 @@ fn mail_over_tls_from_the_first_byte() {
     let mails = mails_to(&PathBuf::from(&maildir), &to);
     assert_eq!(mails.len(), 1, "{mails:?}");
 }
+
+#[test]
+fn mail_through_a_relay_that_requires_a_login_and_the_password_shows_nowhere() {
+    let (Some(port), Some(maildir), Some(ca), Some(user), Some(pass), Some(logins)) = (
+        service_var("LOMOB_TEST_SMTP_AUTH_PORT"),
+        service_var("LOMOB_TEST_SMTP_AUTH_MAILDIR"),
+        service_var("LOMOB_TEST_SMTP_CA"),
+        service_var("LOMOB_TEST_SMTP_AUTH_USER"),
+        service_var("LOMOB_TEST_SMTP_AUTH_PASSWORD"),
+        service_var("LOMOB_TEST_SMTP_AUTH_LOGINS"),
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    let to = format!("auth-{}@example.com", unique(&env));
+    let cfg = site(
+        &env,
+        &format!(
+            "email = [\"{to}\"]\nsmtp-host = \"127.0.0.1\"\nsmtp-port = {port}\nsmtp-security = \"starttls\"\nsmtp-ca = \"{ca}\"\nsmtp-user = \"{user}\"\nsmtp-password = {{ env = \"TEST_SMTP_PASS\" }}"
+        ),
+    );
+    let alert_test = |password: &str| {
+        env.cmd()
+            .env("TEST_SMTP_PASS", password)
+            .args(["--config", &cfg, "--log-level", "trace", "alert", "test"])
+            .output()
+            .unwrap()
+    };
+    // The right password logs in (after STARTTLS) and the mail is delivered.
+    let out = alert_test(&pass);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains(&pass), "the password appeared in the output");
+    assert_eq!(mails_to(&PathBuf::from(&maildir), &to).len(), 1);
+    let seen = std::fs::read_to_string(&logins).unwrap();
+    assert!(seen.contains(&format!("{user} ok")), "{seen}");
+    // A wrong one is refused by the relay, the channel says FAILED, and neither password
+    // is shown.
+    let wrong = "not-the-relay-password-77";
+    let out = alert_test(wrong);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("FAILED") && all.contains("check smtp-user and smtp-password"),
+        "{all}"
+    );
+    assert!(
+        !all.contains(wrong) && !all.contains(&pass),
+        "a password appeared: {all}"
+    );
+    assert!(std::fs::read_to_string(&logins)
+        .unwrap()
+        .contains(&format!("{user} refused")));
+    assert_eq!(mails_to(&PathBuf::from(&maildir), &to).len(), 1);
+    // No login at all: the relay wants one, and the message says what to set.
+    let cfg = site(
+        &env,
+        &format!(
+            "email = [\"{to}\"]\nsmtp-host = \"127.0.0.1\"\nsmtp-port = {port}\nsmtp-security = \"starttls\"\nsmtp-ca = \"{ca}\""
+        ),
+    );
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "alert", "test"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("set smtp-user and smtp-password"), "{text}");
+}
