@@ -93,6 +93,11 @@ pub enum Verification {
     ServerChecksum,
     /// The object was read back and its SHA-256 equals the image's.
     ReadBack,
+    /// Written whole by this run to a local disk: the SHA-256 of the bytes as they were
+    /// written equals the image's, and the file and its folder were fsynced. (A read-back
+    /// there would come from the page cache and prove nothing more; `verify-read-back`
+    /// reads the disk itself.)
+    Written,
     /// Stored, but nothing the server computed can be compared (an SSE-KMS bucket's ETag,
     /// for one). Such an object is never counted as holding anything.
     Unverified(String),

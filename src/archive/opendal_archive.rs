@@ -31,6 +31,8 @@ pub struct OpendalArchive {
     pacer: Option<Arc<Pacer>>,
     /// A local disk's folder (see [`OpendalArchive::with_local_root`]).
     local_root: Option<std::path::PathBuf>,
+    /// Read images back from the disk itself (O_DIRECT) even when written whole.
+    read_back_always: bool,
 }
 
 impl OpendalArchive {
@@ -40,6 +42,7 @@ impl OpendalArchive {
             info,
             pacer,
             local_root: None,
+            read_back_always: false,
         }
     }
 
@@ -47,6 +50,12 @@ impl OpendalArchive {
     /// before the object counts as stored.
     pub fn with_local_root(mut self, root: Option<std::path::PathBuf>) -> Self {
         self.local_root = root;
+        self
+    }
+
+    /// `verify-read-back`: read every image back from the disk itself.
+    pub fn with_read_back(mut self, always: bool) -> Self {
+        self.read_back_always = always;
         self
     }
 
@@ -145,12 +154,27 @@ impl Archive for OpendalArchive {
             }
         };
         (req.progress)(total);
-        self.verify_partial(key, &partial, total, &sha256)
-            .await
-            .inspect_err(|_| {
-                let _ = req.journal.clear(key);
-            })?;
-        let stored = self.move_into_place(&partial, key, sha256).await?;
+        // On a local disk an image this run wrote whole was hashed as written and fsynced
+        // on close: reading it back would only read the page cache. One continued from an
+        // earlier run's partial object is read back (that run may have died before its
+        // bytes reached the disk), and so is every image with `verify-read-back`.
+        let written_here = self.local_root.is_some() && resume_at == 0 && !self.read_back_always;
+        let verified = if written_here {
+            self.verify_size(key, &partial, total).await
+        } else {
+            self.verify_partial(key, &partial, total, &sha256).await
+        };
+        verified.inspect_err(|_| {
+            let _ = req.journal.clear(key);
+        })?;
+        let verification = if written_here {
+            Verification::Written
+        } else {
+            Verification::ReadBack
+        };
+        let stored = self
+            .move_into_place(&partial, key, sha256, verification)
+            .await?;
         req.journal.clear(key).map_err(jerr)?;
         Ok(stored)
     }
@@ -189,7 +213,8 @@ impl Archive for OpendalArchive {
                 "the stored bytes differ from the ones written".into(),
             ));
         }
-        self.move_into_place(&partial, key, sha256).await
+        self.move_into_place(&partial, key, sha256, Verification::ReadBack)
+            .await
     }
 
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
@@ -299,6 +324,7 @@ impl OpendalArchive {
         partial: &str,
         key: &str,
         sha256: [u8; 32],
+        verification: Verification,
     ) -> Result<PutOutcome, StoreError> {
         self.op
             .rename(partial, key)
@@ -314,7 +340,7 @@ impl OpendalArchive {
         Ok(PutOutcome::Stored(Stored {
             object,
             sha256,
-            verification: Verification::ReadBack,
+            verification,
         }))
     }
 
@@ -461,13 +487,8 @@ impl OpendalArchive {
 
     /// Checks a finished partial object by size and by reading it back; a wrong one is
     /// removed so the next run starts over.
-    async fn verify_partial(
-        &self,
-        key: &str,
-        partial: &str,
-        total: u64,
-        sha256: &[u8; 32],
-    ) -> Result<(), StoreError> {
+    /// The partial object holds `total` bytes.
+    async fn verify_size(&self, key: &str, partial: &str, total: u64) -> Result<(), StoreError> {
         let m = self
             .op
             .stat(partial)
@@ -484,7 +505,32 @@ impl OpendalArchive {
                 ),
             ));
         }
-        if self.read_back_sha256(partial).await? != *sha256 {
+        Ok(())
+    }
+
+    async fn verify_partial(
+        &self,
+        key: &str,
+        partial: &str,
+        total: u64,
+        sha256: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        self.verify_size(key, partial, total).await?;
+        let read = match &self.local_root {
+            // From the disk itself, not the page cache the write just filled.
+            Some(root) => {
+                let path = root.join(partial);
+                tokio::task::spawn_blocking(move || crate::store::direct::sha256_of(&path))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r)
+                    .map_err(|e| {
+                        StoreError::local(&self.info, "verify", key, &root.join(partial), e)
+                    })?
+            }
+            None => self.read_back_sha256(partial).await?,
+        };
+        if read != *sha256 {
             let _ = self.op.delete(partial).await;
             return Err(StoreError::check(
                 &self.info,

@@ -301,6 +301,7 @@ pub fn embedded_default(data_dir: &Path) -> Config {
     let fs = |sub: &str| {
         BackendConfig::Fs(FsConfig {
             root: data_dir.join("local").join(sub),
+            verify_read_back: false,
         })
     };
     let mut sites = BTreeMap::new();

@@ -167,7 +167,10 @@ impl Site {
             _ => (
                 Box::new(MinStorageGuard::new(
                     OpendalArchive::new(archive_op, archive_info, pacer)
-                        .with_local_root(local_root(&config.archive)),
+                        .with_local_root(local_root(&config.archive))
+                        .with_read_back(
+                            matches!(&config.archive, BackendConfig::Fs(f) if f.verify_read_back),
+                        ),
                 )),
                 None,
             ),

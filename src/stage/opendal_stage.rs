@@ -290,7 +290,10 @@ mod tests {
         let root = dir.path().join("stage");
         let outside = dir.path().join("secret.txt");
         std::fs::write(&outside, b"not the stage's").unwrap();
-        let config = BackendConfig::Fs(FsConfig { root: root.clone() });
+        let config = BackendConfig::Fs(FsConfig {
+            root: root.clone(),
+            verify_read_back: false,
+        });
         let op = config.operator(&TransferConfig::default()).unwrap();
         let info = BackendInfo {
             site: "t".into(),

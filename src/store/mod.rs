@@ -2,6 +2,8 @@
 //! descriptions, an error that names the site, role, operation and key and carries a kind
 //! the engine acts on (retry, alert, abort), and (from the backends) request counting.
 
+pub mod direct;
+
 use lomob_backends::{BackendError, Capabilities, ErrorKind};
 use serde::Serialize;
 

@@ -704,18 +704,18 @@ fn local_disk_writes_are_fsynced_file_then_folder() {
     env.write("a.jpg", &[1u8; 50_000]);
     env.write("b.jpg", &[2u8; 60_000]);
     let trace = env.path().join("trace");
-    let run = |args: &[&str]| {
+    let run = |cfg: &str, args: &[&str]| {
         let lomob = assert_cmd::cargo::cargo_bin("lomob");
         let mut all = vec![
             "-f".to_string(),
             "-y".into(),
             "-e".into(),
-            "trace=fsync,rename,renameat,renameat2".into(),
+            "trace=fsync,rename,renameat,renameat2,openat".into(),
             "-o".into(),
             trace.to_str().unwrap().into(),
             lomob.to_str().unwrap().into(),
             "--config".into(),
-            cfg.clone(),
+            cfg.to_string(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         // strace runs lomob with the test's environment (its own home, no LOMOB_ leaking).
@@ -736,7 +736,7 @@ fn local_disk_writes_are_fsynced_file_then_folder() {
         std::fs::read_to_string(&trace).unwrap()
     };
     // Staged copies: written in place, the file fsynced, then its folder.
-    let log = run(&["backup"]);
+    let log = run(&cfg, &["backup"]);
     let lines: Vec<&str> = log.lines().collect();
     let stage_dir = format!("<{root}/stage/stage>");
     let staged: Vec<usize> = lines
@@ -755,7 +755,7 @@ fn local_disk_writes_are_fsynced_file_then_folder() {
         );
     }
     // The image: its .partial fsynced, renamed into place, then the folder fsynced.
-    let log = run(&["sync", "--site", "nas", "--pack-now"]);
+    let log = run(&cfg, &["sync", "--site", "nas", "--pack-now"]);
     let lines: Vec<&str> = log.lines().collect();
     let archive_dir = format!("<{root}/archive/archive>");
     let rename = lines
@@ -775,5 +775,33 @@ fn local_disk_writes_are_fsynced_file_then_folder() {
             .iter()
             .any(|l| l.contains("fsync(") && l.contains(&archive_dir)),
         "no fsync of the archive folder after the rename:\n{log}"
+    );
+    // Written whole by this run, hashed as written and fsynced: not read back (that would
+    // read the page cache the write just filled).
+    let read_back = |lines: &[&str]| {
+        lines
+            .iter()
+            .filter(|l| {
+                l.contains("openat(") && l.contains(".iso.partial\"") && l.contains("O_RDONLY")
+            })
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(read_back(&lines).is_empty(), "read back:\n{log}");
+    // With verify-read-back, it is read from the disk itself (O_DIRECT).
+    env.write("c.jpg", &[3u8; 70_000]);
+    let cfg = env.config_named(
+        "verify.toml",
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("/archive\" }", "/archive\", verify-read-back = true }"),
+    );
+    run(&cfg, &["backup"]);
+    let log = run(&cfg, &["sync", "--site", "nas", "--pack-now"]);
+    let lines: Vec<&str> = log.lines().collect();
+    let reads = read_back(&lines);
+    assert!(
+        reads.iter().any(|l| l.contains("O_DIRECT")),
+        "no O_DIRECT read-back:\n{log}"
     );
 }
