@@ -210,23 +210,12 @@ print(json.dumps(out))
 ' >"$1.req"
 }
 
-# The keys of the encrypted variant: a primary and a recovery key, made once.
-enc_section() {
-    if [[ ! -f $TMP/primary.key ]]; then
-        "$LOMOB" key generate -o "$TMP/primary.key" >/dev/null
-        "$LOMOB" key generate -o "$TMP/recovery.key" >/dev/null
-    fi
-    local p r
-    p=$(awk '/public key:/ {print $4}' "$TMP/primary.key")
-    r=$(awk '/public key:/ {print $4}' "$TMP/recovery.key")
-    printf '\n[sites.bench.encryption]\nrecipients = ["%s", "%s"]\nidentity = { file = "%s" }\n' "$p" "$r" "$TMP/primary.key"
-}
 
 # One lomob site: stage = S3 bucket, archive = Deep Archive bucket, both on moto; encrypted
 # when ENC=1.
 write_config() { # write_config FILE
     write_plain_config "$1"
-    if [[ ${ENC:-0} == 1 ]]; then enc_section >>"$1"; fi
+    if [[ ${ENC:-0} == 1 ]]; then enc_section bench "$TMP" >>"$1"; fi
 }
 
 write_plain_config() {

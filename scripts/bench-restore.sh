@@ -254,24 +254,13 @@ print(json.dumps(out))
 }
 mark() { MARK=$( [[ $SERVER == moto ]] && wc -l <"$SRV_LOG" || echo 0); }
 
-# The keys of the encrypted site: a primary and a recovery key, made once.
-enc_section() {
-    if [[ ! -f $TMP/primary.key ]]; then
-        "$LOMOB" key generate -o "$TMP/primary.key" >/dev/null
-        "$LOMOB" key generate -o "$TMP/recovery.key" >/dev/null
-    fi
-    local p r
-    p=$(awk '/public key:/ {print $4}' "$TMP/primary.key")
-    r=$(awk '/public key:/ {print $4}' "$TMP/recovery.key")
-    printf '\n[sites.bench.encryption]\nrecipients = ["%s", "%s"]\nidentity = { file = "%s" }\n' "$p" "$r" "$TMP/primary.key"
-}
 
 write_config() { # write_config FILE [enc]: the plain site, or the encrypted one (own buckets)
     local class=glacier pre=lomob
     [[ $SERVER == rclone ]] && class=s3
     [[ ${2:-} == enc ]] && pre=lomob-enc
     write_site "$1" "$class" "$pre"
-    if [[ ${2:-} == enc ]]; then enc_section >>"$1"; fi
+    if [[ ${2:-} == enc ]]; then enc_section bench "$TMP" >>"$1"; fi
 }
 
 write_site() { # write_site FILE CLASS BUCKET-PREFIX

@@ -24,3 +24,16 @@ yes_no() { awk -v c="$1" 'BEGIN {print (c ? "**met**" : "**missed**")}'; }
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
+
+# enc_section SITE DIR: the `[sites.SITE.encryption]` section of an encrypted site (age, a
+# primary and a recovery key, made in DIR with $LOMOB on first use).
+enc_section() {
+    local site=$1 dir=$2 p r
+    if [[ ! -f $dir/primary.key ]]; then
+        "$LOMOB" key generate -o "$dir/primary.key" >/dev/null
+        "$LOMOB" key generate -o "$dir/recovery.key" >/dev/null
+    fi
+    p=$(awk '/public key:/ {print $4}' "$dir/primary.key")
+    r=$(awk '/public key:/ {print $4}' "$dir/recovery.key")
+    printf '\n[sites.%s.encryption]\nrecipients = ["%s", "%s"]\nidentity = { file = "%s" }\n' "$site" "$p" "$r" "$dir/primary.key"
+}

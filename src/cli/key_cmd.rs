@@ -244,8 +244,28 @@ fn verify(ctx: &Context, name: &str, file: Option<&Path>) -> anyhow::Result<u8> 
         ))
         .into());
     }
-    let (path, ids) = identity_source(ctx, file, Some(name))?;
-    let site = Site::open(name, config)?;
+    // The site opened with the identity to prove (read once: a passphrase is asked once),
+    // so catalogs read through it are decrypted with that identity only.
+    let mut with_key = config.clone();
+    if let (Some(f), Some(e)) = (file, with_key.encryption.as_mut()) {
+        e.identity = Some(crate::config::IdentityConfig {
+            file: f.to_path_buf(),
+            passphrase: None,
+        });
+    }
+    let site = Site::open(name, &with_key)?;
+    let crypt = site.crypt.clone().expect("an encrypted site has keys");
+    let ids = crypt.identities().map_err(|e| {
+        UsageError(format!(
+            "{e}: give the identity to prove with --identity FILE"
+        ))
+    })?;
+    let path = with_key
+        .encryption
+        .as_ref()
+        .and_then(|e| e.identity.as_ref())
+        .map(|i| i.file.clone())
+        .expect("identities() found one");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -269,7 +289,7 @@ fn verify(ctx: &Context, name: &str, file: Option<&Path>) -> anyhow::Result<u8> 
             if !is_age(&b) {
                 continue;
             }
-            match decrypt_bytes(&ids, &b) {
+            match decrypt_bytes(ids, &b) {
                 Ok(_) => return Ok::<_, anyhow::Error>((o.key.clone(), b)),
                 Err(e @ DecryptError::Header(HeaderError::NoMatchingIdentity)) => {
                     return Err(anyhow::anyhow!(
@@ -285,16 +305,8 @@ fn verify(ctx: &Context, name: &str, file: Option<&Path>) -> anyhow::Result<u8> 
             }
         }
         // Nothing on the stage (all archived and freed, or a stage lost): the hot catalogs
-        // of encrypted images, read through the site opened with this identity only.
-        let mut with_key = config.clone();
-        if let Some(e) = with_key.encryption.as_mut() {
-            e.identity = Some(crate::config::IdentityConfig {
-                file: path.clone(),
-                passphrase: if file.is_some() { None } else { e.identity.as_ref().and_then(|i| i.passphrase.clone()) },
-            });
-        }
-        let probe = Site::open(name, &with_key)?;
-        let mut catalogs: Vec<_> = probe
+        // of encrypted images, decrypted with this identity only.
+        let mut catalogs: Vec<_> = site
             .archive
             .list(crate::keys::ARCHIVE)
             .await?
@@ -307,7 +319,7 @@ fn verify(ctx: &Context, name: &str, file: Option<&Path>) -> anyhow::Result<u8> 
             .collect();
         catalogs.sort_by_key(|o| o.size);
         for o in catalogs.iter().take(20) {
-            match probe.archive.read_index(&o.key).await {
+            match site.archive.read_index(&o.key).await {
                 Ok(plain) => return Ok((o.key.clone(), plain)),
                 Err(e) if e.kind() == lomob_backends::ErrorKind::Integrity => {
                     tracing::warn!("site {name}: {} is damaged ({e})", o.key);

@@ -111,11 +111,6 @@ impl Header {
         self.payload_key(&file_key)
     }
 
-    /// Checks that `file_key` is the one this header wraps (by its MAC).
-    pub fn verify_file_key(&self, file_key: &FileKey) -> Result<PayloadKey, HeaderError> {
-        self.payload_key(file_key)
-    }
-
     fn payload_key(&self, file_key: &FileKey) -> Result<PayloadKey, HeaderError> {
         let mut mac = header_mac(file_key);
         mac.update(&self.mac_input);

@@ -124,8 +124,8 @@ pub fn parse_identity_file(
         let (header, body) = parse_header(bytes)?;
         let pass = passphrase().ok_or(IdentityFileError::NeedsPassphrase)?;
         let key = header.unwrap_passphrase(&pass)?;
-        let plain = decrypt_to_end(&key, &header, body)
-            .map_err(|e| IdentityFileError::Payload(e.to_string()))?;
+        let plain =
+            decrypt_to_end(&key, body).map_err(|e| IdentityFileError::Payload(e.to_string()))?;
         return parse_identity_file(&plain, &mut || None);
     }
     let text = std::str::from_utf8(bytes).map_err(|_| IdentityFileError::NotText)?;

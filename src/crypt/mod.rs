@@ -29,26 +29,32 @@ pub use stream::{
 /// The age file key: 16 random bytes, wrapped once per recipient in the header.
 pub type FileKey = [u8; 16];
 
-/// Encrypts `plain` (small objects: catalogs, snapshots, marks) to `recipients`.
-pub fn encrypt_bytes(recipients: &[Recipient], plain: &[u8]) -> Vec<u8> {
+/// `source` encrypted to `recipients` under a fresh random file key and nonce.
+pub fn encrypt_source(
+    recipients: &[Recipient],
+    source: std::sync::Arc<dyn lomob_backends::source::ByteSource>,
+) -> EncryptingSource {
     let file_key: FileKey = rand::random();
     let nonce: [u8; 16] = rand::random();
     let head = write_header(recipients, &file_key, &nonce);
-    let source = EncryptingSource::new(
+    EncryptingSource::new(source, head, PayloadKey::derive(&file_key, &nonce))
+}
+
+/// Encrypts `plain`, held in memory, to `recipients`.
+pub fn encrypt_bytes(recipients: &[Recipient], plain: &[u8]) -> Vec<u8> {
+    encrypt_source(
+        recipients,
         std::sync::Arc::new(crate::archive::MemorySource(plain.to_vec())),
-        head,
-        PayloadKey::derive(&file_key, &nonce),
-    );
-    source
-        .to_vec()
-        .expect("encrypting bytes in memory cannot fail")
+    )
+    .to_vec()
+    .expect("encrypting bytes in memory cannot fail")
 }
 
 /// Decrypts a whole age object held in memory with any of `identities`.
 pub fn decrypt_bytes(identities: &[Identity], cipher: &[u8]) -> Result<Vec<u8>, DecryptError> {
     let (header, body) = parse_header(cipher)?;
     let key = header.unwrap_with(identities)?;
-    decrypt_to_end(&key, &header, body)
+    decrypt_to_end(&key, body)
 }
 
 /// True when `bytes` start like an age object (its version line).

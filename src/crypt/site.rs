@@ -20,9 +20,7 @@ use hmac::{Hmac, KeyInit as _, Mac};
 use lomob_backends::source::ByteSource;
 use sha2::Sha256;
 
-use super::{
-    write_header, write_header_seeded, EncryptingSource, FileKey, Identity, PayloadKey, Recipient,
-};
+use super::{write_header_seeded, EncryptingSource, FileKey, Identity, PayloadKey, Recipient};
 use crate::config::{EncryptionConfig, IdentityConfig};
 
 /// Why a site's keys could not be used. Never holds a secret.
@@ -156,6 +154,12 @@ impl SiteCrypt {
         (head == seal.head).then(|| EncryptingSource::new(image, head, key))
     }
 
+    /// True when this machine can regenerate the ciphertext `seal` began (see
+    /// [`SiteCrypt::seal_image`]).
+    pub fn owns_seal(&self, seal: &ImageSeal) -> bool {
+        self.derived(&seal.salt).0 == seal.head
+    }
+
     /// A small hot object (a catalog) sealed deterministically from its name and bytes:
     /// writing it again after a crash gives the same object, so it is recognised as already
     /// there rather than refused as a different one. Other bytes give another key stream.
@@ -180,32 +184,21 @@ impl SiteCrypt {
 
     /// A fresh encryption of `source` (staged objects, catalogs, snapshots): random keys.
     pub fn seal_fresh(&self, source: Arc<dyn ByteSource>) -> EncryptingSource {
-        let file_key: FileKey = rand::random();
-        let nonce: [u8; 16] = rand::random();
-        let head = write_header(&self.recipients, &file_key, &nonce);
-        EncryptingSource::new(source, head, PayloadKey::derive(&file_key, &nonce))
+        super::encrypt_source(&self.recipients, source)
     }
 
     /// The identities that decrypt this site's objects, read once.
     pub fn identities(&self) -> Result<&[Identity], KeyError> {
-        let got = self.identities.get_or_init(|| {
-            let Some(id) = &self.identity else {
-                return Err(String::new());
-            };
-            load_identities(id).map_err(|e| e.to_string())
-        });
-        match got {
-            Ok(ids) => Ok(ids),
-            Err(e) if e.is_empty() => Err(KeyError::NoIdentity {
+        let Some(id) = &self.identity else {
+            return Err(KeyError::NoIdentity {
                 site: self.site.clone(),
-            }),
+            });
+        };
+        match self.identities.get_or_init(|| load_identities(id)) {
+            Ok(ids) => Ok(ids),
             Err(message) => Err(KeyError::Identity {
                 site: self.site.clone(),
-                path: self
-                    .identity
-                    .as_ref()
-                    .map(|i| i.file.clone())
-                    .unwrap_or_default(),
+                path: id.file.clone(),
                 message: message.clone(),
             }),
         }

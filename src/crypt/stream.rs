@@ -17,7 +17,7 @@ use hkdf::Hkdf;
 use lomob_backends::source::ByteSource;
 use sha2::Sha256;
 
-use super::header::{Header, HeaderError};
+use super::header::HeaderError;
 use super::FileKey;
 
 /// Plaintext bytes per chunk.
@@ -156,12 +156,7 @@ pub fn decrypt_chunks(
 
 /// Decrypts a whole payload (everything after the header), checking that it ends with a
 /// last chunk.
-pub fn decrypt_to_end(
-    key: &PayloadKey,
-    header: &Header,
-    body: &[u8],
-) -> Result<Vec<u8>, DecryptError> {
-    let _ = header;
+pub fn decrypt_to_end(key: &PayloadKey, body: &[u8]) -> Result<Vec<u8>, DecryptError> {
     let mut d = StreamDecryptor::with_key(key.clone());
     let mut out = Vec::with_capacity(body.len());
     d.update(body, &mut out)?;

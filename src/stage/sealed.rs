@@ -194,9 +194,12 @@ impl Stage for SealedStage {
             .and_then(|mut f| f.read(&mut magic))
             .map_err(|e| StoreError::local(self.info(), "download", key, cipher.path(), e))?;
         if !crate::crypt::is_age(&magic[..n]) {
-            // Stored before encryption was turned on: plain, as it always was.
-            std::fs::copy(cipher.path(), dest)
-                .map_err(|e| StoreError::local(self.info(), "download", key, dest, e))?;
+            // Stored before encryption was turned on: plain, as it always was. Moved into
+            // place; copied only when the destination is on another file system.
+            if let Err(e) = cipher.persist(dest) {
+                std::fs::copy(e.file.path(), dest)
+                    .map_err(|e| StoreError::local(self.info(), "download", key, dest, e))?;
+            }
             return Ok(got);
         }
         let crypt = self.crypt.clone();

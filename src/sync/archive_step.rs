@@ -409,10 +409,7 @@ impl<'a> Archiver<'a> {
                 m.remove_image_seal(&site.name, key)?;
             }
             (Some(c), recorded) => {
-                let usable = recorded.as_ref().is_some_and(|seal| {
-                    c.seal_image(seal, Arc::new(crate::archive::MemorySource(Vec::new())))
-                        .is_some()
-                });
+                let usable = recorded.as_ref().is_some_and(|seal| c.owns_seal(seal));
                 if !usable {
                     if recorded.is_some() {
                         tracing::warn!(
@@ -530,10 +527,16 @@ impl<'a> Archiver<'a> {
         m.put_pending(&pending)?;
         // The catalog beside the image, kept hot: the archive describes itself, readable
         // without a thaw and without the database.
+        // On an encrypted site it is sealed here, once, like the image: deterministically
+        // from its name and bytes, so a retried write is recognised as the same object.
         let catalog = catalog_key(&pending.key);
+        let stored_catalog = match &site.crypt {
+            Some(c) => c.seal_index(&catalog, plan.catalog_bytes()),
+            None => plan.catalog_bytes().to_vec(),
+        };
         match site
             .archive
-            .put_index(&catalog, plan.catalog_bytes().to_vec())
+            .put_index(&catalog, stored_catalog.clone())
             .await?
         {
             PutOutcome::Stored(_) => {}
@@ -569,12 +572,7 @@ impl<'a> Archiver<'a> {
                 upload: Some(upload),
             },
         )?;
-        // The baseline holds the catalog as stored: sealed the same way again on an
-        // encrypted site (sealing a catalog is deterministic).
-        let stored_catalog = match &site.crypt {
-            Some(c) => c.seal_index(&catalog, plan.catalog_bytes()),
-            None => plan.catalog_bytes().to_vec(),
-        };
+        // The baseline holds the catalog as stored.
         m.put_image_object(
             &site.name,
             &pending.name,
