@@ -860,6 +860,11 @@ impl Manifest {
         Ok(())
     }
 
+    pub fn remove_mark(&self, key: &str) -> Result<()> {
+        self.meta.remove(format!("mark/{key}").as_bytes())?;
+        Ok(())
+    }
+
     /// Records a finished command; returns its id (increasing).
     pub fn add_run(&self, run: &RunRecord) -> Result<u64> {
         let id = self.next_id(NEXT_RUN_KEY)?;

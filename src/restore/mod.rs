@@ -308,10 +308,13 @@ async fn execute(
         }
         p.images.extend(again.images);
     }
-    let (hot, cold): (Vec<ImageJob>, Vec<ImageJob>) = p.images.drain(..).partition(|j| !j.cold);
+    let (hot, mut cold): (Vec<ImageJob>, Vec<ImageJob>) = p.images.drain(..).partition(|j| !j.cold);
     for job in hot {
         let site = src.site(&job.site);
-        read_image(ctx, site, job, "not-needed", report).await;
+        // An image a lifecycle rule moved to a cold class goes through the thaw workflow.
+        if read_image(ctx, site, job.clone(), "not-needed", report).await == Read::Refrozen {
+            cold.push(job);
+        }
     }
     thaw_and_read(src, ctx, cold, opts, report).await
 }
@@ -418,25 +421,50 @@ async fn from_stage(
     retry
 }
 
+/// How reading one image ended.
+#[derive(PartialEq)]
+enum Read {
+    Done,
+    Failed,
+    /// Every file that failed did so because the image is frozen again: its thawed copy
+    /// expired between the look and the read. Those files are left for a new thaw.
+    Refrozen,
+}
+
 async fn read_image(
     ctx: &Ctx<'_>,
     site: &Arc<Site>,
     job: ImageJob,
     thaw: &str,
     report: &mut RestoreReport,
-) -> bool {
-    let t = ctx.from_image(site, &job).await;
-    let done = t.failed.is_empty();
+) -> Read {
+    let mut t = ctx.from_image(site, &job).await;
+    let refrozen =
+        !t.failed.is_empty() && t.failed.iter().all(|f| f.kind == Some(ErrorKind::Frozen));
+    let outcome = if t.failed.is_empty() {
+        Read::Done
+    } else if refrozen {
+        t.failed.clear();
+        report.warnings.push(format!(
+            "site {}: {} could not be read, it is frozen (its thawed copy expired, or a lifecycle rule moved it to a cold class); a thaw is asked for",
+            site.name, job.name
+        ));
+        Read::Refrozen
+    } else {
+        Read::Failed
+    };
     report.from_images += t.restored;
     report.absorb(t);
-    report.images.push(ImageReport {
-        files: job.members.len() as u64,
-        gets: job.gets() + 1,
-        thaw: thaw.into(),
-        done,
-        job,
-    });
-    done
+    if outcome != Read::Refrozen {
+        report.images.push(ImageReport {
+            files: job.members.len() as u64,
+            gets: job.gets() + 1,
+            thaw: thaw.into(),
+            done: outcome == Read::Done,
+            job,
+        });
+    }
+    outcome
 }
 
 /// Fails every file of an image's members.
@@ -572,8 +600,16 @@ async fn thaw_and_read(
         let site = src.site(&job.site);
         match look(site, &job).await {
             Cold::Readable(state) => {
-                if read_image(ctx, site, job.clone(), state, report).await {
-                    m.remove_thaw(&site.name, &job.key)?;
+                match read_image(ctx, site, job.clone(), state, report).await {
+                    Read::Done => m.remove_thaw(&site.name, &job.key)?,
+                    Read::Failed => {}
+                    Read::Refrozen => {
+                        m.remove_thaw(&site.name, &job.key)?;
+                        let rec = new_record(site, &job, tiers[&site.name], cold_bytes[&site.name]);
+                        if let Some(p) = ask_thaw(m, ctx, site, job, rec, report).await? {
+                            pending.push(p);
+                        }
+                    }
                 }
             }
             Cold::Failed(kind, message) => fail_job(ctx, &job, kind, &message, report),
@@ -645,7 +681,20 @@ async fn ask_thaw(
     let tier = thaw::parse_tier(&rec.tier).unwrap_or(ThawTier::Bulk);
     match site.archive.request_thaw(&job.key, rec.days, tier).await {
         Ok(ThawRequest::NotNeeded | ThawRequest::AlreadyThawed) => {
-            read_image(ctx, site, job, "thawed", report).await;
+            // Said to be thawed, yet frozen when read: not asked again in this run (that
+            // could go on for ever); the rerun looks again.
+            if read_image(ctx, site, job.clone(), "thawed", report).await == Read::Refrozen {
+                fail_job(
+                    ctx,
+                    &job,
+                    ErrorKind::Frozen,
+                    &format!(
+                        "image {} was said to be thawed but could not be read: run the restore again later",
+                        job.name
+                    ),
+                    report,
+                );
+            }
             Ok(None)
         }
         Ok(ThawRequest::Started | ThawRequest::AlreadyInProgress) => {
@@ -715,8 +764,17 @@ async fn wait_for(
             let site = src.site(&job.site);
             match look(site, &job).await {
                 Cold::Readable(state) => {
-                    if read_image(ctx, site, job.clone(), state, report).await {
-                        m.remove_thaw(&site.name, &job.key)?;
+                    match read_image(ctx, site, job.clone(), state, report).await {
+                        Read::Done => m.remove_thaw(&site.name, &job.key)?,
+                        Read::Failed => {}
+                        Read::Refrozen => {
+                            m.remove_thaw(&site.name, &job.key)?;
+                            let tier = thaw::parse_tier(&rec.tier).unwrap_or(ThawTier::Bulk);
+                            let fresh = new_record(site, &job, tier, job.download_bytes);
+                            if let Some(p) = ask_thaw(m, ctx, site, job, fresh, report).await? {
+                                still.push(p);
+                            }
+                        }
                     }
                 }
                 Cold::Thawing => still.push((job, rec)),

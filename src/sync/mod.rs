@@ -85,6 +85,8 @@ pub struct SiteReport {
     /// Unfinished uploads cleaned up: orphans left by a crash, and uploads no run will
     /// continue (their image was planned differently this time).
     pub orphans_aborted: u64,
+    /// Staged objects an interrupted run left unrecorded, deleted by this one.
+    pub garbage_removed: u64,
     pub uploads_abandoned: u64,
     /// Archive objects found or made that lomob cannot verify: kept on record and billed,
     /// never counted as holding anything (see `lomob status`).
@@ -208,6 +210,13 @@ async fn run(
         r.orphans_aborted = site.archive.abort_orphans(&owned, &journal).await? as u64
             + site.stage.abort_orphans().await?;
     }
+    // Set until a run ends with every upload accounted for: the next run then knows an
+    // earlier one was killed or failed mid-upload, and sweeps what it left on the stage.
+    let interrupted = !opts.dry_run && m.mark(&unsettled_mark(&site.name))?.is_some();
+    if !opts.dry_run {
+        m.set_mark(&unsettled_mark(&site.name), crate::manifest::now())?;
+        m.flush()?;
+    }
     let p = pending(m, &site.name, &site.config)?;
     r.direct_files = p.direct.len() as u64;
     if opts.dry_run {
@@ -296,11 +305,64 @@ async fn run(
 
     if !opts.dry_run {
         snapshot::upload(m, site).await?;
+        if archive_failed.is_none() && r.errors.is_empty() {
+            if interrupted {
+                sweep_stage(m, site, r).await?;
+            }
+            m.remove_mark(&unsettled_mark(&site.name))?;
+            m.flush()?;
+        }
     }
     match archive_failed {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The manifest mark that is set while a site's sync may leave objects it has not recorded.
+fn unsettled_mark(site: &str) -> String {
+    format!("sync-unsettled/{site}")
+}
+
+/// After a run that was killed or failed: one LIST of `stage/`, and lomob's own staged
+/// objects the manifest does not record are deleted. An upload cut short leaves one under
+/// its final name on a disk, SFTP or WebDAV (and a kill between an upload and its record
+/// leaves a whole one anywhere); when its content then goes straight into an image, no
+/// upload ever replaces it, and it would be billed for nothing until a `check --repair`.
+/// Only this site's names are touched, on a location its mark shows it owns, by the one
+/// process that holds the manifest.
+async fn sweep_stage(m: &Manifest, site: &Site, r: &mut SiteReport) -> error::Result<()> {
+    let known: HashSet<String> = m
+        .staged(Some(&site.name))?
+        .into_iter()
+        .map(|(_, _, rec)| rec.key)
+        .collect();
+    let listed = match site.stage.list(crate::keys::STAGE).await {
+        Ok(l) => l,
+        Err(e) => {
+            // Left for the next run (the mark stays set) or for `check --repair`.
+            tracing::warn!("site {}: stage not swept: {e}", site.name);
+            return Ok(());
+        }
+    };
+    for o in listed {
+        if !crate::keys::is_stage_key(&o.key) || known.contains(&o.key) {
+            continue;
+        }
+        match site.stage.delete(&o.key).await {
+            Ok(()) => {
+                tracing::info!(
+                    "site {}: removed {} ({}), left unrecorded by an interrupted run",
+                    site.name,
+                    o.key,
+                    ByteSize(o.size)
+                );
+                r.garbage_removed += 1;
+            }
+            Err(e) => tracing::warn!("site {}: {e}", site.name),
+        }
+    }
+    Ok(())
 }
 
 fn record_run(
@@ -324,6 +386,7 @@ fn record_run(
         ("unverified_objects", r.unverified_objects.len() as u64),
         ("uploads_abandoned", r.uploads_abandoned),
         ("orphans_aborted", r.orphans_aborted),
+        ("garbage_removed", r.garbage_removed),
         ("requests_put", r.requests.put),
         ("requests_post", r.requests.post),
         ("requests_get", r.requests.get),

@@ -23,10 +23,21 @@ pub enum Action {
     Forward,
     /// Answer with this status and an S3-style error body, without forwarding.
     Refuse(u16, &'static str),
+    /// Answer with this status and an empty body, without forwarding (a RestoreObject's 200
+    /// for a copy already thawed).
+    Answer(u16),
     /// Forward, then replace (or add) these response headers.
     SetHeaders(Vec<(&'static str, String)>),
     /// Never answer (for two minutes): a server that hangs mid-transfer.
     Stall,
+    /// Close the connection once the request head is read: a reset before any answer.
+    Reset,
+    /// Forward, then pass on only the first half of the response body and close: an answer
+    /// cut short.
+    Truncate,
+    /// Forward, then flip one byte in the middle of a response body of known length: a 200
+    /// with the wrong bytes.
+    Corrupt,
 }
 
 pub type Rule = dyn Fn(&Seen) -> Action + Send + Sync;
@@ -186,6 +197,18 @@ fn serve(client: TcpStream, upstream: &str, rule: &Rule, traffic: &Traffic) -> s
             std::thread::sleep(std::time::Duration::from_secs(120));
             return Ok(());
         }
+        if let Action::Reset = action {
+            return Ok(());
+        }
+        if let Action::Answer(status) = action {
+            copy_body(&req, &mut from_client, &mut std::io::sink(), false)?;
+            write!(
+                to_client,
+                "HTTP/1.1 {status} OK\r\nContent-Length: 0\r\n\r\n"
+            )?;
+            to_client.flush()?;
+            continue;
+        }
         if let Action::Refuse(status, code) = action {
             // Read (and drop) the body, then answer.
             copy_body(&req, &mut from_client, &mut std::io::sink(), false)?;
@@ -217,7 +240,22 @@ fn serve(client: TcpStream, upstream: &str, rule: &Rule, traffic: &Traffic) -> s
         }
         write_head(&mut to_client, &resp)?;
         let bodyless = method == "HEAD" || resp[0].contains(" 204 ") || resp[0].contains(" 304 ");
-        if !bodyless {
+        let length = header(&resp, "content-length").and_then(|v| v.parse::<u64>().ok());
+        if let (false, Some(n), Action::Truncate | Action::Corrupt) = (bodyless, length, &action) {
+            let mut body = Vec::with_capacity(n as usize);
+            (&mut from_server).take(n).read_to_end(&mut body)?;
+            if matches!(action, Action::Truncate) {
+                body.truncate(body.len() / 2);
+                to_client.write_all(&body)?;
+                return Ok(());
+            }
+            let middle = body.len() / 2;
+            if let Some(b) = body.get_mut(middle) {
+                *b ^= 0x5a;
+            }
+            to_client.write_all(&body)?;
+            traffic.body_bytes.fetch_add(n, Ordering::SeqCst);
+        } else if !bodyless {
             let close =
                 header(&resp, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
             let mut counted = Counted(&mut to_client, &traffic.body_bytes);

@@ -275,11 +275,14 @@ impl Bucket {
                 .block_on(self.client.list_multipart_uploads("archive/"))
                 .unwrap();
             if let Some(u) = uploads.first() {
-                seen = self
+                // Gone between the two calls (completed, or aborted to start anew): look
+                // again.
+                if let Ok(parts) = self
                     .rt
                     .block_on(self.client.list_parts(&u.key, &u.upload_id))
-                    .unwrap()
-                    .len();
+                {
+                    seen = parts.len();
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
