@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # Independent ISO readers checked against every image we write, and setpriv (util-linux)
 # for the unreadable-file tests, and the stock `age` tool that must decrypt every object of an
-# encrypted site, and strace to see that local-disk writes are fsynced (file, then folder).
+# encrypted site, strace to see that local-disk writes are fsynced (file, then folder), and
+# libfaketime for the chaos suite's jumping clock.
 apt_needed=()
-for pair in xorriso:xorriso bsdtar:libarchive-tools 7z:p7zip-full genisoimage:genisoimage setpriv:util-linux age:age strace:strace; do
+for pair in xorriso:xorriso bsdtar:libarchive-tools 7z:p7zip-full genisoimage:genisoimage setpriv:util-linux age:age strace:strace faketime:faketime; do
     bin=${pair%%:*}
     pkg=${pair#*:}
     command -v "$bin" >/dev/null 2>&1 || apt_needed+=("$pkg")

@@ -47,10 +47,14 @@ impl Chaos {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or_else(|| rand::rng().random_range(1..1_000_000_000u64));
-        let iterations = std::env::var("LOMOB_CHAOS_ITERATIONS")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(short);
+        // `LOMOB_CHAOS_ITERATIONS_KILL` and the like set one test's count.
+        let iterations = [
+            format!("LOMOB_CHAOS_ITERATIONS_{}", name.to_uppercase()),
+            "LOMOB_CHAOS_ITERATIONS".to_string(),
+        ]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse().ok())
+        .unwrap_or(short);
         let mixed = name
             .bytes()
             .fold(seed, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
