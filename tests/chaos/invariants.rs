@@ -1,6 +1,7 @@
 //! What must hold after every chaos iteration, checked from outside lomob wherever that is
 //! possible (the servers' own listings, the restored bytes), not from its own claims:
-//! - the manifest opens, and `check` finds the servers holding what it records;
+//! - the manifest opens, `status` counts what the servers' listings show, and `check` finds
+//!   the servers holding what it records;
 //! - every file, deleted ones included, comes back byte-identical through `restore` from
 //!   each site on its own;
 //! - no archive object was overwritten or removed, no image is stored twice, and every
@@ -23,7 +24,7 @@ pub struct Seen {
 
 /// Checks every invariant; `iteration` names the restore folders.
 pub fn check(c: &mut Chaos, rig: &Rig, seen: &mut Seen, iteration: usize) {
-    manifest_opens(rig);
+    status_agrees(rig);
     servers_agree(rig);
     no_open_uploads(c, rig);
     archive_never_rewritten(rig, seen);
@@ -37,7 +38,10 @@ pub fn check(c: &mut Chaos, rig: &Rig, seen: &mut Seen, iteration: usize) {
     c.tally.iterations += 1;
 }
 
-fn manifest_opens(rig: &Rig) {
+/// The manifest opens, and `status` agrees with what the servers hold: per site, as many
+/// staged copies as `stage/` objects, as many images as `.iso` objects, and nothing left
+/// unsafe after a completed backup.
+fn status_agrees(rig: &Rig) {
     let out = rig.run(&["status"]);
     assert!(
         out.status.success(),
@@ -45,7 +49,54 @@ fn manifest_opens(rig: &Rig) {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["present"]["files"].as_u64().is_some(), "{v}");
+    for site in v["sites"].as_array().unwrap() {
+        let name = site["name"].as_str().unwrap();
+        let n = |k: &str| site[k]["files"].as_u64().unwrap_or(0);
+        let (stage, images) = held(rig, name);
+        assert_eq!(
+            n("staged") + n("waiting_to_free"),
+            stage,
+            "site {name}: status counts other staged copies than the stage holds: {site}"
+        );
+        assert_eq!(
+            site["images"].as_u64().unwrap_or(0),
+            images,
+            "site {name}: status counts other images than the archive holds: {site}"
+        );
+        assert_eq!(n("not_yet_safe"), 0, "site {name}: {site}");
+    }
+}
+
+/// Staged objects and images a site's servers hold, counted from their own listings.
+fn held(rig: &Rig, site: &str) -> (u64, u64) {
+    let is_staged = |k: &str| {
+        k.strip_prefix("stage/")
+            .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let is_image = |k: &str| k.starts_with("archive/") && k.ends_with(".iso");
+    let count =
+        |keys: Vec<String>, f: &dyn Fn(&str) -> bool| keys.iter().filter(|k| f(k)).count() as u64;
+    let bucket = |b: &str| -> Vec<String> {
+        list_bucket(&rig.sites.moto, b)
+            .into_iter()
+            .map(|o| o.0)
+            .collect()
+    };
+    let folder = |d: &std::path::Path| crate::rig::files(d);
+    match site {
+        "deep" => (
+            count(bucket(&rig.sites.stage_buckets[0]), &is_staged),
+            count(bucket(&rig.sites.archive_buckets[0].1), &is_image),
+        ),
+        "vault" => (
+            count(folder(&rig.dir("vault-stage")), &is_staged),
+            count(bucket(&rig.sites.archive_buckets[1].1), &is_image),
+        ),
+        _ => (
+            count(folder(&rig.sites.sftp_dirs[0]), &is_staged),
+            count(folder(&rig.sites.sftp_dirs[1]), &is_image),
+        ),
+    }
 }
 
 /// `check` compares the manifest with the servers' listings (and each image's HEAD):

@@ -1,6 +1,6 @@
 //! Local faults: a clock that jumps back and forth between runs (libfaketime), a full disk
-//! under the manifest and under a restore (a small tmpfs), and files rewritten while they
-//! are read, with and without a new mtime. Every run completes or fails with a clear
+//! under the manifest and under a restore (a small tmpfs), files rewritten while they are
+//! read, with and without a new mtime, and a share inside the library unmounted mid-run. Every run completes or fails with a clear
 //! message; once the fault is gone, a rerun completes and every invariant holds.
 
 use std::path::{Path, PathBuf};
@@ -65,8 +65,15 @@ fn a_clock_that_jumps_between_runs_loses_nothing() {
     c.finish();
 }
 
+/// Files `status` counts as deleted.
+fn deleted_files(rig: &Rig) -> u64 {
+    let out = rig.run(&["status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["deleted"]["files"].as_u64().unwrap()
+}
+
 /// A tmpfs mounted for the test and unmounted (by path, it is ours) when dropped.
-struct Tmpfs(PathBuf);
+struct Tmpfs(PathBuf, bool);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
@@ -76,7 +83,16 @@ impl Tmpfs {
             .arg(dir)
             .status()
             .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
+        ok.then(|| Tmpfs(dir.to_path_buf(), true))
+    }
+
+    /// Unmounts now, even while files are open (as a share that drops off the network).
+    fn unmount_lazily(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        self.1 = false;
     }
 
     /// Fills the file system but for about `leave` bytes.
@@ -95,7 +111,9 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        if self.1 {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
     }
 }
 
@@ -113,6 +131,13 @@ fn a_full_disk_and_files_changing_while_read_lose_nothing() {
         eprintln!("chaos local: SKIPPED, cannot mount a tmpfs here (not root?)");
         return;
     };
+    // A NAS share mounted inside the library, with files of its own.
+    let nas_dir = rig.lib.root.join("nas");
+    let mut nas = Tmpfs::mount(&nas_dir, "32m").unwrap();
+    for i in 0..5 {
+        rig.lib
+            .write(&format!("nas/NAS_{i:03}.jpg"), 50_000 + i * 7_000);
+    }
     for i in 0..c.iterations {
         let new = c.rng.random_range(6..12);
         rig.lib.change(&mut c.rng, new);
@@ -219,8 +244,33 @@ fn a_full_disk_and_files_changing_while_read_lose_nothing() {
             }
             drop(small);
         }
+        // 4. The NAS share is unmounted while a backup runs: missing, never a mass delete.
+        rig.lib.change(&mut c.rng, 3);
+        rig.until_ok(&["backup"]);
+        let before = deleted_files(&rig);
+        let mut child = rig.spawn(&["backup"]);
+        let delay = std::time::Duration::from_millis(c.rng.random_range(0..1_500));
+        let started = std::time::Instant::now();
+        while started.elapsed() < delay && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        nas.unmount_lazily();
+        c.fault("library share unmounted during a run");
+        crate::rig::wait_bounded(&mut child, std::time::Duration::from_secs(300), "backup");
+        let out = rig.run(&["backup"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(
+            deleted_files(&rig),
+            before,
+            "an unmounted share was taken for deleted files"
+        );
+        nas = Tmpfs::mount(&nas_dir, "32m").unwrap();
+        rig.lib.put_back("nas");
+        rig.until_ok(&["backup"]);
         invariants::check(&mut c, &rig, &mut seen, i);
     }
+    drop(nas);
     drop(disk);
     c.finish();
 }

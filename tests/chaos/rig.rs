@@ -123,6 +123,7 @@ pub fn content(seed: u64, len: usize) -> Vec<u8> {
 pub struct Expected {
     pub seed: u64,
     pub len: usize,
+    pub mtime: i64,
 }
 
 /// The library folder and what each of its files must hold; files deleted locally keep
@@ -148,19 +149,34 @@ impl Library {
     }
 
     pub fn write(&mut self, rel: &str, len: usize) {
+        // Every write gets a later date, as a camera or a copy would give it.
+        self.clock += 60;
         let e = Expected {
             seed: self.next,
             len,
+            mtime: self.clock,
         };
         self.next += 1;
+        self.put(rel, e);
+        self.gone.remove(rel);
+        self.present.insert(rel.to_string(), e);
+    }
+
+    fn put(&self, rel: &str, e: Expected) {
         let p = self.root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, content(e.seed, e.len)).unwrap();
-        // Every write gets a later date, as a camera or a copy would give it.
-        self.clock += 60;
-        set_mtime(&p, self.clock);
-        self.gone.remove(rel);
-        self.present.insert(rel.to_string(), e);
+        set_mtime(&p, e.mtime);
+    }
+
+    /// Writes the files under `folder` again as they were (a disk mounted again).
+    pub fn put_back(&self, folder: &str) {
+        for (rel, e) in self.present.range(format!("{folder}/")..) {
+            if !rel.starts_with(&format!("{folder}/")) {
+                break;
+            }
+            self.put(rel, *e);
+        }
     }
 
     /// A day's worth of change: `new` new files (mostly photos, now and then a video of a
