@@ -411,6 +411,12 @@ fn warn_if_readable(sources: &[PathBuf], config: &Config) {
     }
 }
 
+/// Parses and validates a profile's bytes as [`load`] reads a file (without environment
+/// overrides): for the fuzz target (`fuzz/fuzz_targets/profile.rs`) and tests.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_str(utf8_text(bytes, "<profile>")?)
+}
+
 /// Parses configuration text (for tests and `lomob site list --config`-less checks).
 pub fn parse_str(toml: &str) -> Result<Config, ConfigError> {
     let fig = Figment::from(Toml::string(toml));
@@ -427,14 +433,17 @@ fn check_utf8(path: &Path) -> Result<(), ConfigError> {
     let Ok(bytes) = std::fs::read(path) else {
         return Ok(()); // unreadable: figment reports it with the path
     };
-    match std::str::from_utf8(&bytes) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(ConfigError::Invalid(format!(
-            "  {}: {}",
-            path.display(),
-            utf8_problem(&bytes, e.valid_up_to())
-        ))),
-    }
+    utf8_text(&bytes, &path.display().to_string()).map(|_| ())
+}
+
+/// `bytes` as text, or the error naming `name` and the first byte that is not UTF-8.
+fn utf8_text<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "  {name}: {}",
+            utf8_problem(bytes, e.valid_up_to())
+        ))
+    })
 }
 
 /// Where the first byte that is not UTF-8 is, and what to do.
@@ -888,5 +897,43 @@ archive = { kind = "fs", root = "/tmp/a" }
         let e = utf8_problem(text, 31);
         assert!(e.starts_with("line 2, column 22: byte 0xe9"), "{e}");
         assert!(e.contains("save the profile as UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn parse_bytes_reads_a_profile_and_refuses_what_is_not_text() {
+        let c = parse_bytes(SITE.as_bytes()).unwrap();
+        assert!(c.sites.contains_key("a"));
+        let e = parse_bytes(b"[library]\n\xff").unwrap_err().to_string();
+        assert!(e.contains("<profile>: line 2, column 1: byte 0xff"), "{e}");
+    }
+
+    /// Case count, as for the ISO reader's: more through `ISO_FUZZ_CASES`.
+    fn fuzz_cases() -> u32 {
+        std::env::var("ISO_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), ..Default::default() })]
+
+        /// The stable substitute of fuzz/fuzz_targets/profile.rs: a real profile with bytes
+        /// changed or cut is refused or accepted, never a panic.
+        #[test]
+        fn mutated_profiles_never_panic(
+            muts in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 0..8),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let mut bytes = include_bytes!("../../profiles/parents.toml").to_vec();
+            for (i, b) in muts {
+                let at = i.index(bytes.len());
+                bytes[at] = b;
+            }
+            let end = cut.index(bytes.len() + 1);
+            if let Err(e) = parse_bytes(&bytes[..end]) {
+                let _ = e.to_string();
+            }
+        }
     }
 }
