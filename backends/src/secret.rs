@@ -8,11 +8,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where a credential comes from. Never `Debug`-prints or serializes the value itself.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged, deny_unknown_fields)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
     /// The name of an environment variable holding the value.
     Env { env: String },
@@ -20,6 +20,82 @@ pub enum Secret {
     File { file: PathBuf },
     /// The value itself, written in the profile. Discouraged: a profile is often shared.
     Inline(String),
+}
+
+/// The forms a secret is written in, for error messages.
+const FORMS: &str =
+    "write a secret as \"the value\", { env = \"VARIABLE\" } or { file = \"~/path/to/file\" }";
+
+/// Deserialized by hand rather than as an untagged enum: serde's "data did not match any
+/// variant of untagged enum Secret" says neither what is accepted nor what to do, and the
+/// usual "invalid type: found integer 1234" would print a mistyped secret.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(FORMS)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret::Inline(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
+                let mut out = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: Option<String> = map.next_value().ok();
+                    let secret = match (key.as_str(), value) {
+                        ("env", Some(env)) => Secret::Env { env },
+                        ("file", Some(file)) => Secret::File { file: file.into() },
+                        ("env" | "file", None) => {
+                            return Err(de::Error::custom(format!(
+                                "a secret's `{key}` must be a string: {FORMS}"
+                            )))
+                        }
+                        _ => {
+                            return Err(de::Error::custom(format!(
+                                "a secret has no key `{key}`: {FORMS}"
+                            )))
+                        }
+                    };
+                    if out.replace(secret).is_some() {
+                        return Err(de::Error::custom(format!(
+                            "a secret takes one of `env` and `file`, not both: {FORMS}"
+                        )));
+                    }
+                }
+                out.ok_or_else(|| de::Error::custom(format!("a secret is empty: {FORMS}")))
+            }
+            // Any other type: say what is accepted, never what was found (it may be the
+            // secret, mistyped).
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(format!(
+                    "a secret must be text (not shown here): {FORMS}"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(format!(
+                    "a secret must be text, in quotes (the number is not shown here): {FORMS}"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(format!(
+                    "a secret must be text, in quotes (the number is not shown here): {FORMS}"
+                )))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(format!(
+                    "a secret must be text, in quotes (the number is not shown here): {FORMS}"
+                )))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(de::Error::custom(format!(
+                    "a secret is one value, not a list: {FORMS}"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Why a secret could not be read. Names the variable or file, never the value.
@@ -128,5 +204,33 @@ mod tests {
     #[test]
     fn unknown_shapes_are_rejected() {
         assert!(serde_json::from_str::<Secret>(r#"{"envv":"X"}"#).is_err());
+    }
+
+    /// Reliability suite (#15): `{ environment = "X" }` gave "data did not match any variant
+    /// of untagged enum Secret", and a secret mistyped as a number would be printed.
+    #[test]
+    fn a_malformed_secret_says_how_to_write_one_and_never_shows_the_value() {
+        for (json, says) in [
+            (r#"{"environment":"X"}"#, "no key `environment`"),
+            (r#"{"env":"X","file":"/k"}"#, "not both"),
+            (r#"{"env":5}"#, "`env` must be a string"),
+            (r#"{}"#, "is empty"),
+            (r#"["hunter2"]"#, "not a list"),
+            ("123456789", "in quotes"),
+        ] {
+            let e = serde_json::from_str::<Secret>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{json}: {e}");
+            assert!(e.contains("{ env = \"VARIABLE\" }"), "{json}: {e}");
+            assert!(
+                !e.contains("123456789") && !e.contains("hunter2"),
+                "{json}: {e}"
+            );
+        }
+        let s: Secret = serde_json::from_str(r#"{"file":"/k"}"#).unwrap();
+        assert_eq!(s.describe(), "file:/k");
+        let s: Secret = serde_json::from_str(r#""v""#).unwrap();
+        assert_eq!(s, Secret::Inline("v".into()));
     }
 }

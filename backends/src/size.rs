@@ -144,9 +144,11 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v).map(ByteSize).map_err(|_| {
+                    E::custom(format!(
+                        "{v} is negative: write a size such as \"10GB\" or \"512MiB\""
+                    ))
+                })
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 v.parse().map_err(E::custom)
@@ -180,6 +182,14 @@ mod tests {
         assert!("".parse::<ByteSize>().is_err());
         assert!("GB".parse::<ByteSize>().is_err());
         assert!("99999999999TB".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn a_negative_size_says_what_to_write() {
+        let e = serde_json::from_str::<ByteSize>("-5")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("-5 is negative") && e.contains("10GB"), "{e}");
     }
 
     #[test]

@@ -357,6 +357,7 @@ pub fn load(files: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
         Figment::new()
     };
     for s in &sources {
+        check_utf8(s)?;
         fig = fig.merge(Toml::file_exact(s));
     }
     // Only `LOMOB_LIBRARY__*` and `LOMOB_SITES__*` configure the profile; other LOMOB_
@@ -377,7 +378,7 @@ pub fn load(files: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
     fig = fig.merge(env);
     let config: Config = fig
         .extract()
-        .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        .map_err(|e| ConfigError::Invalid(describe(e, &fig)))?;
     validate(&config)?;
     warn_if_readable(&sources, &config);
     Ok(LoadedConfig {
@@ -410,20 +411,114 @@ fn warn_if_readable(sources: &[PathBuf], config: &Config) {
     }
 }
 
+/// Parses and validates a profile's bytes as [`load`] reads a file (without environment
+/// overrides): for the fuzz target (`fuzz/fuzz_targets/profile.rs`) and tests.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_str(utf8_text(bytes, "<profile>")?)
+}
+
 /// Parses configuration text (for tests and `lomob site list --config`-less checks).
 pub fn parse_str(toml: &str) -> Result<Config, ConfigError> {
-    let config: Config = Figment::from(Toml::string(toml))
+    let fig = Figment::from(Toml::string(toml));
+    let config: Config = fig
         .extract()
-        .map_err(|e| ConfigError::Invalid(describe(e)))?;
+        .map_err(|e| ConfigError::Invalid(describe(e, &fig)))?;
     validate(&config)?;
     Ok(config)
 }
 
+/// Refuses a profile that is not UTF-8 text, naming the line and column of the first bad
+/// byte (the TOML parser only says "stream did not contain valid UTF-8").
+fn check_utf8(path: &Path) -> Result<(), ConfigError> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(()); // unreadable: figment reports it with the path
+    };
+    utf8_text(&bytes, &path.display().to_string()).map(|_| ())
+}
+
+/// `bytes` as text, or the error naming `name` and the first byte that is not UTF-8.
+fn utf8_text<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, ConfigError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "  {name}: {}",
+            utf8_problem(bytes, e.valid_up_to())
+        ))
+    })
+}
+
+/// Where the first byte that is not UTF-8 is, and what to do.
+fn utf8_problem(bytes: &[u8], at: usize) -> String {
+    let before = &bytes[..at];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    format!(
+        "line {line}, column {column}: byte 0x{:02x} is not UTF-8 text: save the profile as UTF-8 (a name with accents written in Latin-1 or Windows-1252 does this)",
+        bytes[at]
+    )
+}
+
+/// The key inside a backend section (`sites.NAME.stage`) an error is about. A backend
+/// section is chosen by its `kind`, and serde reads such a section whole before the
+/// variant's fields, so the error's path stops at the section: the key is found again by
+/// the value the error quotes.
+fn locate_in_section(
+    fig: &Figment,
+    path: &[String],
+    kind: &figment::error::Kind,
+) -> Option<String> {
+    use figment::error::{Actual, Kind};
+    let found = match kind {
+        Kind::UnknownVariant(v, _) => v.clone(),
+        Kind::InvalidType(Actual::Str(v), _) | Kind::InvalidValue(Actual::Str(v), _) => v.clone(),
+        _ => return None,
+    };
+    let dict = fig.find_value(&path.join(".")).ok()?.into_dict()?;
+    let mut keys = dict
+        .iter()
+        .filter(|(k, v)| k.as_str() != "kind" && v.as_str() == Some(found.as_str()));
+    match (keys.next(), keys.next()) {
+        (Some((k, _)), None) => Some(k.clone()),
+        _ => None,
+    }
+}
+
+/// The error with Rust's type names (`u16`, `usize`) said the way a profile is written.
+fn plain_kind(kind: figment::error::Kind) -> figment::error::Kind {
+    use figment::error::Kind;
+    let plain = |expected: String| {
+        match expected.as_str() {
+            "u8" => "a whole number from 0 to 255",
+            "u16" => "a whole number from 0 to 65535",
+            "u32" | "u64" | "usize" => "a whole number, 0 or more",
+            "bool" => "true or false",
+            "a string" => "text in quotes",
+            _ => return expected,
+        }
+        .to_string()
+    };
+    match kind {
+        Kind::InvalidType(a, e) => Kind::InvalidType(a, plain(e)),
+        Kind::InvalidValue(a, e) => Kind::InvalidValue(a, plain(e)),
+        other => other,
+    }
+}
+
 /// One line per problem: where (file), which key, and what was wrong.
-fn describe(e: figment::Error) -> String {
+fn describe(e: figment::Error, fig: &Figment) -> String {
     let mut out = Vec::new();
     for e in e {
-        let key = e.path.join(".");
+        let mut path = e.path.clone();
+        if let Some(k) = locate_in_section(fig, &path, &e.kind) {
+            path.push(k);
+        }
+        let key = path.join(".");
         let place = match e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
             Some(figment::Source::File(p)) => format!("{}: ", p.display()),
             Some(other) => format!("{other}: "),
@@ -437,7 +532,7 @@ fn describe(e: figment::Error) -> String {
         } else {
             format!("key `{key}`: ")
         };
-        out.push(format!("  {place}{key}{}", e.kind));
+        out.push(format!("  {place}{key}{}", plain_kind(e.kind)));
     }
     out.join("\n")
 }
@@ -459,8 +554,70 @@ fn check_alert(a: &AlertConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Largest image ISO 9660 can describe: its volume size is a 32-bit count of 2048-byte
+/// sectors.
+const MAX_ISO_SIZE: u64 = (u32::MAX as u64) * 2048;
+
+/// A zero where at least 1 is needed: said, rather than quietly turned into 1 (or, for a
+/// timeout, into a one-second limit every large upload would hit).
+fn not_zero(key: &str, value: u64, hint: &str) -> Result<(), String> {
+    if value == 0 {
+        return Err(format!("{key} = 0 is not allowed: {hint}"));
+    }
+    Ok(())
+}
+
+fn check_library(l: &LibraryConfig) -> Result<(), String> {
+    for r in &l.roots {
+        if !(r.is_absolute() || r.starts_with("~")) {
+            return Err(format!(
+                "roots: {:?} is a relative path, which would be read from whatever folder lomob is started in (the daemon's is /): write the full path, such as \"/home/me/{}\" or \"~/{}\"",
+                r.display().to_string(),
+                r.display(),
+                r.display()
+            ));
+        }
+    }
+    if let Some(t) = l.threads {
+        not_zero(
+            "threads",
+            t as u64,
+            "give the number of threads, or remove the key to use one per CPU core",
+        )?;
+    }
+    Ok(())
+}
+
+fn check_transfer(t: &TransferConfig) -> Result<(), String> {
+    not_zero(
+        "concurrency",
+        t.concurrency as u64,
+        "give the number of requests in flight at once (at least 1), or remove the key for the default 8",
+    )?;
+    not_zero(
+        "timeout-secs",
+        t.timeout_secs,
+        "give the seconds one request may take (large parts need minutes on a home uplink), or remove the key for the default 600",
+    )?;
+    if let Some(b) = t.bandwidth_limit {
+        not_zero(
+            "bandwidth-limit",
+            b.bytes(),
+            "give a rate per second such as \"2MB\", or remove the key for no limit",
+        )?;
+    }
+    Ok(())
+}
+
 fn validate(c: &Config) -> Result<(), ConfigError> {
     check_alert(&c.alert).map_err(|e| ConfigError::Invalid(format!("  [alert] {e}")))?;
+    check_library(&c.library).map_err(|e| ConfigError::Invalid(format!("  [library] {e}")))?;
+    not_zero(
+        "sites-at-once",
+        c.daemon.sites_at_once as u64,
+        "give how many sites may sync at once (at least 1), or remove the key for the default 3",
+    )
+    .map_err(|e| ConfigError::Invalid(format!("  [daemon] {e}")))?;
     if let Some(b) = &c.library.local_budget {
         crate::check::local::Budget::parse(b)
             .map_err(|e| ConfigError::Invalid(format!("  [library] local-budget = {b:?}: {e}")))?;
@@ -491,6 +648,13 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                 site.iso_size
             )));
         }
+        if site.iso_size.bytes() > MAX_ISO_SIZE {
+            return Err(bad(format!(
+                "iso-size {} is larger than an ISO 9660 image can be (8 TiB): images are read back and thawed whole, so keep them to a few GB (5GB is the default)",
+                site.iso_size
+            )));
+        }
+        check_transfer(&site.transfer).map_err(|e| bad(format!("[transfer] {e}")))?;
         if let Some(q) = site.stage.capabilities().free_quota {
             if site.pack_threshold > q {
                 return Err(bad(format!(
@@ -646,5 +810,130 @@ archive = { kind = "fs", root = "/tmp/a" }
         .to_string();
         assert!(e.contains("b2"), "{e}");
         assert!(e.contains("free quota"), "{e}");
+    }
+
+    const SITE: &str = "[sites.a]\nstage = { kind = \"fs\", root = \"/s\" }\narchive = { kind = \"fs\", root = \"/a\" }\n";
+
+    /// Reliability suite (#15): these zeros were quietly changed (a timeout of 0 became a
+    /// one-second limit, a bandwidth limit of 0 one byte per second, the rest 1).
+    #[test]
+    fn zeros_that_would_be_quietly_changed_are_refused() {
+        for (extra, key) in [
+            ("[sites.a.transfer]\nconcurrency = 0\n", "concurrency = 0"),
+            ("[sites.a.transfer]\ntimeout-secs = 0\n", "timeout-secs = 0"),
+            (
+                "[sites.a.transfer]\nbandwidth-limit = 0\n",
+                "bandwidth-limit = 0",
+            ),
+            ("[library]\nthreads = 0\n", "threads = 0"),
+            ("[daemon]\nsites-at-once = 0\n", "sites-at-once = 0"),
+        ] {
+            let e = parse_str(&format!("{SITE}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("remove the key"), "{e}");
+        }
+        parse_str(&format!(
+            "{SITE}[sites.a.transfer]\nconcurrency = 1\ntimeout-secs = 5\nbandwidth-limit = \"1MB\"\n"
+        ))
+        .unwrap();
+    }
+
+    /// Reliability suite (#15): a relative root was accepted and read from the folder lomob
+    /// happened to start in.
+    #[test]
+    fn relative_library_roots_are_refused() {
+        let e = parse_str("[library]\nroots = [\"Pictures\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"Pictures\" is a relative path") && e.contains("~/Pictures"),
+            "{e}"
+        );
+        parse_str("[library]\nroots = [\"~/Pictures\", \"/srv/photos\"]\n").unwrap();
+    }
+
+    /// Reliability suite (#15): `iso-size = "50TB"` was accepted, though no ISO 9660 image
+    /// can be larger than 8 TiB.
+    #[test]
+    fn an_iso_size_beyond_iso_9660_is_refused() {
+        let e = parse_str(&SITE.replace("[sites.a]\n", "[sites.a]\niso-size = \"50TB\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("8 TiB"), "{e}");
+        parse_str(&SITE.replace("[sites.a]\n", "[sites.a]\niso-size = \"8TB\"\n")).unwrap();
+    }
+
+    /// Reliability suite (#15): a bad value inside a backend section named only the section
+    /// (`sites.a.archive`), not the key.
+    #[test]
+    fn a_bad_value_in_a_backend_section_names_its_key() {
+        let e = parse_str(
+            "[sites.a]\nstage = { kind = \"fs\", root = \"/s\" }\narchive = { kind = \"glacier\", bucket = \"b\", thaw-tier = \"fast\" }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("key `sites.a.archive.thaw-tier`"), "{e}");
+    }
+
+    /// Reliability suite (#15): a profile saved in Latin-1 gave "stream did not contain
+    /// valid UTF-8", with no line and no hint.
+    /// Reliability suite (#15): `smtp-port = 99999` said "expected u16".
+    #[test]
+    fn types_are_named_as_a_profile_writes_them() {
+        let e = parse_str("[alert]\nsmtp-port = 99999\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected a whole number from 0 to 65535"), "{e}");
+        let e = parse_str("[library]\nthreads = \"many\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected a whole number, 0 or more"), "{e}");
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_is_located() {
+        let text = b"[library]\nroots = [\"/photos/caf\xe9\"]\n";
+        let e = utf8_problem(text, 31);
+        assert!(e.starts_with("line 2, column 22: byte 0xe9"), "{e}");
+        assert!(e.contains("save the profile as UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn parse_bytes_reads_a_profile_and_refuses_what_is_not_text() {
+        let c = parse_bytes(SITE.as_bytes()).unwrap();
+        assert!(c.sites.contains_key("a"));
+        let e = parse_bytes(b"[library]\n\xff").unwrap_err().to_string();
+        assert!(e.contains("<profile>: line 2, column 1: byte 0xff"), "{e}");
+    }
+
+    /// Case count, as for the ISO reader's: more through `ISO_FUZZ_CASES`.
+    fn fuzz_cases() -> u32 {
+        std::env::var("ISO_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), ..Default::default() })]
+
+        /// The stable substitute of fuzz/fuzz_targets/profile.rs: a real profile with bytes
+        /// changed or cut is refused or accepted, never a panic.
+        #[test]
+        fn mutated_profiles_never_panic(
+            muts in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 0..8),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let mut bytes = include_bytes!("../../profiles/parents.toml").to_vec();
+            for (i, b) in muts {
+                let at = i.index(bytes.len());
+                bytes[at] = b;
+            }
+            let end = cut.index(bytes.len() + 1);
+            if let Err(e) = parse_bytes(&bytes[..end]) {
+                let _ = e.to_string();
+            }
+        }
     }
 }

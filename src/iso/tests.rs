@@ -463,7 +463,7 @@ proptest! {
 }
 
 /// Case count of the hostile-input property tests: 64 by default, more through
-/// `ISO_FUZZ_CASES` (scripts/fuzz-iso.sh uses this on stable Rust).
+/// `ISO_FUZZ_CASES` (scripts/fuzz.sh uses this on stable Rust).
 fn fuzz_cases() -> u32 {
     std::env::var("ISO_FUZZ_CASES")
         .ok()

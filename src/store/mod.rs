@@ -40,7 +40,7 @@ pub struct BackendInfo {
 
 /// A failed operation on one backend of one site.
 #[derive(Debug, thiserror::Error)]
-#[error("site {site}, {role} ({backend}): {op} {key}: {source}")]
+#[error("site {site}, {role} ({backend}): {op}{}: {source}", if key.is_empty() { String::new() } else { format!(" {key}") })]
 pub struct StoreError {
     pub site: String,
     pub role: Role,

@@ -287,3 +287,293 @@ fn bad_iso_arguments_are_explained() {
         .unwrap();
     assert_code(&out, 2);
 }
+
+/// Hostile images (#15, reliability suite): a valid image from `lomob iso create`, patched.
+mod hostile {
+    use super::library;
+    use crate::support::Env;
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    const SECTOR: usize = 2048;
+
+    /// One directory record of the primary tree: where it is in the image, its extent and
+    /// name.
+    struct Rec {
+        at: usize,
+        lba: u32,
+        size: u32,
+        is_dir: bool,
+        name: Vec<u8>,
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    }
+
+    /// Writes an ISO 9660 both-endian u32.
+    fn set_both(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        b[at + 4..at + 8].copy_from_slice(&v.to_be_bytes());
+    }
+
+    /// The records of the directory at (lba, size), "." and ".." left out.
+    fn records(img: &[u8], lba: u32, size: u32) -> Vec<Rec> {
+        let start = lba as usize * SECTOR;
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < size as usize {
+            let len = img[start + i] as usize;
+            if len == 0 {
+                i = (i / SECTOR + 1) * SECTOR;
+                continue;
+            }
+            let at = start + i;
+            let name_len = img[at + 32] as usize;
+            let name = img[at + 33..at + 33 + name_len].to_vec();
+            if !(name_len == 1 && name[0] <= 1) {
+                out.push(Rec {
+                    at,
+                    lba: u32_at(img, at + 2),
+                    size: u32_at(img, at + 10),
+                    is_dir: img[at + 25] & 2 != 0,
+                    name,
+                });
+            }
+            i += len;
+        }
+        out
+    }
+
+    fn root(img: &[u8]) -> (u32, u32) {
+        let pvd = 16 * SECTOR;
+        assert_eq!(&img[pvd + 1..pvd + 6], b"CD001");
+        (u32_at(img, pvd + 156 + 2), u32_at(img, pvd + 156 + 10))
+    }
+
+    /// The first subdirectory of (lba, size) that holds photos (not lomob's own LOMOB/).
+    fn first_dir(img: &[u8], (lba, size): (u32, u32)) -> Rec {
+        records(img, lba, size)
+            .into_iter()
+            .find(|r| r.is_dir && r.name != b"LOMOB")
+            .expect("a subdirectory")
+    }
+
+    /// Every file record of the tree, depth first (the test images are small and sane).
+    fn files(img: &[u8], (lba, size): (u32, u32), out: &mut Vec<Rec>) {
+        for r in records(img, lba, size) {
+            if r.is_dir {
+                files(img, (r.lba, r.size), out);
+            } else if !r.name.starts_with(b"CATALOG") {
+                out.push(r);
+            }
+        }
+    }
+
+    /// A fresh image of the test library, as bytes, and where it is.
+    fn image(env: &Env) -> (PathBuf, Vec<u8>) {
+        library(env);
+        env.scan();
+        let out_dir = env.path().join("isos");
+        let made = env.json(&["iso", "create", "--out", out_dir.to_str().unwrap()], 0);
+        let path = PathBuf::from(made["images"][0]["path"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        (path, bytes)
+    }
+
+    /// Runs lomob under a 3 GiB address-space limit (a huge allocation fails instead of
+    /// swapping the machine), killed after 60 s: a hang fails the test.
+    fn run(env: &Env, args: &[&str]) -> (i32, String, String) {
+        let c = env.std_cmd();
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c")
+            .arg("ulimit -v 3145728 && exec \"$@\"")
+            .arg("sh")
+            .arg(c.get_program())
+            .args(args)
+            .current_dir(env.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        let mut child = sh.spawn().unwrap();
+        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let o = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut out, &mut s).ok();
+            s
+        });
+        let e = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut err, &mut s).ok();
+            s
+        });
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                panic!("lomob {args:?} still running after 60 s: a hang");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (out, err) = (o.join().unwrap(), e.join().unwrap());
+        assert!(
+            status.code().is_some(),
+            "lomob {args:?} was killed: {status}\n{err}"
+        );
+        (status.code().unwrap(), out, err)
+    }
+
+    /// Every file under `dir`, with its size; nothing else may have been written outside.
+    fn written(dir: &Path) -> Vec<(PathBuf, u64)> {
+        let mut out = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let m = std::fs::symlink_metadata(e.path()).unwrap();
+                assert!(!m.file_type().is_symlink(), "{}", e.path().display());
+                if m.is_dir() {
+                    out.extend(written(&e.path()));
+                } else {
+                    out.push((e.path(), m.len()));
+                }
+            }
+        }
+        out
+    }
+
+    /// `iso ls` and `iso extract` of a patched image: both end (no hang, no huge
+    /// allocation), and whatever is extracted is inside the target folder and no larger
+    /// than the image. Returns (ls exit, ls stdout + stderr, extract exit, extract stderr).
+    fn ls_and_extract(env: &Env, img: &Path) -> (i32, String, i32, String) {
+        let (ls_code, ls_out, ls_err) = run(env, &["iso", "ls", img.to_str().unwrap()]);
+        assert!(
+            ls_out.lines().count() < 1000,
+            "unbounded listing:\n{ls_out}"
+        );
+        let to = env.path().join("out");
+        let (x_code, _, x_err) = run(
+            env,
+            &[
+                "iso",
+                "extract",
+                img.to_str().unwrap(),
+                "--to",
+                to.to_str().unwrap(),
+            ],
+        );
+        let image_len = std::fs::metadata(img).unwrap().len();
+        for (p, len) in written(&to) {
+            assert!(p.starts_with(&to), "{}", p.display());
+            assert!(len <= image_len, "{} is {len} bytes", p.display());
+        }
+        // Nothing beside the target folder and what the test made.
+        let mut top: Vec<String> = std::fs::read_dir(env.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        top.sort();
+        assert!(
+            top.iter()
+                .all(|n| ["home", "isos", "lib", "out"].contains(&n.as_str())),
+            "{top:?}"
+        );
+        (ls_code, format!("{ls_out}{ls_err}"), x_code, x_err)
+    }
+
+    /// A directory whose record points back at the root: listed once, not followed.
+    #[test]
+    fn a_directory_that_loops_to_an_ancestor_is_not_followed() {
+        let env = Env::new();
+        let (path, mut img) = image(&env);
+        let root = root(&img);
+        // Images hold full paths: go down to the library folder (the first with two
+        // subfolders, 2023 and 2024), then point 2023's first month back at the root.
+        let mut dir = first_dir(&img, root);
+        while records(&img, dir.lba, dir.size)
+            .iter()
+            .filter(|r| r.is_dir)
+            .count()
+            < 2
+        {
+            dir = first_dir(&img, (dir.lba, dir.size));
+        }
+        let year = first_dir(&img, (dir.lba, dir.size));
+        let month = first_dir(&img, (year.lba, year.size));
+        set_both(&mut img, month.at + 2, root.0);
+        set_both(&mut img, month.at + 10, root.1);
+        std::fs::write(&path, &img).unwrap();
+        let (ls, listing, x, err) = ls_and_extract(&env, &path);
+        assert_eq!(ls, 0, "{listing}");
+        assert_eq!(x, 0, "{err}");
+        // The rest of the tree is still listed, and nothing twice.
+        assert!(listing.contains("2024/01/empty.jpg"), "{listing}");
+        assert_eq!(listing.matches("empty.jpg").count(), 1, "{listing}");
+    }
+
+    /// Two files whose extents are the same bytes: both extracted, bounded.
+    #[test]
+    fn files_with_overlapping_extents_are_extracted_bounded() {
+        let env = Env::new();
+        let (path, mut img) = image(&env);
+        let mut fs = Vec::new();
+        files(&img, root(&img), &mut fs);
+        let big: Vec<&Rec> = fs.iter().filter(|r| r.size > 0).collect();
+        assert!(big.len() >= 2);
+        // The second file's extent starts half-way through the first one's.
+        set_both(&mut img, big[1].at + 2, big[0].lba + big[0].size / 4096);
+        std::fs::write(&path, &img).unwrap();
+        let (ls, listing, x, err) = ls_and_extract(&env, &path);
+        assert_eq!(ls, 0, "{listing}");
+        assert_eq!(x, 0, "{err}");
+    }
+
+    /// A file claiming 4 GiB, far beyond the image's end: a clear error naming it, and
+    /// no 4 GiB file written.
+    #[test]
+    fn a_file_larger_than_the_image_is_refused() {
+        let env = Env::new();
+        let (path, mut img) = image(&env);
+        let mut fs = Vec::new();
+        files(&img, root(&img), &mut fs);
+        let f = fs.iter().find(|r| r.size > 0).unwrap();
+        set_both(&mut img, f.at + 10, u32::MAX);
+        std::fs::write(&path, &img).unwrap();
+        let (ls, listing, x, err) = ls_and_extract(&env, &path);
+        assert_eq!(ls, 0, "{listing}");
+        assert_ne!(x, 0, "{err}");
+        assert!(err.contains("beyond the image"), "{err}");
+    }
+
+    /// A directory extent past the end of the image, and a path table there too: a clear
+    /// error for the directory; the path table is not what the reader walks.
+    #[test]
+    fn a_directory_past_the_end_is_refused() {
+        let env = Env::new();
+        let (path, mut img) = image(&env);
+        let pvd = 16 * SECTOR;
+        // Path table locations (type L at 140, type M at 148): past the end.
+        img[pvd + 140..pvd + 144].copy_from_slice(&0x7fff_fff0u32.to_le_bytes());
+        img[pvd + 148..pvd + 152].copy_from_slice(&0x7fff_fff0u32.to_be_bytes());
+        std::fs::write(&path, &img).unwrap();
+        let (ls, listing, _, _) = ls_and_extract(&env, &path);
+        assert_eq!(ls, 0, "a bad path table alone is harmless: {listing}");
+
+        let year = first_dir(&img, root(&img));
+        set_both(&mut img, year.at + 2, 0x7fff_fff0);
+        std::fs::write(&path, &img).unwrap();
+        std::fs::remove_dir_all(env.path().join("out")).ok();
+        let (ls, listing, x, err) = ls_and_extract(&env, &path);
+        assert_ne!(ls, 0, "{listing}");
+        assert!(listing.contains("out of bounds"), "{listing}");
+        assert_ne!(x, 0, "{err}");
+        assert!(err.contains("out of bounds"), "{err}");
+    }
+}
