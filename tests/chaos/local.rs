@@ -146,7 +146,12 @@ fn a_full_disk_and_files_changing_while_read_lose_nothing() {
         let filler = disk.fill(leave);
         c.fault("disk full under the manifest");
         let out = rig.run(&["backup"]);
-        let err = String::from_utf8_lossy(&out.stderr);
+        // With --json the reasons are in the report; otherwise on stderr.
+        let err = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(!err.contains("panicked"), "{err}");
         if !out.status.success() {
             assert!(

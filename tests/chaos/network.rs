@@ -145,30 +145,50 @@ fn faulty_run(rig: &Rig, args: &[&str], what: &str) -> i32 {
         .arg(&rig.cfg)
         .args(args)
         .args(["--json", "--no-progress"])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let out = drain(Box::new(child.stdout.take().unwrap()));
     // Timeouts are 4 s with 3 retries: a run that outlives this is hung.
     let status = wait_bounded(&mut child, Duration::from_secs(300), what);
-    let err = reader.join().unwrap();
+    let (err, out) = (err.join().unwrap(), out.join().unwrap());
     let code = status.code().unwrap_or(-1);
     assert!(!err.contains("panicked"), "{what} panicked:\n{err}");
+    // The reasons: on stderr, or with --json in the report (sites' `errors`, `failed`).
+    let reasons: Vec<String> = serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .map(|v| {
+            let mut all = Vec::new();
+            let sites = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
+            for s in sites {
+                for e in s["errors"].as_array().into_iter().flatten() {
+                    all.push(e.to_string());
+                }
+                for f in s["failed"].as_array().into_iter().flatten() {
+                    all.push(f.to_string());
+                }
+            }
+            all
+        })
+        .unwrap_or_default();
     assert!(
         ALLOWED.contains(&code),
-        "{what} ended with exit {code}:\n{err}"
+        "{what} ended with exit {code}: {reasons:#?}\n{err}"
     );
     if code != 0 && code != 7 {
+        eprintln!("chaos network: {what} exit {code}: {reasons:?}");
         assert!(
-            err.lines()
-                .any(|l| l.contains("ERROR") || l.contains("error")),
-            "{what} failed (exit {code}) without saying why:\n{err}"
+            !reasons.is_empty() || err.lines().any(|l| l.starts_with("error")),
+            "{what} failed (exit {code}) without saying why:\n{err}\n{out}"
         );
     }
     code
