@@ -109,6 +109,15 @@ out.append("Faults by kind:\n")
 out.append("| fault | times |\n| --- | --- |")
 for k in sorted(faults):
     out.append(f"| {k} | {faults[k]} |")
+outcomes = {}
+for r in rows:
+    for k, v in r.get("outcomes", {}).items():
+        outcomes[k] = outcomes.get(k, 0) + v
+out.append("")
+out.append("How runs under faults ended (exit codes: 0 done, 1 failure, 3 partial, 5 a server kept failing, 6 integrity, 7 waiting for a thaw):\n")
+out.append("| run | times |\n| --- | --- |")
+for k in sorted(outcomes):
+    out.append(f"| {k} | {outcomes[k]} |")
 out.append("")
 out.append("Per test:\n")
 out.append("| test | seed | iterations | faults | files checked | lost | open uploads |\n| --- | --- | --- | --- | --- | --- | --- |")

@@ -189,6 +189,13 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
             "dns error",
             "timed out",
             "connection reset",
+            // OpenDAL's timeout layer, after its retries.
+            "timeout reached",
+            // SFTP (openssh): the connection could not be made or was lost mid-session.
+            "failed to connect to the remote host",
+            "remote process has terminated",
+            "broken pipe",
+            "unexpected end of file",
         ]
         .iter()
         .any(|w| text.contains(w))
@@ -221,4 +228,27 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the chaos suite (#15): an SFTP run cut off by a stalled or reset connection
+    /// ended as "other" (exit 1) instead of "a server kept failing, run again later".
+    #[test]
+    fn lost_connections_and_timeouts_after_retries_are_transient() {
+        for text in [
+            "io operation timeout reached",
+            "ssh error, source: failed to connect to the remote host",
+            "Failed to create sftp from session: the remote process has terminated",
+            "Broken pipe (os error 32)",
+            "unexpected end of file",
+        ] {
+            let e = opendal::Error::new(opendal::ErrorKind::Unexpected, text);
+            assert_eq!(classify(&e), ErrorKind::Transient, "{text}");
+        }
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "something else");
+        assert_eq!(classify(&e), ErrorKind::Other);
+    }
 }

@@ -40,6 +40,7 @@ impl SyncError {
             SyncError::Backend(e) => e.kind(),
             SyncError::Mark(MarkError::Store(e)) => e.kind(),
             SyncError::Mark(MarkError::Manifest(_)) => ErrorKind::Other,
+            SyncError::Mark(MarkError::Unsteady { .. }) => ErrorKind::Transient,
             SyncError::Mark(_) => ErrorKind::Config,
             SyncError::Local { source, .. } => lomob_backends::error::io_kind(source),
             SyncError::Found { kind, .. } => *kind,

@@ -57,6 +57,12 @@ pub enum MarkError {
         location: String,
         reason: String,
     },
+    #[error("site {site}: the {role} location {location} gave two different {SITE_MARK} in two reads: a server or the network is corrupting answers; nothing was changed, run again later")]
+    Unsteady {
+        site: String,
+        role: Role,
+        location: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -106,32 +112,67 @@ pub async fn owner(site: &Site) -> Option<String> {
     (mark.site == site.name).then_some(mark.manifest)
 }
 
-/// Reads the marks of the site's stage and archive.
+/// Reads the marks of the site's stage and archive. A mark that would stop the site (not
+/// a mark, or another's) is read a second time before it is believed: an answer corrupted
+/// by a server or the network must not make lomob refuse its own location, or take it for
+/// another's (see [`settle`]).
 pub async fn check(m: &Manifest, site: &Site) -> Result<[(Role, MarkState); 2], MarkError> {
     let id = m.id()?;
     let stage = match site.stage.stat(SITE_MARK).await? {
         None => MarkState::Unmarked,
         Some(o) => {
             let bytes = site.stage.read_range(SITE_MARK, 0..o.size).await?;
-            state(
-                parse(site.stage.info(), &site.name, &bytes)?,
-                &site.name,
-                &id,
-            )
+            let judged = judge(site.stage.info(), &site.name, &id, &bytes);
+            if matches!(judged, Ok(MarkState::Ours)) {
+                MarkState::Ours
+            } else {
+                let again = site.stage.read_range(SITE_MARK, 0..o.size).await?;
+                settle(site.stage.info(), &site.name, &id, judged, &bytes, &again)?
+            }
         }
     };
     let archive = match site.archive.stat(SITE_MARK).await? {
         None => MarkState::Unmarked,
         Some(o) => {
             let bytes = site.archive.read_range(SITE_MARK, 0..o.info.size).await?;
-            state(
-                parse(site.archive.info(), &site.name, &bytes)?,
-                &site.name,
-                &id,
-            )
+            let judged = judge(site.archive.info(), &site.name, &id, &bytes);
+            if matches!(judged, Ok(MarkState::Ours)) {
+                MarkState::Ours
+            } else {
+                let again = site.archive.read_range(SITE_MARK, 0..o.info.size).await?;
+                settle(site.archive.info(), &site.name, &id, judged, &bytes, &again)?
+            }
         }
     };
     Ok([(Role::Stage, stage), (Role::Archive, archive)])
+}
+
+fn judge(info: &BackendInfo, site: &str, id: &str, bytes: &[u8]) -> Result<MarkState, MarkError> {
+    Ok(state(parse(info, site, bytes)?, site, id))
+}
+
+/// A mark that would stop the site, read again: the same bytes twice are believed; a
+/// second read that is this site's own mark means the first answer was corrupted; two
+/// different answers, neither ours, are a transient error.
+fn settle(
+    info: &BackendInfo,
+    site: &str,
+    id: &str,
+    first: Result<MarkState, MarkError>,
+    first_bytes: &[u8],
+    second_bytes: &[u8],
+) -> Result<MarkState, MarkError> {
+    if first_bytes == second_bytes {
+        return first;
+    }
+    match judge(info, site, id, second_bytes) {
+        Ok(MarkState::Ours) => Ok(MarkState::Ours),
+        _ => Err(MarkError::Unsteady {
+            site: site.to_string(),
+            role: info.role,
+            location: info.location.clone(),
+        }),
+    }
 }
 
 fn foreign(m: &Manifest, site: &Site, role: Role, mark: SiteMark) -> Result<MarkError, MarkError> {

@@ -98,7 +98,6 @@ fn cold_storage_faults_end_in_a_restore_or_a_clear_wait() {
         return;
     };
     let mut seen = Seen::default();
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     for i in 0..c.iterations {
         let new = c.rng.random_range(6..14);
         rig.lib.change(&mut c.rng, new);
@@ -145,7 +144,10 @@ fn cold_storage_faults_end_in_a_restore_or_a_clear_wait() {
                 if !why.is_empty() {
                     eprintln!("chaos cold: restore from {site} exit {code}: {why}");
                 }
-                *outcomes.entry(format!("exit {code}")).or_default() += 1;
+                *c.tally
+                    .outcomes
+                    .entry(format!("restore under cold faults: exit {code}"))
+                    .or_default() += 1;
                 if code == 0 {
                     break;
                 }
@@ -176,7 +178,6 @@ fn cold_storage_faults_end_in_a_restore_or_a_clear_wait() {
     for (kind, n) in faults.counts.lock().unwrap().iter() {
         *c.tally.faults.entry(kind.clone()).or_default() += n;
     }
-    eprintln!("chaos cold: restore outcomes under faults {outcomes:?}");
     drop(proxy);
     c.finish();
 }

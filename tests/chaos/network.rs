@@ -217,7 +217,6 @@ fn network_faults_never_record_unsafe_data_as_safe() {
         return;
     };
     let mut seen = Seen::default();
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
     for i in 0..c.iterations {
         let new = c.rng.random_range(4..12);
         rig.lib.change(&mut c.rng, new);
@@ -227,7 +226,10 @@ fn network_faults_never_record_unsafe_data_as_safe() {
             (vec!["sync", "--all", "--pack-now"], "sync --all --pack-now"),
         ] {
             let code = faulty_run(&rig, &args, what);
-            *outcomes.entry(format!("{what}: exit {code}")).or_default() += 1;
+            *c.tally
+                .outcomes
+                .entry(format!("{what}: exit {code}"))
+                .or_default() += 1;
         }
         // A restore through the faults: whatever it wrote under a file's name is right.
         let site = rig.sites.names[c.rng.random_range(0..3)].clone();
@@ -243,7 +245,10 @@ fn network_faults_never_record_unsafe_data_as_safe() {
         // A second run reads what the first one thawed (moto thaws at once).
         for _ in 0..2 {
             let code = faulty_run(&rig, &args, "restore");
-            *outcomes.entry(format!("restore: exit {code}")).or_default() += 1;
+            *c.tally
+                .outcomes
+                .entry(format!("restore: exit {code}"))
+                .or_default() += 1;
             if code != 7 {
                 break;
             }
@@ -276,7 +281,6 @@ fn network_faults_never_record_unsafe_data_as_safe() {
     for (kind, n) in faults.counts.lock().unwrap().iter() {
         *c.tally.faults.entry(kind.clone()).or_default() += n;
     }
-    eprintln!("chaos network: outcomes {outcomes:?}");
     drop(proxy);
     c.finish();
 }

@@ -27,6 +27,8 @@ pub struct Tally {
     pub iterations: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<String, u64>,
+    /// How the runs under faults ended, by command and exit code.
+    pub outcomes: BTreeMap<String, u64>,
     /// Files restored and compared byte for byte with what the library held.
     pub files_checked: u64,
     /// Files missing or different after a restore: must stay 0.
@@ -82,6 +84,7 @@ impl Chaos {
             "seed": self.seed,
             "iterations": t.iterations,
             "faults": t.faults,
+            "outcomes": t.outcomes,
             "files_checked": t.files_checked,
             "files_lost": t.files_lost,
             "open_uploads": t.open_uploads,

@@ -1181,3 +1181,56 @@ fn item13_the_aws_credential_chain_works_and_secrets_stay_out_of_logs() {
     assert!(log.lines().count() > 5, "{log}");
     assert!(!log.contains(&secret), "the secret is in the log");
 }
+
+/// Found by the chaos suite (#15): one corrupted answer when the site mark was read
+/// (`meta/site.json`, a 200 with a flipped byte) stopped the site with a configuration error
+/// (exit 2) saying its own location was not lomob's, or belonged to another manifest. A mark
+/// that would stop the site is now read again: this one's second read is ours, and the run
+/// goes on.
+#[test]
+fn item7_a_corrupted_read_of_the_site_mark_does_not_disown_the_location() {
+    use crate::support::cloud::cloud;
+    use crate::support::http_proxy::{Action, Rule};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let env = Env::new();
+    // Armed with 1: the next GET of the archive's mark gets a flipped byte; with 2, the
+    // next one that and the one after an empty answer.
+    let corrupt = Arc::new(AtomicUsize::new(0));
+    let c2 = corrupt.clone();
+    let rule: Arc<Rule> = Arc::new(move |s| {
+        if s.method != "GET" || !s.target.contains("meta/site.json") {
+            return Action::Forward;
+        }
+        match c2.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(2) => Action::Answer(200),
+            Ok(_) => Action::Corrupt,
+            Err(_) => Action::Forward,
+        }
+    });
+    let Some(c) = cloud(&env, rule, "") else {
+        return;
+    };
+    library(&env, 2, 20_000);
+    env.json(&["--config", &c.cfg, "backup"], 0);
+    corrupt.store(1, Ordering::SeqCst);
+    library(&env, 3, 20_000);
+    let r = env.json(&["--config", &c.cfg, "backup"], 0);
+    assert_eq!(
+        corrupt.load(Ordering::SeqCst),
+        0,
+        "the corruption was not used"
+    );
+    assert_eq!(r[0]["ok"], true, "{r}");
+    // Two different wrong answers: a transient error (exit 5), never "not ours".
+    corrupt.store(2, Ordering::SeqCst);
+    let out = env
+        .cmd()
+        .args(["--config", &c.cfg, "sync", "--all"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(!err.contains("not a lomob site mark"), "{err}");
+}
