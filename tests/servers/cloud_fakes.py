@@ -638,11 +638,15 @@ class Handler(BaseHTTPRequestHandler):
             return self.graph_error(400, "invalidRequest", "Unsupported by the fake: %s" % path)
         rest = path[len(prefix):]
         if rest.startswith(":"):
-            end = rest.find(":", 1)
-            if end < 0:
-                return self.graph_error(400, "invalidRequest", "Bad path")
-            ipath = urllib.parse.unquote(rest[1:end])
-            action = rest[end + 1:]
+            # root:/a/b (the item), root:/a/b: (the same), root:/a/b:/children (an action)
+            body = rest[1:]
+            end = body.rfind(":")
+            if end >= 0 and body[end + 1:].lstrip("/") in ("", "children", "content",
+                                                              "createUploadSession", "versions"):
+                ipath, action = body[:end], body[end + 1:]
+            else:
+                ipath, action = body, ""
+            ipath = urllib.parse.unquote(ipath)
         else:
             ipath, action = "/", rest
         action = action.lstrip("/")
