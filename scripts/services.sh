@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local test servers for lomob's integration tests: two S3 implementations (moto, with Deep
 # Archive semantics, and rclone serve s3, which validates keys and Content-MD5), WebDAV, SFTP
-# (a private sshd) and an SMTP sink writing a Maildir.
+# (a private sshd), an SMTP sink writing a Maildir, and protocol fakes of Google Drive and
+# OneDrive (tests/servers/cloud_fakes.py) on 127.0.0.1:443 under the providers' own host names.
 #
 #   scripts/services.sh start   install what is missing, start everything on 127.0.0.1 free
 #                               ports, write .test-services/env (idempotent)
@@ -174,6 +175,20 @@ cmd_start() {
         lomob-test "$SMTP_AUTH_PASSWORD" "$STATE/smtp-auth-logins"
     wait_ready smtp-auth "$smtp_auth_port"
 
+    # Google Drive and OneDrive: OpenDAL hard-codes their host names, so the fakes answer on
+    # 127.0.0.1:443 with a certificate for those names from the test CA. Only a process run
+    # in a private mount namespace with our hosts file bound over /etc/hosts (and the CA in
+    # SSL_CERT_FILE) reaches them: tests/e2e/support/fakes.rs builds such commands. Nothing
+    # else on the machine sees the names change.
+    make_cloud_cert "$STATE/tls"
+    printf '127.0.0.1 %s\n' localhost $CLOUD_HOSTS >"$STATE/cloud-hosts"
+    local cloud_control_port
+    cloud_control_port=$(free_port)
+    spawn cloud-fakes python3 "$ROOT/tests/servers/cloud_fakes.py" "$STATE/tls/cloud.pem" \
+        "$STATE/tls/cloud.key" "$cloud_control_port" 443
+    wait_ready cloud-fakes "$cloud_control_port"
+    wait_ready cloud-fakes 443
+
     cat >"$STATE/env" <<EOF
 export LOMOB_TEST_MOTO_ENDPOINT=http://127.0.0.1:$moto_port
 export LOMOB_TEST_RCLONE_S3_ENDPOINT=http://127.0.0.1:$rclone_port
@@ -198,6 +213,9 @@ export LOMOB_TEST_SMTP_AUTH_MAILDIR=$STATE/maildir-auth
 export LOMOB_TEST_SMTP_AUTH_USER=lomob-test
 export LOMOB_TEST_SMTP_AUTH_PASSWORD=$SMTP_AUTH_PASSWORD
 export LOMOB_TEST_SMTP_AUTH_LOGINS=$STATE/smtp-auth-logins
+export LOMOB_TEST_CLOUD_FAKES=http://127.0.0.1:$cloud_control_port
+export LOMOB_TEST_CLOUD_CA=$STATE/tls/ca.pem
+export LOMOB_TEST_CLOUD_HOSTS=$STATE/cloud-hosts
 EOF
     log "started; state and logs in $STATE"
     cat "$STATE/env"
@@ -213,6 +231,19 @@ make_test_ca() {
     printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$dir/ext"
     openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
         -CAcreateserial -days 30 -extfile "$dir/ext" -out "$dir/server.pem" 2>/dev/null
+}
+
+CLOUD_HOSTS="www.googleapis.com oauth2.googleapis.com graph.microsoft.com login.microsoftonline.com"
+
+# A certificate for the providers' host names, signed by the test CA in DIR.
+make_cloud_cert() {
+    local dir=$1 san="" h
+    for h in $CLOUD_HOSTS; do san="$san${san:+,}DNS:$h"; done
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=lomob cloud fakes" \
+        -keyout "$dir/cloud.key" -out "$dir/cloud.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$san" >"$dir/cloud.ext"
+    openssl x509 -req -in "$dir/cloud.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 30 -extfile "$dir/cloud.ext" -out "$dir/cloud.pem" 2>/dev/null
 }
 
 all_alive() {

@@ -203,7 +203,17 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
             return ErrorKind::Transient;
         }
     }
-    if format!("{e:?}").contains("No space left on device") {
+    // A full drive: Drive's 403 storageQuotaExceeded, Graph's 507 quotaLimitReached.
+    let text = format!("{e:?}");
+    if [
+        "No space left on device",
+        "storageQuotaExceeded",
+        "quotaLimitReached",
+        "storage quota has been exceeded",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+    {
         return ErrorKind::Space;
     }
     match e.kind() {

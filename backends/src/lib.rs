@@ -8,6 +8,7 @@
 
 pub mod capability;
 pub mod error;
+pub mod oauth;
 pub mod object;
 pub mod observe;
 pub mod requests;
@@ -125,6 +126,12 @@ impl BackendConfig {
         let op = match observer {
             Some(o) => observe::observe(op, o),
             None => op,
+        };
+        // Under the observer, so throttled requests retried here are counted.
+        let op = match self {
+            BackendConfig::Gdrive(c) => oauth::wrap(op, c.oauth_client()?, transfer.retries),
+            BackendConfig::Onedrive(c) => oauth::wrap(op, c.oauth_client()?, transfer.retries),
+            _ => op,
         };
         Ok(transfer.apply(op))
     }

@@ -9,6 +9,7 @@ mod alerts;
 mod behaviour;
 mod check;
 mod cli;
+mod cloud_fakes;
 mod daemon;
 mod encryption;
 mod iso_cli;

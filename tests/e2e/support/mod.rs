@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cloud;
+pub mod fakes;
 pub mod http_proxy;
 
 use std::path::{Path, PathBuf};
