@@ -32,7 +32,7 @@ free_port() {
 # Waits until a TCP port accepts connections (and, with a second argument, until an HTTP GET
 # answers with any status). Gives up after 60 s, showing the server's log.
 wait_ready() {
-    local name=$1 port=$2 http=${3:-}
+    local name=$1 port=$2 http=${3:-} addr=${4:-127.0.0.1}
     local deadline=$((SECONDS + 60))
     while ((SECONDS < deadline)); do
         if ! kill -0 "$(cat "$STATE/$name.pid")" 2>/dev/null; then
@@ -41,7 +41,7 @@ wait_ready() {
         fi
         if [[ -n $http ]]; then
             if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; then return 0; fi
-        elif python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),1)" 2>/dev/null; then
+        elif python3 -c "import socket,sys; socket.create_connection(('$addr',$port),1)" 2>/dev/null; then
             return 0
         fi
         sleep 0.2
@@ -181,13 +181,17 @@ cmd_start() {
     # SSL_CERT_FILE) reaches them: tests/e2e/support/fakes.rs builds such commands. Nothing
     # else on the machine sees the names change.
     make_cloud_cert "$STATE/tls"
-    printf '127.0.0.1 %s\n' localhost $CLOUD_HOSTS >"$STATE/cloud-hosts"
+    # Port 443 on a loopback address of its own: two copies of these servers (two
+    # checkouts) can run at once.
+    local cloud_addr="127.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1))"
+    printf '127.0.0.1 localhost\n' >"$STATE/cloud-hosts"
+    printf "$cloud_addr %s\n" $CLOUD_HOSTS >>"$STATE/cloud-hosts"
     local cloud_control_port
     cloud_control_port=$(free_port)
     spawn cloud-fakes python3 "$ROOT/tests/servers/cloud_fakes.py" "$STATE/tls/cloud.pem" \
-        "$STATE/tls/cloud.key" "$cloud_control_port" 443
+        "$STATE/tls/cloud.key" "$cloud_control_port" 443 "$cloud_addr"
     wait_ready cloud-fakes "$cloud_control_port"
-    wait_ready cloud-fakes 443
+    wait_ready cloud-fakes 443 "" "$cloud_addr"
 
     cat >"$STATE/env" <<EOF
 export LOMOB_TEST_MOTO_ENDPOINT=http://127.0.0.1:$moto_port

@@ -28,7 +28,7 @@ inspect and alter an account:
                                       do not change)
   POST /accounts/ID/authcode         {"code", "challenge", "refresh_token"} for the code grant
 
-Usage: cloud_fakes.py CERT KEY CONTROL_PORT [TLS_PORT (default 443)]
+Usage: cloud_fakes.py CERT KEY CONTROL_PORT [TLS_PORT (default 443)] [TLS_ADDRESS (default 127.0.0.1)]
 """
 
 import base64
@@ -846,15 +846,18 @@ class Server(ThreadingHTTPServer):
 def main():
     cert, key, control_port = sys.argv[1], sys.argv[2], int(sys.argv[3])
     tls_port = int(sys.argv[4]) if len(sys.argv) > 4 else 443
+    # A loopback address of its own (127.x.y.z), so two copies of the test servers (two
+    # checkouts, or CI beside a developer's run) can both listen on port 443.
+    tls_addr = sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1"
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["http/1.1"])
-    tls = Server(("127.0.0.1", tls_port), control=False)
+    tls = Server((tls_addr, tls_port), control=False)
     # The handshake happens in the handler thread (on first read), not in the accept loop.
     tls.socket = ctx.wrap_socket(tls.socket, server_side=True, do_handshake_on_connect=False)
     ctl = Server(("127.0.0.1", control_port), control=True)
     threading.Thread(target=tls.serve_forever, daemon=True).start()
-    sys.stderr.write("cloud fakes on 127.0.0.1:%d (TLS), control on 127.0.0.1:%d\n" % (tls_port, control_port))
+    sys.stderr.write("cloud fakes on %s:%d (TLS), control on 127.0.0.1:%d\n" % (tls_addr, tls_port, control_port))
     ctl.serve_forever()
 
 
