@@ -1,7 +1,8 @@
 //! Local faults: a clock that jumps back and forth between runs (libfaketime), a full disk
-//! under the manifest and under a restore (a small tmpfs), files rewritten while they are
-//! read, with and without a new mtime, and a share inside the library unmounted mid-run. Every run completes or fails with a clear
-//! message; once the fault is gone, a rerun completes and every invariant holds.
+//! under the manifest and under a restore (a small tmpfs), files rewritten, truncated or
+//! deleted while they are read (with and without a new mtime), and a share inside the
+//! library unmounted mid-run. Every run completes or fails with a clear message; once the
+//! fault is gone, a rerun completes and every invariant holds.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -138,6 +139,9 @@ fn a_full_disk_and_files_changing_while_read_lose_nothing() {
         rig.lib
             .write(&format!("nas/NAS_{i:03}.jpg"), 50_000 + i * 7_000);
     }
+    // Backed up before anything changes or deletes them (a file deleted before any backup
+    // saw it was never lomob's to keep).
+    rig.until_ok(&["backup"]);
     for i in 0..c.iterations {
         let new = c.rng.random_range(6..12);
         rig.lib.change(&mut c.rng, new);
@@ -163,31 +167,52 @@ fn a_full_disk_and_files_changing_while_read_lose_nothing() {
         std::fs::remove_file(&filler).unwrap();
         rig.until_ok(&["backup"]);
 
-        // 2. A file rewritten again and again while lomob reads it, half the time with its
-        //    date put back (a change no mtime shows).
+        // 2. A file changed again and again while lomob reads it: rewritten in place (half
+        //    the time with its date put back, a change no mtime shows), truncated and
+        //    written again, or deleted and made anew.
         let rel = "2003/rewritten.mov".to_string();
         let path = rig.lib.root.join(&rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, content(1, 4_000_000)).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let (how, keep_mtime) = (c.rng.random_range(0..3u32), c.rng.random_bool(0.5));
         let writer = {
             let (stop, path) = (stop.clone(), path.clone());
-            let keep_mtime = c.rng.random_bool(0.5);
             std::thread::spawn(move || {
+                use std::os::unix::fs::FileExt;
                 let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
                 let mut round = 2u64;
                 while !stop.load(Ordering::SeqCst) {
-                    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-                    use std::os::unix::fs::FileExt;
-                    let _ = f.write_all_at(&content(round, 4_000_000), 0);
-                    if keep_mtime {
-                        let _ = f.set_modified(mtime);
+                    let bytes = content(round, 4_000_000);
+                    match how {
+                        0 => {
+                            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                            let _ = f.write_all_at(&bytes, 0);
+                            if keep_mtime {
+                                let _ = f.set_modified(mtime);
+                            }
+                        }
+                        1 => {
+                            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                            let _ = f.set_len(round % 1_000_000);
+                            let _ = f.write_all_at(&bytes, 0);
+                        }
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                            let _ = std::fs::write(&path, &bytes);
+                        }
                     }
                     round += 1;
                 }
             })
         };
-        c.fault("file rewritten while read");
+        c.fault(
+            [
+                "file rewritten while read",
+                "file truncated while read",
+                "file deleted and made anew while read",
+            ][how as usize],
+        );
         let out = rig.run(&["backup"]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "{err}");
