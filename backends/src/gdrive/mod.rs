@@ -6,8 +6,10 @@
 //! protocol fake of Drive (tests/servers/cloud_fakes.py).
 
 mod config;
+mod hashes;
 
 pub use config::GdriveConfig;
+pub use hashes::DriveHashes;
 
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
 

@@ -5,8 +5,10 @@
 //! (tests/servers/cloud_fakes.py).
 
 mod config;
+mod hashes;
 
 pub use config::OnedriveConfig;
+pub use hashes::GraphHashes;
 
 use crate::gdrive::oauth_root_check;
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
