@@ -264,8 +264,10 @@ impl OAuthTransport {
         {
             return Ok(t);
         }
+        // Kept as seen, not as the replacement of an expired one: OpenDAL's signer still
+        // holds its own, which stays good.
         let t = self.refresh().await?;
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).fresh = Some(t.clone());
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).seen = Some(t.clone());
         Ok(t)
     }
 }

@@ -290,6 +290,12 @@ impl Stage for OpendalStage {
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         crate::store::confine(&self.info, "stat", key)?;
         if let Some(h) = &self.hashes {
+            // OpenDAL's own look first, as for a listing: lomob's call then reuses its token.
+            match self.op.stat(key).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.err("stat", key, e)),
+            }
             return h
                 .stat(&self.op, key)
                 .await
