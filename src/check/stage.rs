@@ -338,3 +338,25 @@ fn originals(m: &Manifest) -> Result<HashMap<ContentId, PathBuf>, ManifestError>
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::same_kind;
+
+    /// A OneDrive copy staged before lomob read QuickXorHashes has Graph's eTag recorded:
+    /// not compared with a listing's hash (it would always differ), judged by time instead.
+    #[test]
+    fn checksums_of_different_kinds_are_not_compared() {
+        assert!(same_kind("quickxor:AAA=", "quickxor:BBB="));
+        assert!(same_kind("sha256:ab", "sha256:cd"));
+        assert!(same_kind(
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "9e107d9d372bb6826bd81d3542a419d6"
+        ));
+        assert!(!same_kind(
+            "quickxor:AAA=",
+            "{3B131E1C-7D81-20AF-80D0-450D00000000},10"
+        ));
+        assert!(!same_kind("sha256:ab", "md5:cd"));
+    }
+}

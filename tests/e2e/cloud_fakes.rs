@@ -20,10 +20,15 @@ struct Site {
 }
 
 fn site(env: &Env, provider: &str, stage_extra: &str) -> Option<Site> {
+    site_with(env, provider, stage_extra, "")
+}
+
+/// [`site`] with more profile text after the site's sections (`[sites.c.encryption]`).
+fn site_with(env: &Env, provider: &str, stage_extra: &str, more: &str) -> Option<Site> {
     let fakes = Fakes::get()?;
     let acc = fakes.account(env, provider);
     let cfg = env.config(&format!(
-        "[library]\nroots = [\"{root}/lib\"]\n\n[sites.c]\npack-threshold = \"1GB\"\nstage = {stage}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n\n[sites.c.transfer]\nretries = 4\n",
+        "[library]\nroots = [\"{root}/lib\"]\n\n[sites.c]\npack-threshold = \"1GB\"\nstage = {stage}\narchive = {{ kind = \"fs\", root = \"{root}/archive\" }}\n\n[sites.c.transfer]\nretries = 4\n{more}",
         root = env.path().display(),
         stage = acc.stage(provider, stage_extra),
     ));
@@ -468,10 +473,23 @@ fn stage_findings(r: &serde_json::Value) -> Vec<serde_json::Value> {
 
 /// A staged copy whose bytes changed on the provider, keeping its size, time and eTag, is
 /// found by the provider's own checksum (Drive's SHA-256, OneDrive's QuickXorHash) without
-/// a byte downloaded; `--repair` stages it again from the original.
-fn altered_copy(provider: &str) {
+/// a byte downloaded; `--repair` stages it again from the original. On an encrypted site
+/// the provider's checksum is of the ciphertext: it is compared with the one recorded at
+/// staging, never with the content's.
+fn altered_copy(provider: &str, encrypted: bool) {
     let env = Env::new();
-    let Some(s) = site(&env, provider, "") else {
+    let more = if encrypted {
+        let file = env.path().join("site.key");
+        let r = env.json(&["key", "generate", "-o", file.to_str().unwrap()], 0);
+        format!(
+            "\n[sites.c.encryption]\nrecipients = [\"{}\"]\nidentity = {{ file = \"{}\" }}\n",
+            r["recipient"].as_str().unwrap(),
+            file.display()
+        )
+    } else {
+        String::new()
+    };
+    let Some(s) = site_with(&env, provider, "", &more) else {
         return;
     };
     // Sizes that are not multiples of 160: QuickXorHash is linear, and the fake's
@@ -510,12 +528,22 @@ fn altered_copy(provider: &str) {
 
 #[test]
 fn gdrive_altered_copy_is_found_by_drives_sha256() {
-    altered_copy("gdrive");
+    altered_copy("gdrive", false);
 }
 
 #[test]
 fn onedrive_altered_copy_is_found_by_its_quickxorhash() {
-    altered_copy("onedrive");
+    altered_copy("onedrive", false);
+}
+
+#[test]
+fn gdrive_encrypted_altered_copy_is_found_by_the_recorded_sha256() {
+    altered_copy("gdrive", true);
+}
+
+#[test]
+fn onedrive_encrypted_altered_copy_is_found_by_the_recorded_quickxorhash() {
+    altered_copy("onedrive", true);
 }
 
 /// An upload the provider stored with other bytes than were sent (its checksum of what it
