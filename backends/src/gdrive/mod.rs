@@ -23,7 +23,7 @@ impl GdriveConfig {
             one_shot_limit: Some(self.one_shot_limit.unwrap_or(ByteSize::mb(100))),
             streaming_write: false,
             free_quota: Some(self.free_quota.unwrap_or(ByteSize::gb(15))),
-            ..Capabilities::hot(ChecksumKind::None)
+            ..Capabilities::hot(ChecksumKind::ProviderHash)
         }
     }
 
