@@ -276,7 +276,17 @@ impl OAuthTransport {
 /// `op`'s transport, signed with the token OpenDAL's service uses, and returns the JSON
 /// answer. An answer other than 2xx is an error of the matching kind (`NotFound` for 404).
 /// The caller should let OpenDAL make a request first, so no extra token is fetched.
+/// Transient failures (a dropped connection, a 5xx) are retried as OpenDAL's own requests
+/// are, with the default transfer settings' policy.
 pub(crate) async fn api_get(op: &Operator, url: &str) -> opendal::Result<serde_json::Value> {
+    use backon::Retryable;
+    (|| api_get_once(op, url))
+        .retry(crate::TransferConfig::default().retry_policy())
+        .when(|e| e.is_temporary())
+        .await
+}
+
+async fn api_get_once(op: &Operator, url: &str) -> opendal::Result<serde_json::Value> {
     let unexpected = |m: String| opendal::Error::new(opendal::ErrorKind::Unexpected, m);
     let req = http::Request::get(url)
         .extension(SignHere)

@@ -505,8 +505,23 @@ fn altered_copy(provider: &str, encrypted: bool) {
 
     let victim = s.staged()[0]["path"].as_str().unwrap().to_string();
     s.acc.alter(&victim);
+    let listings = || {
+        s.acc
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("stage:/children"))
+            .count()
+    };
+    let listed = listings();
+    if provider == "onedrive" {
+        // lomob's own listing call is retried like OpenDAL's requests.
+        s.acc.fault(500, 1, None, "stage:/children");
+    }
     let downloads = s.acc.downloads();
     let r = s.json(&env, &["check", "--site", "c", "--stage"], 6);
+    if provider == "onedrive" {
+        assert_eq!(listings(), listed + 2, "{provider}: one 500, one retry");
+    }
     let found = stage_findings(&r);
     assert_eq!(found.len(), 1, "{provider}: {r}");
     assert_eq!(found[0]["problem"], "wrong-checksum", "{provider}: {r}");
