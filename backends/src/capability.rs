@@ -18,6 +18,9 @@ pub enum ChecksumKind {
     Md5Etag,
     /// The local file system: we can read the bytes back for free.
     ReadBack,
+    /// The provider's own checksum of every stored file, read by lomob's own calls since
+    /// OpenDAL's service drops it: Drive's SHA-256, OneDrive's QuickXorHash.
+    ProviderHash,
 }
 
 /// The facts the engine needs about one configured backend.

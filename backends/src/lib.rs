@@ -11,6 +11,7 @@ pub mod error;
 pub mod oauth;
 pub mod object;
 pub mod observe;
+pub mod quickxor;
 pub mod requests;
 pub mod secret;
 pub mod size;
@@ -134,6 +135,50 @@ impl BackendConfig {
             _ => op,
         };
         Ok(transfer.apply(op))
+    }
+}
+
+/// The checksums a provider computes of every stored file, which OpenDAL's services do not
+/// ask for: listed and stated by lomob's own calls through the operator's transport (the
+/// operator must be the one [`BackendConfig::operator`] built for the same profile).
+pub enum ProviderHashes {
+    /// Drive's `sha256Checksum` (and `md5Checksum`).
+    Drive(gdrive::DriveHashes),
+    /// OneDrive's `quickXorHash`.
+    Graph(onedrive::GraphHashes),
+}
+
+impl ProviderHashes {
+    /// Every file under `prefix`, recursively, with the provider's checksum in
+    /// [`ObjectInfo::etag`] (see [`object::provider_sum`]).
+    pub async fn list(&self, op: &Operator, prefix: &str) -> opendal::Result<Vec<ObjectInfo>> {
+        match self {
+            ProviderHashes::Drive(d) => d.list(op, prefix).await,
+            ProviderHashes::Graph(g) => g.list(op, prefix).await,
+        }
+    }
+
+    /// The file `key` with the provider's checksum; `None` when there is none.
+    pub async fn stat(&self, op: &Operator, key: &str) -> opendal::Result<Option<ObjectInfo>> {
+        match self {
+            ProviderHashes::Drive(d) => d.stat(op, key).await,
+            ProviderHashes::Graph(g) => g.stat(op, key).await,
+        }
+    }
+}
+
+impl BackendConfig {
+    /// The provider's own checksums, for the kinds whose OpenDAL service leaves them out.
+    pub fn provider_hashes(&self) -> Option<ProviderHashes> {
+        match self {
+            BackendConfig::Gdrive(c) => {
+                Some(ProviderHashes::Drive(gdrive::DriveHashes::new(&c.root)))
+            }
+            BackendConfig::Onedrive(c) => {
+                Some(ProviderHashes::Graph(onedrive::GraphHashes::new(&c.root)))
+            }
+            _ => None,
+        }
     }
 }
 

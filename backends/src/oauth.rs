@@ -13,6 +13,11 @@
 //!   reported as a permission error that says to run `lomob site auth`, not as the
 //!   provider's JSON.
 //!
+//! - **lomob's own calls** (the providers' checksums, which OpenDAL's services never ask
+//!   for: see [`crate::gdrive`] and [`crate::onedrive`]) go through the same transport with
+//!   [`api_get`]: signed with the access token OpenDAL's service is using (or the one that
+//!   replaced it), so they share its refreshes, throttling and request counting.
+//!
 //! Why a transport and not a fork: the services' signers are private; the transport sees
 //! every request and answer, including the signers' own token requests.
 
@@ -41,8 +46,7 @@ struct OAuthTransport {
     client: OAuthClient,
     /// Attempts after the first for a throttled request.
     retries: usize,
-    /// Tokens found expired, and the one that replaced them.
-    tokens: Mutex<(Vec<String>, Option<String>)>,
+    tokens: Mutex<Tokens>,
     /// Held while refreshing, so requests refused at once refresh once between them.
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -54,11 +58,33 @@ pub(crate) fn wrap(op: Operator, client: OAuthClient, retries: usize) -> Operato
         inner: ctx.http_transport().clone(),
         client,
         retries,
-        tokens: Mutex::new((Vec::new(), None)),
+        tokens: Mutex::new(Tokens::default()),
         refreshing: tokio::sync::Mutex::new(()),
     });
     op.with_context(ctx.with_http_transport(transport))
 }
+
+/// The access tokens this transport has seen.
+#[derive(Default)]
+struct Tokens {
+    /// Found expired (refused with 401).
+    stale: Vec<String>,
+    /// The one that replaced them.
+    fresh: Option<String>,
+    /// The last one OpenDAL's signer put on a request.
+    seen: Option<String>,
+}
+
+impl Tokens {
+    /// The token a request of lomob's own should carry.
+    fn current(&self) -> Option<String> {
+        self.fresh.clone().or_else(|| self.seen.clone())
+    }
+}
+
+/// Marks a request lomob builds itself: the transport signs it with the current token.
+#[derive(Clone, Copy, Debug)]
+struct SignHere;
 
 fn copy(req: &http::Request<Buffer>) -> http::Request<Buffer> {
     let mut r = http::Request::new(req.body().clone());
@@ -218,6 +244,82 @@ impl OAuthTransport {
     }
 }
 
+impl OAuthTransport {
+    /// The token in use; a new one when none was seen yet (lomob's call came first).
+    async fn current_token(&self) -> opendal::Result<String> {
+        if let Some(t) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current()
+        {
+            return Ok(t);
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        if let Some(t) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .current()
+        {
+            return Ok(t);
+        }
+        // Kept as seen, not as the replacement of an expired one: OpenDAL's signer still
+        // holds its own, which stays good.
+        let t = self.refresh().await?;
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).seen = Some(t.clone());
+        Ok(t)
+    }
+}
+
+/// Sends a GET of lomob's own (a Drive or Graph call OpenDAL's services do not make) through
+/// `op`'s transport, signed with the token OpenDAL's service uses, and returns the JSON
+/// answer. An answer other than 2xx is an error of the matching kind (`NotFound` for 404).
+/// The caller should let OpenDAL make a request first, so no extra token is fetched.
+/// Transient failures (a dropped connection, a 5xx) are retried as OpenDAL's own requests
+/// are, with the default transfer settings' policy.
+pub(crate) async fn api_get(op: &Operator, url: &str) -> opendal::Result<serde_json::Value> {
+    use backon::Retryable;
+    (|| api_get_once(op, url))
+        .retry(crate::TransferConfig::default().retry_policy())
+        .when(|e| e.is_temporary())
+        .await
+}
+
+async fn api_get_once(op: &Operator, url: &str) -> opendal::Result<serde_json::Value> {
+    let unexpected = |m: String| opendal::Error::new(opendal::ErrorKind::Unexpected, m);
+    let req = http::Request::get(url)
+        .extension(SignHere)
+        .body(Buffer::new())
+        .map_err(|e| unexpected(e.to_string()))?;
+    let resp = op.context().http_transport().fetch(req).await?;
+    let status = resp.status();
+    let body = read_body(resp).await?;
+    if !status.is_success() {
+        let kind = match status.as_u16() {
+            404 => opendal::ErrorKind::NotFound,
+            401 | 403 => opendal::ErrorKind::PermissionDenied,
+            429 => opendal::ErrorKind::RateLimited,
+            _ => opendal::ErrorKind::Unexpected,
+        };
+        let text = String::from_utf8_lossy(&body);
+        let e = opendal::Error::new(
+            kind,
+            format!(
+                "HTTP {status} from {}: {}",
+                url.split('?').next().unwrap_or(url),
+                text.chars().take(300).collect::<String>()
+            ),
+        );
+        return Err(if status.is_server_error() || status.as_u16() == 429 {
+            e.set_temporary()
+        } else {
+            e
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| unexpected(format!("{url}: not JSON: {e}")))
+}
+
 async fn read_body(resp: http::Response<HttpBody>) -> opendal::Result<Vec<u8>> {
     let mut body = resp.into_body();
     Ok(body.to_buffer().await?.to_vec())
@@ -257,11 +359,16 @@ impl HttpTransport for OAuthTransport {
             }
             return Ok(resp);
         }
+        if req.extensions().get::<SignHere>().is_some() && bearer(&req).is_none() {
+            let t = self.current_token().await?;
+            set_bearer(&mut req, &t);
+        }
         let sent = bearer(&req);
         if let Some(t) = &sent {
-            let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            if let (true, Some(fresh)) = (tokens.0.contains(t), &tokens.1) {
-                set_bearer(&mut req, fresh);
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            match (tokens.stale.contains(t), tokens.fresh.clone()) {
+                (true, Some(fresh)) => set_bearer(&mut req, &fresh),
+                _ => tokens.seen = Some(t.clone()),
             }
         }
         let resp = self.send(copy(&req)).await?;
@@ -276,7 +383,7 @@ impl HttpTransport for OAuthTransport {
         // Refreshed already by another request since this one was signed?
         let current = {
             let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            tokens.1.clone().filter(|t| *t != used)
+            tokens.fresh.clone().filter(|t| *t != used)
         };
         let fresh = match current {
             Some(t) => t,
@@ -287,13 +394,13 @@ impl HttpTransport for OAuthTransport {
                 );
                 let t = self.refresh().await?;
                 let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-                tokens.0.push(used.clone());
+                tokens.stale.push(used.clone());
                 if let Some(s) = sent {
-                    if !tokens.0.contains(&s) {
-                        tokens.0.push(s);
+                    if !tokens.stale.contains(&s) {
+                        tokens.stale.push(s);
                     }
                 }
-                tokens.1 = Some(t.clone());
+                tokens.fresh = Some(t.clone());
                 t
             }
         };

@@ -33,6 +33,17 @@ impl ObjectInfo {
     }
 }
 
+/// The kinds of checksum a provider computes that lomob keeps as `KIND:VALUE` in
+/// [`ObjectInfo::etag`] and in a staged record, where the provider's API has no ETag that
+/// follows the bytes: Drive's `sha256:HEX` (or `md5:HEX`), OneDrive's `quickxor:BASE64`.
+pub const PROVIDER_SUMS: [&str; 3] = ["sha256", "md5", "quickxor"];
+
+/// `(kind, value)` of a provider checksum kept as an etag; `None` for a plain ETag.
+pub fn provider_sum(etag: &str) -> Option<(&str, &str)> {
+    let (kind, value) = etag.split_once(':')?;
+    PROVIDER_SUMS.contains(&kind).then_some((kind, value))
+}
+
 /// An ETag without the quotes HTTP puts around it.
 pub fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_string()
@@ -54,6 +65,17 @@ mod tests {
             Some(1_445_412_480)
         );
         assert_eq!(super::http_date("yesterday"), None);
+    }
+
+    #[test]
+    fn provider_sums_are_told_from_etags() {
+        assert_eq!(
+            super::provider_sum("quickxor:AAA="),
+            Some(("quickxor", "AAA="))
+        );
+        assert_eq!(super::provider_sum("sha256:ab"), Some(("sha256", "ab")));
+        assert_eq!(super::provider_sum("{3B13-0D},10"), None);
+        assert_eq!(super::provider_sum("W/\"x:y\""), None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The stage part of a check: one LIST of `stage/` and `meta/` compared with the manifest,
-//! by size and by the checksum the server computed (the ETag recorded at staging); where a
+//! by size and by the checksum the server computed (the SHA-256 Drive keeps, compared with
+//! the content's; else the ETag or provider checksum recorded at staging, such as
+//! OneDrive's QuickXorHash); where a
 //! backend keeps none (a disk, SFTP, WebDAV), by whether the object was modified after it
 //! was written. `--deep` downloads a rotating slice of the staged objects, within the site's
 //! `deep-budget`, and checks their SHA-256. `--repair` stages damaged or missing objects
@@ -78,7 +80,12 @@ pub async fn check(
             }
             continue;
         };
-        let sha = m.content(content)?.map(|c| hex::encode(c.sha256));
+        // An encrypted site stores ciphertext: the SHA-256 the server keeps is not the
+        // content's, and the recorded checksum (below) is what it is compared with.
+        let sha = match &site.crypt {
+            Some(_) => None,
+            None => m.content(content)?.map(|c| hex::encode(c.sha256)),
+        };
         let problem = if o.size != rec.size {
             Some((
                 Problem::WrongSize,
@@ -92,7 +99,12 @@ pub async fn check(
                     format!("the SHA-256 the server keeps is {now}, not {want}: other bytes"),
                 )
             })
-        } else if let (Some(now), Some(then)) = (&o.etag, &rec.etag) {
+        } else if let Some((now, then)) = o
+            .etag
+            .as_ref()
+            .zip(rec.etag.as_ref())
+            .filter(|(now, then)| same_kind(now, then))
+        {
             (now != then).then(|| {
                 (
                     Problem::WrongChecksum,
@@ -136,6 +148,15 @@ pub async fn check(
         repair(m, site, &mut p).await?;
     }
     Ok(p)
+}
+
+/// Two checksums that can be compared: both a provider checksum of one kind (Drive's
+/// SHA-256, OneDrive's QuickXorHash), or both plain ETags. A copy staged before lomob read
+/// the provider's checksum has the service's ETag recorded, which says nothing of the new
+/// listing's checksum: it is judged by its time instead.
+fn same_kind(now: &str, then: &str) -> bool {
+    use lomob_backends::object::provider_sum;
+    provider_sum(now).map(|s| s.0) == provider_sum(then).map(|s| s.0)
 }
 
 fn is_snapshot(key: &str) -> bool {
@@ -316,4 +337,26 @@ fn originals(m: &Manifest) -> Result<HashMap<ContentId, PathBuf>, ManifestError>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_kind;
+
+    /// A OneDrive copy staged before lomob read QuickXorHashes has Graph's eTag recorded:
+    /// not compared with a listing's hash (it would always differ), judged by time instead.
+    #[test]
+    fn checksums_of_different_kinds_are_not_compared() {
+        assert!(same_kind("quickxor:AAA=", "quickxor:BBB="));
+        assert!(same_kind("sha256:ab", "sha256:cd"));
+        assert!(same_kind(
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "9e107d9d372bb6826bd81d3542a419d6"
+        ));
+        assert!(!same_kind(
+            "quickxor:AAA=",
+            "{3B131E1C-7D81-20AF-80D0-450D00000000},10"
+        ));
+        assert!(!same_kind("sha256:ab", "md5:cd"));
+    }
 }

@@ -240,6 +240,9 @@ pub struct StagedRecord {
     /// Object key on the stage.
     pub key: String,
     pub size: u64,
+    /// The checksum the server computed of the stored bytes, as verified at staging: an
+    /// ETag, or a provider checksum kept as `sha256:HEX` (Drive) or `quickxor:BASE64`
+    /// (OneDrive), see `lomob_backends::object::provider_sum`.
     pub etag: Option<String>,
     /// Unix seconds it was verified there.
     pub at: i64,

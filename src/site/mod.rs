@@ -116,7 +116,10 @@ impl Site {
                 OpendalStage::new(stage_op, stage_info, pacer.clone()),
             ))
         } else if speaks_http(&config.stage) {
-            Box::new(OpendalStage::new(stage_op, stage_info, pacer.clone()))
+            Box::new(
+                OpendalStage::new(stage_op, stage_info, pacer.clone())
+                    .with_hashes(config.stage.provider_hashes()),
+            )
         } else {
             Box::new(Counting::new(
                 OpendalStage::new(stage_op, stage_info, pacer.clone())

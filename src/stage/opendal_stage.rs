@@ -1,4 +1,10 @@
 //! [`Stage`] over an OpenDAL operator: works for every backend kind the profile offers.
+//!
+//! For Drive and OneDrive, whose OpenDAL services never read the checksums the providers
+//! compute, listings and stats come from lomob's own calls
+//! ([`lomob_backends::ProviderHashes`]), and every upload is verified by the provider's
+//! checksum of what it stored (Drive's SHA-256, OneDrive's QuickXorHash computed here while
+//! sending): nothing counts as staged on its size alone.
 
 use std::ops::Range;
 use std::path::Path;
@@ -12,8 +18,9 @@ use tokio::io::AsyncReadExt;
 
 use super::Stage;
 use crate::store::{list_objects, object_stream, BackendInfo, ObjectInfo, StoreError};
+use lomob_backends::quickxor::QuickXor;
 use lomob_backends::transfer::Pacer;
-use lomob_backends::ChecksumKind;
+use lomob_backends::{ChecksumKind, ProviderHashes};
 
 /// Objects at or under this size go up in one request; larger ones in parts of this size.
 /// Most photos are a single PUT; videos are a handful of parts.
@@ -30,6 +37,8 @@ pub struct OpendalStage {
     pacer: Option<Arc<Pacer>>,
     /// A local disk's folder: each write's folder is fsynced before it counts.
     local_root: Option<std::path::PathBuf>,
+    /// The provider's own checksums, where OpenDAL's service leaves them out.
+    hashes: Option<ProviderHashes>,
 }
 
 impl OpendalStage {
@@ -41,6 +50,51 @@ impl OpendalStage {
             metadata,
             pacer,
             local_root: None,
+            hashes: None,
+        }
+    }
+
+    /// For Drive and OneDrive: listings, stats and upload checks by the provider's checksums.
+    pub fn with_hashes(mut self, hashes: Option<ProviderHashes>) -> Self {
+        self.hashes = hashes;
+        self
+    }
+
+    /// Checks the object just written as `key` by the provider's checksum of what it
+    /// stored: Drive's SHA-256 (or MD5), OneDrive's QuickXorHash.
+    async fn verify_provider_sum(
+        &self,
+        hashes: &ProviderHashes,
+        key: &str,
+        size: u64,
+        sums: [(&str, String); 3],
+    ) -> Result<ObjectInfo, StoreError> {
+        let got = hashes
+            .stat(&self.op, key)
+            .await
+            .map_err(|e| self.err("verify", key, e))?
+            .ok_or_else(|| StoreError::missing_after_write(&self.info, key))?;
+        let problem = if got.size != size {
+            Some(format!("server holds {} bytes, sent {size}", got.size))
+        } else {
+            match got.etag.as_deref().and_then(lomob_backends::object::provider_sum) {
+                None => Some("the server gave no checksum of the stored bytes: not counted as staged on its size alone".to_string()),
+                Some((kind, theirs)) => match sums.iter().find(|(k, _)| *k == kind) {
+                    Some((_, ours)) if ours == theirs || (kind != "quickxor" && ours.eq_ignore_ascii_case(theirs)) => None,
+                    Some((_, ours)) => Some(format!(
+                        "the server's {kind} of the stored bytes is {theirs}, the bytes sent have {ours}"
+                    )),
+                    None => Some(format!("the server gave a {kind} checksum lomob does not compute")),
+                },
+            }
+        };
+        match problem {
+            None => Ok(got),
+            Some(message) => {
+                // Bytes the manifest does not describe are not left under lomob's name.
+                let _ = self.op.delete(key).await;
+                Err(StoreError::check(&self.info, "verify", key, message))
+            }
         }
     }
 
@@ -100,6 +154,11 @@ impl Stage for OpendalStage {
         let mut w = w.await.map_err(|e| self.err("put", key, e))?;
         let mut md5 = Md5::new();
         let mut sha = Sha256::new();
+        let mut qxh = self
+            .hashes
+            .as_ref()
+            .is_some_and(|h| matches!(h, ProviderHashes::Graph(_)))
+            .then(QuickXor::new);
         let mut sent = 0u64;
         let mut buf = vec![0u8; READ_BUF];
         let failure = loop {
@@ -110,6 +169,9 @@ impl Stage for OpendalStage {
             };
             md5.update(&buf[..n]);
             sha.update(&buf[..n]);
+            if let Some(q) = &mut qxh {
+                q.update(&buf[..n]);
+            }
             sent += n as u64;
             if let Err(e) = w.write(buf[..n].to_vec()).await {
                 break Some(self.err("put", key, e));
@@ -144,6 +206,14 @@ impl Stage for OpendalStage {
         let closed = w.close().await.map_err(|e| self.err("put", key, e))?;
         self.durable(key)?;
         let md5 = hex::encode(md5.finalize());
+        if let Some(h) = &self.hashes {
+            let sums = [
+                ("sha256", hex::encode(sha256)),
+                ("md5", md5.clone()),
+                ("quickxor", qxh.map(|q| q.base64()).unwrap_or_default()),
+            ];
+            return self.verify_provider_sum(h, key, size, sums).await;
+        }
         let md5_etag = self.info.capabilities.checksum == ChecksumKind::Md5Etag;
         // A single-part upload's ETag is the MD5 of the bytes, computed by the server: when
         // the PUT's answer carries it, that is the whole verification, with no HEAD.
@@ -219,6 +289,18 @@ impl Stage for OpendalStage {
 
     async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         crate::store::confine(&self.info, "stat", key)?;
+        if let Some(h) = &self.hashes {
+            // OpenDAL's own look first, as for a listing: lomob's call then reuses its token.
+            match self.op.stat(key).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.err("stat", key, e)),
+            }
+            return h
+                .stat(&self.op, key)
+                .await
+                .map_err(|e| self.err("stat", key, e));
+        }
         match self.op.stat(key).await {
             Ok(m) => Ok(Some(ObjectInfo::from_opendal(key, &m))),
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
@@ -228,6 +310,19 @@ impl Stage for OpendalStage {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
         crate::store::confine(&self.info, "list", prefix)?;
+        if let Some(h) = &self.hashes {
+            // OpenDAL's own look first: it signs a request, so lomob's calls reuse its
+            // access token instead of fetching another, and a missing folder is no error.
+            match self.op.stat(prefix).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(self.err("list", prefix, e)),
+            }
+            return h
+                .list(&self.op, prefix)
+                .await
+                .map_err(|e| self.err("list", prefix, e));
+        }
         list_objects(&self.op, &self.info, prefix).await
     }
 

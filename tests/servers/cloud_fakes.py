@@ -26,6 +26,9 @@ inspect and alter an account:
   POST /accounts/ID/alter            {"path": P}: other bytes of the same size, stored in
                                       place (hashes follow the bytes; modified time and eTag
                                       do not change)
+  POST /accounts/ID/corrupt-uploads  {"count": N, "match": "substring of the file's path"}:
+                                      the next N matching uploads store other bytes of the
+                                      same size than were sent (hashes follow what is stored)
   POST /accounts/ID/authcode         {"code", "challenge", "refresh_token"} for the code grant
 
 Usage: cloud_fakes.py CERT KEY CONTROL_PORT [TLS_PORT (default 443)] [TLS_ADDRESS (default 127.0.0.1)]
@@ -107,6 +110,15 @@ class Account:
         self.page_size = None
         self.codes = {}
         self.sessions = {}
+        self.corrupt = []
+
+    def stored(self, path, data):
+        """The bytes kept for an upload of DATA to PATH (altered by corrupt-uploads)."""
+        for c in self.corrupt:
+            if c["count"] > 0 and c["match"] in path and data:
+                c["count"] -= 1
+                return bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
 
     def used(self):
         # Trashed files count against the quota until the trash is emptied (both providers).
@@ -568,6 +580,7 @@ class Handler(BaseHTTPRequestHandler):
         # Drive allows several files of one name in a folder: a create is always new.
         it = Item(meta.get("name", "Untitled"), parent, False, data)
         acc.items[it.id] = it
+        it.set_data(acc.stored(acc.path_of(it), data))
         self.send(200, drive_file(acc, it, self.fields()))
 
     def drive_overwrite(self, acc, fid):
@@ -577,7 +590,7 @@ class Handler(BaseHTTPRequestHandler):
         data = self.body()
         if self.quota_full(acc, len(data) - len(it.data)):
             return self.drive_quota_error()
-        it.set_data(data)
+        it.set_data(acc.stored(acc.path_of(it), data))
         it.modified = now_rfc3339()
         self.send(200, drive_file(acc, it, self.fields()))
 
@@ -712,6 +725,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def graph_store(self, acc, ipath, data):
         """Creates or replaces the file at IPATH; (status, item) or an error sent."""
+        data = acc.stored(ipath, data)
         old = acc.by_path(ipath)
         if old is not None and old.folder:
             return None
@@ -826,6 +840,8 @@ class Handler(BaseHTTPRequestHandler):
                 if not it or it.folder:
                     return self.send(404, {"error": "no file %s" % arg["path"]})
                 it.set_data(bytes(b ^ 0x5A for b in it.data))
+            elif what == "corrupt-uploads":
+                acc.corrupt.append({"count": int(arg.get("count", 1)), "match": arg.get("match", "")})
             elif what == "authcode":
                 acc.codes[arg["code"]] = {"challenge": arg["challenge"],
                                           "refresh_token": arg["refresh_token"]}

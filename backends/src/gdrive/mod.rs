@@ -6,8 +6,10 @@
 //! protocol fake of Drive (tests/servers/cloud_fakes.py).
 
 mod config;
+mod hashes;
 
 pub use config::GdriveConfig;
+pub use hashes::DriveHashes;
 
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
 
@@ -21,7 +23,7 @@ impl GdriveConfig {
             one_shot_limit: Some(self.one_shot_limit.unwrap_or(ByteSize::mb(100))),
             streaming_write: false,
             free_quota: Some(self.free_quota.unwrap_or(ByteSize::gb(15))),
-            ..Capabilities::hot(ChecksumKind::None)
+            ..Capabilities::hot(ChecksumKind::ProviderHash)
         }
     }
 

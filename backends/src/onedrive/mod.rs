@@ -5,8 +5,10 @@
 //! (tests/servers/cloud_fakes.py).
 
 mod config;
+mod hashes;
 
 pub use config::OnedriveConfig;
+pub use hashes::GraphHashes;
 
 use crate::gdrive::oauth_root_check;
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
@@ -21,7 +23,7 @@ impl OnedriveConfig {
             one_shot_limit: Some(self.one_shot_limit.unwrap_or(ByteSize::mb(100))),
             streaming_write: false,
             free_quota: Some(self.free_quota.unwrap_or(ByteSize::gb(5))),
-            ..Capabilities::hot(ChecksumKind::None)
+            ..Capabilities::hot(ChecksumKind::ProviderHash)
         }
     }
 

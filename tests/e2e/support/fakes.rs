@@ -204,6 +204,15 @@ impl Account {
         self.post("alter", json!({ "path": path }));
     }
 
+    /// The next `count` uploads to a path containing `matching` store other bytes of the
+    /// same size than were sent (the provider's hashes follow what it stored).
+    pub fn corrupt_uploads(&self, count: usize, matching: &str) {
+        self.post(
+            "corrupt-uploads",
+            json!({ "count": count, "match": matching }),
+        );
+    }
+
     /// A code the token endpoint will trade for `refresh_token` with the PKCE verifier
     /// matching `challenge`.
     pub fn authcode(&self, code: &str, challenge: &str, refresh_token: &str) {
