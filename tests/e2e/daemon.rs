@@ -411,13 +411,20 @@ fn a_root_over_the_watch_budget_is_rescanned_instead_and_said_so() {
     );
     // A budget of one watch (half of 2) for three folders.
     let d = Daemon::start(&env, &cfg, &[("LOMOB_TEST_MAX_WATCHES", "2")]);
-    let out = env
-        .cmd()
-        .args(["--config", &cfg, "daemon", "status"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("watcher degraded"), "{text}");
+    // The daemon answers before its watches are all set up (a loaded machine shows it).
+    d.wait_for(
+        &env,
+        &cfg,
+        "the daemon to say its watcher is degraded",
+        |env| {
+            let out = env
+                .cmd()
+                .args(["--config", &cfg, "daemon", "status"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("watcher degraded")
+        },
+    );
     let out = env
         .cmd()
         .args(["--config", &cfg, "status"])
