@@ -196,6 +196,8 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
             "remote process has terminated",
             "broken pipe",
             "unexpected end of file",
+            // openssh-sftp-client: the session's I/O task ended under a write.
+            "read/flush task failed",
         ]
         .iter()
         .any(|w| text.contains(w))
@@ -254,6 +256,7 @@ mod tests {
             "Failed to create sftp from session: the remote process has terminated",
             "Broken pipe (os error 32)",
             "unexpected end of file",
+            "other error, source: Background task failed: read/flush task failed.",
         ] {
             let e = opendal::Error::new(opendal::ErrorKind::Unexpected, text);
             assert_eq!(classify(&e), ErrorKind::Transient, "{text}");
