@@ -2,7 +2,7 @@
 # The reliability suite (#15), as anyone can rerun it:
 #
 #   scripts/chaos.sh                 short pass (what CI runs inside scripts/test.sh)
-#   scripts/chaos.sh --long          long pass: 10 iterations per chaos test and 30 kills,
+#   scripts/chaos.sh --long          long pass: 10 iterations per chaos test and 36 kills,
 #                                    each fuzz target for FUZZ_SECONDS (default 300), and the
 #                                    figures into RELIABILITY.md
 #   scripts/chaos.sh --seed N        replay: the same seed draws the same faults
@@ -31,8 +31,8 @@ done
 if [ -z "$iterations" ]; then
     if [ "$long" = 1 ]; then iterations=10; else iterations=3; fi
 fi
-# The issue asks for at least 30 kills in the long pass.
-[ "$long" = 1 ] && export LOMOB_CHAOS_ITERATIONS_KILL="${LOMOB_CHAOS_ITERATIONS_KILL:-30}"
+# At least 30 kills must land in the long pass; a few runs end before their moment.
+[ "$long" = 1 ] && export LOMOB_CHAOS_ITERATIONS_KILL="${LOMOB_CHAOS_ITERATIONS_KILL:-36}"
 
 if [ -z "${LOMOB_TEST_MOTO_ENDPOINT:-}" ]; then
     scripts/services.sh start
