@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
         --long) long=1 ;;
         --seed) seed="$2"; shift ;;
         --iterations) iterations="$2"; shift ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "chaos.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
