@@ -17,6 +17,7 @@ pub mod secret;
 pub mod size;
 pub mod storage_class;
 pub mod transfer;
+pub mod uri;
 
 pub mod journal;
 pub mod source;

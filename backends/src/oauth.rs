@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use opendal::{Buffer, HttpBody, HttpTransport, HttpTransporter, Operator};
 
+use crate::uri;
+
 /// The longest `Retry-After` honoured; a longer one is waited for this long, then retried.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
@@ -328,20 +330,9 @@ async fn read_body(resp: http::Response<HttpBody>) -> opendal::Result<Vec<u8>> {
 fn url_form(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .map(|(k, v)| format!("{}={}", uri::encode(k), uri::encode(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 impl HttpTransport for OAuthTransport {

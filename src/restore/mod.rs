@@ -600,17 +600,9 @@ async fn thaw_and_read(
         let site = src.site(&job.site);
         match look(site, &job).await {
             Cold::Readable(state) => {
-                match read_image(ctx, site, job.clone(), state, report).await {
-                    Read::Done => m.remove_thaw(&site.name, &job.key)?,
-                    Read::Failed => {}
-                    Read::Refrozen => {
-                        m.remove_thaw(&site.name, &job.key)?;
-                        let rec = new_record(site, &job, tiers[&site.name], cold_bytes[&site.name]);
-                        if let Some(p) = ask_thaw(m, ctx, site, job, rec, report).await? {
-                            pending.push(p);
-                        }
-                    }
-                }
+                let (tier, bytes) = (tiers[&site.name], cold_bytes[&site.name]);
+                let again = read_or_thaw_again(m, ctx, site, job, state, tier, bytes, report);
+                pending.extend(again.await?);
             }
             Cold::Failed(kind, message) => fail_job(ctx, &job, kind, &message, report),
             Cold::Thawing => {
@@ -659,6 +651,31 @@ async fn thaw_and_read(
         }
     }
     Ok(())
+}
+
+/// Reads a thawed (or hot) image; when it turns out frozen again, its old thaw record goes
+/// and a new thaw is asked for (`tier`, sized for `bytes`): `Some` while that one thaws.
+#[allow(clippy::too_many_arguments)]
+async fn read_or_thaw_again(
+    m: &Manifest,
+    ctx: &Ctx<'_>,
+    site: &Arc<Site>,
+    job: ImageJob,
+    state: &str,
+    tier: ThawTier,
+    bytes: u64,
+    report: &mut RestoreReport,
+) -> Result<Option<(ImageJob, ThawRecord)>, RestoreError> {
+    match read_image(ctx, site, job.clone(), state, report).await {
+        Read::Done => m.remove_thaw(&site.name, &job.key)?,
+        Read::Failed => {}
+        Read::Refrozen => {
+            m.remove_thaw(&site.name, &job.key)?;
+            let rec = new_record(site, &job, tier, bytes);
+            return ask_thaw(m, ctx, site, job, rec, report).await;
+        }
+    }
+    Ok(None)
 }
 
 /// Sends the one RestoreObject of a frozen image and records it; `Some` while it thaws.
@@ -764,18 +781,10 @@ async fn wait_for(
             let site = src.site(&job.site);
             match look(site, &job).await {
                 Cold::Readable(state) => {
-                    match read_image(ctx, site, job.clone(), state, report).await {
-                        Read::Done => m.remove_thaw(&site.name, &job.key)?,
-                        Read::Failed => {}
-                        Read::Refrozen => {
-                            m.remove_thaw(&site.name, &job.key)?;
-                            let tier = thaw::parse_tier(&rec.tier).unwrap_or(ThawTier::Bulk);
-                            let fresh = new_record(site, &job, tier, job.download_bytes);
-                            if let Some(p) = ask_thaw(m, ctx, site, job, fresh, report).await? {
-                                still.push(p);
-                            }
-                        }
-                    }
+                    let tier = thaw::parse_tier(&rec.tier).unwrap_or(ThawTier::Bulk);
+                    let bytes = job.download_bytes;
+                    let again = read_or_thaw_again(m, ctx, site, job, state, tier, bytes, report);
+                    still.extend(again.await?);
                 }
                 Cold::Thawing => still.push((job, rec)),
                 Cold::Frozen => fail_job(

@@ -121,30 +121,38 @@ pub async fn check(m: &Manifest, site: &Site) -> Result<[(Role, MarkState); 2], 
     let stage = match site.stage.stat(SITE_MARK).await? {
         None => MarkState::Unmarked,
         Some(o) => {
-            let bytes = site.stage.read_range(SITE_MARK, 0..o.size).await?;
-            let judged = judge(site.stage.info(), &site.name, &id, &bytes);
-            if matches!(judged, Ok(MarkState::Ours)) {
-                MarkState::Ours
-            } else {
-                let again = site.stage.read_range(SITE_MARK, 0..o.size).await?;
-                settle(site.stage.info(), &site.name, &id, judged, &bytes, &again)?
-            }
+            let read = || site.stage.read_range(SITE_MARK, 0..o.size);
+            read_mark(site.stage.info(), &site.name, &id, read).await?
         }
     };
     let archive = match site.archive.stat(SITE_MARK).await? {
         None => MarkState::Unmarked,
         Some(o) => {
-            let bytes = site.archive.read_range(SITE_MARK, 0..o.info.size).await?;
-            let judged = judge(site.archive.info(), &site.name, &id, &bytes);
-            if matches!(judged, Ok(MarkState::Ours)) {
-                MarkState::Ours
-            } else {
-                let again = site.archive.read_range(SITE_MARK, 0..o.info.size).await?;
-                settle(site.archive.info(), &site.name, &id, judged, &bytes, &again)?
-            }
+            let read = || site.archive.read_range(SITE_MARK, 0..o.info.size);
+            read_mark(site.archive.info(), &site.name, &id, read).await?
         }
     };
     Ok([(Role::Stage, stage), (Role::Archive, archive)])
+}
+
+/// Reads a mark with `read`, and once more when it would stop the site ([`settle`]).
+async fn read_mark<F, Fut>(
+    info: &BackendInfo,
+    site: &str,
+    id: &str,
+    read: F,
+) -> Result<MarkState, MarkError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, StoreError>>,
+{
+    let bytes = read().await?;
+    let judged = judge(info, site, id, &bytes);
+    if matches!(judged, Ok(MarkState::Ours)) {
+        return judged;
+    }
+    let again = read().await?;
+    settle(info, site, id, judged, &bytes, &again)
 }
 
 fn judge(info: &BackendInfo, site: &str, id: &str, bytes: &[u8]) -> Result<MarkState, MarkError> {

@@ -6,7 +6,6 @@
 //! (exit 7 to come back later, 5 for a server that kept failing); the same restore without
 //! the faults then brings back every file; `check --archive` reports the changed class.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::invariants::{self, Seen};
-use crate::rig::{Chaos, Endpoints, Rig};
+use crate::rig::{Chaos, Endpoints, FaultCounts, Rig};
 use crate::support::http_proxy::{Action, HttpProxy, Rule};
 
 struct ColdFaults {
@@ -22,18 +21,7 @@ struct ColdFaults {
     /// Every HEAD of an image says this storage class.
     class: Mutex<Option<&'static str>>,
     rng: Mutex<StdRng>,
-    counts: Mutex<BTreeMap<String, u64>>,
-}
-
-impl ColdFaults {
-    fn count(&self, kind: &str) {
-        *self
-            .counts
-            .lock()
-            .unwrap()
-            .entry(kind.to_string())
-            .or_default() += 1;
-    }
+    counts: FaultCounts,
 }
 
 fn rule(f: Arc<ColdFaults>) -> Arc<Rule> {
@@ -69,7 +57,7 @@ fn rule(f: Arc<ColdFaults>) -> Arc<Rule> {
             ),
             _ => return Action::Forward,
         };
-        f.count(kind);
+        f.counts.count(kind);
         action
     })
 }
@@ -82,7 +70,7 @@ fn cold_storage_faults_end_in_a_restore_or_a_clear_wait() {
         on: AtomicBool::new(false),
         class: Mutex::new(None),
         rng: Mutex::new(StdRng::seed_from_u64(c.rng.random())),
-        counts: Mutex::default(),
+        counts: FaultCounts::default(),
     });
     let mut proxy = None;
     let f = faults.clone();
@@ -175,9 +163,7 @@ fn cold_storage_faults_end_in_a_restore_or_a_clear_wait() {
         assert!(!out.status.success(), "findings must fail the check");
         invariants::check(&mut c, &rig, &mut seen, i);
     }
-    for (kind, n) in faults.counts.lock().unwrap().iter() {
-        *c.tally.faults.entry(kind.clone()).or_default() += n;
-    }
+    faults.counts.add_to(&mut c);
     drop(proxy);
     c.finish();
 }

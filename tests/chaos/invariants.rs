@@ -159,7 +159,10 @@ pub fn list_bucket(endpoint: &str, bucket: &str) -> Vec<(String, u64, String)> {
     loop {
         let mut target = format!("/{bucket}?list-type=2");
         if let Some(t) = &token {
-            target.push_str(&format!("&continuation-token={}", urlencode(t)));
+            target.push_str(&format!(
+                "&continuation-token={}",
+                lomob_backends::uri::encode(t)
+            ));
         }
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         write!(
@@ -196,17 +199,6 @@ pub fn list_bucket(endpoint: &str, bucket: &str) -> Vec<(String, u64, String)> {
             return out;
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Every object on the servers (stage and archive), as `where/key` with size and ETag or

@@ -44,12 +44,10 @@ fn a_clock_that_jumps_between_runs_loses_nothing() {
         let jump = ["-400d", "-3d", "-1h", "+1h", "+3d", "+40d", "+400d"][c.rng.random_range(0..7)];
         c.fault(&format!("clock {jump}"));
         let out = rig
-            .env
-            .std_cmd()
+            .cmd(&["backup"])
             .env("LD_PRELOAD", FAKETIME)
             .env("FAKETIME", jump)
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .args(["--config", &rig.cfg, "backup", "--json", "--no-progress"])
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

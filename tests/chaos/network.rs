@@ -6,7 +6,6 @@
 //! restore through the faults writes nothing but right bytes under a file's name; and a
 //! rerun without faults completes, after which every invariant holds.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::invariants::{self, Seen};
-use crate::rig::{content, wait_bounded, Chaos, Endpoints, Rig};
+use crate::rig::{content, wait_bounded, Chaos, Endpoints, FaultCounts, Rig};
 use crate::support::http_proxy::{Action, HttpProxy, Rule};
 
 /// Faults drawn from their own seeded generator (requests arrive from several threads),
@@ -25,7 +24,7 @@ use crate::support::http_proxy::{Action, HttpProxy, Rule};
 struct Faults {
     on: AtomicBool,
     rng: Mutex<StdRng>,
-    counts: Mutex<BTreeMap<String, u64>>,
+    counts: FaultCounts,
 }
 
 /// Chance that one HTTP request gets a fault.
@@ -40,15 +39,6 @@ impl Faults {
         }
         let mut rng = self.rng.lock().unwrap();
         rng.random_bool(rate).then(|| rng.random_range(0..6u32))
-    }
-
-    fn count(&self, kind: &str) {
-        *self
-            .counts
-            .lock()
-            .unwrap()
-            .entry(kind.to_string())
-            .or_default() += 1;
     }
 }
 
@@ -68,7 +58,7 @@ fn http_rule(f: Arc<Faults>) -> Arc<Rule> {
             4 => ("http: 503 SlowDown", Action::Refuse(503, "SlowDown")),
             _ => ("http: 200 with wrong bytes", Action::Corrupt),
         };
-        f.count(kind);
+        f.counts.count(kind);
         action
     })
 }
@@ -85,10 +75,10 @@ fn tcp_proxy(upstream: String, f: Arc<Faults>) -> u16 {
             let fault = f.draw(CONNECTION_FAULT_RATE).map(|k| {
                 let cut = f.rng.lock().unwrap().random_range(0..200_000u64);
                 if k % 2 == 0 {
-                    f.count("sftp: connection reset");
+                    f.counts.count("sftp: connection reset");
                     (cut, false)
                 } else {
-                    f.count("sftp: stall past the timeout");
+                    f.counts.count("sftp: stall past the timeout");
                     (cut, true)
                 }
             });
@@ -139,12 +129,7 @@ const ALLOWED: [i32; 6] = [0, 1, 3, 5, 6, 7];
 
 fn faulty_run(rig: &Rig, args: &[&str], what: &str) -> i32 {
     let mut child = rig
-        .env
-        .std_cmd()
-        .arg("--config")
-        .arg(&rig.cfg)
-        .args(args)
-        .args(["--json", "--no-progress"])
+        .cmd(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -201,7 +186,7 @@ fn network_faults_never_record_unsafe_data_as_safe() {
     let faults = Arc::new(Faults {
         on: AtomicBool::new(false),
         rng: Mutex::new(StdRng::seed_from_u64(c.rng.random())),
-        counts: Mutex::default(),
+        counts: FaultCounts::default(),
     });
     let mut proxy = None;
     let f = faults.clone();
@@ -278,9 +263,7 @@ fn network_faults_never_record_unsafe_data_as_safe() {
         rig.until_ok(&["sync", "--all"]);
         invariants::check(&mut c, &rig, &mut seen, i);
     }
-    for (kind, n) in faults.counts.lock().unwrap().iter() {
-        *c.tally.faults.entry(kind.clone()).or_default() += n;
-    }
+    faults.counts.add_to(&mut c);
     drop(proxy);
     c.finish();
 }

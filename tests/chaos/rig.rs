@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -104,6 +104,22 @@ impl Chaos {
         }
         assert_eq!(t.files_lost, 0, "files were lost (seed {})", self.seed);
         assert_eq!(t.open_uploads, 0, "uploads left open (seed {})", self.seed);
+    }
+}
+
+/// Faults counted by kind from the proxies' threads, added to the tally at the end.
+#[derive(Default)]
+pub struct FaultCounts(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl FaultCounts {
+    pub fn count(&self, kind: &str) {
+        *self.0.lock().unwrap().entry(kind.to_string()).or_default() += 1;
+    }
+
+    pub fn add_to(&self, c: &mut Chaos) {
+        for (kind, n) in self.0.lock().unwrap().iter() {
+            *c.tally.faults.entry(kind.clone()).or_default() += n;
+        }
     }
 }
 
@@ -325,27 +341,23 @@ impl Rig {
         })
     }
 
-    /// `lomob --config CFG ARGS --json`, run to its end.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.env
-            .std_cmd()
-            .arg("--config")
+    /// `lomob --config CFG ARGS --json --no-progress`.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.env.std_cmd();
+        c.arg("--config")
             .arg(&self.cfg)
             .args(args)
-            .arg("--json")
-            .arg("--no-progress")
-            .output()
-            .unwrap()
+            .args(["--json", "--no-progress"]);
+        c
+    }
+
+    /// The same, run to its end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.env
-            .std_cmd()
-            .arg("--config")
-            .arg(&self.cfg)
-            .args(args)
-            .arg("--json")
-            .arg("--no-progress")
+        self.cmd(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

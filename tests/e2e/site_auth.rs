@@ -59,17 +59,6 @@ fn decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl Provider {
     fn start(consent: Consent) -> Provider {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -99,8 +88,11 @@ impl Provider {
                     } else {
                         "code=THE-CODE".to_string()
                     };
-                    let location =
-                        format!("{}?{answer}&state={}", q["redirect_uri"], encode(&state));
+                    let location = format!(
+                        "{}?{answer}&state={}",
+                        q["redirect_uri"],
+                        lomob_backends::uri::encode(&state)
+                    );
                     write!(w, "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
                 } else {
                     let form = url_pairs(&String::from_utf8(body).unwrap());

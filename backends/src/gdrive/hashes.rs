@@ -9,21 +9,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use opendal::Operator;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::oauth::api_get;
+use crate::uri::encode as enc;
 use crate::ObjectInfo;
 
 const FILES: &str = "https://www.googleapis.com/drive/v3/files";
 const FOLDER: &str = "application/vnd.google-apps.folder";
 const FIELDS: &str =
     "nextPageToken,files(id,name,mimeType,size,modifiedTime,sha256Checksum,md5Checksum)";
-/// What a query parameter may hold as it is.
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Lists and stats objects under a Drive folder with Drive's checksums.
 pub struct DriveHashes {
@@ -31,10 +25,6 @@ pub struct DriveHashes {
     root: Vec<String>,
     /// Folder ids by path from the drive's root ("lomob/stage"), as found.
     folders: Mutex<HashMap<String, String>>,
-}
-
-fn enc(s: &str) -> String {
-    utf8_percent_encode(s, QUERY).to_string()
 }
 
 /// A name inside a query's single quotes.

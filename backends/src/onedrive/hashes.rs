@@ -7,19 +7,12 @@
 //! ([`crate::quickxor`]), verifies the upload by it and records it.
 
 use opendal::Operator;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::oauth::api_get;
 use crate::ObjectInfo;
 
 const ROOT: &str = "https://graph.microsoft.com/v1.0/me/drive/root";
 const SELECT: &str = "$select=name,size,lastModifiedDateTime,file,folder";
-/// What a path segment may hold as it is.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Lists and stats objects under a OneDrive folder with their QuickXorHash.
 pub struct GraphHashes {
@@ -62,7 +55,7 @@ impl GraphHashes {
             .iter()
             .cloned()
             .chain(segments(path))
-            .map(|s| utf8_percent_encode(&s, SEGMENT).to_string())
+            .map(|s| crate::uri::encode(&s))
             .collect();
         if segs.is_empty() {
             ROOT.to_string()

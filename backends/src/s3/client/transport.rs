@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use md5::{Digest as _, Md5};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 
@@ -203,14 +203,9 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Characters S3 leaves as they are in a signed URI: `A-Z a-z 0-9 - _ . ~`.
-pub(super) const QUERY: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-/// In a path, `/` separates segments and stays as it is.
-pub(super) const PATH: &AsciiSet = &QUERY.remove(b'/');
+/// In a signed path, `/` separates segments and stays as it is; otherwise S3 leaves the
+/// unreserved characters as they are.
+pub(super) const PATH: &AsciiSet = &crate::uri::UNRESERVED.remove(b'/');
 
 /// The payload hash of a request whose body is not signed (streamed bodies, parts sent with
 /// Content-MD5).
@@ -224,7 +219,7 @@ pub(super) fn encode_path(path: &str) -> String {
 
 /// Percent-encodes a query key or value.
 pub(super) fn encode_query(s: &str) -> String {
-    utf8_percent_encode(s, QUERY).to_string()
+    crate::uri::encode(s)
 }
 
 /// Hex SHA-256 of a body.
