@@ -35,6 +35,9 @@ pub struct RequestCounters {
     pub(crate) upload_part: AtomicU64,
     /// Bytes of request bodies sent, retries included.
     pub(crate) bytes_sent: AtomicU64,
+    /// Attempts after the first of a request the S3 client retried (already counted in
+    /// their types above).
+    pub(crate) retries: AtomicU64,
 }
 
 /// A copy of the counters at one moment. `put`, `post`, `list`, `get`, `head` and `delete`
@@ -56,6 +59,9 @@ pub struct RequestCounts {
     pub upload_part: u64,
     /// Request body bytes sent, retries included.
     pub bytes_sent: u64,
+    /// Attempts after the first of a request the S3 client retried: already included in
+    /// the types above.
+    pub retries: u64,
 }
 
 impl RequestCounters {
@@ -85,6 +91,7 @@ impl RequestCounters {
             delete: r(&self.delete),
             upload_part: r(&self.upload_part),
             bytes_sent: r(&self.bytes_sent),
+            retries: r(&self.retries),
         }
     }
 }
@@ -116,6 +123,7 @@ impl RequestCounts {
             delete: self.delete - earlier.delete,
             upload_part: self.upload_part - earlier.upload_part,
             bytes_sent: self.bytes_sent - earlier.bytes_sent,
+            retries: self.retries - earlier.retries,
         }
     }
 }
@@ -139,6 +147,7 @@ impl RequestCounts {
         self.delete += o.delete;
         self.upload_part += o.upload_part;
         self.bytes_sent += o.bytes_sent;
+        self.retries += o.retries;
     }
 }
 

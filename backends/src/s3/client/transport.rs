@@ -417,6 +417,7 @@ impl S3Client {
             .sleep(tokio::time::sleep)
             .when(|a| matches!(a, Attempt::Again { .. }))
             .notify(|a, delay| {
+                i.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     op = call.op,
                     bucket = %i.bucket,
