@@ -79,7 +79,13 @@ pub enum Command {
     #[command(subcommand)]
     List(ListCommand),
     /// Totals of files and bytes by state, per site, and the last runs
-    Status,
+    Status {
+        /// Count the totals again from every record, report any drift from the kept
+        /// counters, and store the recount (slow on a large library; `status` alone reads
+        /// the counters every write keeps)
+        #[arg(long)]
+        recount: bool,
+    },
     /// Monthly storage and request cost per site, beside one object per file
     Cost {
         /// Only this site

@@ -22,7 +22,7 @@ use crate::scan::ScanReport;
 pub fn forward(ctx: &Context, command: &Command) -> anyhow::Result<Option<u8>> {
     let forwardable = matches!(
         command,
-        Command::Status
+        Command::Status { .. }
             | Command::List(_)
             | Command::Cost { .. }
             | Command::Sync(_)

@@ -136,7 +136,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Sync(a) => sync_cmd::run(ctx, a),
         Command::Scan(a) => scan_cmd::run(ctx, a),
         Command::List(l) => list::run(ctx, l),
-        Command::Status => status::run(ctx),
+        Command::Status { recount } => status::run(ctx, recount),
         Command::Cost { site } => cost_cmd::run(ctx, site),
         Command::Manifest(m) => manifest_cmd::run(ctx, m),
         Command::Check(a) => check_cmd::run(ctx, a),

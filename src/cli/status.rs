@@ -15,6 +15,21 @@ struct Totals {
     bytes: u64,
 }
 
+impl From<crate::manifest::Tally> for Totals {
+    fn from(t: crate::manifest::Tally) -> Self {
+        Totals {
+            files: t.files,
+            bytes: t.bytes,
+        }
+    }
+}
+
+/// What `--recount` found: the counters that had drifted from the records (now repaired).
+#[derive(Serialize)]
+struct Recount {
+    drift: Vec<String>,
+}
+
 #[derive(Serialize)]
 struct DaemonState {
     pid: u32,
@@ -26,6 +41,9 @@ struct Status {
     /// Set when a running daemon answered: its watcher's state per root.
     #[serde(skip_serializing_if = "Option::is_none")]
     daemon: Option<DaemonState>,
+    /// Set by `--recount`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recount: Option<Recount>,
     manifest: String,
     roots: Vec<String>,
     present: Totals,
@@ -133,30 +151,26 @@ struct LastRun {
     counts: Vec<(String, u64)>,
 }
 
-pub fn run(ctx: &Context) -> anyhow::Result<u8> {
+pub fn run(ctx: &Context, recount: bool) -> anyhow::Result<u8> {
     let m = ctx.open_manifest()?;
     let mut s = Status {
         manifest: m.path().display().to_string(),
         roots: m.roots()?.iter().map(|r| output::show(&r.path)).collect(),
         ..Default::default()
     };
-    for kv in m.files() {
-        let (_, _, f) = kv?;
-        let t = if f.is_deleted() {
-            &mut s.deleted
-        } else {
-            &mut s.present
-        };
-        t.files += 1;
-        t.bytes += f.size;
-        s.versions.files += f.versions.len() as u64;
-        s.versions.bytes += f.versions.iter().map(|v| v.size).sum::<u64>();
-    }
-    for kv in m.contents() {
-        let (_, c) = kv?;
-        s.contents.files += 1;
-        s.contents.bytes += c.size;
-    }
+    let totals = if recount {
+        let (kept, counted) = m.recount_totals()?;
+        s.recount = Some(Recount {
+            drift: kept.drift(&counted),
+        });
+        counted
+    } else {
+        m.totals()?
+    };
+    s.present = totals.present.into();
+    s.deleted = totals.deleted.into();
+    s.versions = totals.versions.into();
+    s.contents = totals.contents.into();
     for kv in m.runs() {
         let (_, r) = kv?;
         if r.command == "scan" {
@@ -177,7 +191,7 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
         s.lost_versions.files += 1;
         s.lost_versions.bytes += l.note.size;
     }
-    s.sites = sites(ctx, &m)?;
+    s.sites = sites(ctx, &m, &totals)?;
     s.daemon = crate::daemon::view().map(|v| DaemonState {
         pid: v.pid,
         roots: v.roots,
@@ -187,6 +201,20 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
         return Ok(exit::SUCCESS);
     }
     let mut out = super::output::stdout();
+    if let Some(r) = &s.recount {
+        if r.drift.is_empty() {
+            writeln!(out, "recount: the kept totals agree with the records")?;
+        } else {
+            writeln!(
+                out,
+                "recount: {} total(s) had drifted from the records and were corrected:",
+                r.drift.len()
+            )?;
+            for d in &r.drift {
+                writeln!(out, "  {d}")?;
+            }
+        }
+    }
     writeln!(out, "manifest: {}", s.manifest)?;
     if let Some(d) = &s.daemon {
         writeln!(out, "daemon: running (pid {})", d.pid)?;
@@ -347,8 +375,11 @@ pub fn run(ctx: &Context) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<SiteStatus>> {
-    use std::collections::HashSet;
+fn sites(
+    ctx: &Context,
+    m: &crate::manifest::Manifest,
+    totals: &crate::manifest::Totals,
+) -> anyhow::Result<Vec<SiteStatus>> {
     let isos = m.isos()?;
     let mut out = Vec::new();
     for name in ctx.config.config.sites.keys() {
@@ -356,30 +387,20 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
             name: name.clone(),
             ..Default::default()
         };
-        let mut archived = HashSet::new();
-        for (_, c, _) in m.archived(Some(name))? {
-            if let Some(rec) = m.content(&c)? {
-                st.archived.files += 1;
-                st.archived.bytes += rec.size;
-            }
-            archived.insert(c);
-        }
+        let t = totals.site(name);
+        st.archived = t.archived.into();
+        st.staged = t.staged.less(t.staged_archived).into();
+        st.waiting_to_free = t.staged_archived.into();
+        st.not_yet_safe = totals.not_yet_safe(name).into();
         let encrypted = ctx.config.config.sites[name].encryption.as_ref();
         let mut plain_staged = 0;
-        let mut staged = HashSet::new();
-        for (_, c, r) in m.staged(Some(name))? {
-            // A keyed name never equals the plain one: this copy went up unencrypted.
-            if encrypted.is_some() && r.key == crate::keys::stage_key(&c) {
-                plain_staged += 1;
+        if encrypted.is_some() {
+            for (_, c, r) in m.staged(Some(name))? {
+                // A keyed name never equals the plain one: this copy went up unencrypted.
+                if r.key == crate::keys::stage_key(&c) {
+                    plain_staged += 1;
+                }
             }
-            let t = if archived.contains(&c) {
-                &mut st.waiting_to_free
-            } else {
-                &mut st.staged
-            };
-            t.files += 1;
-            t.bytes += r.size;
-            staged.insert(c);
         }
         for (_, o) in m.unverified(Some(name))? {
             st.unverified_objects.files += 1;
@@ -401,18 +422,6 @@ fn sites(ctx: &Context, m: &crate::manifest::Manifest) -> anyhow::Result<Vec<Sit
                 ready_by: output::rfc3339(t.ready_by),
             })
             .collect();
-        let mut seen = HashSet::new();
-        for kv in m.files() {
-            let (_, _, f) = kv?;
-            let v = f.current();
-            if f.is_deleted() || !seen.insert(v.content) {
-                continue;
-            }
-            if !staged.contains(&v.content) && !archived.contains(&v.content) {
-                st.not_yet_safe.files += 1;
-                st.not_yet_safe.bytes += v.size;
-            }
-        }
         st.images = isos
             .iter()
             .filter(|i| i.uploads.iter().any(|u| &u.site == name))

@@ -9,6 +9,7 @@
 //! The portable export ([`export`]) is the durable truth that is copied to every site; the
 //! sled files are a local cache of it that can be rebuilt by `lomob manifest import`.
 
+mod counts;
 mod error;
 pub mod export;
 mod lock;
@@ -16,6 +17,7 @@ pub mod records;
 
 use std::path::{Path, PathBuf};
 
+pub use counts::{SiteTotals, Tally, Totals};
 pub use error::ManifestError;
 pub use records::{
     AlertState, ArchivedRecord, CheckRecord, ContentId, ContentRecord, FileRecord, FileStat,
@@ -33,7 +35,10 @@ use records::{
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
 /// Version 2 added trees only (pending images, unverified objects, silent changes, lost
 /// versions, root devices) and the manifest id, so a version 1 database is simply raised.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version 3 added the totals every write maintains (`meta/totals` and the `live` tree),
+/// counted from the records at the first open: an older lomob writing without them would
+/// leave them wrong, so it must not open a version 3 manifest.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const NEXT_ROOT_KEY: &[u8] = b"next-root";
@@ -72,6 +77,12 @@ pub struct Manifest {
     /// How each encrypted image upload was sealed (salt and header, neither secret), so an
     /// interrupted upload continues with the same ciphertext. Key: site, NUL, object key.
     seals: sled::Tree,
+    /// Per content: how many present files have it as their current version, and its size
+    /// (see [`counts`]).
+    live: sled::Tree,
+    /// Held while a batch is worked out and applied, so the totals' changes are computed
+    /// against the records they replace even when several tasks write.
+    writer: std::sync::Mutex<()>,
     _lock: DbLock,
 }
 
@@ -102,13 +113,18 @@ pub struct VersionNote<T> {
 }
 
 /// Writes collected by a command and applied together.
+/// A staged record, encoded, with its size (a removal has none).
+type EncodedStaged = (Vec<u8>, u64);
+
+/// Writes that change the totals are kept in order with what they add, so [`Manifest::apply`]
+/// can count them against the records they replace.
 #[derive(Default)]
 pub struct ManifestBatch {
-    files: sled::Batch,
-    contents: sled::Batch,
+    files: Vec<(Vec<u8>, Vec<u8>, counts::FileShare)>,
+    contents: Vec<(ContentId, Vec<u8>, u64)>,
     placements: sled::Batch,
-    staged: sled::Batch,
-    archived: sled::Batch,
+    staged: Vec<(String, ContentId, Option<EncodedStaged>)>,
+    archived: Vec<(String, ContentId, Option<Vec<u8>>)>,
     silent: sled::Batch,
     lost: sled::Batch,
     len: usize,
@@ -116,12 +132,13 @@ pub struct ManifestBatch {
 
 impl ManifestBatch {
     pub fn put_file(&mut self, root: u32, rel: &[u8], rec: &FileRecord) {
-        self.files.insert(file_key(root, rel), encode(rec));
+        self.files
+            .push((file_key(root, rel), encode(rec), counts::FileShare::of(rec)));
         self.len += 1;
     }
 
     pub fn put_content(&mut self, id: &ContentId, rec: &ContentRecord) {
-        self.contents.insert(&id[..], encode(rec));
+        self.contents.push((*id, encode(rec), rec.size));
         self.len += 1;
     }
 
@@ -132,23 +149,25 @@ impl ManifestBatch {
     }
 
     pub fn put_staged(&mut self, site: &str, content: &ContentId, rec: &StagedRecord) {
-        self.staged.insert(site_key(site, content), encode(rec));
+        self.staged
+            .push((site.to_string(), *content, Some((encode(rec), rec.size))));
         self.len += 1;
     }
 
     pub fn remove_staged(&mut self, site: &str, content: &ContentId) {
-        self.staged.remove(site_key(site, content));
+        self.staged.push((site.to_string(), *content, None));
         self.len += 1;
     }
 
     pub fn put_archived(&mut self, site: &str, content: &ContentId, rec: &ArchivedRecord) {
-        self.archived.insert(site_key(site, content), encode(rec));
+        self.archived
+            .push((site.to_string(), *content, Some(encode(rec))));
         self.len += 1;
     }
 
     /// The content is no longer counted as archived on `site` (its image failed a check).
     pub fn remove_archived(&mut self, site: &str, content: &ContentId) {
-        self.archived.remove(site_key(site, content));
+        self.archived.push((site.to_string(), *content, None));
         self.len += 1;
     }
 
@@ -258,12 +277,48 @@ impl Manifest {
             alerts: db.open_tree("alerts")?,
             dirs: db.open_tree("dirs")?,
             seals: db.open_tree("seals")?,
+            live: db.open_tree("live")?,
+            writer: std::sync::Mutex::new(()),
             db,
             _lock: lock,
         };
         m.check_schema()?;
         m.ensure_id()?;
+        m.ensure_totals()?;
         Ok(m)
+    }
+
+    /// Counts the totals from the records when none are stored: a manifest from before
+    /// schema 3, or one whose recount was cut short.
+    fn ensure_totals(&self) -> Result<()> {
+        if self.meta.get(counts::TOTALS_KEY)?.is_none() {
+            if !self.files.is_empty() || !self.contents.is_empty() {
+                tracing::info!(
+                    "counting the totals of manifest {} (once, after an upgrade)",
+                    self.path.display()
+                );
+            }
+            counts::store_recount(self)?;
+        }
+        Ok(())
+    }
+
+    /// The library's totals, as every write has kept them.
+    pub fn totals(&self) -> Result<Totals> {
+        let v = self
+            .meta
+            .get(counts::TOTALS_KEY)?
+            .ok_or_else(|| corrupt("meta/totals", "missing"))?;
+        counts::decode_totals(&v)
+    }
+
+    /// Recounts the totals from the records, stores the recount, and returns the stored
+    /// totals from before it with the recount (`status --recount`).
+    pub fn recount_totals(&self) -> Result<(Totals, Totals)> {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let before = self.totals()?;
+        let after = counts::store_recount(self)?;
+        Ok((before, after))
     }
 
     fn check_schema(&self) -> Result<()> {
@@ -283,7 +338,8 @@ impl Manifest {
             });
         }
         if found < SCHEMA_VERSION {
-            // Versions 1 and 2 share every record format; 2 only added trees.
+            // Versions 1 to 3 share every record format; 2 added trees, 3 the totals, which
+            // `ensure_totals` counts next.
             self.meta
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
         }
@@ -479,17 +535,74 @@ impl Manifest {
         })
     }
 
+    /// Applies a batch and the totals' change it makes, in one transaction: a kill leaves
+    /// either all of it or none.
     pub fn apply(&self, batch: ManifestBatch) -> Result<()> {
-        // Contents first: a file record must never point at a content that is not there.
-        self.contents.apply_batch(batch.contents)?;
-        self.files.apply_batch(batch.files)?;
-        self.silent.apply_batch(batch.silent)?;
-        self.lost.apply_batch(batch.lost)?;
-        self.placements.apply_batch(batch.placements)?;
-        // Archived before unstaged: a content is never left recorded nowhere.
-        self.archived.apply_batch(batch.archived)?;
-        self.staged.apply_batch(batch.staged)?;
-        Ok(())
+        use sled::transaction::{TransactionError, Transactional as _};
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut delta = counts::Delta::new(self, self.totals()?);
+        // Worked out in the order the records are written: contents first (a file record
+        // must never point at a content that is not there), archived before unstaged (a
+        // content is never left recorded nowhere).
+        let mut contents = sled::Batch::default();
+        for (id, rec, size) in &batch.contents {
+            delta.put_content(id, *size)?;
+            contents.insert(&id[..], rec.as_slice());
+        }
+        let mut files = sled::Batch::default();
+        for (key, rec, share) in &batch.files {
+            delta.put_file(key, *share)?;
+            files.insert(key.as_slice(), rec.as_slice());
+        }
+        let mut archived = sled::Batch::default();
+        for (site, c, rec) in &batch.archived {
+            delta.set_archived(site, c, rec.is_some())?;
+            match rec {
+                Some(r) => archived.insert(site_key(site, c), r.as_slice()),
+                None => archived.remove(site_key(site, c)),
+            }
+        }
+        let mut staged = sled::Batch::default();
+        for (site, c, rec) in &batch.staged {
+            delta.set_staged(site, c, rec.as_ref().map(|(_, size)| *size))?;
+            match rec {
+                Some((r, _)) => staged.insert(site_key(site, c), r.as_slice()),
+                None => staged.remove(site_key(site, c)),
+            }
+        }
+        let live = delta.live_batch();
+        let totals = counts::encode_totals(&delta.totals);
+        let trees = (
+            &self.contents,
+            &self.files,
+            &self.silent,
+            &self.lost,
+            &self.placements,
+            &self.archived,
+            &self.staged,
+            &self.live,
+            &self.meta,
+        );
+        trees
+            .transaction(|(c, f, si, lo, p, a, st, li, me)| {
+                c.apply_batch(&contents)?;
+                f.apply_batch(&files)?;
+                si.apply_batch(&batch.silent)?;
+                lo.apply_batch(&batch.lost)?;
+                p.apply_batch(&batch.placements)?;
+                a.apply_batch(&archived)?;
+                st.apply_batch(&staged)?;
+                li.apply_batch(&live)?;
+                me.insert(counts::TOTALS_KEY, totals.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => ManifestError::from(e),
+                TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+            })
     }
 
     fn per_site<T: serde::de::DeserializeOwned>(

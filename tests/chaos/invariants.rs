@@ -1,7 +1,8 @@
 //! What must hold after every chaos iteration, checked from outside lomob wherever that is
 //! possible (the servers' own listings, the restored bytes), not from its own claims:
-//! - the manifest opens, `status` counts what the servers' listings show, and `check` finds
-//!   the servers holding what it records;
+//! - the manifest opens, `status` counts what the servers' listings show, its kept totals
+//!   equal a recount from the records, and `check` finds the servers holding what it
+//!   records;
 //! - every file, deleted ones included, comes back byte-identical through `restore` from
 //!   each site on its own;
 //! - no archive object was overwritten or removed, no image is stored twice, and every
@@ -65,6 +66,20 @@ fn status_agrees(rig: &Rig) {
         );
         assert_eq!(n("not_yet_safe"), 0, "site {name}: {site}");
     }
+    // The totals above are counters every write keeps in its own transaction: recounted
+    // from the records after kills anywhere, none may have drifted.
+    let out = rig.run(&["status", "--recount"]);
+    assert!(
+        out.status.success(),
+        "status --recount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["recount"]["drift"],
+        serde_json::json!([]),
+        "kept totals drifted from the records"
+    );
 }
 
 /// Staged objects and images a site's servers hold, counted from their own listings.

@@ -884,3 +884,104 @@ fn a_run_after_an_interrupted_one_removes_the_stage_objects_it_left() {
     assert_eq!(r[0]["garbage_removed"], 0, "{r}");
     assert!(rt.block_on(stage.head_object(left)).is_ok());
 }
+
+/// `status` reads totals every write keeps; after scans with changes and deletions, syncs
+/// that stage, pack and free, and an import into a fresh manifest, they equal a recount
+/// from the records, and the imported manifest shows the same totals.
+#[test]
+fn status_totals_are_kept_by_every_write_and_agree_with_a_recount() {
+    let env = Env::new();
+    library(&env, 12, 400_000);
+    // Two paths with one content: one content, counted once as not yet safe.
+    env.write("2025/copy-a.bin", b"same bytes");
+    env.write("2025/copy-b.bin", b"same bytes");
+    let root = env.path().display().to_string();
+    let cfg = env.config(&format!(
+        r#"
+[library]
+roots = ["{root}/lib"]
+
+[sites.nas]
+pack-threshold = "3MB"
+iso-size = "2MB"
+stage = {{ kind = "fs", root = "{root}/nas-stage" }}
+archive = {{ kind = "fs", root = "{root}/nas-archive" }}
+"#
+    ));
+    let status = |db: Option<&str>| {
+        let mut args = vec!["--config", &cfg];
+        if let Some(d) = db {
+            args.extend(["--db", d]);
+        }
+        args.push("status");
+        env.json(&args, 0)
+    };
+    let recount_is_clean = |db: Option<&str>| {
+        let mut args = vec!["--config", &cfg];
+        if let Some(d) = db {
+            args.extend(["--db", d]);
+        }
+        args.extend(["status", "--recount"]);
+        let v = env.json(&args, 0);
+        assert_eq!(v["recount"]["drift"], serde_json::json!([]), "{v}");
+    };
+    env.scan();
+    let s = status(None);
+    assert_eq!(s["present"]["files"], 14, "{s}");
+    assert_eq!(s["contents"]["files"], 13, "{s}");
+    assert_eq!(s["sites"][0]["not_yet_safe"]["files"], 13, "{s}");
+    recount_is_clean(None);
+
+    env.json(&["--config", &cfg, "backup"], 0);
+    std::fs::remove_file(env.lib().join("2025/copy-b.bin")).unwrap();
+    let changed = env.write("2025/copy-a.bin", b"other bytes now");
+    set_mtime(&changed, 1_900_000_000);
+    for i in 0..6 {
+        env.write(&format!("2026/new_{i}.bin"), &vec![i as u8 + 9; 400_000]);
+    }
+    env.json(&["--config", &cfg, "backup"], 0);
+    let s = status(None);
+    let site = &s["sites"][0];
+    assert_eq!(s["present"]["files"], 19, "{s}");
+    assert_eq!(s["deleted"]["files"], 1, "{s}");
+    assert_eq!(s["versions"]["files"], 21, "{s}");
+    assert_eq!(site["not_yet_safe"]["files"], 0, "{s}");
+    let held = site["staged"]["files"].as_u64().unwrap()
+        + site["waiting_to_free"]["files"].as_u64().unwrap();
+    assert_eq!(
+        held,
+        files_under(&env.path().join("nas-stage"))
+            .iter()
+            .filter(|f| f.starts_with("stage/"))
+            .count() as u64,
+        "{s}"
+    );
+    assert!(site["archived"]["files"].as_u64().unwrap() > 0, "{s}");
+    recount_is_clean(None);
+
+    let export = env.path().join("m.jsonl");
+    let other = env.path().join("other.db");
+    let other = other.to_str().unwrap();
+    env.cmd()
+        .args(["manifest", "export", export.to_str().unwrap()])
+        .assert()
+        .success();
+    env.json(
+        &[
+            "--db",
+            other,
+            "manifest",
+            "import",
+            export.to_str().unwrap(),
+        ],
+        0,
+    );
+    let t = status(Some(other));
+    for k in ["present", "deleted", "versions", "contents"] {
+        assert_eq!(s[k], t[k], "{k}: {s} / {t}");
+    }
+    for k in ["staged", "archived", "not_yet_safe", "waiting_to_free"] {
+        assert_eq!(s["sites"][0][k], t["sites"][0][k], "{k}: {s} / {t}");
+    }
+    recount_is_clean(Some(other));
+}
