@@ -437,18 +437,62 @@ pub fn write_to(m: &Manifest, out: &mut dyn Write, exported: i64) -> Result<Coun
 
 /// Writes the export to `path` atomically (a temporary file renamed into place).
 pub fn export_file(m: &Manifest, path: &Path, exported: i64) -> Result<Counts> {
+    export_file_hashed(m, path, exported).map(|(c, _)| c)
+}
+
+/// The size and SHA-256 of a file written by [`export_file_hashed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    pub sha256: [u8; 32],
+}
+
+/// As [`export_file`], hashing the bytes as they are written, so a snapshot is never read
+/// back whole to be checked.
+pub fn export_file_hashed(m: &Manifest, path: &Path, exported: i64) -> Result<(Counts, Written)> {
     let io = |source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
     };
     let tmp = path.with_extension("partial");
     let f = File::create(&tmp).map_err(io)?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut w = BufWriter::with_capacity(
+        1 << 20,
+        Hashing {
+            inner: f,
+            sha: sha2::Sha256::default(),
+            bytes: 0,
+        },
+    );
     let c = write_to(m, &mut w, exported)?;
-    let f = w.into_inner().map_err(|e| io(e.into_error()))?;
-    f.sync_all().map_err(io)?;
+    let h = w.into_inner().map_err(|e| io(e.into_error()))?;
+    h.inner.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
-    Ok(c)
+    let written = Written {
+        bytes: h.bytes,
+        sha256: sha2::Digest::finalize(h.sha).into(),
+    };
+    Ok((c, written))
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.sha, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 // ---- import ------------------------------------------------------------------------------

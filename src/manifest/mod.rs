@@ -641,6 +641,37 @@ impl Manifest {
         Self::per_site(&self.archived, "archived", site)
     }
 
+    /// The staged record of `content` on `site`, if it is staged there.
+    pub fn staged_record(&self, site: &str, content: &ContentId) -> Result<Option<StagedRecord>> {
+        match self.staged.get(site_key(site, content))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(decode(&v).map_err(|e| corrupt("staged", e))?)),
+        }
+    }
+
+    /// True when `content` is archived (in a verified image) on `site`.
+    pub fn is_archived(&self, site: &str, content: &ContentId) -> Result<bool> {
+        Ok(self.archived.contains_key(site_key(site, content))?)
+    }
+
+    /// Staged copies on `site` whose content is archived there too: to be freed. Reads the
+    /// site's staged records once, holding only the matches.
+    pub fn staged_and_archived(&self, site: &str) -> Result<Vec<(ContentId, StagedRecord)>> {
+        let mut prefix = site.as_bytes().to_vec();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.staged.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if self.archived.contains_key(&k)? {
+                let content: ContentId = k[prefix.len()..]
+                    .try_into()
+                    .map_err(|_| corrupt("staged", "malformed key"))?;
+                out.push((content, decode(&v).map_err(|e| corrupt("staged", e))?));
+            }
+        }
+        Ok(out)
+    }
+
     /// True when a copy of the content is staged or archived on any site. Scans the per-site
     /// trees (their keys lead with the site): for rare questions, not for every file.
     pub fn has_copy(&self, content: &ContentId) -> Result<bool> {

@@ -64,15 +64,16 @@ struct Archiver<'a> {
     /// Images go up as parts checked by Content-MD5 (the bucket's single-PUT ETags are not
     /// MD5s).
     multipart_only: bool,
-    by_content: HashMap<ContentId, WantedContent>,
+    /// The waiting contents, by id (borrowed: the plan may list a whole library's files).
+    by_content: HashMap<ContentId, &'a WantedContent>,
 }
 
 /// Packs and archives (see the module header). Contents packed, or found changed and left
 /// out, go into `handled`; new versions found on the way (bytes changed without a new
 /// mtime) into `new_versions`, to be staged.
-pub(super) async fn run(
-    step: Step<'_>,
-    waiting: &[&WantedContent],
+pub(super) async fn run<'a>(
+    step: Step<'a>,
+    waiting: &[&'a WantedContent],
     r: &mut SiteReport,
     handled: &mut HashSet<ContentId>,
     new_versions: &mut Vec<WantedContent>,
@@ -93,7 +94,7 @@ pub(super) async fn run(
 }
 
 impl<'a> Archiver<'a> {
-    fn new(step: Step<'a>, waiting: &[&WantedContent]) -> super::error::Result<Self> {
+    fn new(step: Step<'a>, waiting: &[&'a WantedContent]) -> super::error::Result<Self> {
         let (m, site) = (step.m, step.site);
         let mut taken: HashSet<String> = m.isos()?.into_iter().map(|i| i.name).collect();
         taken.extend(
@@ -116,7 +117,7 @@ impl<'a> Archiver<'a> {
             taken,
             continued: HashSet::new(),
             multipart_only: m.site_flag(&site.name, SiteFlag::MultipartOnly)?,
-            by_content: waiting.iter().map(|w| (w.content, (*w).clone())).collect(),
+            by_content: waiting.iter().map(|w| (w.content, *w)).collect(),
             step,
         })
     }
@@ -223,8 +224,8 @@ impl<'a> Archiver<'a> {
         let mut members = Vec::with_capacity(p.members.len());
         let mut all_readable = true;
         for pm in &p.members {
-            let source = match self.by_content.get(&pm.content).cloned() {
-                Some(w) => self.source_of(&w, r).await,
+            let source = match self.by_content.get(&pm.content).copied() {
+                Some(w) => self.source_of(w, r).await,
                 None => None,
             };
             all_readable &= source.is_some();

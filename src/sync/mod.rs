@@ -33,7 +33,7 @@ use crate::site::Site;
 use crate::store::RequestCounts;
 
 pub use error::SyncError;
-pub use plan::{pending, Pending, WantedContent};
+pub use plan::{pending, Detail, Pending, WantedContent};
 
 /// How a sync runs.
 #[derive(Clone, Debug, Default)]
@@ -217,8 +217,7 @@ async fn run(
         m.set_mark(&unsettled_mark(&site.name), crate::manifest::now())?;
         m.flush()?;
     }
-    let p = pending(m, &site.name, &site.config)?;
-    r.direct_files = p.direct.len() as u64;
+    let mut p = pending(m, &site.name, &site.config, Detail::Summary)?;
     if opts.dry_run {
         r.expired_files = p.expired.len() as u64;
         r.expired_bytes = p.expired.iter().map(|w| w.size).sum();
@@ -231,6 +230,18 @@ async fn run(
     // not staged yet. When this run packs, the files that fill its images go from their
     // originals straight into the archive: staging them first would send them twice and
     // read them once more, only to delete the staged copies minutes later.
+    let waiting_bytes: u64 = p.staged_waiting_bytes
+        + p.direct
+            .iter()
+            .chain(p.to_stage.iter())
+            .map(|w| w.size)
+            .sum::<u64>();
+    let pack = opts.pack_now || waiting_bytes >= site.config.pack_threshold.bytes();
+    // The staged copies themselves are listed only when images are made or continued.
+    if pack || !m.pending_images(&site.name)?.is_empty() {
+        p = pending(m, &site.name, &site.config, Detail::Full)?;
+    }
+    r.direct_files = p.direct.len() as u64;
     let mut waiting: Vec<&WantedContent> = p
         .staged_unarchived
         .iter()
@@ -242,9 +253,7 @@ async fn run(
             .cmp(&b.mtime)
             .then_with(|| a.image_path.cmp(&b.image_path))
     });
-    let waiting_bytes: u64 = waiting.iter().map(|w| w.size).sum();
-    let pack = opts.pack_now || waiting_bytes >= site.config.pack_threshold.bytes();
-    if !pack && !waiting.is_empty() {
+    if !pack && waiting_bytes > 0 {
         tracing::info!(
             "site {}: {} waiting, packing at {}",
             site.name,
@@ -295,12 +304,8 @@ async fn run(
     r.pending_bytes = if opts.dry_run {
         waiting_bytes.saturating_sub(r.archived_bytes)
     } else {
-        let p = pending(m, &site.name, &site.config)?;
-        p.staged_unarchived
-            .iter()
-            .chain(p.direct.iter())
-            .map(|w| w.size)
-            .sum()
+        let p = pending(m, &site.name, &site.config, Detail::Summary)?;
+        p.staged_waiting_bytes + p.direct.iter().map(|w| w.size).sum::<u64>()
     };
 
     if !opts.dry_run {

@@ -47,10 +47,26 @@ pub struct Pending {
     pub to_stage: Vec<WantedContent>,
     /// Too big for this stage: they go straight into the next image.
     pub direct: Vec<WantedContent>,
+    /// Staged copies waiting for an image: listed by [`Detail::Full`] only.
     pub staged_unarchived: Vec<WantedContent>,
+    /// Bytes of the staged copies waiting for an image (listed or not).
+    pub staged_waiting_bytes: u64,
     /// Staged copies past the site's `stage-retention-days`: their content has not existed
     /// locally for that long. Not archived; to be removed from the stage.
     pub expired: Vec<WantedContent>,
+}
+
+/// How much of a site's plan to work out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Everything waiting for an image, staged copies included: for a run that packs, or
+    /// continues an interrupted image.
+    Full,
+    /// Staged copies waiting for an image are only counted, from the totals every write
+    /// keeps: what a run that does not pack needs. Its memory and time then grow with what
+    /// is not yet safe, not with the library, and a site with nothing unsafe reads no file
+    /// record at all.
+    Summary,
 }
 
 /// Whether a content still exists locally, or since when it has not.
@@ -72,47 +88,54 @@ impl Presence {
     }
 }
 
-pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> super::error::Result<Pending> {
-    let archived: HashSet<ContentId> = m
-        .archived(Some(site))?
-        .into_iter()
-        .map(|(_, c, _)| c)
-        .collect();
-    let staged: HashMap<ContentId, StagedRecord> = m
-        .staged(Some(site))?
-        .into_iter()
-        .map(|(_, c, r)| (c, r))
-        .collect();
+pub fn pending(
+    m: &Manifest,
+    site: &str,
+    config: &SiteConfig,
+    detail: Detail,
+) -> super::error::Result<Pending> {
+    let totals = m.totals()?;
+    let kept = totals.site(site);
+    let mut out = Pending::default();
+    if kept.staged_archived.files > 0 {
+        out.staged_archived = m.staged_and_archived(site)?;
+    }
+    // Expiry needs every staged copy's presence, worked out over all paths.
+    let retention = config.stage_retention_days.is_some();
+    let detail = if retention { Detail::Full } else { detail };
+    if detail == Detail::Summary {
+        out.staged_waiting_bytes = kept.staged.less(kept.staged_archived).bytes;
+        if totals.not_yet_safe(site).files == 0 {
+            return Ok(out);
+        }
+    }
     let one_shot = config
         .stage
         .capabilities()
         .one_shot_limit
         .map(|l| l.bytes());
     let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
+    // Only contents this plan lists: memory grows with what waits, not with the library.
     let mut seen: HashSet<ContentId> = HashSet::new();
     let mut presence: HashMap<ContentId, Presence> = HashMap::new();
-    let mut out = Pending {
-        staged_archived: staged
-            .iter()
-            .filter(|(c, _)| archived.contains(*c))
-            .map(|(c, s)| (*c, s.clone()))
-            .collect(),
-        ..Default::default()
-    };
     for kv in m.files() {
         let (root, rel, f) = kv?;
         let Some(root_path) = roots.get(&root) else {
             continue;
         };
-        let mut abs = root_path.clone();
-        if !abs.ends_with(b"/") {
-            abs.push(b'/');
-        }
-        abs.extend_from_slice(&rel);
         let last = f.versions.len() - 1;
         for (i, v) in f.versions.iter().enumerate() {
             let current = i == last && !f.is_deleted();
-            if config.stage_retention_days.is_some() {
+            // Older versions matter only while a staged copy holds their bytes, and a
+            // summary only counts those.
+            if detail == Detail::Summary && !current {
+                continue;
+            }
+            let staged = m.staged_record(site, &v.content)?;
+            if staged.is_some() && detail == Detail::Summary {
+                continue;
+            }
+            if retention && staged.is_some() {
                 let here = if current {
                     Presence::Present
                 } else if i == last {
@@ -125,16 +148,21 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> super::error::R
                     .and_modify(|p| *p = p.merge(here))
                     .or_insert(here);
             }
-            // Older versions matter only while a staged copy holds their bytes.
-            if archived.contains(&v.content)
-                || (!current && !staged.contains_key(&v.content))
-                || !seen.insert(v.content)
+            if (!current && staged.is_none())
+                || seen.contains(&v.content)
+                || m.is_archived(site, &v.content)?
             {
                 continue;
             }
+            seen.insert(v.content);
             let Some(content) = m.content(&v.content)? else {
                 continue;
             };
+            let mut abs = root_path.clone();
+            if !abs.ends_with(b"/") {
+                abs.push(b'/');
+            }
+            abs.extend_from_slice(&rel);
             let stat_mtime = if i == last { f.mtime_ns } else { v.mtime_ns };
             let mut image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
             if i != last {
@@ -154,7 +182,7 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> super::error::R
                 mtime_ns: stat_mtime,
                 mode: f.mode & 0o7777,
                 sha256: content.sha256,
-                staged: staged.get(&v.content).cloned(),
+                staged,
                 current,
             };
             if w.staged.is_some() {
@@ -186,6 +214,9 @@ pub fn pending(m: &Manifest, site: &str, config: &SiteConfig) -> super::error::R
             .partition(|w| expired(&w.content));
         out.staged_unarchived = keep;
         out.expired = gone;
+    }
+    if detail == Detail::Full {
+        out.staged_waiting_bytes = out.staged_unarchived.iter().map(|w| w.size).sum();
     }
     Ok(out)
 }

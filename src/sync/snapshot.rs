@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::SyncError;
 use crate::manifest::{self, export, Manifest};
 use crate::site::Site;
@@ -24,9 +22,7 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> super::error::Result
         site.name,
         std::process::id()
     ));
-    export::export_file(m, &file, now)?;
-    let bytes = std::fs::read(&file).map_err(|e| SyncError::local(&file, e))?;
-    let sha: [u8; 32] = Sha256::digest(&bytes).into();
+    let (_, written) = export::export_file_hashed(m, &file, now)?;
     let stamp = jiff::Timestamp::from_second(now)
         .map_err(|e| SyncError::found(ErrorKind::Other, format!("the clock says {now}: {e}")))?
         .strftime("%Y%m%dT%H%M%SZ");
@@ -35,7 +31,7 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> super::error::Result
     let key = format!("meta/manifest-{:012}-{stamp}.jsonl", m.next_snapshot_seq()?);
     let result = async {
         site.stage
-            .put_file(&key, &file, bytes.len() as u64, &sha)
+            .put_file(&key, &file, written.bytes, &written.sha256)
             .await?;
         let mut old: Vec<String> = site
             .stage
