@@ -391,7 +391,7 @@ restic_restore() { # restic_restore OUT CHECK
 # holds them in path order), the one of median size.
 one_file() {
     local out=$RES/$SERVER-one path
-    path=$(L list files --json 2>/dev/null | jq -r 'sort_by(.path) | .[(length * 45 / 100 | floor):(length * 55 / 100 | floor)] | sort_by(.size) | .[length / 2 | floor].path')
+    path=$(L list files --json 2>/dev/null | jq -rs 'sort_by(.path) | .[(length * 45 / 100 | floor):(length * 55 / 100 | floor)] | sort_by(.size) | .[length / 2 | floor].path')
     [[ -n $path && $path != null ]] || die "no file to restore alone"
     echo "$path" >"$out.path"
     rm -rf -- "$OUT"

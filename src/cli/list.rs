@@ -1,4 +1,8 @@
-//! `lomob list dirs|bigfiles|files`: what the manifest holds, as tables or JSON.
+//! `lomob list dirs|bigfiles|files`: what the manifest holds, as tables or JSON Lines.
+//!
+//! `list files` streams: each row is printed as its record is read, in manifest order, and
+//! which sites hold a file is looked up per file, so the first line comes at once and memory
+//! does not grow with the library. Its table therefore has fixed column widths.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -36,30 +40,57 @@ struct SiteCopy {
     copy: &'static str,
 }
 
-/// Which sites hold each content.
-type Copies = HashMap<crate::manifest::ContentId, Vec<SiteCopy>>;
+/// Which sites hold a content, looked up per content among the sites that ever held one.
+struct Copies<'m> {
+    m: &'m Manifest,
+    /// In name order.
+    sites: Vec<String>,
+}
 
-fn copies(m: &Manifest) -> anyhow::Result<Copies> {
-    let mut c: Copies = HashMap::new();
-    for (site, content, _) in m.archived(None)? {
-        c.entry(content).or_default().push(SiteCopy {
-            site,
-            copy: "archived",
-        });
+impl<'m> Copies<'m> {
+    fn new(m: &'m Manifest) -> anyhow::Result<Self> {
+        Ok(Copies {
+            m,
+            sites: m.totals()?.sites.into_keys().collect(),
+        })
     }
-    for (site, content, _) in m.staged(None)? {
-        let v = c.entry(content).or_default();
-        if !v.iter().any(|x| x.site == site) {
-            v.push(SiteCopy {
-                site,
-                copy: "staged",
-            });
+
+    /// None at all: for listings that do not show sites.
+    fn none(m: &'m Manifest) -> Self {
+        Copies {
+            m,
+            sites: Vec::new(),
         }
     }
-    for v in c.values_mut() {
-        v.sort_by(|a, b| a.site.cmp(&b.site));
+
+    /// Each site holding `c`, archived (in a verified image) before staged.
+    fn of(&self, c: &crate::manifest::ContentId) -> anyhow::Result<Vec<SiteCopy>> {
+        let mut out = Vec::new();
+        for site in &self.sites {
+            let copy = if self.m.is_archived(site, c)? {
+                "archived"
+            } else if self.m.staged_record(site, c)?.is_some() {
+                "staged"
+            } else {
+                continue;
+            };
+            out.push(SiteCopy {
+                site: site.clone(),
+                copy,
+            });
+        }
+        Ok(out)
     }
-    Ok(c)
+
+    /// The widest SITES cell a file can have: every site, each as archived.
+    fn width(&self) -> usize {
+        let cells: Vec<String> = self
+            .sites
+            .iter()
+            .map(|s| format!("{s} (archived)"))
+            .collect();
+        cells.join(", ").chars().count().max("SITES".len())
+    }
 }
 
 fn full_path(root: &[u8], rel: &[u8]) -> Vec<u8> {
@@ -77,11 +108,23 @@ pub fn run(ctx: &Context, cmd: ListCommand) -> anyhow::Result<u8> {
     match cmd {
         ListCommand::Dirs { table_view } => dirs(ctx, &m, &roots, table_view),
         ListCommand::Bigfiles { file_size } => {
-            let mut rows = files(&m, &roots, &Copies::new(), |_, _, f, _| {
-                !f.is_deleted() && f.size >= file_size.bytes()
-            })?;
+            let mut rows = Vec::new();
+            files(
+                &m,
+                &roots,
+                &Copies::none(&m),
+                |_, _, f, _| !f.is_deleted() && f.size >= file_size.bytes(),
+                |row| {
+                    rows.push(row);
+                    Ok(())
+                },
+            )?;
             rows.sort_by(|a, b| b.size.cmp(&a.size).then(a.path.cmp(&b.path)));
-            print_files(ctx, rows)
+            let mut out = FileOutput::new(ctx.json, 0);
+            for r in rows {
+                out.row(r)?;
+            }
+            out.finish()
         }
         ListCommand::Files {
             dir,
@@ -93,26 +136,33 @@ pub fn run(ctx: &Context, cmd: ListCommand) -> anyhow::Result<u8> {
                 ctx.site_config(s)?;
             }
             let filter = dir.as_deref().map(|d| dir_filter(d, &roots));
-            let copies = copies(&m)?;
+            let copies = Copies::new(&m)?;
             let on_site = |c: &[SiteCopy], how: Option<&str>| {
                 c.iter().any(|x| {
                     site.as_ref().is_none_or(|s| &x.site == s) && how.is_none_or(|h| x.copy == h)
                 })
             };
-            let rows = files(&m, &roots, &copies, |root, rel, f, c| {
-                let in_dir = filter.as_ref().is_none_or(|flt| flt.matches(root, rel));
-                let wanted = match state.as_deref() {
-                    None => deleted || !f.is_deleted(),
-                    Some("present") => !f.is_deleted(),
-                    Some("deleted") => f.is_deleted(),
-                    Some("staged") => on_site(c, Some("staged")),
-                    Some("archived") => on_site(c, Some("archived")),
-                    // Not yet anywhere off this machine (or on the site named).
-                    _ => !f.is_deleted() && !on_site(c, None),
-                };
-                in_dir && wanted
-            })?;
-            print_files(ctx, rows)
+            let mut out = FileOutput::new(ctx.json, copies.width());
+            files(
+                &m,
+                &roots,
+                &copies,
+                |root, rel, f, c| {
+                    let in_dir = filter.as_ref().is_none_or(|flt| flt.matches(root, rel));
+                    let wanted = match state.as_deref() {
+                        None => deleted || !f.is_deleted(),
+                        Some("present") => !f.is_deleted(),
+                        Some("deleted") => f.is_deleted(),
+                        Some("staged") => on_site(c, Some("staged")),
+                        Some("archived") => on_site(c, Some("archived")),
+                        // Not yet anywhere off this machine (or on the site named).
+                        _ => !f.is_deleted() && !on_site(c, None),
+                    };
+                    in_dir && wanted
+                },
+                |row| out.row(row),
+            )?;
+            out.finish()
         }
     }
 }
@@ -165,25 +215,25 @@ fn dir_filter(d: &Path, roots: &HashMap<u32, Vec<u8>>) -> DirFilter {
     }
 }
 
+/// Hands every file record `keep` accepts to `emit`, as a row, in manifest order. `keep`
+/// runs before the costlier lookups (the sites holding it are looked up only when the filter
+/// needs them, the content's SHA-256 only for rows kept).
 fn files(
     m: &Manifest,
     roots: &HashMap<u32, Vec<u8>>,
     copies: &Copies,
     keep: impl Fn(u32, &[u8], &FileRecord, &[SiteCopy]) -> bool,
-) -> anyhow::Result<Vec<FileRow>> {
-    let mut rows = Vec::new();
+    mut emit: impl FnMut(FileRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     for kv in m.files() {
         let (root, rel, f) = kv?;
-        let held = copies
-            .get(&f.current().content)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if !keep(root, &rel, &f, held) {
+        let held = copies.of(&f.current().content)?;
+        if !keep(root, &rel, &f, &held) {
             continue;
         }
         let root_path = roots.get(&root).cloned().unwrap_or_default();
         let content = m.content(&f.current().content)?;
-        rows.push(FileRow {
+        emit(FileRow {
             path: show(&full_path(&root_path, &rel)),
             root: show(&root_path),
             size: f.size,
@@ -192,20 +242,65 @@ fn files(
             sha256: content.map(|c| hex::encode(c.sha256)).unwrap_or_default(),
             xxh3: hex::encode(f.current().content),
             deleted_at: f.deleted_at.map(output::rfc3339),
-            sites: held.to_vec(),
-        });
+            sites: held,
+        })?;
     }
-    Ok(rows)
+    Ok(())
 }
 
-fn print_files(ctx: &Context, rows: Vec<FileRow>) -> anyhow::Result<u8> {
-    if ctx.json {
-        output::json(&rows)?;
-        return Ok(exit::SUCCESS);
+/// Prints file rows as they come: JSON Lines, or a table with fixed column widths (the
+/// rows are not known in advance), then a total.
+struct FileOutput {
+    out: std::io::BufWriter<output::Writer>,
+    json: bool,
+    sites_width: usize,
+    header: bool,
+    files: u64,
+    bytes: u64,
+}
+
+/// Fixed widths of SIZE, MODIFIED, VERSIONS and STATE.
+const FILE_COLUMNS: [usize; 4] = [9, 16, 8, 7];
+
+impl FileOutput {
+    fn new(json: bool, sites_width: usize) -> Self {
+        FileOutput {
+            out: output::stdout(),
+            json,
+            sites_width: sites_width.max("SITES".len()),
+            header: false,
+            files: 0,
+            bytes: 0,
+        }
     }
-    let mut t =
-        Table::new(&["SIZE", "MODIFIED", "VERSIONS", "STATE", "SITES", "PATH"]).right(&[0, 2]);
-    for r in &rows {
+
+    fn line(&mut self, cells: [&str; 6]) -> std::io::Result<()> {
+        let [w0, w1, w2, w3] = FILE_COLUMNS;
+        let s = format!(
+            "{:>w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {:<w4$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            cells[4],
+            cells[5],
+            w4 = self.sites_width
+        );
+        writeln!(self.out, "{}", s.trim_end())
+    }
+
+    fn row(&mut self, r: FileRow) -> anyhow::Result<()> {
+        self.files += 1;
+        self.bytes += r.size;
+        if self.json {
+            serde_json::to_writer(&mut self.out, &r)?;
+            writeln!(self.out)?;
+            return Ok(());
+        }
+        if !self.header {
+            self.header = true;
+            self.line(["SIZE", "MODIFIED", "VERSIONS", "STATE", "SITES", "PATH"])?;
+        }
         let sites = if r.sites.is_empty() {
             "-".to_string()
         } else {
@@ -215,28 +310,33 @@ fn print_files(ctx: &Context, rows: Vec<FileRow>) -> anyhow::Result<u8> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        t.row(vec![
-            ByteSize(r.size).to_string(),
-            r.mtime.get(..16).unwrap_or(&r.mtime).replace('T', " "),
-            r.versions.to_string(),
-            if r.deleted_at.is_some() {
-                "deleted".into()
-            } else {
-                "present".into()
-            },
-            sites,
-            r.path.clone(),
-        ]);
+        let mtime = r.mtime.get(..16).unwrap_or(&r.mtime).replace('T', " ");
+        let state = if r.deleted_at.is_some() {
+            "deleted"
+        } else {
+            "present"
+        };
+        self.line([
+            &ByteSize(r.size).to_string(),
+            &mtime,
+            &r.versions.to_string(),
+            state,
+            &sites,
+            &r.path,
+        ])?;
+        Ok(())
     }
-    let mut out = super::output::stdout();
-    t.print(&mut out)?;
-    writeln!(
-        out,
-        "{} files, {}",
-        rows.len(),
-        ByteSize(rows.iter().map(|r| r.size).sum())
-    )?;
-    Ok(exit::SUCCESS)
+
+    fn finish(mut self) -> anyhow::Result<u8> {
+        if !self.json {
+            if !self.header {
+                self.line(["SIZE", "MODIFIED", "VERSIONS", "STATE", "SITES", "PATH"])?;
+            }
+            writeln!(self.out, "{} files, {}", self.files, ByteSize(self.bytes))?;
+        }
+        self.out.flush()?;
+        Ok(exit::SUCCESS)
+    }
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -324,11 +424,15 @@ fn dirs(
         .values()
         .flat_map(|f| f.values().cloned())
         .collect();
+    let mut out = super::output::stdout();
     if ctx.json {
-        output::json(&rows)?;
+        for r in &rows {
+            serde_json::to_writer(&mut out, r)?;
+            writeln!(out)?;
+        }
+        out.flush()?;
         return Ok(exit::SUCCESS);
     }
-    let mut out = super::output::stdout();
     if table_view {
         let mut t = Table::new(&["FILES", "SIZE", "MODIFIED", "FOLDER"]).right(&[0, 1]);
         for r in &rows {

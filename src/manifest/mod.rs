@@ -495,15 +495,30 @@ impl Manifest {
 
     /// Every file record, in key order: (root id, relative path, record).
     pub fn files(&self) -> impl Iterator<Item = Result<(u32, Vec<u8>, FileRecord)>> + '_ {
-        self.files.iter().map(|kv| {
-            let (k, v) = kv?;
-            let (root, rel) =
-                split_file_key(&k).ok_or_else(|| corrupt("files", "key shorter than 4 bytes"))?;
-            let rec = decode(&v).map_err(|e| {
-                corrupt(format!("files/{root}/{}", String::from_utf8_lossy(rel)), e)
-            })?;
-            Ok((root, rel.to_vec(), rec))
-        })
+        self.files_after(None)
+    }
+
+    /// As [`Manifest::files`], starting after the file key `after` (all when `None`).
+    pub fn files_after(
+        &self,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(u32, Vec<u8>, FileRecord)>> + '_ {
+        use std::ops::Bound;
+        let start = match after {
+            Some(k) => Bound::Excluded(k.to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.files
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .map(|kv| {
+                let (k, v) = kv?;
+                let (root, rel) = split_file_key(&k)
+                    .ok_or_else(|| corrupt("files", "key shorter than 4 bytes"))?;
+                let rec = decode(&v).map_err(|e| {
+                    corrupt(format!("files/{root}/{}", String::from_utf8_lossy(rel)), e)
+                })?;
+                Ok((root, rel.to_vec(), rec))
+            })
     }
 
     pub fn file(&self, root: u32, rel: &[u8]) -> Result<Option<FileRecord>> {

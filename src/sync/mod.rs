@@ -65,8 +65,9 @@ pub struct SiteReport {
     /// Files found changed since the scan (with a new mtime or size); skipped until the
     /// next scan records them.
     pub skipped_changed: u64,
-    /// Files too big for this stage, waiting for the next image.
+    /// Files too big for this stage, waiting for the next image, and their bytes.
     pub direct_files: u64,
+    pub direct_bytes: u64,
     pub images: Vec<String>,
     /// Images an interrupted run had stored that this run verified and recorded.
     pub adopted_images: Vec<String>,
@@ -217,7 +218,7 @@ async fn run(
         m.set_mark(&unsettled_mark(&site.name), crate::manifest::now())?;
         m.flush()?;
     }
-    let mut p = pending(m, &site.name, &site.config, Detail::Summary)?;
+    let p = pending(m, &site.name, &site.config, Detail::Summary)?;
     if opts.dry_run {
         r.expired_files = p.expired.len() as u64;
         r.expired_bytes = p.expired.iter().map(|w| w.size).sum();
@@ -230,29 +231,8 @@ async fn run(
     // not staged yet. When this run packs, the files that fill its images go from their
     // originals straight into the archive: staging them first would send them twice and
     // read them once more, only to delete the staged copies minutes later.
-    let waiting_bytes: u64 = p.staged_waiting_bytes
-        + p.direct
-            .iter()
-            .chain(p.to_stage.iter())
-            .map(|w| w.size)
-            .sum::<u64>();
+    let waiting_bytes = p.staged_waiting_bytes + p.not_yet_safe.bytes;
     let pack = opts.pack_now || waiting_bytes >= site.config.pack_threshold.bytes();
-    // The staged copies themselves are listed only when images are made or continued.
-    if pack || !m.pending_images(&site.name)?.is_empty() {
-        p = pending(m, &site.name, &site.config, Detail::Full)?;
-    }
-    r.direct_files = p.direct.len() as u64;
-    let mut waiting: Vec<&WantedContent> = p
-        .staged_unarchived
-        .iter()
-        .chain(p.direct.iter())
-        .chain(p.to_stage.iter())
-        .collect();
-    waiting.sort_by(|a, b| {
-        a.mtime
-            .cmp(&b.mtime)
-            .then_with(|| a.image_path.cmp(&b.image_path))
-    });
     if !pack && waiting_bytes > 0 {
         tracing::info!(
             "site {}: {} waiting, packing at {}",
@@ -262,50 +242,19 @@ async fn run(
         );
     }
     // Interrupted images are continued whatever the threshold; new ones only when packing.
-    let mut handled: HashSet<ContentId> = HashSet::new();
-    let mut new_versions = Vec::new();
-    let archive_failed = archive_step::run(
-        archive_step::Step {
-            m,
-            site,
-            opts,
-            pack,
-        },
-        &waiting,
-        r,
-        &mut handled,
-        &mut new_versions,
-    )
-    .await
-    .err();
-
-    // Stage what no image took: the remainder below a full image, or everything when this
-    // run did not pack or packing failed, so nothing is left unsafe for longer than a run;
-    // and new versions found while reading (bytes changed without a new mtime).
-    let to_stage: Vec<WantedContent> = p
-        .to_stage
-        .iter()
-        .filter(|w| !handled.contains(&w.content))
-        .cloned()
-        .chain(new_versions)
-        .collect();
-    if opts.dry_run {
-        r.staged_files = to_stage.len() as u64;
-        r.staged_bytes = to_stage.iter().map(|w| w.size).sum();
-    } else if !to_stage.is_empty() {
-        if let Err(e) = stage_step::stage_all(m, site, to_stage, opts, r).await {
-            if let Some(a) = archive_failed {
-                r.fail(&a);
-            }
-            return Err(e);
-        }
-    }
-
+    // Only then is everything waiting listed; otherwise what is not yet safe is read and
+    // staged a chunk at a time.
+    let archive_failed = if pack || !m.pending_images(&site.name)?.is_empty() {
+        let p = pending(m, &site.name, &site.config, Detail::Full)?;
+        archive_then_stage(m, site, opts, pack, p, r).await?
+    } else {
+        stage_in_chunks(m, site, opts, p.not_yet_safe.bytes, r).await?;
+        None
+    };
     r.pending_bytes = if opts.dry_run {
         waiting_bytes.saturating_sub(r.archived_bytes)
     } else {
-        let p = pending(m, &site.name, &site.config, Detail::Summary)?;
-        p.staged_waiting_bytes + p.direct.iter().map(|w| w.size).sum::<u64>()
+        pending(m, &site.name, &site.config, Detail::Summary)?.staged_waiting_bytes + r.direct_bytes
     };
 
     if !opts.dry_run {
@@ -322,6 +271,121 @@ async fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Contents read and staged per chunk by a run that does not pack.
+const STAGE_CHUNK: usize = 4096;
+
+/// A run that packs or continues an image: everything waiting is listed and goes into
+/// images, oldest first; what no image took is staged. Returns the archive step's failure,
+/// if any, once the staging is done (or the staging's own error).
+async fn archive_then_stage(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    opts: &SyncOptions,
+    pack: bool,
+    p: Pending,
+    r: &mut SiteReport,
+) -> error::Result<Option<SyncError>> {
+    let mut waiting: Vec<&WantedContent> = p
+        .staged_unarchived
+        .iter()
+        .chain(p.direct.iter())
+        .chain(p.to_stage.iter())
+        .collect();
+    waiting.sort_by(|a, b| {
+        a.mtime
+            .cmp(&b.mtime)
+            .then_with(|| a.image_path.cmp(&b.image_path))
+    });
+    let mut handled: HashSet<ContentId> = HashSet::new();
+    let mut new_versions = Vec::new();
+    let archive_failed = archive_step::run(
+        archive_step::Step {
+            m,
+            site,
+            opts,
+            pack,
+        },
+        &waiting,
+        r,
+        &mut handled,
+        &mut new_versions,
+    )
+    .await
+    .err();
+    let left: Vec<&WantedContent> = p
+        .direct
+        .iter()
+        .filter(|w| !handled.contains(&w.content))
+        .collect();
+    r.direct_files = left.len() as u64;
+    r.direct_bytes = left.iter().map(|w| w.size).sum();
+
+    // Stage what no image took: the remainder below a full image, or everything when this
+    // run did not pack or packing failed, so nothing is left unsafe for longer than a run;
+    // and new versions found while reading (bytes changed without a new mtime).
+    let to_stage: Vec<WantedContent> = p
+        .to_stage
+        .iter()
+        .filter(|w| !handled.contains(&w.content))
+        .cloned()
+        .chain(new_versions)
+        .collect();
+    if opts.dry_run {
+        r.staged_files = to_stage.len() as u64;
+        r.staged_bytes = to_stage.iter().map(|w| w.size).sum();
+    } else if !to_stage.is_empty() {
+        let bar = stage_step::bar(site, opts, to_stage.iter().map(|w| w.size).sum());
+        if let Err(e) = stage_step::stage_all(m, site, to_stage, &bar, r).await {
+            if let Some(a) = archive_failed {
+                r.fail(&a);
+            }
+            return Err(e);
+        }
+    }
+    Ok(archive_failed)
+}
+
+/// A run that does not pack: what is not yet safe is read in chunks of [`STAGE_CHUNK`] and
+/// staged (or, for a dry run, counted), so memory grows with a chunk, not the library.
+async fn stage_in_chunks(
+    m: &Arc<Manifest>,
+    site: &Arc<Site>,
+    opts: &SyncOptions,
+    unsafe_bytes: u64,
+    r: &mut SiteReport,
+) -> error::Result<()> {
+    // Uploads this run will never continue are still aborted.
+    let mut handled = HashSet::new();
+    let mut new_versions = Vec::new();
+    archive_step::run(
+        archive_step::Step {
+            m,
+            site,
+            opts,
+            pack: false,
+        },
+        &[],
+        r,
+        &mut handled,
+        &mut new_versions,
+    )
+    .await?;
+    let bar = stage_step::bar(site, opts, unsafe_bytes);
+    let mut cursor = plan::Cursor::default();
+    while !cursor.done() {
+        let chunk = plan::unsafe_chunk(m, &site.name, &site.config, &mut cursor, STAGE_CHUNK)?;
+        r.direct_files += chunk.direct.files;
+        r.direct_bytes += chunk.direct.bytes;
+        if opts.dry_run {
+            r.staged_files += chunk.to_stage.len() as u64;
+            r.staged_bytes += chunk.to_stage.iter().map(|w| w.size).sum::<u64>();
+        } else if !chunk.to_stage.is_empty() {
+            stage_step::stage_all(m, site, chunk.to_stage, &bar, r).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The manifest mark that is set while a site's sync may leave objects it has not recorded.

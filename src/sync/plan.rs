@@ -1,6 +1,11 @@
 //! What a site still needs: contents to stage, contents too big for its stage, and staged
 //! contents waiting for an image. Worked out from the manifest alone, so a dry run and a
 //! real run agree.
+//!
+//! A run that packs (or continues an interrupted image) lists everything waiting
+//! ([`Detail::Full`]). A run that does not needs only totals ([`Detail::Summary`], from the
+//! counters every write keeps) and then reads what is not yet safe in bounded chunks
+//! ([`unsafe_chunk`]), so its memory grows with a chunk, not with the library.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -51,6 +56,9 @@ pub struct Pending {
     pub staged_unarchived: Vec<WantedContent>,
     /// Bytes of the staged copies waiting for an image (listed or not).
     pub staged_waiting_bytes: u64,
+    /// Distinct contents of present files with no copy on the site (to stage, or too big
+    /// for the stage), from the kept totals.
+    pub not_yet_safe: crate::manifest::Tally,
     /// Staged copies past the site's `stage-retention-days`: their content has not existed
     /// locally for that long. Not archived; to be removed from the stage.
     pub expired: Vec<WantedContent>,
@@ -62,10 +70,9 @@ pub enum Detail {
     /// Everything waiting for an image, staged copies included: for a run that packs, or
     /// continues an interrupted image.
     Full,
-    /// Staged copies waiting for an image are only counted, from the totals every write
-    /// keeps: what a run that does not pack needs. Its memory and time then grow with what
-    /// is not yet safe, not with the library, and a site with nothing unsafe reads no file
-    /// record at all.
+    /// Only totals, from the counters every write keeps: what a run that does not pack
+    /// needs to decide so. No file record is read; what is not yet safe is then read by
+    /// [`unsafe_chunk`].
     Summary,
 }
 
@@ -103,11 +110,10 @@ pub fn pending(
     // Expiry needs every staged copy's presence, worked out over all paths.
     let retention = config.stage_retention_days.is_some();
     let detail = if retention { Detail::Full } else { detail };
+    out.not_yet_safe = totals.not_yet_safe(site);
     if detail == Detail::Summary {
         out.staged_waiting_bytes = kept.staged.less(kept.staged_archived).bytes;
-        if totals.not_yet_safe(site).files == 0 {
-            return Ok(out);
-        }
+        return Ok(out);
     }
     let one_shot = config
         .stage
@@ -126,15 +132,7 @@ pub fn pending(
         let last = f.versions.len() - 1;
         for (i, v) in f.versions.iter().enumerate() {
             let current = i == last && !f.is_deleted();
-            // Older versions matter only while a staged copy holds their bytes, and a
-            // summary only counts those.
-            if detail == Detail::Summary && !current {
-                continue;
-            }
             let staged = m.staged_record(site, &v.content)?;
-            if staged.is_some() && detail == Detail::Summary {
-                continue;
-            }
             if retention && staged.is_some() {
                 let here = if current {
                     Presence::Present
@@ -155,35 +153,8 @@ pub fn pending(
                 continue;
             }
             seen.insert(v.content);
-            let Some(content) = m.content(&v.content)? else {
+            let Some(w) = wanted(m, root_path, root, &rel, &f, i, staged)? else {
                 continue;
-            };
-            let mut abs = root_path.clone();
-            if !abs.ends_with(b"/") {
-                abs.push(b'/');
-            }
-            abs.extend_from_slice(&rel);
-            let stat_mtime = if i == last { f.mtime_ns } else { v.mtime_ns };
-            let mut image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
-            if i != last {
-                image_path
-                    .extend_from_slice(format!("~{}", &hex::encode(v.content)[..8]).as_bytes());
-            }
-            let w = WantedContent {
-                content: v.content,
-                root,
-                rel: rel.clone(),
-                source: PathBuf::from(OsStr::from_bytes(&abs)),
-                image_path,
-                size: v.size,
-                // The current version's bytes are the file's as last scanned: a touch that
-                // changed only its date moved the record's mtime, not the version's.
-                mtime: stat_mtime.div_euclid(1_000_000_000),
-                mtime_ns: stat_mtime,
-                mode: f.mode & 0o7777,
-                sha256: content.sha256,
-                staged,
-                current,
             };
             if w.staged.is_some() {
                 out.staged_unarchived.push(w);
@@ -215,8 +186,217 @@ pub fn pending(
         out.staged_unarchived = keep;
         out.expired = gone;
     }
-    if detail == Detail::Full {
-        out.staged_waiting_bytes = out.staged_unarchived.iter().map(|w| w.size).sum();
-    }
+    out.staged_waiting_bytes = out.staged_unarchived.iter().map(|w| w.size).sum();
     Ok(out)
+}
+
+/// Version `i` of the file `rel` under `root` as a wanted content; `None` when its content
+/// record is missing.
+fn wanted(
+    m: &Manifest,
+    root_path: &[u8],
+    root: u32,
+    rel: &[u8],
+    f: &crate::manifest::FileRecord,
+    i: usize,
+    staged: Option<StagedRecord>,
+) -> super::error::Result<Option<WantedContent>> {
+    let v = &f.versions[i];
+    let last = i + 1 == f.versions.len();
+    let Some(content) = m.content(&v.content)? else {
+        return Ok(None);
+    };
+    let mut abs = root_path.to_vec();
+    if !abs.ends_with(b"/") {
+        abs.push(b'/');
+    }
+    abs.extend_from_slice(rel);
+    let stat_mtime = if last { f.mtime_ns } else { v.mtime_ns };
+    let mut image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
+    if !last {
+        image_path.extend_from_slice(format!("~{}", &hex::encode(v.content)[..8]).as_bytes());
+    }
+    Ok(Some(WantedContent {
+        content: v.content,
+        root,
+        rel: rel.to_vec(),
+        source: PathBuf::from(OsStr::from_bytes(&abs)),
+        image_path,
+        size: v.size,
+        // The current version's bytes are the file's as last scanned: a touch that changed
+        // only its date moved the record's mtime, not the version's.
+        mtime: stat_mtime.div_euclid(1_000_000_000),
+        mtime_ns: stat_mtime,
+        mode: f.mode & 0o7777,
+        sha256: content.sha256,
+        staged,
+        current: last && !f.is_deleted(),
+    }))
+}
+
+/// Where [`unsafe_chunk`] goes on from, and the contents it has listed (so a content held
+/// by two paths is listed once, even when nothing was recorded between two chunks).
+#[derive(Default)]
+pub struct Cursor {
+    after: Option<Vec<u8>>,
+    done: bool,
+    seen: HashSet<ContentId>,
+}
+
+impl Cursor {
+    /// True once the whole manifest has been read.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+}
+
+/// Contents not yet safe on a site, read in manifest order.
+#[derive(Default)]
+pub struct Chunk {
+    pub to_stage: Vec<WantedContent>,
+    /// Too big for this stage (they wait for an image): how many, and their bytes.
+    pub direct: crate::manifest::Tally,
+}
+
+/// Contents to stage on `site` next: current versions of present files with no staged or
+/// archived copy there, at most `max`, from where `cursor` stopped.
+pub fn unsafe_chunk(
+    m: &Manifest,
+    site: &str,
+    config: &SiteConfig,
+    cursor: &mut Cursor,
+    max: usize,
+) -> super::error::Result<Chunk> {
+    let one_shot = config
+        .stage
+        .capabilities()
+        .one_shot_limit
+        .map(|l| l.bytes());
+    let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
+    let mut out = Chunk::default();
+    let mut iter = m.files_after(cursor.after.as_deref());
+    loop {
+        if out.to_stage.len() >= max {
+            return Ok(out);
+        }
+        let Some(kv) = iter.next() else {
+            cursor.done = true;
+            return Ok(out);
+        };
+        let (root, rel, f) = kv?;
+        cursor.after = Some(crate::manifest::records::file_key(root, &rel));
+        let Some(root_path) = roots.get(&root) else {
+            continue;
+        };
+        let c = f.current().content;
+        if f.is_deleted()
+            || cursor.seen.contains(&c)
+            || m.staged_record(site, &c)?.is_some()
+            || m.is_archived(site, &c)?
+        {
+            continue;
+        }
+        cursor.seen.insert(c);
+        let Some(w) = wanted(m, root_path, root, &rel, &f, f.versions.len() - 1, None)? else {
+            continue;
+        };
+        if one_shot.is_some_and(|l| w.size > l) {
+            out.direct.files += 1;
+            out.direct.bytes += w.size;
+        } else {
+            out.to_stage.push(w);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{
+        ArchivedRecord, ContentRecord, FileRecord, ManifestBatch, StagedRecord, Version,
+    };
+
+    fn file(content: u8, deleted: bool) -> FileRecord {
+        FileRecord {
+            size: 10,
+            mtime_ns: 1,
+            inode: 1,
+            device: 1,
+            mode: 0o644,
+            first_seen: 1,
+            deleted_at: deleted.then_some(2),
+            versions: vec![Version {
+                content: [content; 16],
+                size: 10,
+                mtime_ns: 1,
+                recorded: 1,
+            }],
+        }
+    }
+
+    /// Chunks of two across a manifest with shared, staged, archived and deleted contents:
+    /// each unsafe content comes exactly once, in manifest order, and the cursor ends, even
+    /// though nothing is recorded between chunks (a dry run); the summary counts the same.
+    #[test]
+    fn unsafe_chunks_list_each_unsafe_content_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::open(dir.path()).unwrap();
+        let root = m.ensure_root(b"/lib", 1).unwrap().id;
+        let mut b = ManifestBatch::default();
+        for c in 1..=9u8 {
+            b.put_content(
+                &[c; 16],
+                &ContentRecord {
+                    size: 10,
+                    sha256: [c; 32],
+                    first_seen: 1,
+                },
+            );
+        }
+        // f1..f9 hold contents 1..9; g1..g3 hold 1..3 again; f4 is deleted; 5 is staged on
+        // the site, 6 archived there, 7 staged on another site only.
+        for c in 1..=9u8 {
+            b.put_file(root, format!("f{c}").as_bytes(), &file(c, c == 4));
+        }
+        for c in 1..=3u8 {
+            b.put_file(root, format!("g{c}").as_bytes(), &file(c, false));
+        }
+        let staged = |key: &str| StagedRecord {
+            key: key.into(),
+            size: 10,
+            etag: None,
+            at: 1,
+        };
+        b.put_staged("s", &[5; 16], &staged("stage/5"));
+        b.put_archived("s", &[6; 16], &ArchivedRecord { iso: 1, at: 1 });
+        b.put_staged("other", &[7; 16], &staged("stage/7"));
+        m.apply(b).unwrap();
+
+        let config = crate::config::parse_str(
+            "[sites.s]\nstage = { kind = \"fs\", root = \"/tmp/s\" }\narchive = { kind = \"fs\", root = \"/tmp/a\" }\n",
+        )
+        .unwrap()
+        .sites
+        .remove("s")
+        .unwrap();
+        let mut cursor = Cursor::default();
+        let mut listed = Vec::new();
+        let mut chunks = 0;
+        while !cursor.done() {
+            let chunk = unsafe_chunk(&m, "s", &config, &mut cursor, 2).unwrap();
+            assert!(chunk.to_stage.len() <= 2);
+            listed.extend(chunk.to_stage.iter().map(|w| w.content[0]));
+            chunks += 1;
+            assert!(chunks < 20, "the cursor never ends");
+        }
+        assert_eq!(listed, vec![1, 2, 3, 7, 8, 9]);
+        let summary = pending(&m, "s", &config, Detail::Summary).unwrap();
+        assert_eq!(summary.not_yet_safe.files, 6);
+        assert_eq!(summary.staged_waiting_bytes, 10);
+        let full = pending(&m, "s", &config, Detail::Full).unwrap();
+        let mut full_unsafe: Vec<u8> = full.to_stage.iter().map(|w| w.content[0]).collect();
+        full_unsafe.sort();
+        assert_eq!(full_unsafe, listed);
+        assert_eq!(full.staged_waiting_bytes, summary.staged_waiting_bytes);
+    }
 }

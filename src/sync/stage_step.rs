@@ -15,6 +15,7 @@ use futures::StreamExt;
 use super::changed::{self, Found};
 use super::{SiteReport, SyncError, SyncOptions, WantedContent, MAX_CONSECUTIVE_FAILURES};
 use crate::manifest::{self, Manifest, ManifestBatch, StagedRecord};
+use crate::progress::Progress;
 use crate::site::Site;
 use crate::store::{ObjectInfo, StoreError};
 use lomob_backends::ErrorKind;
@@ -28,19 +29,25 @@ enum Miss {
 
 /// Stages `todo`, then any new versions found on the way (bytes that changed without a new
 /// mtime are recorded and staged in the same run).
+/// `bar` shows the progress (a run staging in chunks keeps one for all of them).
 pub(super) async fn stage_all(
     m: &Arc<Manifest>,
     site: &Arc<Site>,
     todo: Vec<WantedContent>,
-    opts: &SyncOptions,
+    bar: &Progress,
     r: &mut SiteReport,
 ) -> super::error::Result<()> {
-    let again = stage_pass(m, site, todo, opts, r).await?;
+    let again = stage_pass(m, site, todo, bar, r).await?;
     if !again.is_empty() {
         // New versions are staged once; if they change again, the next run sees it.
-        stage_pass(m, site, again, opts, r).await?;
+        stage_pass(m, site, again, bar, r).await?;
     }
     Ok(())
+}
+
+/// The progress bar of a run's staging, `bytes` in all.
+pub(super) fn bar(site: &Site, opts: &SyncOptions, bytes: u64) -> Progress {
+    Progress::with_total(&format!("{} stage", site.name), opts.progress, bytes)
 }
 
 async fn stage_one(site: &Site, w: &WantedContent) -> Result<ObjectInfo, Miss> {
@@ -58,14 +65,9 @@ async fn stage_pass(
     m: &Arc<Manifest>,
     site: &Arc<Site>,
     todo: Vec<WantedContent>,
-    opts: &SyncOptions,
+    bar: &Progress,
     r: &mut SiteReport,
 ) -> super::error::Result<Vec<WantedContent>> {
-    let bar = crate::progress::Progress::with_total(
-        &format!("{} stage", site.name),
-        opts.progress,
-        todo.iter().map(|w| w.size).sum(),
-    );
     let concurrency = site.config.transfer.concurrency.clamp(1, 16);
     let mut results = futures::stream::iter(todo)
         .map(|w| {

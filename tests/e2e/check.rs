@@ -130,7 +130,7 @@ fn stage_suite(kind: &str) {
     let r = env.json(&["--config", &cfg, "check", "--site", "b", "--stage"], 0);
     assert!(problems(&r, "stage").is_empty(), "{kind}: {r}");
 
-    let files = env.json(&["--config", &cfg, "list", "files"], 0);
+    let files = env.json_lines(&["--config", &cfg, "list", "files"], 0);
     let key = |i: usize| format!("stage/{}", files[i]["xxh3"].as_str().unwrap());
     handle.delete(&key(0));
     handle.write(&key(1), &bytes(99, 40_000));

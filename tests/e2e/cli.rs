@@ -48,7 +48,7 @@ fn incremental_rescans_see_new_changed_deleted_renamed_and_unchanged() {
     assert_eq!(n(&r, "unchanged"), 1, "{r}");
 
     // Old versions and deleted files are kept.
-    let files = env.json(&["list", "files", "--deleted"], 0);
+    let files = env.json_lines(&["list", "files", "--deleted"], 0);
     let files = files.as_array().unwrap();
     assert_eq!(files.len(), 6);
     let c_row = files
@@ -61,14 +61,14 @@ fn incremental_rescans_see_new_changed_deleted_renamed_and_unchanged() {
         .filter(|f| !f["deleted_at"].is_null())
         .collect();
     assert_eq!(deleted.len(), 2);
-    let present = env.json(&["list", "files"], 0);
+    let present = env.json_lines(&["list", "files"], 0);
     assert_eq!(present.as_array().unwrap().len(), 4);
 
     // A deleted file that comes back is present again, with no new version.
     env.write("2024/01/b.jpg", b"photo b");
     let r = env.scan();
     assert_eq!(n(&r, "deleted"), 0);
-    let files = env.json(&["list", "files", "--dir", "2024/01"], 0);
+    let files = env.json_lines(&["list", "files", "--dir", "2024/01"], 0);
     assert_eq!(files.as_array().unwrap().len(), 2, "{files}");
 }
 
@@ -159,7 +159,7 @@ fn ignore_lists_apply_and_can_be_replaced() {
     );
     // Replaced lists: .DS_Store and .git are now taken, a.jpg and skipme/ are not.
     assert_eq!(n(&r, "new"), 2, "{r}");
-    let files = env2.json(&["list", "files"], 0);
+    let files = env2.json_lines(&["list", "files"], 0);
     let paths: Vec<&str> = files
         .as_array()
         .unwrap()
@@ -261,7 +261,7 @@ fn unreadable_files_and_folders_are_reported_and_not_taken_as_deleted() {
     // Back as root (or owner), the manifest still has all three, none deleted.
     let out = run_unprivileged(&env, &["list", "files", "--deleted", "--json"]);
     assert_code(&out, 0);
-    let files: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = crate::support::json_lines(&out.stdout);
     let files = files.as_array().unwrap();
     assert_eq!(files.len(), 3);
     assert!(files.iter().all(|f| f["deleted_at"].is_null()), "{files:?}");
@@ -430,7 +430,7 @@ fn list_bigfiles_dirs_and_status() {
     env.write("2024/01/big.mp4", &[2u8; 3_000_000]);
     env.write("2024/02/bigger.mp4", &[3u8; 5_000_000]);
     env.scan();
-    let big = env.json(&["list", "bigfiles", "-s", "2MB"], 0);
+    let big = env.json_lines(&["list", "bigfiles", "-s", "2MB"], 0);
     let names: Vec<&str> = big
         .as_array()
         .unwrap()
@@ -439,7 +439,7 @@ fn list_bigfiles_dirs_and_status() {
         .collect();
     assert_eq!(names.len(), 2);
     assert!(names[0].ends_with("bigger.mp4") && names[1].ends_with("big.mp4"));
-    let big = env.json(&["list", "bigfiles", "--file-size", "4MiB"], 0);
+    let big = env.json_lines(&["list", "bigfiles", "--file-size", "4MiB"], 0);
     assert_eq!(big.as_array().unwrap().len(), 1);
     let out = env
         .cmd()
@@ -450,7 +450,7 @@ fn list_bigfiles_dirs_and_status() {
     assert!(stderr(&out).contains("2 parsecs"));
 
     // The root and 2024 hold no files of their own but are listed.
-    let dirs = env.json(&["list", "dirs"], 0);
+    let dirs = env.json_lines(&["list", "dirs"], 0);
     let dirs = dirs.as_array().unwrap();
     assert_eq!(dirs.len(), 4, "{dirs:?}");
     let jan = dirs

@@ -138,7 +138,7 @@ fn stage_objects(env: &Env) -> usize {
 }
 
 fn files(env: &Env, cfg: &str) -> Vec<serde_json::Value> {
-    env.json(&["--config", cfg, "list", "files", "--deleted"], 0)
+    env.json_lines(&["--config", cfg, "list", "files", "--deleted"], 0)
         .as_array()
         .cloned()
         .unwrap_or_default()

@@ -66,7 +66,7 @@ fn list_dirs_draws_a_dated_tree_and_a_table_with_every_folder() {
     env.scan();
     insta::assert_snapshot!("list_dirs_tree", run(&env, &["list", "dirs"]));
     insta::assert_snapshot!("list_dirs_table", run(&env, &["list", "dirs", "-t"]));
-    let rows = env.json(&["list", "dirs"], 0);
+    let rows = env.json_lines(&["list", "dirs"], 0);
     let rows = rows.as_array().unwrap();
     // The root, 2019 and its trip, 2020 and its empty album, Family and three below, the
     // non-UTF-8 folder: 10, of which 4 hold files.
@@ -156,7 +156,7 @@ fn list_files_by_state_and_site() {
     let env = Env::new();
     library(&env);
     env.scan();
-    let paths = |args: &[&str]| -> usize { env.json(args, 0).as_array().map_or(0, Vec::len) };
+    let paths = |args: &[&str]| -> usize { env.json_lines(args, 0).as_array().map_or(0, Vec::len) };
     assert_eq!(paths(&["list", "files", "--state", "unsafe"]), 6);
     assert_eq!(paths(&["list", "files", "--state", "staged"]), 0);
     env.json(&["sync", "--site", "local"], 0);
@@ -166,7 +166,7 @@ fn list_files_by_state_and_site() {
         6
     );
     assert_eq!(paths(&["list", "files", "--state", "archived"]), 0);
-    let rows = env.json(&["list", "files"], 0);
+    let rows = env.json_lines(&["list", "files"], 0);
     assert_eq!(rows[0]["sites"][0]["site"], "local", "{rows}");
     assert_eq!(rows[0]["sites"][0]["copy"], "staged", "{rows}");
     let text = run(&env, &["list", "files"]);

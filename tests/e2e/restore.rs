@@ -677,7 +677,7 @@ fn recovery_from_nothing_by_snapshot_then_by_catalogs_alone() {
     );
     // status and list work as on the original machine.
     env.json(&["--config", &c.cfg, "status"], 0);
-    let l = env.json(&["--config", &c.cfg, "list", "files"], 0);
+    let l = env.json_lines(&["--config", &c.cfg, "list", "files"], 0);
     assert_eq!(l.as_array().unwrap().len(), 6, "{l}");
 
     let dir = env.path().join("back");

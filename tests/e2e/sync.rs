@@ -325,7 +325,7 @@ archive = {{ kind = "glacier", bucket = "{archive_b}", endpoint = "{endpoint}", 
     };
     let r = run(&["backup"], 0);
     assert_eq!(r[0]["staged_files"], 6, "{r}");
-    let m = env.json(&["--config", &cfg, "list", "files"], 0);
+    let m = env.json_lines(&["--config", &cfg, "list", "files"], 0);
     let xxh = m[0]["xxh3"].as_str().unwrap().to_string();
     let staged = head(&endpoint, &stage_b, &format!("stage/{xxh}")).expect("staged object");
     assert_eq!(staged.storage_class, "STANDARD");

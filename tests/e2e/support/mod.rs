@@ -80,6 +80,14 @@ impl Env {
         })
     }
 
+    /// Runs a command whose `--json` output is JSON Lines (the `list` commands) and returns
+    /// its lines as one array.
+    pub fn json_lines(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let out = self.cmd().args(args).arg("--json").output().unwrap();
+        assert_code(&out, code);
+        json_lines(&out.stdout)
+    }
+
     /// Writes a profile as `config.toml` in the test folder; returns its path for `--config`.
     pub fn config(&self, text: &str) -> String {
         self.config_named("config.toml", text)
@@ -96,6 +104,20 @@ impl Env {
         let lib = self.lib();
         self.json(&["scan", lib.to_str().unwrap()], 0)
     }
+}
+
+/// JSON Lines as one array; panics naming the line that is not JSON.
+pub fn json_lines(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::Value::Array(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("line is not JSON ({e}): {l}\n{text}"))
+            })
+            .collect(),
+    )
 }
 
 pub fn assert_code(out: &Output, code: i32) {
