@@ -4,9 +4,11 @@
 //! of an older manifest, and for `status --recount`, which reports any drift.
 //!
 //! "Not yet safe on a site" (distinct contents of present files with no copy there) cannot be
-//! kept by adding and subtracting alone. A `live` tree holds, per content, how many present
-//! files have it as their current version (and its size): the site totals then change only
-//! when that count crosses zero, or when a copy on a site comes or goes.
+//! kept by adding and subtracting alone. Each content record therefore ends with how many
+//! present files have it as their current version (a varint after the postcard record, which
+//! readers of the record ignore): the site totals then change only when that count crosses
+//! zero, or when a copy on a site comes or goes. Kept in the record rather than a tree of its
+//! own, it costs no extra write when a scan records a new file with its new content.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -126,8 +128,8 @@ pub(super) struct FileShare {
     size: u64,
     versions: u64,
     version_bytes: u64,
-    /// The current content and its size.
-    current: (ContentId, u64),
+    /// The current content.
+    current: ContentId,
 }
 
 impl FileShare {
@@ -138,29 +140,48 @@ impl FileShare {
             size: f.size,
             versions: f.versions.len() as u64,
             version_bytes: f.versions.iter().map(|v| v.size).sum(),
-            current: (v.content, v.size),
+            current: v.content,
         }
     }
 }
 
-/// Per content: how many present files hold it as their current version, and its size.
-pub(super) type LiveCounts = HashMap<ContentId, (u32, u64)>;
+/// Per content: how many present files hold it as their current version.
+pub(super) type LiveCounts = HashMap<ContentId, u32>;
 
-/// A live tree entry: present files holding the content, and its size.
-fn encode_live(count: u32, size: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(12);
-    v.extend_from_slice(&count.to_be_bytes());
-    v.extend_from_slice(&size.to_be_bytes());
+/// A content record as stored: the postcard record, then the live count as a varint.
+pub(super) fn encode_content(record: &[u8], live: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(record.len() + 5);
+    v.extend_from_slice(record);
+    v.extend_from_slice(&encode(&live));
     v
 }
 
-fn decode_live(bytes: &[u8]) -> Result<(u32, u64)> {
-    if bytes.len() != 12 {
-        return Err(corrupt("live", "entry is not 12 bytes"));
-    }
-    let count = u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes"));
-    let size = u64::from_be_bytes(bytes[4..].try_into().expect("8 bytes"));
-    Ok((count, size))
+/// A stored content record: the record, its length, and its live count (`None` when
+/// written before schema 3, whose records end with the record).
+pub(super) fn decode_content(
+    c: &ContentId,
+    bytes: &[u8],
+) -> Result<(ContentRecord, usize, Option<u32>)> {
+    let bad = |e: postcard::Error| corrupt(format!("contents/{}", hex::encode(c)), e);
+    let (rec, rest): (ContentRecord, &[u8]) = postcard::take_from_bytes(bytes).map_err(bad)?;
+    let record_len = bytes.len() - rest.len();
+    let live = if rest.is_empty() {
+        None
+    } else {
+        Some(decode::<u32>(rest).map_err(bad)?)
+    };
+    Ok((rec, record_len, live))
+}
+
+/// A content as this batch leaves it.
+#[derive(Clone)]
+struct ContentState {
+    /// The postcard record, without the live count.
+    record: Vec<u8>,
+    size: u64,
+    live: u32,
+    /// Written by this batch (a new record, or a new live count).
+    changed: bool,
 }
 
 /// The totals' change for one batch, worked out against the records before it: each lookup
@@ -170,10 +191,10 @@ pub(super) struct Delta<'a> {
     m: &'a Manifest,
     pub totals: Totals,
     files: HashMap<Vec<u8>, FileShare>,
-    contents: HashMap<ContentId, u64>,
+    /// Contents read or written by this batch; `None` for an id with no record.
+    contents: HashMap<ContentId, Option<ContentState>>,
     staged: HashMap<Vec<u8>, Option<u64>>,
     archived: HashMap<Vec<u8>, bool>,
-    live: LiveCounts,
 }
 
 impl<'a> Delta<'a> {
@@ -185,26 +206,52 @@ impl<'a> Delta<'a> {
             contents: HashMap::new(),
             staged: HashMap::new(),
             archived: HashMap::new(),
-            live: HashMap::new(),
         }
     }
 
-    fn content_size(&self, c: &ContentId) -> Result<Option<u64>> {
-        if let Some(s) = self.contents.get(c) {
-            return Ok(Some(*s));
+    /// The content as this batch has it so far (read once from the tree).
+    fn content(&mut self, c: &ContentId) -> Result<Option<&mut ContentState>> {
+        if !self.contents.contains_key(c) {
+            let state = match self.m.contents.get(c)? {
+                None => None,
+                Some(v) => {
+                    let (rec, len, live) = decode_content(c, &v)?;
+                    Some(ContentState {
+                        record: v[..len].to_vec(),
+                        size: rec.size,
+                        live: live.unwrap_or(0),
+                        changed: false,
+                    })
+                }
+            };
+            self.contents.insert(*c, state);
         }
-        match self.m.contents.get(c)? {
-            None => Ok(None),
-            Some(v) => {
-                let rec: ContentRecord =
-                    decode(&v).map_err(|e| corrupt(format!("contents/{}", hex::encode(c)), e))?;
-                Ok(Some(rec.size))
-            }
-        }
+        Ok(self.contents.get_mut(c).and_then(Option::as_mut))
     }
 
-    pub(super) fn put_content(&mut self, c: &ContentId, size: u64) -> Result<()> {
-        if self.content_size(c)?.is_none() {
+    fn content_size(&mut self, c: &ContentId) -> Result<Option<u64>> {
+        Ok(self.content(c)?.map(|s| s.size))
+    }
+
+    /// A content record written by the batch (`record`, postcard-encoded): it keeps the live
+    /// count it had.
+    pub(super) fn put_content(&mut self, c: &ContentId, record: &[u8], size: u64) -> Result<()> {
+        if let Some(state) = self.content(c)? {
+            state.record = record.to_vec();
+            state.size = size;
+            state.changed = true;
+            return Ok(());
+        }
+        self.contents.insert(
+            *c,
+            Some(ContentState {
+                record: record.to_vec(),
+                size,
+                live: 0,
+                changed: true,
+            }),
+        );
+        {
             self.totals.contents.add(1, size);
             // Archived bytes are content sizes: an archived record that came first (an
             // import in any order) gets its size now.
@@ -215,18 +262,7 @@ impl<'a> Delta<'a> {
                 }
             }
         }
-        self.contents.insert(*c, size);
         Ok(())
-    }
-
-    fn live_entry(&self, c: &ContentId) -> Result<(u32, u64)> {
-        if let Some(e) = self.live.get(c) {
-            return Ok(*e);
-        }
-        match self.m.live.get(c)? {
-            None => Ok((0, 0)),
-            Some(v) => decode_live(&v),
-        }
     }
 
     fn staged_size(&self, key: &[u8]) -> Result<Option<u64>> {
@@ -254,16 +290,21 @@ impl<'a> Delta<'a> {
         Ok(self.staged_size(&key)?.is_some() || self.is_archived(&key)?)
     }
 
-    /// One more (or one fewer) present file holds `c` as its current version.
-    fn live_step(&mut self, c: &ContentId, size: u64, up: bool) -> Result<()> {
-        let (count, known) = self.live_entry(c)?;
-        let size = if count > 0 { known } else { size };
+    /// One more (or one fewer) present file holds `c` as its current version. A file whose
+    /// content has no record counts nowhere (as in [`recount`]).
+    fn live_step(&mut self, c: &ContentId, up: bool) -> Result<()> {
+        let Some(state) = self.content(c)? else {
+            return Ok(());
+        };
+        let count = state.live;
         let after = if up {
             count.saturating_add(1)
         } else {
             count.saturating_sub(1)
         };
-        self.live.insert(*c, (after, size));
+        state.live = after;
+        state.changed = true;
+        let size = state.size;
         if (count == 0) == (after == 0) {
             return Ok(());
         }
@@ -302,7 +343,7 @@ impl<'a> Delta<'a> {
         if let Some(o) = old {
             if o.present {
                 self.totals.present.sub(1, o.size);
-                self.live_step(&o.current.0, o.current.1, false)?;
+                self.live_step(&o.current, false)?;
             } else {
                 self.totals.deleted.sub(1, o.size);
             }
@@ -310,7 +351,7 @@ impl<'a> Delta<'a> {
         }
         if new.present {
             self.totals.present.add(1, new.size);
-            self.live_step(&new.current.0, new.current.1, true)?;
+            self.live_step(&new.current, true)?;
         } else {
             self.totals.deleted.add(1, new.size);
         }
@@ -324,10 +365,13 @@ impl<'a> Delta<'a> {
         if before == after {
             return Ok(());
         }
-        let (count, size) = self.live_entry(c)?;
-        if count == 0 {
+        let Some(state) = self.content(c)? else {
+            return Ok(());
+        };
+        if state.live == 0 {
             return Ok(());
         }
+        let size = state.size;
         let t = &mut self
             .totals
             .sites
@@ -394,21 +438,20 @@ impl<'a> Delta<'a> {
         self.copy_step(site, c, old || staged.is_some(), new || staged.is_some())
     }
 
-    /// The live tree's writes for this batch.
-    pub(super) fn live_batch(&self) -> sled::Batch {
+    /// The contents tree's writes for this batch: records written, and live counts changed.
+    pub(super) fn contents_batch(&self) -> sled::Batch {
         let mut b = sled::Batch::default();
-        for (c, (count, size)) in &self.live {
-            if *count == 0 {
-                b.remove(&c[..]);
-            } else {
-                b.insert(&c[..], encode_live(*count, *size));
+        for (c, state) in &self.contents {
+            if let Some(s) = state.as_ref().filter(|s| s.changed) {
+                b.insert(&c[..], encode_content(&s.record, s.live));
             }
         }
         b
     }
 }
 
-/// The totals and the live tree, worked out from the records alone.
+/// The totals and every content's live count, worked out from the records alone (the live
+/// counts stored in the content records are not read).
 pub(super) fn recount(m: &Manifest) -> Result<(Totals, LiveCounts)> {
     let mut t = Totals::default();
     let mut live = LiveCounts::new();
@@ -418,28 +461,30 @@ pub(super) fn recount(m: &Manifest) -> Result<(Totals, LiveCounts)> {
         let s = FileShare::of(&f);
         if s.present {
             t.present.add(1, s.size);
-            let e = live.entry(s.current.0).or_insert((0, s.current.1));
-            e.0 += 1;
+            *live.entry(s.current).or_insert(0) += 1;
         } else {
             t.deleted.add(1, s.size);
         }
         t.versions.add(s.versions, s.version_bytes);
     }
-    for (_, size) in live.values() {
-        t.live.add(1, *size);
-    }
+    // Contents with no record count nowhere; the others give live its bytes.
     let mut sizes: HashMap<ContentId, u64> = HashMap::new();
-    for kv in m.contents() {
-        let (id, c) = kv?;
-        t.contents.add(1, c.size);
-        sizes.insert(id, c.size);
+    for kv in m.contents.iter() {
+        let (k, v) = kv?;
+        let id = content_key(&k)?;
+        let (rec, _, _) = decode_content(&id, &v)?;
+        t.contents.add(1, rec.size);
+        if live.contains_key(&id) {
+            t.live.add(1, rec.size);
+        }
+        sizes.insert(id, rec.size);
     }
+    live.retain(|c, _| sizes.contains_key(c));
     let archived = m.archived(None)?;
     for (site, c, _) in &archived {
         let st = t.sites.entry(site.clone()).or_default();
         st.archived.add(1, sizes.get(c).copied().unwrap_or(0));
     }
-    drop(sizes);
     let mut copies: std::collections::HashSet<(String, ContentId)> =
         archived.into_iter().map(|(s, c, _)| (s, c)).collect();
     let archived_only = copies.clone();
@@ -453,11 +498,17 @@ pub(super) fn recount(m: &Manifest) -> Result<(Totals, LiveCounts)> {
         copies.insert(pair);
     }
     for (site, c) in copies {
-        if let Some((_, size)) = live.get(&c) {
-            t.sites.entry(site).or_default().live_safe.add(1, *size);
+        if live.contains_key(&c) {
+            let size = sizes.get(&c).copied().unwrap_or(0);
+            t.sites.entry(site).or_default().live_safe.add(1, size);
         }
     }
     Ok((t, live))
+}
+
+fn content_key(k: &[u8]) -> Result<ContentId> {
+    k.try_into()
+        .map_err(|_| corrupt("contents", "key is not 16 bytes"))
 }
 
 pub(super) const TOTALS_KEY: &[u8] = b"totals";
@@ -470,17 +521,30 @@ pub(super) fn decode_totals(bytes: &[u8]) -> Result<Totals> {
     decode(bytes).map_err(|e| corrupt("meta/totals", e))
 }
 
-/// Replaces the stored totals and live tree with a recount. The totals key goes first and
-/// comes back last: a run killed in between leaves none, and the next open recounts.
+/// Replaces the stored totals and live counts with a recount; returns it. The totals key
+/// goes first and comes back last: a run killed in between leaves none, and the next open
+/// recounts. Only content records whose live count is wrong (or missing, before schema 3)
+/// are written.
 pub(super) fn store_recount(m: &Manifest) -> Result<Totals> {
     let (t, live) = recount(m)?;
     m.meta.remove(TOTALS_KEY)?;
-    m.live.clear()?;
     let mut b = sled::Batch::default();
-    for (c, (count, size)) in &live {
-        b.insert(&c[..], encode_live(*count, *size));
+    let mut pending = 0usize;
+    for kv in m.contents.iter() {
+        let (k, v) = kv?;
+        let id = content_key(&k)?;
+        let (_, len, stored) = decode_content(&id, &v)?;
+        let count = live.get(&id).copied().unwrap_or(0);
+        if stored != Some(count) {
+            b.insert(k, encode_content(&v[..len], count));
+            pending += 1;
+            if pending >= 8192 {
+                m.contents.apply_batch(std::mem::take(&mut b))?;
+                pending = 0;
+            }
+        }
     }
-    m.live.apply_batch(b)?;
+    m.contents.apply_batch(b)?;
     m.meta.insert(TOTALS_KEY, encode_totals(&t))?;
     m.db.flush()?;
     Ok(t)
@@ -607,32 +671,75 @@ mod tests {
         }
     }
 
+    /// A schema 2 manifest: no totals, and content records without a live count. Its first
+    /// open counts both, and later writes keep them.
     #[test]
-    fn a_manifest_without_totals_is_counted_at_open() {
+    fn a_manifest_from_before_the_totals_is_counted_at_open() {
+        use crate::manifest::{ManifestBatch, Version};
         let dir = tempfile::tempdir().unwrap();
+        let record = ContentRecord {
+            size: 9,
+            sha256: [0; 32],
+            first_seen: 1,
+        };
+        let mut f = FileRecord {
+            size: 9,
+            mtime_ns: 1,
+            inode: 1,
+            device: 1,
+            mode: 0o644,
+            first_seen: 1,
+            deleted_at: None,
+            versions: vec![Version {
+                content: content(1),
+                size: 9,
+                mtime_ns: 1,
+                recorded: 1,
+            }],
+        };
         {
             let m = Manifest::open(dir.path()).unwrap();
-            let mut b = crate::manifest::ManifestBatch::default();
-            b.put_content(
-                &content(1),
-                &ContentRecord {
-                    size: 9,
-                    sha256: [0; 32],
-                    first_seen: 1,
-                },
-            );
+            let mut b = ManifestBatch::default();
+            b.put_content(&content(1), &record);
+            b.put_file(1, b"a.jpg", &f);
             m.apply(b).unwrap();
-            // As a schema 2 manifest, or a recount cut short, leaves it.
+            // As schema 2 wrote them.
+            m.contents.insert(content(1), encode(&record)).unwrap();
             m.meta.remove(TOTALS_KEY).unwrap();
             m.flush().unwrap();
         }
         let m = Manifest::open(dir.path()).unwrap();
-        assert_eq!(m.totals().unwrap().contents, Tally { files: 1, bytes: 9 });
+        let t = m.totals().unwrap();
+        assert_eq!(t.contents, Tally { files: 1, bytes: 9 });
+        assert_eq!(t.live, Tally { files: 1, bytes: 9 });
+        let stored = m.contents.get(content(1)).unwrap().unwrap();
+        assert_eq!(decode_content(&content(1), &stored).unwrap().2, Some(1));
+        f.deleted_at = Some(2);
+        let mut b = ManifestBatch::default();
+        b.put_file(1, b"a.jpg", &f);
+        m.apply(b).unwrap();
+        assert_eq!(m.totals().unwrap().live, Tally::default());
+        let (kept, counted) = m.recount_totals().unwrap();
+        assert_eq!(kept, counted);
     }
 
     #[test]
-    fn live_entries_round_trip_and_refuse_garbage() {
-        assert_eq!(decode_live(&encode_live(7, 1 << 40)).unwrap(), (7, 1 << 40));
-        assert!(decode_live(b"short").is_err());
+    fn content_records_carry_their_live_count_and_read_as_plain_records() {
+        let rec = ContentRecord {
+            size: 1 << 40,
+            sha256: [7; 32],
+            first_seen: 3,
+        };
+        let plain = encode(&rec);
+        let stored = encode_content(&plain, 70_000);
+        let c = [1; 16];
+        assert_eq!(
+            decode_content(&c, &stored).unwrap(),
+            (rec.clone(), plain.len(), Some(70_000))
+        );
+        // Readers of the record alone ignore the count; a record from before has none.
+        assert_eq!(decode::<ContentRecord>(&stored).unwrap(), rec);
+        assert_eq!(decode_content(&c, &plain).unwrap().2, None);
+        assert!(decode_content(&c, &stored[..5]).is_err());
     }
 }

@@ -35,7 +35,8 @@ use records::{
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
 /// Version 2 added trees only (pending images, unverified objects, silent changes, lost
 /// versions, root devices) and the manifest id, so a version 1 database is simply raised.
-/// Version 3 added the totals every write maintains (`meta/totals` and the `live` tree),
+/// Version 3 added the totals every write maintains (`meta/totals`, and each content
+/// record's live count),
 /// counted from the records at the first open: an older lomob writing without them would
 /// leave them wrong, so it must not open a version 3 manifest.
 pub const SCHEMA_VERSION: u32 = 3;
@@ -77,9 +78,6 @@ pub struct Manifest {
     /// How each encrypted image upload was sealed (salt and header, neither secret), so an
     /// interrupted upload continues with the same ciphertext. Key: site, NUL, object key.
     seals: sled::Tree,
-    /// Per content: how many present files have it as their current version, and its size
-    /// (see [`counts`]).
-    live: sled::Tree,
     /// Held while a batch is worked out and applied, so the totals' changes are computed
     /// against the records they replace even when several tasks write.
     writer: std::sync::Mutex<()>,
@@ -277,7 +275,6 @@ impl Manifest {
             alerts: db.open_tree("alerts")?,
             dirs: db.open_tree("dirs")?,
             seals: db.open_tree("seals")?,
-            live: db.open_tree("live")?,
             writer: std::sync::Mutex::new(()),
             db,
             _lock: lock,
@@ -562,10 +559,8 @@ impl Manifest {
         // Worked out in the order the records are written: contents first (a file record
         // must never point at a content that is not there), archived before unstaged (a
         // content is never left recorded nowhere).
-        let mut contents = sled::Batch::default();
         for (id, rec, size) in &batch.contents {
-            delta.put_content(id, *size)?;
-            contents.insert(&id[..], rec.as_slice());
+            delta.put_content(id, rec, *size)?;
         }
         let mut files = sled::Batch::default();
         for (key, rec, share) in &batch.files {
@@ -588,7 +583,8 @@ impl Manifest {
                 None => staged.remove(site_key(site, c)),
             }
         }
-        let live = delta.live_batch();
+        // Written records, and live counts the files changed.
+        let contents = delta.contents_batch();
         let totals = counts::encode_totals(&delta.totals);
         let trees = (
             &self.contents,
@@ -598,11 +594,10 @@ impl Manifest {
             &self.placements,
             &self.archived,
             &self.staged,
-            &self.live,
             &self.meta,
         );
         trees
-            .transaction(|(c, f, si, lo, p, a, st, li, me)| {
+            .transaction(|(c, f, si, lo, p, a, st, me)| {
                 c.apply_batch(&contents)?;
                 f.apply_batch(&files)?;
                 si.apply_batch(&batch.silent)?;
@@ -610,7 +605,6 @@ impl Manifest {
                 p.apply_batch(&batch.placements)?;
                 a.apply_batch(&archived)?;
                 st.apply_batch(&staged)?;
-                li.apply_batch(&live)?;
                 me.insert(counts::TOTALS_KEY, totals.as_slice())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
