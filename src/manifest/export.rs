@@ -326,84 +326,93 @@ fn unverified_line(site: String, o: UnverifiedObject) -> Line {
 }
 
 /// Every body line of the manifest, in the format's order.
-fn body_lines(m: &Manifest) -> Result<Vec<Line>> {
-    let mut out = Vec::new();
-    out.extend(m.roots()?.into_iter().map(root_line));
+/// Hands every record to `out` as a line, in the order of the format, reading each tree as
+/// it goes: an export of a million files never holds more than a line (and the small trees).
+fn body_lines(m: &Manifest, out: &mut dyn FnMut(Line) -> Result<()>) -> Result<()> {
+    for r in m.roots()? {
+        out(root_line(r))?;
+    }
     for kv in m.contents() {
         let (id, r) = kv?;
-        out.push(Line::Content {
+        out(Line::Content {
             id: hex::encode(id),
             size: r.size,
             sha256: hex::encode(r.sha256),
             first_seen: r.first_seen,
-        });
+        })?;
     }
     for kv in m.files() {
         let (root, rel, f) = kv?;
-        out.push(file_line(root, &rel, f));
+        out(file_line(root, &rel, f))?;
     }
-    out.extend(m.isos()?.into_iter().map(iso_line));
+    for i in m.isos()? {
+        out(iso_line(i))?;
+    }
     for kv in m.placements() {
         let (content, iso, p) = kv?;
-        out.push(Line::Placement {
+        out(Line::Placement {
             content: hex::encode(content),
             iso,
             offset: p.offset,
             path: PortablePath::from_bytes(&p.path),
-        });
+        })?;
     }
-    for (site, content, r) in m.staged(None)? {
-        out.push(Line::Staged {
+    for kv in m.staged_iter() {
+        let (site, content, r) = kv?;
+        out(Line::Staged {
             site,
             content: hex::encode(content),
             key: r.key,
             size: r.size,
             etag: r.etag,
             at: r.at,
-        });
+        })?;
     }
-    for (site, content, r) in m.archived(None)? {
-        out.push(Line::Archived {
+    for kv in m.archived_iter() {
+        let (site, content, r) = kv?;
+        out(Line::Archived {
             site,
             content: hex::encode(content),
             iso: r.iso,
             at: r.at,
-        });
+        })?;
     }
     for v in m.silent_changes()? {
-        out.push(Line::Silent {
+        out(Line::Silent {
             root: v.root,
             path: PortablePath::from_bytes(&v.rel),
             content: hex::encode(v.content),
             previous: hex::encode(v.note.previous),
             found: v.note.found,
-        });
+        })?;
     }
     for v in m.lost_versions()? {
-        out.push(Line::Lost {
+        out(Line::Lost {
             root: v.root,
             path: PortablePath::from_bytes(&v.rel),
             content: hex::encode(v.content),
             size: v.note.size,
             found: v.note.found,
-        });
+        })?;
     }
     for (site, o) in m.unverified(None)? {
-        out.push(unverified_line(site, o));
+        out(unverified_line(site, o))?;
     }
     // Oldest first in the file, so the order is stable.
     let mut runs: Vec<_> = m.runs().collect::<Result<_>>()?;
     runs.reverse();
-    out.extend(runs.into_iter().map(|(id, r)| Line::Run {
-        id,
-        command: r.command,
-        started: r.started,
-        ended: r.ended,
-        counts: r.counts,
-        errors: r.errors,
-        ok: r.ok,
-    }));
-    Ok(out)
+    for (id, r) in runs {
+        out(Line::Run {
+            id,
+            command: r.command,
+            started: r.started,
+            ended: r.ended,
+            counts: r.counts,
+            errors: r.errors,
+            ok: r.ok,
+        })?;
+    }
+    Ok(())
 }
 
 /// Writes the whole manifest to `out`.
@@ -427,10 +436,10 @@ pub fn write_to(m: &Manifest, out: &mut dyn Write, exported: i64) -> Result<Coun
         out,
     )?;
     let mut c = Counts::default();
-    for line in body_lines(m)? {
+    body_lines(m, &mut |line| {
         c.add(&line);
-        put(&line, out)?;
-    }
+        put(&line, out)
+    })?;
     put(&Line::End { records: c.total() }, out)?;
     Ok(c)
 }

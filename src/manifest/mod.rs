@@ -616,19 +616,27 @@ impl Manifest {
 
     fn per_site<T: serde::de::DeserializeOwned>(
         tree: &sled::Tree,
-        name: &str,
+        name: &'static str,
         site: Option<&str>,
     ) -> Result<Vec<(String, ContentId, T)>> {
-        let prefix = site.map(|s| {
-            let mut p = s.as_bytes().to_vec();
-            p.push(0);
-            p
-        });
-        let iter = match &prefix {
-            Some(p) => tree.scan_prefix(p),
+        Self::per_site_iter(tree, name, site).collect()
+    }
+
+    /// A per-site tree's records in key order, read as they are needed.
+    fn per_site_iter<T: serde::de::DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &'static str,
+        site: Option<&str>,
+    ) -> impl Iterator<Item = Result<(String, ContentId, T)>> {
+        let iter = match site {
+            Some(s) => {
+                let mut p = s.as_bytes().to_vec();
+                p.push(0);
+                tree.scan_prefix(p)
+            }
             None => tree.iter(),
         };
-        iter.map(|kv| {
+        iter.map(move |kv| {
             let (k, v) = kv?;
             let bad = || corrupt(name, "malformed key");
             let nul = k.iter().position(|&b| b == 0).ok_or_else(bad)?;
@@ -637,7 +645,18 @@ impl Manifest {
             let rec = decode(&v).map_err(|e| corrupt(name, e))?;
             Ok((site, content, rec))
         })
-        .collect()
+    }
+
+    /// Every staged record of every site, read as iterated (exports).
+    pub fn staged_iter(&self) -> impl Iterator<Item = Result<(String, ContentId, StagedRecord)>> {
+        Self::per_site_iter(&self.staged, "staged", None)
+    }
+
+    /// Every archived record of every site, read as iterated (exports).
+    pub fn archived_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(String, ContentId, ArchivedRecord)>> {
+        Self::per_site_iter(&self.archived, "archived", None)
     }
 
     /// Contents staged on `site` (or on every site when `None`).

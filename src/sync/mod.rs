@@ -248,7 +248,7 @@ async fn run(
         let p = pending(m, &site.name, &site.config, Detail::Full)?;
         archive_then_stage(m, site, opts, pack, p, r).await?
     } else {
-        stage_in_chunks(m, site, opts, p.not_yet_safe.bytes, r).await?;
+        stage_in_chunks(m, site, opts, p.not_yet_safe, r).await?;
         None
     };
     r.pending_bytes = if opts.dry_run {
@@ -353,7 +353,7 @@ async fn stage_in_chunks(
     m: &Arc<Manifest>,
     site: &Arc<Site>,
     opts: &SyncOptions,
-    unsafe_bytes: u64,
+    unsafe_total: crate::manifest::Tally,
     r: &mut SiteReport,
 ) -> error::Result<()> {
     // Uploads this run will never continue are still aborted.
@@ -372,7 +372,15 @@ async fn stage_in_chunks(
         &mut new_versions,
     )
     .await?;
-    let bar = stage_step::bar(site, opts, unsafe_bytes);
+    let no_limit = site.config.stage.capabilities().one_shot_limit.is_none();
+    if opts.dry_run && no_limit {
+        // Without a size limit on the stage, what is not yet safe is exactly what would be
+        // staged: the kept totals say how much, with no record read.
+        r.staged_files = unsafe_total.files;
+        r.staged_bytes = unsafe_total.bytes;
+        return Ok(());
+    }
+    let bar = stage_step::bar(site, opts, unsafe_total.bytes);
     let mut cursor = plan::Cursor::default();
     while !cursor.done() {
         let chunk = plan::unsafe_chunk(m, &site.name, &site.config, &mut cursor, STAGE_CHUNK)?;
