@@ -459,27 +459,30 @@ impl Manifest {
         self.update_dirs(root, &[], &gone)
     }
 
-    /// The stat fields of every file of one root, in path order: what a rescan compares
-    /// with. Only the leading fields are decoded, so this stays fast for large roots.
-    pub fn file_stats_of_root(&self, root: u32) -> Result<Vec<(Vec<u8>, FileStat)>> {
-        self.file_stats_under(root, b"")
-    }
-
     /// The stat fields of the files of one root whose path starts with `prefix` (a folder
     /// with its trailing '/', or one file's exact path), in path order.
     pub fn file_stats_under(&self, root: u32, prefix: &[u8]) -> Result<Vec<(Vec<u8>, FileStat)>> {
-        let mut out = Vec::new();
-        for kv in self.files.scan_prefix(file_key(root, prefix)) {
-            let (k, v) = kv?;
-            let stat = decode_stat(&v).map_err(|e| {
-                corrupt(
-                    format!("files/{root}/{}", String::from_utf8_lossy(&k[4..])),
-                    e,
-                )
-            })?;
-            out.push((k[4..].to_vec(), stat));
-        }
-        Ok(out)
+        self.file_stats_iter(root, prefix).collect()
+    }
+
+    /// As [`Manifest::file_stats_under`], read as iterated.
+    pub fn file_stats_iter(
+        &self,
+        root: u32,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Vec<u8>, FileStat)>> {
+        self.files
+            .scan_prefix(file_key(root, prefix))
+            .map(move |kv| {
+                let (k, v) = kv?;
+                let stat = decode_stat(&v).map_err(|e| {
+                    corrupt(
+                        format!("files/{root}/{}", String::from_utf8_lossy(&k[4..])),
+                        e,
+                    )
+                })?;
+                Ok((k[4..].to_vec(), stat))
+            })
     }
 
     /// The stat fields of one file, without decoding its versions.
@@ -1250,7 +1253,7 @@ mod tests {
             m.flush().unwrap();
         }
         let m = Manifest::open(dir.path()).unwrap();
-        assert_eq!(m.file_stats_of_root(1).unwrap().len(), 1);
+        assert_eq!(m.file_stats_under(1, b"").unwrap().len(), 1);
         assert_eq!(m.file(2, b"\xff.jpg").unwrap(), Some(rec(1)));
         assert_eq!(m.content(&[1; 16]).unwrap().unwrap().sha256, [2; 32]);
         assert_eq!(m.files().count(), 2);

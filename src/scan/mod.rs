@@ -95,21 +95,44 @@ const BATCH: usize = 8192;
 /// Longest time between two batch writes, so an interrupted first scan keeps its work.
 const CHECKPOINT: Duration = Duration::from_secs(5);
 
+/// What a rescan compares a walked file with: the stat fields recorded at the last scan.
 struct Slot {
-    stat: FileStat,
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
+    device: u64,
+    /// Not marked deleted.
+    present: bool,
     seen: AtomicBool,
 }
 
 impl Slot {
+    fn new(stat: &FileStat, seen: bool) -> Self {
+        Slot {
+            size: stat.size,
+            mtime_ns: stat.mtime_ns,
+            inode: stat.inode,
+            device: stat.device,
+            present: stat.deleted_at.is_none(),
+            seen: AtomicBool::new(seen),
+        }
+    }
+
     fn unchanged(&self, e: &WalkEntry) -> bool {
-        self.stat.deleted_at.is_none()
-            && self.stat.size == e.size
-            && self.stat.mtime_ns == e.mtime_ns
-            && self.stat.inode == e.inode
+        self.present && self.size == e.size && self.mtime_ns == e.mtime_ns && self.inode == e.inode
     }
 }
 
-type Existing = HashMap<Vec<u8>, Slot, foldhash::fast::RandomState>;
+/// A path's key in [`Existing`]: its 128-bit xxh3. No copy of the path is kept, so a rescan
+/// holds about 60 bytes a file (a million-file root in ~60 MB); the paths themselves are
+/// read again from the manifest only when some file is missing.
+type PathKey = u128;
+
+fn path_key(rel: &[u8]) -> PathKey {
+    xxhash_rust::xxh3::xxh3_128(rel)
+}
+
+type Existing = HashMap<PathKey, Slot, foldhash::fast::RandomState>;
 
 fn lossy(root: &Path, rel: &[u8]) -> String {
     if rel.is_empty() {
@@ -224,9 +247,9 @@ fn scan_root(
         .unwrap_or_else(|p| p.into_inner());
     let dirs = walked.dirs.into_inner().unwrap_or_else(|p| p.into_inner());
     record_dirs(m, root_rec.id, dirs, &protected, devices.is_empty())?;
-    let gone = missing(&existing, &protected);
+    let gone = missing(m, root_rec.id, &existing, &protected)?;
     let gone = hold_deletions(root, gone, &existing, &devices, opts, report);
-    rec.mark_deleted(gone, report)
+    rec.mark_deleted(gone.iter().collect(), report)
 }
 
 /// Keeps the manifest's folder list in step with the walk: new and changed folders are
@@ -268,16 +291,15 @@ fn record_dirs(
 
 /// The stat fields of every file of a root, keyed by path: what the walk compares with.
 fn load_existing(m: &Manifest, root_id: u32) -> Result<Existing, ScanError> {
-    let stats = m.file_stats_of_root(root_id)?;
-    let mut existing: Existing = HashMap::with_capacity_and_hasher(stats.len(), Default::default());
-    for (k, stat) in stats {
-        existing.insert(
-            k,
-            Slot {
-                stat,
-                seen: AtomicBool::new(false),
-            },
-        );
+    // Read straight into the map (no list of them all first); every file of the library is
+    // an upper bound on one root's.
+    let totals = m.totals()?;
+    let bound = totals.present.files + totals.deleted.files;
+    let mut existing: Existing =
+        HashMap::with_capacity_and_hasher(bound as usize, Default::default());
+    for kv in m.file_stats_iter(root_id, b"") {
+        let (k, stat) = kv?;
+        existing.insert(path_key(&k), Slot::new(&stat, false));
     }
     Ok(existing)
 }
@@ -300,10 +322,10 @@ fn walk_root(
     };
     let sink = |ev: WalkEvent| match ev {
         WalkEvent::File(e) => {
-            let slot = existing.get(&e.rel);
+            let slot = existing.get(&path_key(&e.rel));
             if let Ok(mut d) = walked.devices.lock() {
                 d.insert(e.device);
-                d.extend(slot.map(|s| s.stat.device));
+                d.extend(slot.map(|s| s.device));
             }
             if let Some(slot) = slot {
                 slot.seen.store(true, Ordering::Relaxed);
@@ -394,7 +416,7 @@ impl<'a> Recorder<'a> {
             Outcome::Hashed(h) => {
                 report.files_hashed += 1;
                 report.bytes_hashed += h.entry.size;
-                let prev = if existing.contains_key(&h.entry.rel) {
+                let prev = if existing.contains_key(&path_key(&h.entry.rel)) {
                     self.m.file(self.root_id, &h.entry.rel)?
                 } else {
                     None
@@ -448,42 +470,47 @@ impl<'a> Recorder<'a> {
     }
 }
 
-/// Recorded files not seen by this walk (and not hidden behind an unreadable folder).
-fn missing<'e>(existing: &'e Existing, protected: &[Vec<u8>]) -> Vec<&'e Vec<u8>> {
-    existing
-        .iter()
-        .filter(|(rel, slot)| {
-            !slot.seen.load(Ordering::Relaxed)
-                && slot.stat.deleted_at.is_none()
-                && !protected.iter().any(|p| {
-                    p.is_empty()
-                        || *rel == p
-                        || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
-                })
-        })
-        .map(|(rel, _)| rel)
-        .collect()
+/// Recorded files not seen by this walk (and not hidden behind an unreadable folder). Their
+/// paths are read again from the manifest, only when some present file went unseen.
+fn missing(
+    m: &Manifest,
+    root_id: u32,
+    existing: &Existing,
+    protected: &[Vec<u8>],
+) -> Result<Vec<Vec<u8>>, ScanError> {
+    let unseen = |s: &Slot| s.present && !s.seen.load(Ordering::Relaxed);
+    if !existing.values().any(unseen) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for kv in m.file_stats_iter(root_id, b"") {
+        let (rel, _) = kv?;
+        let hidden = protected.iter().any(|p| {
+            p.is_empty() || rel == *p || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
+        });
+        if !hidden && existing.get(&path_key(&rel)).is_some_and(unseen) {
+            out.push(rel);
+        }
+    }
+    Ok(out)
 }
 
 /// Which of the missing files may be marked deleted. A missing disk is not a mass delete:
 /// files of a file system no seen file is on (an unmounted NAS, a USB disk, an emptied mount
 /// point), and every file of a root found empty, are held and reported; so are all the
 /// deletions of a root when there are more than `max-delete`, unless `--allow-delete`.
-fn hold_deletions<'e>(
+fn hold_deletions(
     root: &Path,
-    gone: Vec<&'e Vec<u8>>,
+    gone: Vec<Vec<u8>>,
     existing: &Existing,
     devices: &HashSet<u64>,
     opts: &ScanOptions,
     report: &mut ScanReport,
-) -> Vec<&'e Vec<u8>> {
+) -> Vec<Vec<u8>> {
     if gone.is_empty() || opts.allow_delete {
         return gone;
     }
-    let present = existing
-        .values()
-        .filter(|s| s.stat.deleted_at.is_none())
-        .count() as u64;
+    let present = existing.values().filter(|s| s.present).count() as u64;
     let mut held = |n: u64, message: String| {
         report.deletions_held += n;
         push_problem(report, root.display().to_string(), message);
@@ -497,8 +524,8 @@ fn hold_deletions<'e>(
     }
     let (on_gone_fs, rest): (Vec<_>, Vec<_>) = gone.into_iter().partition(|rel| {
         existing
-            .get(*rel)
-            .is_some_and(|s| !devices.contains(&s.stat.device))
+            .get(&path_key(rel))
+            .is_some_and(|s| !devices.contains(&s.device))
     });
     if !on_gone_fs.is_empty() {
         let under = common_folder(&on_gone_fs);
@@ -526,7 +553,7 @@ fn hold_deletions<'e>(
 }
 
 /// The longest folder holding every one of `paths`.
-fn common_folder(paths: &[&Vec<u8>]) -> Vec<u8> {
+fn common_folder(paths: &[Vec<u8>]) -> Vec<u8> {
     let mut common: Vec<&[u8]> = match paths.first() {
         Some(p) => p.split(|&b| b == b'/').collect(),
         None => return Vec::new(),

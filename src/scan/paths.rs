@@ -14,7 +14,6 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -119,19 +118,16 @@ pub fn scan_paths(
     let mut existing: super::Existing = HashMap::default();
     for e in &found {
         if let Some(stat) = m.file_stat(root_rec.id, &e.rel)? {
-            existing.insert(
-                e.rel.clone(),
-                Slot {
-                    stat,
-                    seen: AtomicBool::new(true),
-                },
-            );
+            existing.insert(super::path_key(&e.rel), Slot::new(&stat, true));
         }
     }
     let mut rec = Recorder::new(m, root, root_rec.id, now);
     let mut buf = Vec::new();
     for e in found {
-        if existing.get(&e.rel).is_some_and(|s| s.unchanged(&e)) {
+        if existing
+            .get(&super::path_key(&e.rel))
+            .is_some_and(|s| s.unchanged(&e))
+        {
             report.unchanged += 1;
             continue;
         }

@@ -372,7 +372,7 @@ async fn stage_in_chunks(
         &mut new_versions,
     )
     .await?;
-    let no_limit = site.config.stage.capabilities().one_shot_limit.is_none();
+    let no_limit = plan::one_shot_limit(&site.config).is_none();
     if opts.dry_run && no_limit {
         // Without a size limit on the stage, what is not yet safe is exactly what would be
         // staged: the kept totals say how much, with no record read.

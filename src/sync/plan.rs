@@ -115,12 +115,8 @@ pub fn pending(
         out.staged_waiting_bytes = kept.staged.less(kept.staged_archived).bytes;
         return Ok(out);
     }
-    let one_shot = config
-        .stage
-        .capabilities()
-        .one_shot_limit
-        .map(|l| l.bytes());
-    let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
+    let one_shot = one_shot_limit(config);
+    let roots = root_paths(m)?;
     // Only contents this plan lists: memory grows with what waits, not with the library.
     let mut seen: HashSet<ContentId> = HashSet::new();
     let mut presence: HashMap<ContentId, Presence> = HashMap::new();
@@ -188,6 +184,21 @@ pub fn pending(
     }
     out.staged_waiting_bytes = out.staged_unarchived.iter().map(|w| w.size).sum();
     Ok(out)
+}
+
+/// The largest file the site's stage takes in one upload, if it has a limit: bigger ones go
+/// straight into an image.
+pub(super) fn one_shot_limit(config: &SiteConfig) -> Option<u64> {
+    config
+        .stage
+        .capabilities()
+        .one_shot_limit
+        .map(|l| l.bytes())
+}
+
+/// Each root's path, by id.
+fn root_paths(m: &Manifest) -> super::error::Result<HashMap<u32, Vec<u8>>> {
+    Ok(m.roots()?.into_iter().map(|r| (r.id, r.path)).collect())
 }
 
 /// Version `i` of the file `rel` under `root` as a wanted content; `None` when its content
@@ -267,12 +278,8 @@ pub fn unsafe_chunk(
     cursor: &mut Cursor,
     max: usize,
 ) -> super::error::Result<Chunk> {
-    let one_shot = config
-        .stage
-        .capabilities()
-        .one_shot_limit
-        .map(|l| l.bytes());
-    let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
+    let one_shot = one_shot_limit(config);
+    let roots = root_paths(m)?;
     let mut out = Chunk::default();
     let mut iter = m.files_after(cursor.after.as_deref());
     loop {
