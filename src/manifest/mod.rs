@@ -204,9 +204,12 @@ fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> ManifestError 
 }
 
 impl Manifest {
-    /// Opens (creating if needed) the manifest at `path`, a folder.
+    /// Opens (creating if needed) the manifest at `path`, a folder, with a 16 MiB page
+    /// cache: commands read records in key order, once, so a larger cache buys little time
+    /// and sled's memory grows well past it (at a million files, 64 MiB made `list dirs`
+    /// and an export peak at 215-240 MB, 16 MiB at 130 MB, 2-9% slower).
     pub fn open(path: &Path) -> Result<Manifest> {
-        Self::open_with_cache(path, 64 << 20)
+        Self::open_with_cache(path, 16 << 20)
     }
 
     /// As [`Manifest::open`], with `cache` bytes of page cache (the daemon, which lives

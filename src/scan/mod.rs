@@ -95,12 +95,12 @@ const BATCH: usize = 8192;
 /// Longest time between two batch writes, so an interrupted first scan keeps its work.
 const CHECKPOINT: Duration = Duration::from_secs(5);
 
-/// What a rescan compares a walked file with: the stat fields recorded at the last scan.
+/// What a rescan compares a walked file with: the stat fields recorded at the last scan
+/// (32 bytes; the device is read again with the paths, when some file is missing).
 struct Slot {
     size: u64,
     mtime_ns: i64,
     inode: u64,
-    device: u64,
     /// Not marked deleted.
     present: bool,
     seen: AtomicBool,
@@ -112,7 +112,6 @@ impl Slot {
             size: stat.size,
             mtime_ns: stat.mtime_ns,
             inode: stat.inode,
-            device: stat.device,
             present: stat.deleted_at.is_none(),
             seen: AtomicBool::new(seen),
         }
@@ -123,13 +122,14 @@ impl Slot {
     }
 }
 
-/// A path's key in [`Existing`]: its 128-bit xxh3. No copy of the path is kept, so a rescan
-/// holds about 60 bytes a file (a million-file root in ~60 MB); the paths themselves are
-/// read again from the manifest only when some file is missing.
-type PathKey = u128;
+/// A path's key in [`Existing`]: its 128-bit xxh3, as two words (8-byte aligned, so an
+/// entry is 48 bytes). No copy of the path is kept; the paths themselves are read again
+/// from the manifest only when some file is missing.
+type PathKey = [u64; 2];
 
 fn path_key(rel: &[u8]) -> PathKey {
-    xxhash_rust::xxh3::xxh3_128(rel)
+    let h = xxhash_rust::xxh3::xxh3_128(rel);
+    [(h >> 64) as u64, h as u64]
 }
 
 type Existing = HashMap<PathKey, Slot, foldhash::fast::RandomState>;
@@ -241,15 +241,15 @@ fn scan_root(
     for (rel, e) in errors {
         push_problem(report, lossy(root, &rel), format!("cannot read: {e}"));
     }
-    let devices = walked
+    let mut devices = walked
         .devices
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     let dirs = walked.dirs.into_inner().unwrap_or_else(|p| p.into_inner());
     record_dirs(m, root_rec.id, dirs, &protected, devices.is_empty())?;
-    let gone = missing(m, root_rec.id, &existing, &protected)?;
+    let gone = missing(m, root_rec.id, &existing, &protected, &mut devices)?;
     let gone = hold_deletions(root, gone, &existing, &devices, opts, report);
-    rec.mark_deleted(gone.iter().collect(), report)
+    rec.mark_deleted(gone.iter().map(|(rel, _)| rel).collect(), report)
 }
 
 /// Keeps the manifest's folder list in step with the walk: new and changed folders are
@@ -325,7 +325,6 @@ fn walk_root(
             let slot = existing.get(&path_key(&e.rel));
             if let Ok(mut d) = walked.devices.lock() {
                 d.insert(e.device);
-                d.extend(slot.map(|s| s.device));
             }
             if let Some(slot) = slot {
                 slot.seen.store(true, Ordering::Relaxed);
@@ -470,26 +469,36 @@ impl<'a> Recorder<'a> {
     }
 }
 
-/// Recorded files not seen by this walk (and not hidden behind an unreadable folder). Their
-/// paths are read again from the manifest, only when some present file went unseen.
+/// Recorded files not seen by this walk (and not hidden behind an unreadable folder), with
+/// the device each was recorded on. Their paths are read again from the manifest, only when
+/// some present file went unseen; the devices recorded for the files that were seen are
+/// added to `devices` then (a disk found again under a new device number is not gone).
 fn missing(
     m: &Manifest,
     root_id: u32,
     existing: &Existing,
     protected: &[Vec<u8>],
-) -> Result<Vec<Vec<u8>>, ScanError> {
+    devices: &mut HashSet<u64>,
+) -> Result<Vec<(Vec<u8>, u64)>, ScanError> {
     let unseen = |s: &Slot| s.present && !s.seen.load(Ordering::Relaxed);
     if !existing.values().any(unseen) {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
     for kv in m.file_stats_iter(root_id, b"") {
-        let (rel, _) = kv?;
+        let (rel, stat) = kv?;
+        let Some(slot) = existing.get(&path_key(&rel)) else {
+            continue;
+        };
+        if slot.seen.load(Ordering::Relaxed) {
+            devices.insert(stat.device);
+            continue;
+        }
         let hidden = protected.iter().any(|p| {
             p.is_empty() || rel == *p || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
         });
-        if !hidden && existing.get(&path_key(&rel)).is_some_and(unseen) {
-            out.push(rel);
+        if !hidden && unseen(slot) {
+            out.push((rel, stat.device));
         }
     }
     Ok(out)
@@ -501,12 +510,12 @@ fn missing(
 /// deletions of a root when there are more than `max-delete`, unless `--allow-delete`.
 fn hold_deletions(
     root: &Path,
-    gone: Vec<Vec<u8>>,
+    gone: Vec<(Vec<u8>, u64)>,
     existing: &Existing,
     devices: &HashSet<u64>,
     opts: &ScanOptions,
     report: &mut ScanReport,
-) -> Vec<Vec<u8>> {
+) -> Vec<(Vec<u8>, u64)> {
     if gone.is_empty() || opts.allow_delete {
         return gone;
     }
@@ -522,18 +531,17 @@ fn hold_deletions(
         );
         return Vec::new();
     }
-    let (on_gone_fs, rest): (Vec<_>, Vec<_>) = gone.into_iter().partition(|rel| {
-        existing
-            .get(&path_key(rel))
-            .is_some_and(|s| !devices.contains(&s.device))
-    });
+    let (on_gone_fs, rest): (Vec<_>, Vec<_>) = gone
+        .into_iter()
+        .partition(|(_, device)| !devices.contains(device));
     if !on_gone_fs.is_empty() {
-        let under = common_folder(&on_gone_fs);
+        let paths: Vec<Vec<u8>> = on_gone_fs.into_iter().map(|(rel, _)| rel).collect();
+        let under = common_folder(&paths);
         held(
-            on_gone_fs.len() as u64,
+            paths.len() as u64,
             format!(
                 "{} files under {} were on a disk or mount that is not there now (an unmounted NAS or USB disk?); nothing was marked deleted. Mount it and scan again, or, if they were really deleted, scan with --allow-delete",
-                on_gone_fs.len(),
+                paths.len(),
                 lossy(root, &under)
             ),
         );
