@@ -147,7 +147,13 @@ impl Stage for OpendalStage {
         let changed =
             |what: String| source(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
         let mut file = tokio::fs::File::open(path).await.map_err(source)?;
-        let mut w = self.op.writer_with(key).chunk(CHUNK).concurrent(2);
+        let mut w = self.op.writer_with(key);
+        // Parts are for services that take a large object in pieces; a local disk takes each
+        // read as it comes, so nothing of the file is held in memory (with 64 MiB parts, two
+        // in flight, a large file or the manifest snapshot held up to ~200 MB).
+        if self.local_root.is_none() {
+            w = w.chunk(CHUNK).concurrent(2);
+        }
         if self.metadata {
             w = w.user_metadata([("sha256".to_string(), hex::encode(sha256))]);
         }
