@@ -389,7 +389,7 @@ fn sites(
         };
         let t = totals.site(name);
         st.archived = t.archived.into();
-        st.staged = t.staged.less(t.staged_archived).into();
+        st.staged = t.staged_unarchived().into();
         st.waiting_to_free = t.staged_archived.into();
         st.not_yet_safe = totals.not_yet_safe(name).into();
         let encrypted = ctx.config.config.sites[name].encryption.as_ref();

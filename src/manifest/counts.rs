@@ -77,6 +77,13 @@ pub struct SiteTotals {
     pub live_safe: Tally,
 }
 
+impl SiteTotals {
+    /// Staged copies not archived here: waiting for an image.
+    pub fn staged_unarchived(&self) -> Tally {
+        self.staged.less(self.staged_archived)
+    }
+}
+
 impl Totals {
     /// The totals of `site` (all zero for a site that never stored anything).
     pub fn site(&self, site: &str) -> SiteTotals {
@@ -675,28 +682,14 @@ mod tests {
     /// open counts both, and later writes keep them.
     #[test]
     fn a_manifest_from_before_the_totals_is_counted_at_open() {
-        use crate::manifest::{ManifestBatch, Version};
+        use crate::manifest::ManifestBatch;
         let dir = tempfile::tempdir().unwrap();
         let record = ContentRecord {
             size: 9,
             sha256: [0; 32],
             first_seen: 1,
         };
-        let mut f = FileRecord {
-            size: 9,
-            mtime_ns: 1,
-            inode: 1,
-            device: 1,
-            mode: 0o644,
-            first_seen: 1,
-            deleted_at: None,
-            versions: vec![Version {
-                content: content(1),
-                size: 9,
-                mtime_ns: 1,
-                recorded: 1,
-            }],
-        };
+        let mut f = FileRecord::one_version(content(1), 9, 1);
         {
             let m = Manifest::open(dir.path()).unwrap();
             let mut b = ManifestBatch::default();

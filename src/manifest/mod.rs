@@ -1215,21 +1215,7 @@ mod tests {
     use super::*;
 
     fn rec(content: u8) -> FileRecord {
-        FileRecord {
-            size: 3,
-            mtime_ns: 5,
-            inode: 1,
-            device: 1,
-            mode: 0o644,
-            first_seen: 1,
-            deleted_at: None,
-            versions: vec![Version {
-                content: [content; 16],
-                size: 3,
-                mtime_ns: 5,
-                recorded: 1,
-            }],
-        }
+        FileRecord::one_version([content; 16], 3, 5)
     }
 
     #[test]

@@ -56,6 +56,26 @@ pub(crate) fn decode_stat(bytes: &[u8]) -> Result<FileStat, postcard::Error> {
 }
 
 impl FileRecord {
+    /// A present file with one version of `content` (tests' records).
+    #[cfg(test)]
+    pub(crate) fn one_version(content: ContentId, size: u64, mtime_ns: i64) -> FileRecord {
+        FileRecord {
+            size,
+            mtime_ns,
+            inode: 1,
+            device: 1,
+            mode: 0o644,
+            first_seen: 1,
+            deleted_at: None,
+            versions: vec![Version {
+                content,
+                size,
+                mtime_ns,
+                recorded: 1,
+            }],
+        }
+    }
+
     pub fn current(&self) -> &Version {
         self.versions
             .last()

@@ -254,7 +254,8 @@ async fn run(
     r.pending_bytes = if opts.dry_run {
         waiting_bytes.saturating_sub(r.archived_bytes)
     } else {
-        pending(m, &site.name, &site.config, Detail::Summary)?.staged_waiting_bytes + r.direct_bytes
+        // From the kept totals: no record is read again.
+        m.totals()?.site(&site.name).staged_unarchived().bytes + r.direct_bytes
     };
 
     if !opts.dry_run {

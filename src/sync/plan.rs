@@ -112,7 +112,7 @@ pub fn pending(
     let detail = if retention { Detail::Full } else { detail };
     out.not_yet_safe = totals.not_yet_safe(site);
     if detail == Detail::Summary {
-        out.staged_waiting_bytes = kept.staged.less(kept.staged_archived).bytes;
+        out.staged_waiting_bytes = kept.staged_unarchived().bytes;
         return Ok(out);
     }
     let one_shot = one_shot_limit(config);
@@ -319,25 +319,12 @@ pub fn unsafe_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{
-        ArchivedRecord, ContentRecord, FileRecord, ManifestBatch, StagedRecord, Version,
-    };
+    use crate::manifest::{ArchivedRecord, ContentRecord, FileRecord, ManifestBatch, StagedRecord};
 
     fn file(content: u8, deleted: bool) -> FileRecord {
         FileRecord {
-            size: 10,
-            mtime_ns: 1,
-            inode: 1,
-            device: 1,
-            mode: 0o644,
-            first_seen: 1,
             deleted_at: deleted.then_some(2),
-            versions: vec![Version {
-                content: [content; 16],
-                size: 10,
-                mtime_ns: 1,
-                recorded: 1,
-            }],
+            ..FileRecord::one_version([content; 16], 10, 1)
         }
     }
 
