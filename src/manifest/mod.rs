@@ -84,6 +84,15 @@ pub struct Manifest {
     _lock: DbLock,
 }
 
+/// One entry of a folder's records, as [`Manifest::for_each_in_folder`] reads them.
+#[derive(Debug)]
+pub enum FolderItem<'a> {
+    /// A file directly in the folder: its path relative to the root, and its stat fields.
+    File(&'a [u8], FileStat),
+    /// The name of a subfolder holding records (its files are not read).
+    Subfolder(&'a [u8]),
+}
+
 /// Something lomob learned about a site and keeps for later runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SiteFlag {
@@ -486,6 +495,53 @@ impl Manifest {
                 })?;
                 Ok((k[4..].to_vec(), stat))
             })
+    }
+
+    /// Reads the records of the files directly in folder `dir` (relative to the root, empty
+    /// for the root itself) in path order, and names once each subfolder holding records
+    /// instead of reading its files (the key range of a subfolder is skipped with one seek).
+    /// A rescan merges one folder's listing with this, so its memory grows with a folder,
+    /// not with the library.
+    pub fn for_each_in_folder(
+        &self,
+        root: u32,
+        dir: &[u8],
+        mut each: impl FnMut(FolderItem<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut prefix = file_key(root, dir);
+        if !dir.is_empty() {
+            prefix.push(b'/');
+        }
+        let mut start = prefix.clone();
+        'seek: loop {
+            for kv in self.files.range(start.as_slice()..) {
+                let (k, v) = kv?;
+                let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                    return Ok(());
+                };
+                match rest.iter().position(|&b| b == b'/') {
+                    None => {
+                        let stat = decode_stat(&v).map_err(|e| {
+                            corrupt(
+                                format!("files/{root}/{}", String::from_utf8_lossy(&k[4..])),
+                                e,
+                            )
+                        })?;
+                        each(FolderItem::File(&k[4..], stat))?;
+                    }
+                    Some(end) => {
+                        let name = &rest[..end];
+                        each(FolderItem::Subfolder(name))?;
+                        // Every key under `name/` sorts before `name0` ('0' follows '/').
+                        start.truncate(prefix.len());
+                        start.extend_from_slice(name);
+                        start.push(b'/' + 1);
+                        continue 'seek;
+                    }
+                }
+            }
+            return Ok(());
+        }
     }
 
     /// The stat fields of one file, without decoding its versions.
@@ -1246,6 +1302,50 @@ mod tests {
         assert_eq!(m.file(2, b"\xff.jpg").unwrap(), Some(rec(1)));
         assert_eq!(m.content(&[1; 16]).unwrap().unwrap().sha256, [2; 32]);
         assert_eq!(m.files().count(), 2);
+    }
+
+    #[test]
+    fn a_folder_is_read_without_its_subfolders_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::open(dir.path()).unwrap();
+        let mut b = ManifestBatch::default();
+        let paths: &[&[u8]] = &[
+            b"top.jpg",
+            b"a/b.jpg",
+            b"a/b/x.jpg",
+            b"a/b/y/z.jpg",
+            b"a/b!.jpg",
+            b"a/b0.jpg",
+            b"a/c/d.jpg",
+            b"a/z.jpg",
+            b"ab/other.jpg",
+        ];
+        for p in paths {
+            b.put_file(1, p, &rec(1));
+        }
+        b.put_file(2, b"a/elsewhere.jpg", &rec(1));
+        m.apply(b).unwrap();
+        let read = |dir: &[u8]| {
+            let mut out = Vec::new();
+            m.for_each_in_folder(1, dir, |item| {
+                out.push(match item {
+                    FolderItem::File(rel, _) => String::from_utf8_lossy(rel).into_owned(),
+                    FolderItem::Subfolder(name) => {
+                        format!("{}/", String::from_utf8_lossy(name))
+                    }
+                });
+                Ok(())
+            })
+            .unwrap();
+            out
+        };
+        assert_eq!(read(b""), ["a/", "ab/", "top.jpg"]);
+        assert_eq!(
+            read(b"a"),
+            ["a/b!.jpg", "a/b.jpg", "b/", "a/b0.jpg", "c/", "a/z.jpg"]
+        );
+        assert_eq!(read(b"a/b"), ["a/b/x.jpg", "y/"]);
+        assert!(read(b"nothing").is_empty());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The scan: walk the library roots, notice what is new, changed or gone, hash what needs
 //! hashing, and record it all in the manifest.
 //!
-//! Three stages run at once: walker threads stat every file and drop the unchanged ones on
-//! the spot (size, mtime and inode equal to the manifest's), hasher threads read the rest
-//! once for both hashes, and the calling thread writes records in large batches. A rescan of
-//! an unchanged library therefore costs one `statx` per file and no database write.
+//! Three stages run at once: walker threads list and stat each folder and merge the listing
+//! with that folder's records, read in key order (subfolders' records are skipped, so memory
+//! grows with a folder, not with the library); unchanged files (size, mtime and inode equal
+//! to the manifest's) stop there. Hasher threads read the rest once for both hashes, and the
+//! calling thread writes records in large batches. A rescan of an unchanged library therefore
+//! costs one `statx` per file, one sequential read of the records and no database write.
 //!
 //! Nothing is ever dropped from the manifest: a changed file gains a version, a vanished one
 //! is marked deleted with the time, and nothing under an unreadable folder (or a missing
@@ -18,15 +20,15 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::manifest::{
-    self, ContentId, ContentRecord, FileRecord, FileStat, Manifest, ManifestBatch, ManifestError,
-    Version,
+    self, ContentId, ContentRecord, FileRecord, FileStat, FolderItem, Manifest, ManifestBatch,
+    ManifestError, Version,
 };
 use crate::progress::Progress;
 use hash::{hash_file, HashError, Hashed};
@@ -95,44 +97,19 @@ const BATCH: usize = 8192;
 /// Longest time between two batch writes, so an interrupted first scan keeps its work.
 const CHECKPOINT: Duration = Duration::from_secs(5);
 
-/// What a rescan compares a walked file with: the stat fields recorded at the last scan
-/// (32 bytes; the device is read again with the paths, when some file is missing).
-struct Slot {
-    size: u64,
-    mtime_ns: i64,
-    inode: u64,
-    /// Not marked deleted.
-    present: bool,
-    seen: AtomicBool,
+/// Whether a walked file is the one recorded: same size, mtime and inode, and present.
+fn unchanged(stat: &FileStat, e: &WalkEntry) -> bool {
+    stat.deleted_at.is_none()
+        && stat.size == e.size
+        && stat.mtime_ns == e.mtime_ns
+        && stat.inode == e.inode
 }
 
-impl Slot {
-    fn new(stat: &FileStat, seen: bool) -> Self {
-        Slot {
-            size: stat.size,
-            mtime_ns: stat.mtime_ns,
-            inode: stat.inode,
-            present: stat.deleted_at.is_none(),
-            seen: AtomicBool::new(seen),
-        }
-    }
-
-    fn unchanged(&self, e: &WalkEntry) -> bool {
-        self.present && self.size == e.size && self.mtime_ns == e.mtime_ns && self.inode == e.inode
-    }
+/// A file for the hashers, and whether the manifest has a record of its path.
+struct Job {
+    entry: WalkEntry,
+    known: bool,
 }
-
-/// A path's key in [`Existing`]: its 128-bit xxh3, as two words (8-byte aligned, so an
-/// entry is 48 bytes). No copy of the path is kept; the paths themselves are read again
-/// from the manifest only when some file is missing.
-type PathKey = [u64; 2];
-
-fn path_key(rel: &[u8]) -> PathKey {
-    let h = xxhash_rust::xxh3::xxh3_128(rel);
-    [(h >> 64) as u64, h as u64]
-}
-
-type Existing = HashMap<PathKey, Slot, foldhash::fast::RandomState>;
 
 fn lossy(root: &Path, rel: &[u8]) -> String {
     if rel.is_empty() {
@@ -184,7 +161,8 @@ fn push_problem(report: &mut ScanReport, path: String, message: String) {
 }
 
 enum Outcome {
-    Hashed(Hashed),
+    /// Hashed, and whether the path had a record.
+    Hashed(Hashed, bool),
     Failed(Vec<u8>, HashError),
 }
 
@@ -192,11 +170,17 @@ enum Outcome {
 #[derive(Default)]
 struct Walked {
     unchanged: AtomicU64,
+    /// Records of present files read by the merges (the base of the max-delete limit).
+    present: AtomicU64,
     /// File systems seen in this walk: a device no seen file was recorded on, or lives on,
     /// is gone (an unmounted disk leaves an empty folder on the file system below it).
     devices: Mutex<HashSet<u64>>,
     errors: Mutex<Vec<(Vec<u8>, std::io::Error)>>,
     dirs: Mutex<Vec<(Vec<u8>, i64)>>,
+    /// Present records the walk did not find, with the device each was recorded on.
+    gone: Mutex<Vec<(Vec<u8>, u64)>>,
+    /// The first manifest read that failed in a walker thread: the scan stops with it.
+    failed: Mutex<Option<ManifestError>>,
 }
 
 fn scan_root(
@@ -208,15 +192,16 @@ fn scan_root(
 ) -> Result<(), ScanError> {
     let now = manifest::now();
     let root_rec = m.ensure_root(root.as_os_str().as_bytes(), now)?;
-    let existing = load_existing(m, root_rec.id)?;
     let walked = Walked::default();
-    let (job_tx, job_rx) = crossbeam_channel::bounded::<WalkEntry>(4096);
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(4096);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Outcome>(1024);
     let mut rec = Recorder::new(m, root, root_rec.id, now);
+    rec.renames_possible = m.file_stats_iter(root_rec.id, b"").next().is_some();
     let mut result: Result<(), ScanError> = Ok(());
     std::thread::scope(|s| {
-        let (existing, walked) = (&existing, &walked);
-        s.spawn(move || walk_root(root, opts, existing, walked, progress, job_tx));
+        let walked = &walked;
+        let root_id = root_rec.id;
+        s.spawn(move || walk_root(m, root, root_id, opts, walked, progress, job_tx));
         for _ in 0..opts.threads.max(1) {
             let (job_rx, out_tx) = (job_rx.clone(), out_tx.clone());
             s.spawn(move || hash_jobs(root, progress, job_rx, out_tx));
@@ -226,11 +211,18 @@ fn scan_root(
         for out in &out_rx {
             // On a fatal error, drain so the workers can finish.
             if result.is_ok() {
-                result = rec.take(out, existing, report);
+                result = rec.take(out, report);
             }
         }
     });
     result?;
+    if let Some(e) = walked
+        .failed
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+    {
+        return Err(e.into());
+    }
 
     report.unchanged += walked.unchanged.load(Ordering::Relaxed);
     let errors = walked
@@ -241,15 +233,27 @@ fn scan_root(
     for (rel, e) in errors {
         push_problem(report, lossy(root, &rel), format!("cannot read: {e}"));
     }
-    let mut devices = walked
+    let devices = walked
         .devices
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     let dirs = walked.dirs.into_inner().unwrap_or_else(|p| p.into_inner());
     record_dirs(m, root_rec.id, dirs, &protected, devices.is_empty())?;
-    let gone = missing(m, root_rec.id, &existing, &protected, &mut devices)?;
-    let gone = hold_deletions(root, gone, &existing, &devices, opts, report);
+    let mut gone = walked.gone.into_inner().unwrap_or_else(|p| p.into_inner());
+    gone.retain(|(rel, _)| !under_any(rel, &protected));
+    gone.sort_unstable();
+    let present = walked.present.load(Ordering::Relaxed);
+    let gone = hold_deletions(root, gone, present, &devices, opts, report);
     rec.mark_deleted(gone.iter().map(|(rel, _)| rel).collect(), report)
+}
+
+/// Whether `rel` is one of `prefixes` or lies under one (the empty prefix is the root).
+fn under_any(rel: &[u8], prefixes: &[Vec<u8>]) -> bool {
+    prefixes.iter().any(|p| {
+        p.is_empty()
+            || rel == p.as_slice()
+            || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
+    })
 }
 
 /// Keeps the manifest's folder list in step with the walk: new and changed folders are
@@ -275,11 +279,7 @@ fn record_dirs(
         known
             .keys()
             .filter(|k| !seen_set.contains(k.as_slice()))
-            .filter(|k| {
-                !protected.iter().any(|p| {
-                    p.is_empty() || *k == p || (k.starts_with(p) && k.get(p.len()) == Some(&b'/'))
-                })
-            })
+            .filter(|k| !under_any(k, protected))
             .cloned()
             .collect()
     };
@@ -289,30 +289,17 @@ fn record_dirs(
     Ok(())
 }
 
-/// The stat fields of every file of a root, keyed by path: what the walk compares with.
-fn load_existing(m: &Manifest, root_id: u32) -> Result<Existing, ScanError> {
-    // Read straight into the map (no list of them all first); every file of the library is
-    // an upper bound on one root's.
-    let totals = m.totals()?;
-    let bound = totals.present.files + totals.deleted.files;
-    let mut existing: Existing =
-        HashMap::with_capacity_and_hasher(bound as usize, Default::default());
-    for kv in m.file_stats_iter(root_id, b"") {
-        let (k, stat) = kv?;
-        existing.insert(path_key(&k), Slot::new(&stat, false));
-    }
-    Ok(existing)
-}
-
-/// Walks the root: unchanged files stop here (counted), everything else goes to the
-/// hashers; what cannot be read, and the devices seen, are noted in `walked`.
+/// Walks the root, merging each folder's listing with its records: unchanged files stop
+/// here (counted), everything else goes to the hashers; what cannot be read, the devices
+/// seen and the records not found are noted in `walked`.
 fn walk_root(
+    m: &Manifest,
     root: &Path,
+    root_id: u32,
     opts: &ScanOptions,
-    existing: &Existing,
     walked: &Walked,
     progress: &Progress,
-    job_tx: crossbeam_channel::Sender<WalkEntry>,
+    job_tx: crossbeam_channel::Sender<Job>,
 ) {
     let bytes = |v: &[String]| v.iter().map(|s| s.as_bytes().to_vec()).collect();
     let walk_opts = WalkOptions {
@@ -321,22 +308,22 @@ fn walk_root(
         threads: opts.threads,
     };
     let sink = |ev: WalkEvent| match ev {
-        WalkEvent::File(e) => {
-            let slot = existing.get(&path_key(&e.rel));
-            if let Ok(mut d) = walked.devices.lock() {
-                d.insert(e.device);
+        WalkEvent::Folder {
+            rel,
+            files,
+            subdirs,
+        } => {
+            let failed = walked.failed.lock().map(|f| f.is_some()).unwrap_or(true);
+            if failed {
+                return;
             }
-            if let Some(slot) = slot {
-                slot.seen.store(true, Ordering::Relaxed);
-                if slot.unchanged(&e) {
-                    walked.unchanged.fetch_add(1, Ordering::Relaxed);
-                    progress.add(1, 0);
-                    return;
+            if let Err(e) =
+                merge_folder(m, root_id, &rel, files, subdirs, walked, progress, &job_tx)
+            {
+                if let Ok(mut f) = walked.failed.lock() {
+                    f.get_or_insert(e);
                 }
             }
-            // The receiver only goes away on a fatal error; then the walk result no longer
-            // matters.
-            let _ = job_tx.send(e);
         }
         WalkEvent::Error { rel, error } => {
             if let Ok(mut v) = walked.errors.lock() {
@@ -352,20 +339,112 @@ fn walk_root(
     walk(root, &walk_opts, &sink);
 }
 
+/// Merges one folder's listing with the folder's records, both in path order: a listed
+/// file without a record is new, one whose stat differs is sent to be read, a present
+/// record without a listed file is gone, and so is every present record under a recorded
+/// subfolder the listing no longer has.
+#[allow(clippy::too_many_arguments)]
+fn merge_folder(
+    m: &Manifest,
+    root_id: u32,
+    dir: &[u8],
+    mut files: Vec<WalkEntry>,
+    mut subdirs: Vec<Vec<u8>>,
+    walked: &Walked,
+    progress: &Progress,
+    job_tx: &crossbeam_channel::Sender<Job>,
+) -> Result<(), ManifestError> {
+    files.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    subdirs.sort_unstable();
+    let mut devices: HashSet<u64> = files.iter().map(|e| e.device).collect();
+    let (mut unchanged_files, mut present) = (0u64, 0u64);
+    let mut gone = Vec::new();
+    let mut vanished = Vec::new();
+    // The receiver only goes away on a fatal error; then the walk result no longer matters.
+    let send = |entry: WalkEntry, known: bool| {
+        let _ = job_tx.send(Job { entry, known });
+    };
+    let mut listed = files.into_iter().peekable();
+    m.for_each_in_folder(root_id, dir, |item| {
+        match item {
+            FolderItem::File(rel, stat) => {
+                while let Some(e) = listed.next_if(|e| e.rel.as_slice() < rel) {
+                    send(e, false);
+                }
+                let present_record = stat.deleted_at.is_none();
+                present += u64::from(present_record);
+                match listed.next_if(|e| e.rel.as_slice() == rel) {
+                    Some(e) if unchanged(&stat, &e) => {
+                        devices.insert(stat.device);
+                        unchanged_files += 1;
+                    }
+                    Some(e) => {
+                        devices.insert(stat.device);
+                        send(e, true);
+                    }
+                    None if present_record => gone.push((rel.to_vec(), stat.device)),
+                    None => {}
+                }
+            }
+            FolderItem::Subfolder(name) => {
+                if subdirs
+                    .binary_search_by(|s| s.as_slice().cmp(name))
+                    .is_err()
+                {
+                    vanished.push(name.to_vec());
+                }
+            }
+        }
+        Ok(())
+    })?;
+    for e in listed {
+        send(e, false);
+    }
+    for name in vanished {
+        let mut prefix = dir.to_vec();
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(&name);
+        prefix.push(b'/');
+        for kv in m.file_stats_iter(root_id, &prefix) {
+            let (rel, stat) = kv?;
+            if stat.deleted_at.is_none() {
+                present += 1;
+                gone.push((rel, stat.device));
+            }
+        }
+    }
+    progress.add(unchanged_files, 0);
+    walked
+        .unchanged
+        .fetch_add(unchanged_files, Ordering::Relaxed);
+    walked.present.fetch_add(present, Ordering::Relaxed);
+    if let Ok(mut d) = walked.devices.lock() {
+        d.extend(devices);
+    }
+    if !gone.is_empty() {
+        if let Ok(mut g) = walked.gone.lock() {
+            g.append(&mut gone);
+        }
+    }
+    Ok(())
+}
+
 /// One hasher thread: reads each file it is given once, for both hashes.
 fn hash_jobs(
     root: &Path,
     progress: &Progress,
-    jobs: crossbeam_channel::Receiver<WalkEntry>,
+    jobs: crossbeam_channel::Receiver<Job>,
     out: crossbeam_channel::Sender<Outcome>,
 ) {
     let mut buf = Vec::new();
-    for e in jobs {
+    for Job { entry: e, known } in jobs {
         let path = root.join(OsStr::from_bytes(&e.rel));
         let o = match hash_file(&path, &e, &mut buf) {
             Ok(h) => {
                 progress.add(1, h.entry.size);
-                Outcome::Hashed(h)
+                Outcome::Hashed(h, known)
             }
             Err(err) => Outcome::Failed(e.rel, err),
         };
@@ -383,8 +462,10 @@ struct Recorder<'a> {
     now: i64,
     batch: ManifestBatch,
     new_contents: HashSet<ContentId>,
-    /// Contents of paths seen for the first time (for rename detection).
+    /// Contents of paths seen for the first time (for rename detection); not kept when
+    /// the root had no records, as in a first scan, where nothing can have been renamed.
     new_paths_contents: Vec<ContentId>,
+    renames_possible: bool,
     last_write: Instant,
 }
 
@@ -398,24 +479,20 @@ impl<'a> Recorder<'a> {
             batch: ManifestBatch::default(),
             new_contents: HashSet::new(),
             new_paths_contents: Vec::new(),
+            renames_possible: true,
             last_write: Instant::now(),
         }
     }
 
-    fn take(
-        &mut self,
-        out: Outcome,
-        existing: &Existing,
-        report: &mut ScanReport,
-    ) -> Result<(), ScanError> {
+    fn take(&mut self, out: Outcome, report: &mut ScanReport) -> Result<(), ScanError> {
         match out {
             Outcome::Failed(rel, err) => {
                 push_problem(report, lossy(self.root, &rel), err.to_string());
             }
-            Outcome::Hashed(h) => {
+            Outcome::Hashed(h, known) => {
                 report.files_hashed += 1;
                 report.bytes_hashed += h.entry.size;
-                let prev = if existing.contains_key(&path_key(&h.entry.rel)) {
+                let prev = if known {
                     self.m.file(self.root_id, &h.entry.rel)?
                 } else {
                     None
@@ -431,7 +508,9 @@ impl<'a> Recorder<'a> {
                     &mut self.new_contents,
                     report,
                 )?;
-                self.new_paths_contents.extend(new_path);
+                if self.renames_possible {
+                    self.new_paths_contents.extend(new_path);
+                }
             }
         }
         if self.batch.len() >= BATCH || self.last_write.elapsed() >= CHECKPOINT {
@@ -469,41 +548,6 @@ impl<'a> Recorder<'a> {
     }
 }
 
-/// Recorded files not seen by this walk (and not hidden behind an unreadable folder), with
-/// the device each was recorded on. Their paths are read again from the manifest, only when
-/// some present file went unseen; the devices recorded for the files that were seen are
-/// added to `devices` then (a disk found again under a new device number is not gone).
-fn missing(
-    m: &Manifest,
-    root_id: u32,
-    existing: &Existing,
-    protected: &[Vec<u8>],
-    devices: &mut HashSet<u64>,
-) -> Result<Vec<(Vec<u8>, u64)>, ScanError> {
-    let unseen = |s: &Slot| s.present && !s.seen.load(Ordering::Relaxed);
-    if !existing.values().any(unseen) {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for kv in m.file_stats_iter(root_id, b"") {
-        let (rel, stat) = kv?;
-        let Some(slot) = existing.get(&path_key(&rel)) else {
-            continue;
-        };
-        if slot.seen.load(Ordering::Relaxed) {
-            devices.insert(stat.device);
-            continue;
-        }
-        let hidden = protected.iter().any(|p| {
-            p.is_empty() || rel == *p || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/'))
-        });
-        if !hidden && unseen(slot) {
-            out.push((rel, stat.device));
-        }
-    }
-    Ok(out)
-}
-
 /// Which of the missing files may be marked deleted. A missing disk is not a mass delete:
 /// files of a file system no seen file is on (an unmounted NAS, a USB disk, an emptied mount
 /// point), and every file of a root found empty, are held and reported; so are all the
@@ -511,7 +555,7 @@ fn missing(
 fn hold_deletions(
     root: &Path,
     gone: Vec<(Vec<u8>, u64)>,
-    existing: &Existing,
+    present: u64,
     devices: &HashSet<u64>,
     opts: &ScanOptions,
     report: &mut ScanReport,
@@ -519,7 +563,6 @@ fn hold_deletions(
     if gone.is_empty() || opts.allow_delete {
         return gone;
     }
-    let present = existing.values().filter(|s| s.present).count() as u64;
     let mut held = |n: u64, message: String| {
         report.deletions_held += n;
         push_problem(report, root.display().to_string(), message);
@@ -664,4 +707,87 @@ fn record(
     };
     batch.put_file(root_id, &e.rel, &rec);
     Ok(new_path.then_some(h.xxh3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ScanOptions {
+        ScanOptions {
+            ignore_files: vec![],
+            ignore_dirs: vec![".git".into()],
+            threads: 3,
+            progress: false,
+            max_delete: Some(100),
+            allow_delete: false,
+        }
+    }
+
+    fn write(root: &Path, rel: &str, body: &[u8]) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+
+    /// Each folder's listing is merged with its records: names that sort around a
+    /// subfolder's records ('!' and '.' before '/', '0' after), whole subtrees gone, a
+    /// folder replaced by a file of the same name, and an ignored folder.
+    #[test]
+    fn a_rescan_merges_each_folder_with_its_records() {
+        let lib = tempfile::tempdir().unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let root = lib.path();
+        for rel in [
+            "top.jpg",
+            "a/b.jpg",
+            "a/b!.jpg",
+            "a/b0.jpg",
+            "a/b/x.jpg",
+            "a/b/y/z.jpg",
+            "a/c/d.jpg",
+            "deep/1/2/3/f.jpg",
+            "n/m.jpg",
+            "skip/s.jpg",
+        ] {
+            write(root, rel, rel.as_bytes());
+        }
+        let m = Manifest::open(db.path()).unwrap();
+        let roots = [root.to_path_buf()];
+        let first = scan(&m, &roots, &opts()).unwrap();
+        assert_eq!((first.new, first.deleted), (10, 0));
+
+        std::fs::remove_dir_all(root.join("deep")).unwrap();
+        std::fs::remove_dir_all(root.join("n")).unwrap();
+        write(root, "n", b"now a file");
+        std::fs::remove_dir_all(root.join("a/b/y")).unwrap();
+        write(root, "a/b.jpg", b"changed, and longer");
+        write(root, "a/b/new.jpg", b"new");
+        std::fs::rename(root.join("skip"), root.join(".git")).unwrap();
+        let second = scan(&m, &roots, &opts()).unwrap();
+        assert_eq!(
+            (second.new, second.changed, second.deleted, second.unchanged),
+            (2, 1, 4, 5),
+            "{second:?}"
+        );
+        assert_eq!(second.deletions_held, 0);
+        let deleted: Vec<String> = m
+            .file_stats_under(1, b"")
+            .unwrap()
+            .into_iter()
+            .filter(|(_, s)| s.deleted_at.is_some())
+            .map(|(k, _)| String::from_utf8(k).unwrap())
+            .collect();
+        assert_eq!(
+            deleted,
+            ["a/b/y/z.jpg", "deep/1/2/3/f.jpg", "n/m.jpg", "skip/s.jpg"]
+        );
+
+        let third = scan(&m, &roots, &opts()).unwrap();
+        assert_eq!(
+            (third.new, third.changed, third.deleted, third.unchanged),
+            (0, 0, 0, 8),
+            "{third:?}"
+        );
+    }
 }

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use super::hash::hash_file;
 use super::walk::{walk, WalkEntry, WalkEvent, WalkOptions};
-use super::{lossy, push_problem, Outcome, Recorder, ScanError, ScanOptions, ScanReport, Slot};
+use super::{lossy, push_problem, Outcome, Recorder, ScanError, ScanOptions, ScanReport};
 use crate::manifest::{self, FileStat, Manifest};
 
 /// Records the current state of `rels` (paths relative to `root`, '/'-separated) in the
@@ -114,29 +114,21 @@ pub fn scan_paths(
     }
     m.update_dirs(root_rec.id, &parents, &[])?;
 
-    // What the manifest holds for the files found, so unchanged ones are not read again.
-    let mut existing: super::Existing = HashMap::default();
-    for e in &found {
-        if let Some(stat) = m.file_stat(root_rec.id, &e.rel)? {
-            existing.insert(super::path_key(&e.rel), Slot::new(&stat, true));
-        }
-    }
+    // Unchanged files (as the manifest holds them) are not read again.
     let mut rec = Recorder::new(m, root, root_rec.id, now);
     let mut buf = Vec::new();
     for e in found {
-        if existing
-            .get(&super::path_key(&e.rel))
-            .is_some_and(|s| s.unchanged(&e))
-        {
+        let stat = m.file_stat(root_rec.id, &e.rel)?;
+        if stat.as_ref().is_some_and(|s| super::unchanged(s, &e)) {
             report.unchanged += 1;
             continue;
         }
         let path = root.join(OsStr::from_bytes(&e.rel));
         let out = match hash_file(&path, &e, &mut buf) {
-            Ok(h) => Outcome::Hashed(h),
+            Ok(h) => Outcome::Hashed(h, stat.is_some()),
             Err(err) => Outcome::Failed(e.rel.clone(), err),
         };
-        rec.take(out, &existing, &mut report)?;
+        rec.take(out, &mut report)?;
     }
 
     let mut gone_stats: Vec<(Vec<u8>, FileStat)> = Vec::new();
@@ -219,10 +211,12 @@ fn walk_folder(
     let errors = Mutex::new(Vec::new());
     let dirs = Mutex::new(Vec::new());
     let sink = |ev: WalkEvent| match ev {
-        WalkEvent::File(mut e) => {
-            e.rel = prefix(&e.rel);
+        WalkEvent::Folder { files: found, .. } => {
             if let Ok(mut v) = files.lock() {
-                v.push(e);
+                v.extend(found.into_iter().map(|mut e| {
+                    e.rel = prefix(&e.rel);
+                    e
+                }));
             }
         }
         WalkEvent::Error { rel: r, .. } => {

@@ -43,19 +43,20 @@ pub fn mtime_ns(m: &Metadata) -> i64 {
 
 /// What the walk reports to its sink, from any of its threads.
 pub enum WalkEvent {
-    File(WalkEntry),
+    /// One folder read to the end: its regular files (not ignored) and the names of its
+    /// subfolders (not ignored), each list in the order the file system gave. Folder by
+    /// folder, so a caller can compare a listing with what it knows of that one folder.
+    Folder {
+        rel: Vec<u8>,
+        files: Vec<WalkEntry>,
+        subdirs: Vec<Vec<u8>>,
+    },
     /// A folder entered (the root too, with an empty `rel`), with its modification time:
     /// recorded so listings show folders that hold no files of their own.
-    Dir {
-        rel: Vec<u8>,
-        mtime_ns: i64,
-    },
+    Dir { rel: Vec<u8>, mtime_ns: i64 },
     /// A directory or entry that could not be read. `rel` is relative to the root; nothing
     /// under it may be taken as deleted.
-    Error {
-        rel: Vec<u8>,
-        error: std::io::Error,
-    },
+    Error { rel: Vec<u8>, error: std::io::Error },
 }
 
 pub struct WalkOptions {
@@ -77,7 +78,7 @@ fn join(root: &std::path::Path, rel: &[u8]) -> PathBuf {
     }
 }
 
-/// Walks `root`, calling `sink` for every regular file and every error. Returns when done.
+/// Walks `root`, calling `sink` for every folder read and every error. Returns when done.
 pub fn walk(root: &std::path::Path, opts: &WalkOptions, sink: &(dyn Fn(WalkEvent) + Sync)) {
     let queue = Mutex::new(Queue {
         dirs: vec![Vec::new()],
@@ -143,6 +144,8 @@ fn read_one(
     sink: &(dyn Fn(WalkEvent) + Sync),
     subdirs: &mut Vec<Vec<u8>>,
 ) {
+    let mut files = Vec::new();
+    let mut names = Vec::new();
     let rd = match std::fs::read_dir(join(root, dir)) {
         Ok(rd) => rd,
         Err(error) => {
@@ -187,6 +190,7 @@ fn read_one(
                         mtime_ns: mtime_ns(&m),
                     });
                 }
+                names.push(name.to_vec());
                 subdirs.push(rel);
             }
         } else if ft.is_file() {
@@ -194,12 +198,17 @@ fn read_one(
                 continue;
             }
             match entry.metadata() {
-                Ok(m) => sink(WalkEvent::File(WalkEntry::from_metadata(rel, &m))),
+                Ok(m) => files.push(WalkEntry::from_metadata(rel, &m)),
                 Err(error) => sink(WalkEvent::Error { rel, error }),
             }
         }
         // Symlinks, sockets, FIFOs and devices are not library content.
     }
+    sink(WalkEvent::Folder {
+        rel: dir.to_vec(),
+        files,
+        subdirs: names,
+    });
 }
 
 #[cfg(test)]
@@ -225,8 +234,11 @@ mod tests {
             threads: 3,
         };
         walk(p, &opts, &|e| {
-            if let WalkEvent::File(f) = e {
-                found.lock().unwrap().push((f.rel, f.size))
+            if let WalkEvent::Folder { files, .. } = e {
+                found
+                    .lock()
+                    .unwrap()
+                    .extend(files.into_iter().map(|f| (f.rel, f.size)))
             }
         });
         let mut found = found.into_inner().unwrap();
