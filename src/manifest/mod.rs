@@ -47,6 +47,9 @@ const NEXT_RUN_KEY: &[u8] = b"next-run";
 const NEXT_ISO_KEY: &[u8] = b"next-iso";
 const MANIFEST_ID_KEY: &[u8] = b"manifest-id";
 const NEXT_SNAPSHOT_KEY: &[u8] = b"next-snapshot";
+/// Moved on by every write to a record a snapshot holds (not the run history): a snapshot
+/// taken at the same generation describes the manifest as it is.
+const GENERATION_KEY: &[u8] = b"generation";
 
 pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -203,6 +206,12 @@ impl ManifestBatch {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+}
+
+/// A big-endian counter; anything else reads as 0 (a counter that only decides whether a
+/// snapshot is due, and is moved on by the next write anyway).
+fn read_u64(b: &[u8]) -> u64 {
+    b.try_into().map(u64::from_be_bytes).unwrap_or(0)
 }
 
 fn corrupt(what: impl Into<String>, e: impl std::fmt::Display) -> ManifestError {
@@ -423,6 +432,7 @@ impl Manifest {
             path: path.to_vec(),
             added: now,
         };
+        self.bump_generation()?;
         self.roots.insert(id.to_be_bytes(), encode(&rec))?;
         Ok(rec)
     }
@@ -668,6 +678,8 @@ impl Manifest {
                 a.apply_batch(&archived)?;
                 st.apply_batch(&staged)?;
                 me.insert(counts::TOTALS_KEY, totals.as_slice())?;
+                let generation = me.get(GENERATION_KEY)?.map_or(0, |v| read_u64(&v));
+                me.insert(GENERATION_KEY, &(generation + 1).to_be_bytes())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
@@ -795,6 +807,7 @@ impl Manifest {
         if rec.id == 0 {
             rec.id = self.next_id(NEXT_ISO_KEY)? as u32;
         }
+        self.bump_generation()?;
         self.isos.insert(rec.id.to_be_bytes(), encode(rec))?;
         Ok(rec.id)
     }
@@ -987,6 +1000,7 @@ impl Manifest {
 
     /// Records an archive object lomob does not count (see [`UnverifiedObject`]), durably.
     pub fn put_unverified(&self, site: &str, o: &UnverifiedObject) -> Result<()> {
+        self.bump_generation()?;
         self.unverified
             .insert(site_name_key(site, &o.key), encode(o))?;
         self.flush()
@@ -1072,6 +1086,36 @@ impl Manifest {
     /// The next manifest snapshot's sequence number (increasing, whatever the clock does).
     pub fn next_snapshot_seq(&self) -> Result<u64> {
         self.next_id(NEXT_SNAPSHOT_KEY)
+    }
+
+    /// Moves the generation on. Called before the write it announces, so a kill between
+    /// the two can cost one snapshot too many, never one too few.
+    fn bump_generation(&self) -> Result<()> {
+        self.meta.update_and_fetch(GENERATION_KEY, |old| {
+            Some((old.map_or(0, read_u64) + 1).to_be_bytes().to_vec())
+        })?;
+        Ok(())
+    }
+
+    /// Where the records a snapshot holds stand: equal generations, equal records.
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self.meta.get(GENERATION_KEY)?.map_or(0, |v| read_u64(&v)))
+    }
+
+    /// The last snapshot put on `site`'s stage: the generation it was taken at and its key.
+    pub fn last_snapshot(&self, site: &str) -> Result<Option<(u64, String)>> {
+        self.meta
+            .get(format!("snapshot/{site}").as_bytes())?
+            .map(|v| decode(&v).map_err(|e| corrupt(format!("meta/snapshot/{site}"), e)))
+            .transpose()
+    }
+
+    pub fn set_last_snapshot(&self, site: &str, generation: u64, key: &str) -> Result<()> {
+        self.meta.insert(
+            format!("snapshot/{site}").as_bytes(),
+            encode(&(generation, key)),
+        )?;
+        Ok(())
     }
 
     /// A time (Unix seconds) the daemon keeps across restarts under `key`: the last
@@ -1165,11 +1209,13 @@ impl Manifest {
 
     /// Raw inserts for import, which must reproduce the exported ids exactly.
     fn raw_insert_root(&self, rec: &RootRecord) -> Result<()> {
+        self.bump_generation()?;
         self.roots.insert(rec.id.to_be_bytes(), encode(rec))?;
         self.raise_counter(NEXT_ROOT_KEY, rec.id.into())
     }
 
     fn raw_insert_iso(&self, rec: &IsoRecord) -> Result<()> {
+        self.bump_generation()?;
         self.isos.insert(rec.id.to_be_bytes(), encode(rec))?;
         self.raise_counter(NEXT_ISO_KEY, rec.id.into())
     }
@@ -1346,6 +1392,40 @@ mod tests {
         );
         assert_eq!(read(b"a/b"), ["a/b/x.jpg", "y/"]);
         assert!(read(b"nothing").is_empty());
+    }
+
+    #[test]
+    fn the_generation_moves_with_snapshotted_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Manifest::open(dir.path()).unwrap();
+        let mut last = m.generation().unwrap();
+        let mut moved = |what: &str, expect: bool| {
+            let now = m.generation().unwrap();
+            assert_eq!(now != last, expect, "{what}: {last} -> {now}");
+            last = now;
+        };
+        m.ensure_root(b"/photos", 1).unwrap();
+        moved("new root", true);
+        m.ensure_root(b"/photos", 2).unwrap();
+        moved("known root", false);
+        let mut b = ManifestBatch::default();
+        b.put_file(1, b"a.jpg", &rec(1));
+        m.apply(b).unwrap();
+        moved("a file record", true);
+        m.apply(ManifestBatch::default()).unwrap();
+        moved("an empty batch", false);
+        m.add_run(&RunRecord::default()).unwrap();
+        moved("a run", false);
+        m.update_dirs(1, &[(b"x".to_vec(), 1)], &[]).unwrap();
+        moved("a folder's date", false);
+        m.set_last_snapshot("s", 7, "meta/manifest-1.jsonl")
+            .unwrap();
+        moved("the snapshot's own note", false);
+        assert_eq!(
+            m.last_snapshot("s").unwrap(),
+            Some((7, "meta/manifest-1.jsonl".to_string()))
+        );
+        assert_eq!(m.last_snapshot("other").unwrap(), None);
     }
 
     #[test]

@@ -1,5 +1,9 @@
-//! A fresh manifest snapshot on the site's stage after each sync, so recovery from nothing
-//! works from any one site; the newest few are kept. The archive gets none: it describes
+//! A fresh manifest snapshot on the site's stage after each sync that follows a change, so
+//! recovery from nothing works from any one site; the newest few are kept. When no record a
+//! snapshot holds has changed since the last one put on the site (same manifest
+//! generation), and that snapshot is still listed there, none is made: a daily sync of an
+//! unchanged million-file library would otherwise export and upload it all every day. The
+//! run history alone does not count as a change. The archive gets none: it describes
 //! itself with the catalog beside every image (kept hot, readable without a thaw), and a
 //! snapshot there would cost a cold request on every run that adds an image.
 
@@ -14,6 +18,16 @@ use lomob_backends::ErrorKind;
 pub const KEEP: usize = 3;
 
 pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> super::error::Result<()> {
+    let generation = m.generation()?;
+    if let Some((taken_at, key)) = m.last_snapshot(&site.name)? {
+        if taken_at == generation && site.stage.list("meta/").await?.iter().any(|o| o.key == key) {
+            tracing::info!(
+                "site {}: manifest unchanged since its snapshot {key}: none uploaded",
+                site.name
+            );
+            return Ok(());
+        }
+    }
     let now = manifest::now();
     let dir = crate::config::data_dir().join("tmp");
     std::fs::create_dir_all(&dir).map_err(|e| SyncError::local(&dir, e))?;
@@ -33,6 +47,7 @@ pub async fn upload(m: &Arc<Manifest>, site: &Arc<Site>) -> super::error::Result
         site.stage
             .put_file(&key, &file, written.bytes, &written.sha256)
             .await?;
+        m.set_last_snapshot(&site.name, generation, &key)?;
         let mut old: Vec<String> = site
             .stage
             .list("meta/")

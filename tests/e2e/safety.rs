@@ -847,6 +847,8 @@ fn item14_snapshots_and_images_do_not_depend_on_the_clock() {
     for y in ["2097", "2098", "2099"] {
         std::fs::write(meta.join(format!("manifest-{y}0101T000000Z.jsonl")), b"old").unwrap();
     }
+    // A new file, so the next sync has a change to snapshot.
+    std::fs::write(lib.join("new.jpg"), b"new").unwrap();
     env.json(&["backup", lib.to_str().unwrap()], 0);
     let names: Vec<String> = files_under(&meta)
         .into_iter()

@@ -53,13 +53,25 @@ fn backup_on_the_embedded_default_stages_then_packs_and_frees() {
         "{staged:?}"
     );
 
-    // Nothing new: nothing is uploaded again.
+    // Nothing new: nothing is uploaded again, not even a manifest snapshot (the last one
+    // still describes everything).
+    let snapshots = || -> Vec<String> {
+        files_under(&stage)
+            .into_iter()
+            .filter(|f| f.starts_with("meta/manifest-"))
+            .collect()
+    };
+    let first = snapshots();
+    assert_eq!(first.len(), 1, "{first:?}");
     let r = env.json(&["backup", lib], 0);
     assert_eq!(r[0]["staged_files"], 0, "{r}");
-    assert_eq!(
-        r[0]["requests"]["put"], 1,
-        "only the manifest snapshot: {r}"
-    );
+    assert_eq!(r[0]["requests"]["put"], 0, "nothing to put: {r}");
+    assert_eq!(snapshots(), first);
+    // A snapshot that is gone from the stage is put there again.
+    std::fs::remove_file(stage.join(&first[0])).unwrap();
+    let r = env.json(&["backup", lib], 0);
+    assert_eq!(r[0]["requests"]["put"], 1, "the snapshot again: {r}");
+    assert_eq!(snapshots().len(), 1);
 
     // Pack now: one image, verified, catalog beside it, staged copies freed.
     let r = env.json(&["sync", "--site", "local", "--pack-now"], 0);
