@@ -151,7 +151,10 @@ fn open_waiting(ctx: &Context) -> anyhow::Result<Arc<Manifest>> {
     let mut said = false;
     loop {
         match Manifest::open_with_cache(&ctx.db, DAEMON_CACHE) {
-            Ok(m) => return Ok(Arc::new(m)),
+            Ok(m) => {
+                m.ensure_complete()?;
+                return Ok(Arc::new(m));
+            }
             Err(e @ crate::manifest::ManifestError::InUse { .. })
                 if std::time::Instant::now() < deadline =>
             {

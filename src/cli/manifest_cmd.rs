@@ -6,7 +6,10 @@ use crate::exit;
 use crate::manifest::{self, export};
 
 pub fn run(ctx: &Context, cmd: ManifestCommand) -> anyhow::Result<u8> {
-    let m = ctx.open_manifest()?;
+    let m = match cmd {
+        ManifestCommand::Import { .. } => ctx.open_manifest_for_import()?,
+        ManifestCommand::Export { .. } => ctx.open_manifest()?,
+    };
     let (verb, file, counts) = match cmd {
         ManifestCommand::Export { file } => {
             let c = export::export_file(&m, &file, manifest::now())?;

@@ -50,6 +50,14 @@ pub struct Context {
 
 impl Context {
     pub fn open_manifest(&self) -> anyhow::Result<Arc<Manifest>> {
+        let m = self.open_manifest_for_import()?;
+        m.ensure_complete()?;
+        Ok(m)
+    }
+
+    /// As [`Context::open_manifest`], also when an import did not finish: for the commands
+    /// that import, which start such an import over.
+    pub fn open_manifest_for_import(&self) -> anyhow::Result<Arc<Manifest>> {
         match &self.shared {
             Some(m) => Ok(m.clone()),
             None => Ok(Arc::new(Manifest::open(&self.db)?)),

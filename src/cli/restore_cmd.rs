@@ -301,7 +301,7 @@ fn print_dry_run(r: &RestoreReport) -> anyhow::Result<()> {
 
 pub fn recover(ctx: &Context, a: RecoverArgs) -> anyhow::Result<u8> {
     let names = super::sync_cmd::pick_sites(ctx, a.site.as_deref(), a.all)?;
-    let m = ctx.open_manifest()?;
+    let m = ctx.open_manifest_for_import()?;
     let sites = open_sites(ctx, &names)?;
     let roots: Vec<Vec<u8>> = ctx
         .config

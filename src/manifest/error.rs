@@ -35,6 +35,8 @@ pub enum ManifestError {
     NotAManifest(PathBuf),
     #[error("the manifest at {0} already holds records; import only into an empty manifest (choose a new --db path)")]
     NotEmpty(PathBuf),
+    #[error("the manifest at {0} holds an import that did not finish (the process was stopped?): run `lomob manifest import FILE` (or `lomob recover`) again, which starts it over")]
+    ImportUnfinished(PathBuf),
 }
 
 impl From<sled::Error> for ManifestError {

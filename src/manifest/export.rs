@@ -484,7 +484,7 @@ pub fn export_file_hashed(m: &Manifest, path: &Path, exported: i64) -> Result<(C
     Ok((c, written))
 }
 
-/// A writer that hashes what passes through it.
+/// A writer (or reader) that hashes what passes through it.
 struct Hashing<W> {
     inner: W,
     sha: sha2::Sha256,
@@ -501,6 +501,15 @@ impl<W: Write> Write for Hashing<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.sha, &buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
     }
 }
 
@@ -864,39 +873,55 @@ fn header(format: &str, version: u32, id: Option<String>) -> Check<Option<String
     Ok(id)
 }
 
-/// Everything an export holds, parsed and checked, before anything is written.
+/// What reading an export found besides its records: the manifest id in its header, the
+/// records counted, and the SHA-256 of the bytes read.
 struct Parsed {
     id: Option<String>,
-    items: Vec<Item>,
     counts: Counts,
+    sha256: [u8; 32],
 }
 
-fn parse(path: &Path) -> Result<Parsed> {
+/// Reads and checks the export at `path`, handing each record to `each` as it is read.
+fn read_file(path: &Path, each: &mut dyn FnMut(Item) -> Result<()>) -> Result<Parsed> {
+    use sha2::Digest as _;
     let f = File::open(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_lines(BufReader::new(f), path)
+    let mut input = BufReader::with_capacity(
+        1 << 16,
+        Hashing {
+            inner: f,
+            sha: sha2::Sha256::new(),
+            bytes: 0,
+        },
+    );
+    let (id, counts) = parse_lines(&mut input, path, each)?;
+    // Whatever follows the end line was refused, so the hash covers the whole file read.
+    let sha256 = input.into_inner().sha.finalize().into();
+    Ok(Parsed { id, counts, sha256 })
 }
 
 /// Parses and checks an export held in memory, writing nothing: what [`import_file`] would
 /// accept. For the fuzz target (`fuzz/fuzz_targets/snapshot.rs`) and tests.
 pub fn check_bytes(bytes: &[u8]) -> Result<Counts> {
-    parse_lines(bytes, Path::new("<bytes>")).map(|p| p.counts)
+    parse_lines(bytes, Path::new("<bytes>"), &mut |_| Ok(())).map(|(_, c)| c)
 }
 
-/// `path` names the file in errors.
-fn parse_lines(input: impl BufRead, path: &Path) -> Result<Parsed> {
+/// Checks every line of an export and hands each record to `each` in file order; `path`
+/// names the file in errors. Returns the header's manifest id and the records counted.
+fn parse_lines(
+    input: impl BufRead,
+    path: &Path,
+    each: &mut dyn FnMut(Item) -> Result<()>,
+) -> Result<(Option<String>, Counts)> {
     let bad = |line: usize, reason: String| ManifestError::BadExport {
         path: path.to_path_buf(),
         line,
         reason,
     };
-    let mut p = Parsed {
-        id: None,
-        items: Vec::new(),
-        counts: Counts::default(),
-    };
+    let mut id = None;
+    let mut counts = Counts::default();
     let mut seen_header = false;
     let mut end: Option<u64> = None;
     for (i, line) in input.lines().enumerate() {
@@ -919,7 +944,7 @@ fn parse_lines(input: impl BufRead, path: &Path) -> Result<Parsed> {
                 if seen_header {
                     return Err(bad(n, "a second header".into()));
                 }
-                p.id = header(&format, version, manifest_id).map_err(|e| bad(n, e))?;
+                id = header(&format, version, manifest_id).map_err(|e| bad(n, e))?;
                 seen_header = true;
             }
             _ if !seen_header => {
@@ -930,12 +955,12 @@ fn parse_lines(input: impl BufRead, path: &Path) -> Result<Parsed> {
             }
             Line::End { records } => end = Some(records),
             line => {
-                p.counts.add(&line);
-                p.items.push(item(line).map_err(|e| bad(n, e))?);
+                counts.add(&line);
+                each(item(line).map_err(|e| bad(n, e))?)?;
             }
         }
     }
-    let total = p.counts.total();
+    let total = counts.total();
     match end {
         None => Err(bad(
             0,
@@ -945,33 +970,65 @@ fn parse_lines(input: impl BufRead, path: &Path) -> Result<Parsed> {
             0,
             format!("the end line counts {n} records but the file holds {total}"),
         )),
-        _ => Ok(p),
+        _ => Ok((id, counts)),
     }
 }
 
-/// Reads an export into `m`, which must be empty. Everything is parsed and checked before
-/// the first write, so a bad file leaves the manifest untouched.
+/// Records written per transaction by an import.
+const IMPORT_BATCH: usize = 8192;
+
+/// Reads an export into `m`, which must be empty (or hold an import that did not finish,
+/// which is discarded first). The whole file is read and checked once before the first
+/// write, so a bad file leaves the manifest untouched; then it is read again and written in
+/// batches, so memory does not grow with the library. Until the last batch is written the
+/// manifest is marked as an unfinished import, which no other command will use; a file that
+/// changed between the two readings is refused and what was written discarded.
 pub fn import_file(m: &Manifest, path: &Path) -> Result<Counts> {
     if !m.is_empty() {
-        return Err(ManifestError::NotEmpty(m.path().to_path_buf()));
-    }
-    let parsed = parse(path)?;
-    let mut b = ManifestBatch::default();
-    for item in parsed.items {
-        match item {
-            Item::Root(r) => m.raw_insert_root(&r)?,
-            Item::Batch(f) => f(&mut b),
-            Item::Iso(i) => m.raw_insert_iso(&i)?,
-            Item::Unverified(site, o) => m.put_unverified(&site, &o)?,
-            Item::Run(id, r) => m.raw_insert_run(id, &r)?,
+        if !m.import_unfinished()? {
+            return Err(ManifestError::NotEmpty(m.path().to_path_buf()));
         }
+        m.discard_unfinished_import()?;
     }
-    m.apply(b)?;
-    if let Some(id) = parsed.id {
-        m.set_id(&id)?;
+    let checked = read_file(path, &mut |_| Ok(()))?;
+    m.begin_import()?;
+    let written = (|| {
+        let mut b = ManifestBatch::default();
+        let parsed = read_file(path, &mut |item| {
+            match item {
+                Item::Root(r) => m.raw_insert_root(&r)?,
+                Item::Batch(f) => {
+                    f(&mut b);
+                    if b.len() >= IMPORT_BATCH {
+                        m.apply(std::mem::take(&mut b))?;
+                    }
+                }
+                Item::Iso(i) => m.raw_insert_iso(&i)?,
+                Item::Unverified(site, o) => m.put_unverified(&site, &o)?,
+                Item::Run(id, r) => m.raw_insert_run(id, &r)?,
+            }
+            Ok(())
+        })?;
+        if parsed.sha256 != checked.sha256 {
+            return Err(ManifestError::BadExport {
+                path: path.to_path_buf(),
+                line: 0,
+                reason: "the file changed while it was imported; nothing was kept, import it again"
+                    .into(),
+            });
+        }
+        m.apply(b)?;
+        if let Some(id) = &parsed.id {
+            m.set_id(id)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = written {
+        m.discard_unfinished_import()?;
+        return Err(e);
     }
-    m.flush()?;
-    Ok(parsed.counts)
+    m.end_import()?;
+    Ok(checked.counts)
 }
 
 #[cfg(test)]
@@ -1026,5 +1083,114 @@ mod tests {
             let end = cut.index(bytes.len() + 1);
             let _ = check_bytes(&bytes[..end]);
         }
+    }
+}
+
+#[cfg(test)]
+mod import_tests {
+    use super::*;
+    use crate::manifest::{ContentRecord, FileRecord, StagedRecord};
+
+    /// A manifest with more records than one import batch holds.
+    fn big_manifest(dir: &Path) -> Manifest {
+        let m = Manifest::open(dir).unwrap();
+        m.ensure_root(b"/photos", 1).unwrap();
+        let mut b = ManifestBatch::default();
+        for i in 0..(IMPORT_BATCH as u32 / 2 + 300) {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            id[15] = 1;
+            b.put_content(
+                &id,
+                &ContentRecord {
+                    size: 10,
+                    sha256: [i as u8; 32],
+                    first_seen: 1,
+                },
+            );
+            b.put_file(
+                1,
+                format!("d{}/f{i}.jpg", i % 7).as_bytes(),
+                &FileRecord::one_version(id, 10, 5),
+            );
+            if i % 3 == 0 {
+                b.put_staged(
+                    "local",
+                    &id,
+                    &StagedRecord {
+                        key: format!("stage/{}", hex::encode(id)),
+                        size: 10,
+                        etag: None,
+                        at: 2,
+                    },
+                );
+            }
+        }
+        m.apply(b).unwrap();
+        m
+    }
+
+    fn export_bytes(m: &Manifest) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_to(m, &mut out, 7).unwrap();
+        out
+    }
+
+    #[test]
+    fn an_import_in_batches_round_trips_and_keeps_the_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = big_manifest(&dir.path().join("a"));
+        let file = dir.path().join("export.jsonl");
+        std::fs::write(&file, export_bytes(&m)).unwrap();
+        let n = Manifest::open(&dir.path().join("b")).unwrap();
+        let counts = import_file(&n, &file).unwrap();
+        assert_eq!(counts.files, IMPORT_BATCH as u64 / 2 + 300);
+        assert_eq!(export_bytes(&n), export_bytes(&m));
+        assert_eq!(n.totals().unwrap(), m.totals().unwrap());
+        assert!(!n.import_unfinished().unwrap());
+        n.ensure_complete().unwrap();
+    }
+
+    #[test]
+    fn an_unfinished_import_is_refused_then_started_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = big_manifest(&dir.path().join("a"));
+        let file = dir.path().join("export.jsonl");
+        std::fs::write(&file, export_bytes(&m)).unwrap();
+        let db = dir.path().join("b");
+        {
+            // What a kill after the first batches leaves.
+            let n = Manifest::open(&db).unwrap();
+            n.begin_import().unwrap();
+            n.ensure_root(b"/photos", 1).unwrap();
+            let mut b = ManifestBatch::default();
+            b.put_file(1, b"half.jpg", &FileRecord::one_version([9; 16], 1, 1));
+            n.apply(b).unwrap();
+            n.flush().unwrap();
+        }
+        let n = Manifest::open(&db).unwrap();
+        let e = n.ensure_complete().unwrap_err().to_string();
+        assert!(e.contains("did not finish") && e.contains("import"), "{e}");
+        import_file(&n, &file).unwrap();
+        n.ensure_complete().unwrap();
+        assert!(n.file(1, b"half.jpg").unwrap().is_none());
+        assert_eq!(export_bytes(&n), export_bytes(&m));
+        assert_eq!(n.totals().unwrap(), m.totals().unwrap());
+    }
+
+    #[test]
+    fn a_bad_export_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = big_manifest(&dir.path().join("a"));
+        let mut bytes = export_bytes(&m);
+        // A bad line near the end: found by the first reading, before any write.
+        let at = bytes.len() - 200;
+        bytes.splice(at..at, b"\n{\"not\": \"a record\"}\n".iter().copied());
+        let file = dir.path().join("export.jsonl");
+        std::fs::write(&file, bytes).unwrap();
+        let n = Manifest::open(&dir.path().join("b")).unwrap();
+        assert!(import_file(&n, &file).is_err());
+        assert!(n.is_empty());
+        assert!(!n.import_unfinished().unwrap());
     }
 }

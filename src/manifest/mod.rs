@@ -50,6 +50,8 @@ const NEXT_SNAPSHOT_KEY: &[u8] = b"next-snapshot";
 /// Moved on by every write to a record a snapshot holds (not the run history): a snapshot
 /// taken at the same generation describes the manifest as it is.
 const GENERATION_KEY: &[u8] = b"generation";
+/// Present while an import writes its batches: such a manifest is only half a library.
+const IMPORT_UNFINISHED_KEY: &[u8] = b"import-unfinished";
 
 pub type Result<T, E = ManifestError> = std::result::Result<T, E>;
 
@@ -392,6 +394,77 @@ impl Manifest {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether an import began writing into this manifest and did not finish.
+    pub fn import_unfinished(&self) -> Result<bool> {
+        Ok(self.meta.contains_key(IMPORT_UNFINISHED_KEY)?)
+    }
+
+    /// Refuses a manifest an import left half written: every command but an import (or a
+    /// recovery, which imports) calls this after opening.
+    pub fn ensure_complete(&self) -> Result<()> {
+        if self.import_unfinished()? {
+            return Err(ManifestError::ImportUnfinished(self.path.clone()));
+        }
+        Ok(())
+    }
+
+    /// Marks the manifest as an import in progress, durably, before its first record.
+    pub(crate) fn begin_import(&self) -> Result<()> {
+        self.meta.insert(IMPORT_UNFINISHED_KEY, &[])?;
+        self.flush()
+    }
+
+    /// The import is complete: flushed, then unmarked.
+    pub(crate) fn end_import(&self) -> Result<()> {
+        self.flush()?;
+        self.meta.remove(IMPORT_UNFINISHED_KEY)?;
+        self.flush()
+    }
+
+    /// Empties a manifest an import left half written, back to the empty manifest the
+    /// import began with (its schema and id are kept, the totals are zero again), and
+    /// unmarks it.
+    pub(crate) fn discard_unfinished_import(&self) -> Result<()> {
+        for tree in self.trees() {
+            tree.clear()?;
+        }
+        for kv in self.meta.iter() {
+            let (k, _) = kv?;
+            if k != SCHEMA_KEY && k != MANIFEST_ID_KEY && k != IMPORT_UNFINISHED_KEY {
+                self.meta.remove(k)?;
+            }
+        }
+        counts::store_recount(self)?;
+        // Unmarked last: a discard stopped half-way is discarded again.
+        self.end_import()
+    }
+
+    /// Every tree but `meta`.
+    fn trees(&self) -> [&sled::Tree; 20] {
+        [
+            &self.roots,
+            &self.files,
+            &self.contents,
+            &self.runs,
+            &self.isos,
+            &self.placements,
+            &self.uploads,
+            &self.staged,
+            &self.archived,
+            &self.pending,
+            &self.unverified,
+            &self.silent,
+            &self.lost,
+            &self.devices,
+            &self.thaws,
+            &self.image_objects,
+            &self.checks,
+            &self.alerts,
+            &self.dirs,
+            &self.seals,
+        ]
     }
 
     /// True when no root, file, content or run has been recorded.

@@ -63,6 +63,10 @@ pub async fn recover(
     sites: &[Arc<Site>],
     roots: &[Vec<u8>],
 ) -> Result<RecoverReport, RecoverError> {
+    // A recovery stopped while importing a snapshot starts over.
+    if m.import_unfinished()? {
+        m.discard_unfinished_import()?;
+    }
     if !m.is_empty() {
         return Err(RecoverError::NotEmpty(m.path().to_path_buf()));
     }
@@ -120,8 +124,9 @@ async fn from_snapshot(
                     .skipped_snapshots
                     .push(format!("site {}: {key}: {e}", site.name));
                 if !m.is_empty() {
-                    // An import writes only after everything parsed; a failure later than
-                    // that leaves a half manifest, which must not pass for a recovery.
+                    // An import writes only after everything parsed, and empties the
+                    // manifest again when it fails later; should that fail too, a half
+                    // manifest must not pass for a recovery.
                     return Err(RecoverError::Nothing(format!(
                         "the snapshot {key} failed half-way ({e}); remove {} and run recover again",
                         m.path().display()
