@@ -15,6 +15,7 @@ pub mod export;
 mod lock;
 pub mod records;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 pub use counts::{SiteTotals, Tally, Totals};
@@ -822,6 +823,58 @@ impl Manifest {
             None => Ok(None),
             Some(v) => Ok(Some(decode(&v).map_err(|e| corrupt("staged", e))?)),
         }
+    }
+
+    /// Contents held by present files (as their current version) with no staged or
+    /// archived copy on `site`: what is not yet safe there. One pass over the contents in
+    /// key order, merged with the site's staged and archived records (the same order), so
+    /// no record is looked up on its own. `None` when there are more than `limit`.
+    pub fn unsafe_contents(&self, site: &str, limit: usize) -> Result<Option<HashSet<ContentId>>> {
+        let mut prefix = site.as_bytes().to_vec();
+        prefix.push(0);
+        let ids = |tree: &sled::Tree| {
+            let n = prefix.len();
+            tree.scan_prefix(&prefix).keys().map(move |k| {
+                let k = k?;
+                ContentId::try_from(&k[n..]).map_err(|_| corrupt("staged/archived", "bad key"))
+            })
+        };
+        let mut staged = ids(&self.staged).peekable();
+        let mut archived = ids(&self.archived).peekable();
+        // Whether `c` is the next id of `copies` (skipping those before it).
+        fn holds(
+            copies: &mut std::iter::Peekable<impl Iterator<Item = Result<ContentId>>>,
+            c: &ContentId,
+        ) -> Result<bool> {
+            while let Some(next) = copies.peek() {
+                match next {
+                    Ok(id) if id < c => {
+                        copies.next();
+                    }
+                    Ok(id) => return Ok(id == c),
+                    Err(_) => return copies.next().expect("peeked").map(|_| false),
+                }
+            }
+            Ok(false)
+        }
+        let mut out = HashSet::new();
+        for kv in self.contents.iter() {
+            let (k, v) = kv?;
+            let c = ContentId::try_from(k.as_ref())
+                .map_err(|_| corrupt("contents", "key is not 16 bytes"))?;
+            let (_, _, live) = counts::decode_content(&c, &v)?;
+            if live == Some(0) {
+                continue;
+            }
+            if holds(&mut staged, &c)? | holds(&mut archived, &c)? {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok(None);
+            }
+            out.insert(c);
+        }
+        Ok(Some(out))
     }
 
     /// True when `content` is archived (in a verified image) on `site`.

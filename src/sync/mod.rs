@@ -276,6 +276,9 @@ async fn run(
 
 /// Contents read and staged per chunk by a run that does not pack.
 const STAGE_CHUNK: usize = 4096;
+/// Most contents not yet safe that a run lists beforehand (about 3 MB of ids); beyond it,
+/// most files are to be staged anyway and each file's copies are looked up.
+const KNOWN_TARGETS: usize = 1 << 16;
 
 /// A run that packs or continues an image: everything waiting is listed and goes into
 /// images, oldest first; what no image took is staged. Returns the archive step's failure,
@@ -382,7 +385,12 @@ async fn stage_in_chunks(
         return Ok(());
     }
     let bar = stage_step::bar(site, opts, unsafe_total.bytes);
-    let mut cursor = plan::Cursor::default();
+    // A few new files in a large library: find them by content first (one merged pass),
+    // rather than look up every file's copies.
+    let mut cursor = match m.unsafe_contents(&site.name, KNOWN_TARGETS)? {
+        Some(targets) => plan::Cursor::with_targets(targets),
+        None => plan::Cursor::default(),
+    };
     while !cursor.done() {
         let chunk = plan::unsafe_chunk(m, &site.name, &site.config, &mut cursor, STAGE_CHUNK)?;
         r.direct_files += chunk.direct.files;

@@ -252,9 +252,20 @@ pub struct Cursor {
     after: Option<Vec<u8>>,
     done: bool,
     seen: HashSet<ContentId>,
+    /// The contents not yet safe, when known beforehand: files are then matched against
+    /// them without a lookup each, and the reading stops once all were found.
+    targets: Option<HashSet<ContentId>>,
 }
 
 impl Cursor {
+    /// A cursor that stages exactly `targets` (see [`Manifest::unsafe_contents`]).
+    pub fn with_targets(targets: HashSet<ContentId>) -> Cursor {
+        Cursor {
+            targets: Some(targets),
+            ..Cursor::default()
+        }
+    }
+
     /// True once the whole manifest has been read.
     pub fn done(&self) -> bool {
         self.done
@@ -286,6 +297,12 @@ pub fn unsafe_chunk(
         if out.to_stage.len() >= max {
             return Ok(out);
         }
+        if let Some(t) = &cursor.targets {
+            if cursor.seen.len() >= t.len() {
+                cursor.done = true;
+                return Ok(out);
+            }
+        }
         let Some(kv) = iter.next() else {
             cursor.done = true;
             return Ok(out);
@@ -296,11 +313,14 @@ pub fn unsafe_chunk(
             continue;
         };
         let c = f.current().content;
-        if f.is_deleted()
-            || cursor.seen.contains(&c)
-            || m.staged_record(site, &c)?.is_some()
-            || m.is_archived(site, &c)?
-        {
+        if f.is_deleted() || cursor.seen.contains(&c) {
+            continue;
+        }
+        let safe = match &cursor.targets {
+            Some(t) => !t.contains(&c),
+            None => m.staged_record(site, &c)?.is_some() || m.is_archived(site, &c)?,
+        };
+        if safe {
             continue;
         }
         cursor.seen.insert(c);
@@ -373,17 +393,28 @@ mod tests {
         .sites
         .remove("s")
         .unwrap();
-        let mut cursor = Cursor::default();
-        let mut listed = Vec::new();
-        let mut chunks = 0;
-        while !cursor.done() {
-            let chunk = unsafe_chunk(&m, "s", &config, &mut cursor, 2).unwrap();
-            assert!(chunk.to_stage.len() <= 2);
-            listed.extend(chunk.to_stage.iter().map(|w| w.content[0]));
-            chunks += 1;
-            assert!(chunks < 20, "the cursor never ends");
-        }
+        let read_all = |mut cursor: Cursor| {
+            let mut listed = Vec::new();
+            let mut chunks = 0;
+            while !cursor.done() {
+                let chunk = unsafe_chunk(&m, "s", &config, &mut cursor, 2).unwrap();
+                assert!(chunk.to_stage.len() <= 2);
+                listed.extend(chunk.to_stage.iter().map(|w| w.content[0]));
+                chunks += 1;
+                assert!(chunks < 20, "the cursor never ends");
+            }
+            listed
+        };
+        let listed = read_all(Cursor::default());
         assert_eq!(listed, vec![1, 2, 3, 7, 8, 9]);
+        // Found by content first: the same contents, in the same order.
+        let targets = m.unsafe_contents("s", 100).unwrap().unwrap();
+        assert_eq!(targets.len(), 6);
+        assert_eq!(read_all(Cursor::with_targets(targets)), listed);
+        assert!(
+            m.unsafe_contents("s", 5).unwrap().is_none(),
+            "over the limit"
+        );
         let summary = pending(&m, "s", &config, Detail::Summary).unwrap();
         assert_eq!(summary.not_yet_safe.files, 6);
         assert_eq!(summary.staged_waiting_bytes, 10);
