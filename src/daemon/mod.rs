@@ -569,9 +569,15 @@ struct Daemon {
     last_wall: i64,
     last_mono: Instant,
     reconcile_due: i64,
+    /// When freed memory was last handed back while idle.
+    last_release: Instant,
 }
 
 const TICK: Duration = Duration::from_secs(1);
+/// While no task runs, freed memory is handed back this often: the manifest's own
+/// background work (sled compacts its log when nothing else is written) allocates and
+/// frees too, and an idle daemon would otherwise creep upward.
+const IDLE_RELEASE: Duration = Duration::from_secs(60);
 
 impl Daemon {
     fn new(
@@ -596,6 +602,7 @@ impl Daemon {
             stage_at: HashMap::new(),
             degraded_scan: HashMap::new(),
             told_degraded: HashSet::new(),
+            last_release: Instant::now(),
             tx,
             view,
             stopping: None,
@@ -766,6 +773,10 @@ impl Daemon {
     }
 
     fn tick(&mut self) {
+        if self.running.is_empty() && self.last_release.elapsed() >= IDLE_RELEASE {
+            release_memory();
+            self.last_release = Instant::now();
+        }
         let now = now();
         // A wall clock that moved much further than the monotonic one: the machine slept
         // (or the clock was set). Due times are taken from the wall clock, so what was
