@@ -186,6 +186,10 @@ async fn check_marks(site: &Site, m: &crate::manifest::Manifest, p: &mut Probe) 
                         true,
                         "not marked yet: the first sync marks it for this site".into(),
                     ),
+                    MarkState::Torn => (
+                        true,
+                        "holds a cut copy of this site's mark (a write was interrupted): the next sync writes it again".into(),
+                    ),
                     MarkState::Foreign(other) => (
                         false,
                         format!(

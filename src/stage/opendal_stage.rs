@@ -275,10 +275,31 @@ impl Stage for OpendalStage {
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {
         crate::store::confine(&self.info, "put", key)?;
         let size = bytes.len() as u64;
-        self.op
-            .write(key, bytes.clone())
-            .await
-            .map_err(|e| self.err("put", key, e))?;
+        if self.op.info().capability().rename && self.hashes.is_none() {
+            // A folder-like store (disk, SFTP, WebDAV) writes in place: a kill mid-write
+            // would leave a cut object under the real name (a cut site mark stops the
+            // site), so the bytes go to a partial name first and are renamed over.
+            let partial = format!("{key}.partial");
+            self.op
+                .write(&partial, bytes.clone())
+                .await
+                .map_err(|e| self.err("put", key, e))?;
+            // SFTP's rename refuses an existing target.
+            match self.op.delete(key).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err("put", key, e)),
+            }
+            self.op
+                .rename(&partial, key)
+                .await
+                .map_err(|e| self.err("put", key, e))?;
+        } else {
+            self.op
+                .write(key, bytes.clone())
+                .await
+                .map_err(|e| self.err("put", key, e))?;
+        }
         self.durable(key)?;
         if self.read_range(key, 0..size).await? != bytes {
             return Err(StoreError::check(

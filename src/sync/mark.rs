@@ -35,6 +35,9 @@ pub enum MarkState {
     Ours,
     /// Not marked yet.
     Unmarked,
+    /// Holds the start of this site's own mark, cut by a write that was killed (a store
+    /// that writes in place): rewritten by the next sync.
+    Torn,
     /// Marked for another site or another manifest.
     Foreign(SiteMark),
 }
@@ -156,7 +159,38 @@ where
 }
 
 fn judge(info: &BackendInfo, site: &str, id: &str, bytes: &[u8]) -> Result<MarkState, MarkError> {
-    Ok(state(parse(info, site, bytes)?, site, id))
+    match parse(info, site, bytes) {
+        Ok(mark) => Ok(state(mark, site, id)),
+        Err(_) if torn(bytes, site, id) => Ok(MarkState::Torn),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when `bytes` are a cut copy of the mark this site and manifest would write (empty
+/// included): what a kill during the write leaves on a store that writes in place.
+fn torn(bytes: &[u8], site: &str, id: &str) -> bool {
+    let whole = render(site, id, 0);
+    // Everything up to the `created` value is fixed; the value is digits.
+    let head_len = whole.len() - "0\n}".len();
+    let head = &whole[..head_len];
+    if bytes.len() <= head_len {
+        return head[..bytes.len()] == *bytes;
+    }
+    let rest = &bytes[head_len..];
+    bytes.starts_with(head) && {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        !rest[..digits].is_empty() && matches!(&rest[digits..], b"" | b"\n")
+    }
+}
+
+fn render(site: &str, id: &str, created: i64) -> Vec<u8> {
+    let mark = SiteMark {
+        format: FORMAT.into(),
+        site: site.to_string(),
+        manifest: id.to_string(),
+        created,
+    };
+    serde_json::to_vec_pretty(&mark).expect("a mark serialises")
 }
 
 /// A mark that would stop the site, read again: the same bytes twice are believed; a
@@ -211,8 +245,13 @@ pub async fn claim(m: &Manifest, site: &Site) -> Result<(), MarkError> {
         }
     }
     for (role, st) in marks {
-        if st == MarkState::Unmarked {
-            write(m, site, role).await?;
+        match st {
+            MarkState::Unmarked => write(m, site, role).await?,
+            MarkState::Torn => {
+                remove(site, role).await?;
+                write(m, site, role).await?;
+            }
+            MarkState::Ours | MarkState::Foreign(_) => {}
         }
     }
     Ok(())
@@ -224,10 +263,7 @@ pub async fn take_over(m: &Manifest, site: &Site) -> Result<(), MarkError> {
     for (role, st) in check(m, site).await? {
         match st {
             MarkState::Ours => continue,
-            MarkState::Foreign(_) => match role {
-                Role::Stage => site.stage.delete(SITE_MARK).await?,
-                Role::Archive => site.archive.delete(SITE_MARK).await?,
-            },
+            MarkState::Foreign(_) | MarkState::Torn => remove(site, role).await?,
             MarkState::Unmarked => {}
         }
         write(m, site, role).await?;
@@ -235,14 +271,16 @@ pub async fn take_over(m: &Manifest, site: &Site) -> Result<(), MarkError> {
     Ok(())
 }
 
+async fn remove(site: &Site, role: Role) -> Result<(), MarkError> {
+    match role {
+        Role::Stage => site.stage.delete(SITE_MARK).await?,
+        Role::Archive => site.archive.delete(SITE_MARK).await?,
+    }
+    Ok(())
+}
+
 async fn write(m: &Manifest, site: &Site, role: Role) -> Result<(), MarkError> {
-    let mark = SiteMark {
-        format: FORMAT.into(),
-        site: site.name.clone(),
-        manifest: m.id()?,
-        created: manifest::now(),
-    };
-    let bytes = serde_json::to_vec_pretty(&mark).expect("a mark serialises");
+    let bytes = render(&site.name, &m.id()?, manifest::now());
     match role {
         Role::Stage => {
             site.stage.put_bytes(SITE_MARK, bytes).await?;
@@ -254,12 +292,35 @@ async fn write(m: &Manifest, site: &Site, role: Role) -> Result<(), MarkError> {
                 site.archive.put_index(SITE_MARK, bytes).await?
             {
                 match check(m, site).await?[1].1.clone() {
-                    MarkState::Ours => {}
+                    MarkState::Ours | MarkState::Unmarked | MarkState::Torn => {}
                     MarkState::Foreign(other) => return Err(foreign(m, site, role, other)?),
-                    MarkState::Unmarked => {}
                 }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_copy_of_our_own_mark_is_torn_and_nothing_else_is() {
+        let whole = render("friend", "abc123", 1_764_000_000);
+        for n in 0..whole.len() {
+            assert!(torn(&whole[..n], "friend", "abc123"), "cut at {n}");
+        }
+        // Whole, it parses: `judge` never asks.
+        assert!(serde_json::from_slice::<SiteMark>(&whole).is_ok());
+        // Another site's, another manifest's, or other bytes are never taken for ours.
+        let other = render("friends", "abc123", 1_764_000_000);
+        assert!(!torn(&other[..other.len() - 2], "friend", "abc123"));
+        let other = render("friend", "abc124", 1_764_000_000);
+        assert!(!torn(&other[..other.len() - 2], "friend", "abc123"));
+        let mut junk = whole[..whole.len() - 4].to_vec();
+        junk.extend_from_slice(b"x");
+        assert!(!torn(&junk, "friend", "abc123"));
+        assert!(!torn(b"not json", "friend", "abc123"));
+    }
 }

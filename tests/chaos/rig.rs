@@ -374,9 +374,11 @@ impl Rig {
             if out.status.success() {
                 return serde_json::from_slice(&out.stdout).unwrap_or_default();
             }
+            // With --json, a site's own error is in the report on stdout, not on stderr.
             eprintln!(
-                "chaos: lomob {args:?} failed (attempt {attempt}, exit {:?}):\n{err}",
-                out.status.code()
+                "chaos: lomob {args:?} failed (attempt {attempt}, exit {:?}):\n{err}\n{}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout)
             );
         }
         panic!("lomob {args:?} kept failing with the faults off");

@@ -519,6 +519,56 @@ fn item6_staged_copies_of_archived_files_are_freed_by_any_later_run() {
     let _ = std::fs::remove_dir_all(&stage_root);
 }
 
+/// A kill while a site mark was written in place (SFTP, before marks went through a
+/// partial name) left it empty or cut: the site then stopped for good as "not a lomob
+/// mark". A cut copy of the site's own mark is written again; other bytes still stop it.
+#[test]
+fn a_site_mark_cut_by_a_kill_is_written_again() {
+    let env = Env::new();
+    library(&env, 2, 1_000);
+    let root = env.path().display().to_string();
+    let c = env.config_named("one.toml",
+        &format!(
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.a]\nstage = {{ kind = \"fs\", root = \"{root}/nas/lomob\" }}\narchive = {{ kind = \"fs\", root = \"{root}/a-archive\" }}\n"
+        ),
+    );
+    env.json(&["--config", &c, "backup"], 0);
+    let path = env.path().join("nas/lomob/meta/site.json");
+    let whole = std::fs::read(&path).unwrap();
+    for cut in [0, 1, whole.len() / 2, whole.len() - 3] {
+        std::fs::write(&path, &whole[..cut]).unwrap();
+        env.json(&["--config", &c, "sync", "--site", "a"], 0);
+        let again = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            again.ends_with('}') && again.contains("\"site\": \"a\""),
+            "cut at {cut}: {again}"
+        );
+    }
+    let meta: Vec<_> = std::fs::read_dir(env.path().join("nas/lomob/meta"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect();
+    assert!(meta.is_empty(), "{meta:?}");
+    // Not the start of this site's mark: refused, and left as it is.
+    std::fs::write(&path, b"{\"format\": \"something else\"").unwrap();
+    let out = env
+        .cmd()
+        .args(["--config", &c, "sync", "--site", "a"])
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("not a lomob site mark"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"{\"format\": \"something else\""
+    );
+}
+
 /// Item 7: two sites with one stage; one freed a copy the other still needed. Now a
 /// profile with overlapping locations is refused, and a location is marked for its site
 /// and manifest at first use, so another manifest pointing at it is refused too.
