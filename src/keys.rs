@@ -37,6 +37,12 @@ pub fn is_stage_key(key: &str) -> bool {
         .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
 
+/// True when `key` is a stage object's `.partial` name: a copy to a local disk that a kill
+/// interrupted before its rename into place (never recorded, so always garbage).
+pub fn is_stage_partial_key(key: &str) -> bool {
+    key.strip_suffix(".partial").is_some_and(is_stage_key)
+}
+
 /// True for an image name lomob could have made: `[A-Za-z0-9][A-Za-z0-9._-]*.iso`, at most
 /// 200 bytes, no `..`.
 pub fn is_image_name(name: &str) -> bool {
@@ -164,6 +170,10 @@ mod tests {
         assert!(!is_stage_key("stage/../../etc/passwd"));
         assert!(!is_stage_key("stage/ABABABABABABABABABABABABABABABAB"));
         assert!(!is_stage_key("meta/0123456789abcdef0123456789abcdef"));
+        let partial = format!("{}.partial", stage_key(&[0xab; 16]));
+        assert!(is_stage_partial_key(&partial) && !is_stage_key(&partial));
+        assert!(!is_stage_partial_key("stage/photo.jpg.partial"));
+        assert!(!is_stage_partial_key(&stage_key(&[0xab; 16])));
     }
 
     #[test]

@@ -141,7 +141,11 @@ impl Archive for OpendalArchive {
                 parts: Vec::new(),
             })
             .map_err(jerr)?;
-        let sha256 = match self.send(&req, &partial, resume_at, can_append).await {
+        let sent = match (&self.local_root, &self.pacer, resume_at) {
+            (Some(root), None, 0) => self.write_to_disk(&req, root, &partial).await,
+            _ => self.send(&req, &partial, resume_at, can_append).await,
+        };
+        let sha256 = match sent {
             Ok(sha) => sha,
             Err(e) => {
                 if e.source_io().is_some() {
@@ -483,6 +487,80 @@ impl OpendalArchive {
         }
         w.close().await.map_err(|e| self.err("put", key, e))?;
         Ok(sha.finalize().into())
+    }
+
+    /// Writes a whole image to a local disk in one blocking call, as `lomob iso create`
+    /// does: one thread reads the image (checking every member file), the other hashes it
+    /// and writes it with O_DIRECT; then fsync. OpenDAL's fs writer would go through the
+    /// runtime a block at a time with a page-cache copy (2.5x slower, BENCHMARKS.md).
+    /// Returns the image's SHA-256.
+    async fn write_to_disk(
+        &self,
+        req: &PutRequest<'_>,
+        root: &std::path::Path,
+        partial: &str,
+    ) -> Result<[u8; 32], StoreError> {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let (key, total) = (req.key, req.source.len());
+        let path = root.join(partial);
+        let written = Arc::new(AtomicU64::new(0));
+        let sink_failed = Arc::new(AtomicBool::new(false));
+        let (source, at, w, failed) = (
+            req.source.clone(),
+            path.clone(),
+            written.clone(),
+            sink_failed.clone(),
+        );
+        let mut task = tokio::task::spawn_blocking(move || {
+            if let Some(folder) = at.parent() {
+                std::fs::create_dir_all(folder)
+                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+            }
+            let mut out =
+                crate::store::direct::DirectWriter::create(&at, crate::store::direct::BLOCK)
+                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+            let (sha, n) = crate::store::direct::stream(source.open_at(0)?, |block| {
+                out.write(block)
+                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+                w.fetch_add(block.len() as u64, Ordering::Relaxed);
+                Ok(())
+            })?;
+            if n != total {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the image ended at byte {n} of {total}"),
+                ));
+            }
+            out.finish()
+                .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+            Ok(sha)
+        });
+        (req.progress)(0);
+        let joined = loop {
+            tokio::select! {
+                r = &mut task => break r,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {
+                    (req.progress)(written.load(Ordering::Relaxed));
+                }
+            }
+        };
+        match joined.map_err(std::io::Error::other).and_then(|r| r) {
+            Ok(sha) => Ok(sha),
+            Err(e) if sink_failed.load(Ordering::Relaxed) => {
+                let _ = std::fs::remove_file(&path);
+                Err(StoreError::local(&self.info, "put", key, &path, e))
+            }
+            Err(e) => Err(StoreError::new(
+                &self.info,
+                "put",
+                key,
+                lomob_backends::BackendError::Source {
+                    key: key.to_string(),
+                    offset: written.load(Ordering::Relaxed),
+                    source: e,
+                },
+            )),
+        }
     }
 
     /// Checks a finished partial object by size and by reading it back; a wrong one is

@@ -62,7 +62,7 @@ pub async fn check(
             continue;
         }
         let Some((content, rec)) = staged.get(&o.key) else {
-            if keys::is_stage_key(&o.key) {
+            if keys::is_stage_key(&o.key) || keys::is_stage_partial_key(&o.key) {
                 let f = p.find(
                     Problem::Garbage,
                     &o.key,

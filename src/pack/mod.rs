@@ -8,17 +8,15 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
-use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
 
 use crate::iso::{IsoError, IsoFile, IsoPlan, VolumeInfo};
 use crate::manifest::{
     ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
     ManifestError, PlacementRecord,
 };
+use crate::store::direct::{DirectWriter, BLOCK as IMAGE_BLOCK};
 
 /// A content waiting to be packed, with the path it is read from.
 #[derive(Clone, Debug)]
@@ -189,70 +187,14 @@ pub enum WriteOutcome {
     SourceChanged { image_path: String, reason: String },
 }
 
-/// Block size of the image pipeline: large reads and writes, few syscalls.
-const BLOCK: usize = 4 << 20;
-/// Blocks in flight between the two threads (bounded memory: about 4 x 4 MiB).
-const IN_FLIGHT: usize = 4;
-
 /// Streams the whole image once, in order, and returns its SHA-256 and size; `sink` sees
 /// every block. Two threads share the work: one generates the image (reading the files and
-/// checking each against its SHA-256), the other hashes the image and feeds `sink`, so the
-/// two SHA-256 passes run on two cores. Blocks are recycled, so memory stays bounded.
+/// checking each against its SHA-256), the other hashes the image and feeds `sink`.
 pub fn stream_image(
     plan: &IsoPlan,
-    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<([u8; 32], u64)> {
-    let (full_tx, full_rx) =
-        crossbeam_channel::bounded::<std::io::Result<(Vec<u8>, usize)>>(IN_FLIGHT);
-    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(IN_FLIGHT + 1);
-    for _ in 0..IN_FLIGHT {
-        let _ = empty_tx.send(vec![0u8; BLOCK]);
-    }
-    let mut reader = plan.reader_at(0);
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            for mut buf in empty_rx.iter() {
-                let mut filled = 0;
-                let res = loop {
-                    if filled == buf.len() {
-                        break Ok(());
-                    }
-                    match reader.read(&mut buf[filled..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                let last = filled < buf.len();
-                let msg = res.map(|()| (buf, filled));
-                let failed = msg.is_err();
-                if full_tx.send(msg).is_err() || failed || last {
-                    return;
-                }
-            }
-        });
-        let mut sha = Sha256::new();
-        let mut total = 0u64;
-        let result = (|| {
-            for msg in full_rx.iter() {
-                let (buf, n) = msg?;
-                sha.update(&buf[..n]);
-                sink(&buf[..n])?;
-                total += n as u64;
-                if n < buf.len() {
-                    break;
-                }
-                // The reader may have finished; a closed channel is fine.
-                let _ = empty_tx.send(buf);
-            }
-            Ok(())
-        })();
-        // Unblock the reader if we stopped early.
-        drop(full_rx);
-        drop(empty_tx);
-        result.map(|()| (sha.finalize().into(), total))
-    })
+    crate::store::direct::stream(plan.reader_at(0), sink)
 }
 
 /// Streams the plan's image into `path` (through a `.partial` file renamed at the end),
@@ -263,7 +205,7 @@ pub fn write_image_file(plan: &IsoPlan, path: &Path) -> Result<WriteOutcome, Pac
         path: path.to_path_buf(),
         source,
     };
-    let mut out = DirectWriter::create(&tmp).map_err(err)?;
+    let mut out = DirectWriter::create(&tmp, IMAGE_BLOCK).map_err(err)?;
     let streamed = stream_image(plan, |block| out.write(block));
     let (sha256, size) = match streamed {
         Ok(v) => v,
@@ -281,104 +223,6 @@ pub fn write_image_file(plan: &IsoPlan, path: &Path) -> Result<WriteOutcome, Pac
     out.finish().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(WriteOutcome::Done { size, sha256 })
-}
-
-/// Writes a new file with O_DIRECT where the file system allows it: an image is written once
-/// and not read back soon, and on Linux copying gigabytes into fresh page-cache pages costs
-/// more CPU than the hashing (measured in BENCHMARKS.md). Blocks go through one 4096-aligned
-/// buffer; the last, unaligned tail is written after O_DIRECT is switched off.
-struct DirectWriter {
-    file: std::fs::File,
-    direct: bool,
-    buf: AlignedBlock,
-}
-
-struct AlignedBlock {
-    ptr: std::ptr::NonNull<u8>,
-    layout: std::alloc::Layout,
-}
-
-// SAFETY: the block is plain memory owned by one writer.
-unsafe impl Send for AlignedBlock {}
-
-impl AlignedBlock {
-    fn new(len: usize) -> Self {
-        let layout = std::alloc::Layout::from_size_align(len, 4096).expect("valid layout");
-        // Zeroed: the block is handed out as `&mut [u8]`, which must never expose
-        // uninitialised memory. SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr =
-            std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBlock { ptr, layout }
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: ptr points at `layout.size()` bytes we own, for the life of self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBlock {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
-
-impl DirectWriter {
-    fn create(path: &Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let direct = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path);
-        let (file, direct) = match direct {
-            Ok(f) => (f, true),
-            // tmpfs and some network file systems refuse O_DIRECT.
-            Err(_) => (std::fs::File::create(path)?, false),
-        };
-        Ok(DirectWriter {
-            file,
-            direct,
-            buf: AlignedBlock::new(BLOCK),
-        })
-    }
-
-    fn write(&mut self, block: &[u8]) -> std::io::Result<()> {
-        if !self.direct {
-            return self.file.write_all(block);
-        }
-        let aligned = block.len() / 4096 * 4096;
-        if aligned > 0 {
-            let buf = &mut self.buf.as_mut()[..aligned];
-            buf.copy_from_slice(&block[..aligned]);
-            self.file.write_all(buf)?;
-        }
-        if aligned < block.len() {
-            self.buffered()?;
-            self.file.write_all(&block[aligned..])?;
-        }
-        Ok(())
-    }
-
-    /// Switches O_DIRECT off for the rest of the file.
-    fn buffered(&mut self) -> std::io::Result<()> {
-        use std::os::unix::io::AsRawFd;
-        let fd = self.file.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        self.direct = false;
-        Ok(())
-    }
-
-    fn finish(self) -> std::io::Result<()> {
-        self.file.sync_all()
-    }
 }
 
 /// A finished image to record: written to a local file (`lomob iso create`), or uploaded

@@ -5,9 +5,7 @@
 //! file's size and mtime are compared before and after the read (on the open descriptor),
 //! and the bytes read must equal the size; on a difference the read is retried.
 
-use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -39,26 +37,12 @@ pub enum HashError {
     KeptChanging,
 }
 
-fn open(path: &Path) -> std::io::Result<File> {
-    // O_NOATIME spares a metadata write per file on file systems mounted with atime, but is
-    // only allowed for the file's owner (or root): fall back quietly.
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        r => r,
-    }
-}
-
 /// Hashes the file at `path` (whose walk entry is `walked`), using `buf` as the read buffer.
 pub fn hash_file(path: &Path, walked: &WalkEntry, buf: &mut Vec<u8>) -> Result<Hashed, HashError> {
     buf.resize(CHUNK, 0);
     for _ in 0..ATTEMPTS {
-        let mut f = open(path)?;
+        let mut f = crate::store::direct::open_source(path)?;
         let before = f.metadata()?;
-        advise_sequential(&f);
         let mut xxh = Xxh3::new();
         let mut sha = Sha256::new();
         let mut total: u64 = 0;
@@ -88,14 +72,6 @@ pub fn hash_file(path: &Path, walked: &WalkEntry, buf: &mut Vec<u8>) -> Result<H
         }
     }
     Err(HashError::KeptChanging)
-}
-
-fn advise_sequential(f: &File) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: advisory call on an open descriptor we own.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 pub mod checked;
 pub mod counting;
+pub mod disk;
 pub mod opendal_stage;
 pub mod s3_stage;
 pub mod sealed;

@@ -144,6 +144,25 @@ impl Stage for OpendalStage {
                 },
             )
         };
+        if let (Some(root), None) = (&self.local_root, &self.pacer) {
+            let (root, key_owned, src, sum) =
+                (root.clone(), key.to_string(), path.to_path_buf(), *sha256);
+            let copied = tokio::task::spawn_blocking(move || {
+                super::disk::copy_in(&src, &root, &key_owned, size, &sum)
+            })
+            .await
+            .map_err(|e| source(std::io::Error::other(e)))?;
+            return match copied {
+                Ok(()) => self
+                    .stat(key)
+                    .await?
+                    .ok_or_else(|| StoreError::missing_after_write(&self.info, key)),
+                Err(super::disk::CopyError::Source(e)) => Err(source(e)),
+                Err(super::disk::CopyError::Dest(at, e)) => {
+                    Err(StoreError::local(&self.info, "put", key, &at, e))
+                }
+            };
+        }
         let changed =
             |what: String| source(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
         let mut file = tokio::fs::File::open(path).await.map_err(source)?;

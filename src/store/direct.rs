@@ -1,9 +1,15 @@
-//! Reading a local file from the disk itself, past the page cache (O_DIRECT), for the one
-//! check that proves a medium holds what was written: `verify-read-back` on local disks.
-//! Where the file system refuses O_DIRECT (tmpfs, some FUSE mounts), the file's cached pages
-//! are dropped first (it was fsynced, so they are clean) and it is read normally.
+//! A local disk's bytes, past the page cache where that pays:
+//! - reading a file from the disk itself (O_DIRECT), for the one check that proves a medium
+//!   holds what was written: `verify-read-back` on local disks. Where the file system refuses
+//!   O_DIRECT (tmpfs, some FUSE mounts), the file's cached pages are dropped first (it was
+//!   fsynced, so they are clean) and it is read normally;
+//! - writing images and staged copies with O_DIRECT ([`DirectWriter`]): written once, not
+//!   read back soon, and copying gigabytes into fresh page-cache pages costs more CPU than
+//!   hashing them;
+//! - the two-thread pipeline ([`stream`]) that reads (and checks) on one core while the
+//!   other hashes and writes.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -12,7 +18,28 @@ use sha2::{Digest, Sha256};
 /// O_DIRECT wants buffers, offsets and lengths aligned to the device's block size; 4 KiB
 /// covers every common one.
 const ALIGN: usize = 4096;
-const BLOCK: usize = 4 << 20;
+/// Block size of the image pipeline: large reads and writes, few syscalls.
+pub const BLOCK: usize = 4 << 20;
+/// Blocks in flight between the pipeline's two threads (bounded memory: about 4 x 4 MiB).
+const IN_FLIGHT: usize = 4;
+
+/// Opens a file to read it once, in order: without updating its access time where the
+/// owner may (O_NOATIME spares a metadata write per file on file systems mounted with
+/// atime; others get EPERM and a plain open), and with read-ahead advised.
+pub fn open_source(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
+        r => r,
+    }?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: an advisory call on an open descriptor we own.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    Ok(f)
+}
 
 /// The SHA-256 of the file at `path` as the disk holds it.
 pub fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
@@ -31,14 +58,8 @@ pub fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
         }
         Err(e) => return Err(e),
     };
-    let layout = std::alloc::Layout::from_size_align(BLOCK, ALIGN).expect("valid layout");
-    // SAFETY: a non-zero-sized layout; freed below with the same layout.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-    if ptr.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: `ptr` points to BLOCK initialised bytes owned here until dealloc.
-    let buf = unsafe { std::slice::from_raw_parts_mut(ptr, BLOCK) };
+    let mut block = AlignedBlock::new(BLOCK);
+    let buf = block.as_mut();
     let mut sha = Sha256::new();
     let result = loop {
         match file.read(buf) {
@@ -54,9 +75,229 @@ pub fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
             Err(e) => break Err(e),
         }
     };
-    // SAFETY: allocated above with this layout.
-    unsafe { std::alloc::dealloc(ptr, layout) };
     result.map(|()| sha.finalize().into())
+}
+
+/// Reads `reader` to its end, once, in order, and returns the SHA-256 and length of what
+/// it gave; `sink` sees every block. Three threads share the work, so the two SHA-256
+/// passes of an image and the disk's writes overlap: one reads (an image reader also checks
+/// each member file against its SHA-256), one hashes, and the caller's feeds `sink` (an
+/// O_DIRECT write waits for the disk). Blocks are recycled, so memory stays bounded.
+pub fn stream(
+    mut reader: impl Read + Send,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<([u8; 32], u64)> {
+    let (full_tx, full_rx) =
+        crossbeam_channel::bounded::<std::io::Result<(Vec<u8>, usize)>>(IN_FLIGHT);
+    let (hashed_tx, hashed_rx) = crossbeam_channel::bounded::<(Vec<u8>, usize)>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded::<Vec<u8>>(IN_FLIGHT + 1);
+    for _ in 0..IN_FLIGHT {
+        let _ = empty_tx.send(vec![0u8; BLOCK]);
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for mut buf in empty_rx.iter() {
+                let mut filled = 0;
+                let res = loop {
+                    if filled == buf.len() {
+                        break Ok(());
+                    }
+                    match reader.read(&mut buf[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                let last = filled < buf.len();
+                let msg = res.map(|()| (buf, filled));
+                let failed = msg.is_err();
+                if full_tx.send(msg).is_err() || failed || last {
+                    return;
+                }
+            }
+        });
+        let hasher = s.spawn(move || -> std::io::Result<([u8; 32], u64)> {
+            let mut sha = Sha256::new();
+            let mut total = 0u64;
+            for msg in full_rx.iter() {
+                let (buf, n) = msg?;
+                sha.update(&buf[..n]);
+                total += n as u64;
+                let last = n < buf.len();
+                // A closed channel: the sink failed, and its error is the one reported.
+                if hashed_tx.send((buf, n)).is_err() || last {
+                    break;
+                }
+            }
+            Ok((sha.finalize().into(), total))
+        });
+        let mut written = Ok(());
+        for (buf, n) in hashed_rx.iter() {
+            if let Err(e) = sink(&buf[..n]) {
+                written = Err(e);
+                break;
+            }
+            // The reader may have finished; a closed channel is fine.
+            let _ = empty_tx.send(buf);
+        }
+        // Unblock the hasher and the reader if the sink stopped early.
+        drop(hashed_rx);
+        drop(empty_tx);
+        let hashed = hasher.join().expect("the hashing thread does not panic");
+        written.and(hashed)
+    })
+}
+
+/// Which side of [`DirectWriter::copy_from`] failed.
+#[derive(Debug)]
+pub enum CopyFailure {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Writes a new file with O_DIRECT where the file system allows it (measured in
+/// BENCHMARKS.md). Blocks go through one aligned buffer; the last, unaligned tail is written
+/// after O_DIRECT is switched off.
+pub struct DirectWriter {
+    file: std::fs::File,
+    direct: bool,
+    buf: AlignedBlock,
+}
+
+struct AlignedBlock {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: the block is plain memory owned by one writer.
+unsafe impl Send for AlignedBlock {}
+
+impl AlignedBlock {
+    fn new(len: usize) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len, ALIGN).expect("valid layout");
+        // Zeroed: the block is handed out as `&mut [u8]`, which must never expose
+        // uninitialised memory. SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBlock { ptr, layout }
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: ptr points at `layout.size()` bytes we own, for the life of self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBlock {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl DirectWriter {
+    /// Creates (or truncates) `path`; `block` is the largest write, and the buffer's size.
+    pub fn create(path: &Path, block: usize) -> std::io::Result<Self> {
+        let direct = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        let (file, direct) = match direct {
+            Ok(f) => (f, true),
+            // tmpfs and some network file systems refuse O_DIRECT.
+            Err(_) => (std::fs::File::create(path)?, false),
+        };
+        Ok(DirectWriter {
+            file,
+            direct,
+            buf: AlignedBlock::new(block),
+        })
+    }
+
+    /// Writes `block` (at most the buffer's size), copied into the aligned buffer.
+    pub fn write(&mut self, block: &[u8]) -> std::io::Result<()> {
+        if !self.direct {
+            return self.file.write_all(block);
+        }
+        let aligned = block.len() / ALIGN * ALIGN;
+        if aligned > 0 {
+            let buf = &mut self.buf.as_mut()[..aligned];
+            buf.copy_from_slice(&block[..aligned]);
+            self.file.write_all(buf)?;
+        }
+        if aligned < block.len() {
+            self.buffered()?;
+            self.file.write_all(&block[aligned..])?;
+        }
+        Ok(())
+    }
+
+    /// Switches O_DIRECT off for the rest of the file.
+    fn buffered(&mut self) -> std::io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.direct = false;
+        Ok(())
+    }
+
+    /// Copies `src` to its end straight through the aligned buffer (no copy in between),
+    /// showing `each` every block read; returns the bytes copied, or which side failed.
+    pub fn copy_from(
+        &mut self,
+        src: &mut impl Read,
+        mut each: impl FnMut(&[u8]),
+    ) -> Result<u64, CopyFailure> {
+        let mut total = 0u64;
+        loop {
+            let buf = self.buf.as_mut();
+            let mut filled = 0;
+            while filled < buf.len() {
+                match src.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(CopyFailure::Read(e)),
+                }
+            }
+            if filled == 0 {
+                return Ok(total);
+            }
+            each(&buf[..filled]);
+            total += filled as u64;
+            let full = filled == buf.len();
+            let aligned = if self.direct {
+                filled / ALIGN * ALIGN
+            } else {
+                filled
+            };
+            self.file
+                .write_all(&self.buf.as_mut()[..aligned])
+                .map_err(CopyFailure::Write)?;
+            if aligned < filled {
+                self.buffered().map_err(CopyFailure::Write)?;
+                self.file
+                    .write_all(&self.buf.as_mut()[aligned..filled])
+                    .map_err(CopyFailure::Write)?;
+            }
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Makes the file durable (fsync).
+    pub fn finish(self) -> std::io::Result<()> {
+        self.file.sync_all()
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +313,59 @@ mod tests {
             std::fs::write(&p, &data).unwrap();
             let want: [u8; 32] = Sha256::digest(&data).into();
             assert_eq!(sha256_of(&p).unwrap(), want, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn the_pipeline_hashes_and_hands_over_every_byte_and_stops_on_either_side_failing() {
+        for len in [0usize, 1, BLOCK - 1, BLOCK, 3 * BLOCK + 17] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut got = Vec::new();
+            let (sha, n) = stream(&data[..], |b| {
+                got.extend_from_slice(b);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((n, got == data), (len as u64, true), "{len} bytes");
+            assert_eq!(sha, <[u8; 32]>::from(Sha256::digest(&data)), "{len} bytes");
+        }
+        // The sink fails: its error comes back, and nothing hangs.
+        let data = vec![1u8; 5 * BLOCK];
+        let mut calls = 0;
+        let e = stream(&data[..], |_| {
+            calls += 1;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!((e.to_string().as_str(), calls), ("disk full", 1));
+        // The reader fails after a block: its error comes back.
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("source gone"));
+                }
+                let n = buf.len().min(self.0);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let e = stream(Failing(BLOCK + 5), |_| Ok(())).unwrap_err();
+        assert_eq!(e.to_string(), "source gone");
+    }
+
+    #[test]
+    fn the_direct_writer_copies_files_of_awkward_sizes_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, 4095, 4096, 4097, 65536, 65536 + 4095] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 13 + 1) as u8).collect();
+            let p = dir.path().join(format!("f{len}"));
+            let mut w = DirectWriter::create(&p, 65536).unwrap();
+            let mut seen = 0;
+            let n = w.copy_from(&mut &data[..], |b| seen += b.len()).unwrap();
+            w.finish().unwrap();
+            assert_eq!((n, seen), (len as u64, len), "{len} bytes");
+            assert!(std::fs::read(&p).unwrap() == data, "{len} bytes");
         }
     }
 }

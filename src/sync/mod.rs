@@ -432,7 +432,8 @@ async fn sweep_stage(m: &Manifest, site: &Site, r: &mut SiteReport) -> error::Re
         }
     };
     for o in listed {
-        if !crate::keys::is_stage_key(&o.key) || known.contains(&o.key) {
+        let ours = crate::keys::is_stage_key(&o.key) || crate::keys::is_stage_partial_key(&o.key);
+        if !ours || known.contains(&o.key) {
             continue;
         }
         match site.stage.delete(&o.key).await {

@@ -747,25 +747,52 @@ fn local_disk_writes_are_fsynced_file_then_folder() {
         );
         std::fs::read_to_string(&trace).unwrap()
     };
-    // Staged copies: written in place, the file fsynced, then its folder.
+    // Staged copies: written under a .partial name (O_DIRECT), fsynced, renamed into place,
+    // then their folder fsynced.
     let log = run(&cfg, &["backup"]);
     let lines: Vec<&str> = log.lines().collect();
     let stage_dir = format!("<{root}/stage/stage>");
     let staged: Vec<usize> = lines
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.contains("fsync(") && l.contains(&format!("<{root}/stage/stage/")))
+        .filter(|(_, l)| {
+            l.contains("fsync(")
+                && l.contains(&format!("<{root}/stage/stage/"))
+                && l.contains(".partial>")
+        })
         .map(|(i, _)| i)
         .collect();
     assert_eq!(staged.len(), 2, "{log}");
+    let opened_direct = lines
+        .iter()
+        .filter(|l| {
+            l.contains("openat(")
+                && l.contains(&format!("{root}/stage/stage/"))
+                && l.contains(".partial\"")
+                && l.contains("O_DIRECT")
+        })
+        .count();
+    assert_eq!(opened_direct, 2, "{log}");
     for i in staged {
+        let rename = lines[i..]
+            .iter()
+            .position(|l| l.contains("rename") && l.contains(".partial\", "))
+            .unwrap_or_else(|| panic!("no rename after the fsync on line {i}:\n{log}"));
         assert!(
-            lines[i..]
+            lines[i + rename..]
                 .iter()
                 .any(|l| l.contains("fsync(") && l.contains(&stage_dir)),
-            "no fsync of the stage folder after line {i}:\n{log}"
+            "no fsync of the stage folder after the rename:\n{log}"
         );
     }
+    let left: Vec<_> = std::fs::read_dir(env.path().join("stage/stage"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.len() == 2 && left.iter().all(|n| !n.ends_with(".partial")),
+        "{left:?}"
+    );
     // The image: its .partial fsynced, renamed into place, then the folder fsynced.
     let log = run(&cfg, &["sync", "--site", "nas", "--pack-now"]);
     let lines: Vec<&str> = log.lines().collect();
