@@ -64,6 +64,16 @@ pub enum BackendError {
     /// could leave the site): nothing was sent.
     #[error("{message}")]
     Refused { message: String },
+    /// An HTTP request of our own (a WebDAV streamed PUT) failed.
+    #[error("{backend} backend: {op} {path}: {}{message}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
+    Http {
+        backend: &'static str,
+        op: &'static str,
+        path: String,
+        status: Option<u16>,
+        message: String,
+        kind: ErrorKind,
+    },
     /// A local file or folder failed (writing a download, a temporary file).
     #[error("{path}: {source}")]
     Local {
@@ -116,6 +126,7 @@ impl BackendError {
             BackendError::Invalid { .. } | BackendError::Secret { .. } => ErrorKind::Config,
             BackendError::Opendal { source, .. } => classify(source),
             BackendError::S3(e) => e.kind,
+            BackendError::Http { kind, .. } => *kind,
             BackendError::Check { .. } => ErrorKind::Integrity,
             BackendError::Source { source, .. } => match source.kind() {
                 std::io::ErrorKind::InvalidData => ErrorKind::Integrity,

@@ -6,7 +6,10 @@
 //! `ThrottleLayer`: that layer's burst equals its rate, so with `bandwidth-limit = "2MB"`
 //! every write larger than 2 MB failed ("burst size is smaller than the request size").
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer, TracingLayer};
@@ -149,6 +152,72 @@ impl Pacer {
         };
         tokio::time::sleep_until(end).await;
     }
+}
+
+/// Pieces a paced body is sent in: small (at most 1 MiB), so the achieved rate is smooth
+/// whatever the size of the object.
+pub const PACE_CHUNK: usize = 256 << 10;
+
+/// How long the pacer held a body back: request timeouts count only the network's time.
+#[derive(Debug, Default)]
+pub struct PaceClock {
+    pub held_ns: AtomicU64,
+    /// True while the body waits for the pacer.
+    pub pacing: AtomicBool,
+}
+
+/// `body` cut into pieces of at most [`PACE_CHUNK`] bytes, each charged to `pacer` after it
+/// was handed to the connection (the next piece follows at the end of its slot), so a body
+/// of N bytes takes about N / rate, and concurrent bodies sharing the pacer share the rate.
+pub fn paced_body<S>(
+    body: S,
+    pacer: Option<Arc<Pacer>>,
+    clock: Arc<PaceClock>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let Some(pacer) = pacer else {
+        // No limit: the body goes as it comes, in the reader's own (larger) pieces.
+        return body.left_stream();
+    };
+    struct State<S> {
+        body: std::pin::Pin<Box<S>>,
+        rest: Bytes,
+        /// The piece handed out last, not yet charged.
+        sent: u64,
+    }
+    let state = State {
+        body: Box::pin(body),
+        rest: Bytes::new(),
+        sent: 0,
+    };
+    futures::stream::unfold(state, move |mut st| {
+        let (pacer, clock) = (pacer.clone(), clock.clone());
+        async move {
+            if st.sent > 0 {
+                clock.pacing.store(true, Ordering::Relaxed);
+                let t = tokio::time::Instant::now();
+                pacer.pace(st.sent).await;
+                let held = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                clock.held_ns.fetch_add(held, Ordering::Relaxed);
+                clock.pacing.store(false, Ordering::Relaxed);
+            }
+            st.sent = 0;
+            while st.rest.is_empty() {
+                match st.body.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some((Err(e), st)),
+                    Some(Ok(b)) => st.rest = b,
+                }
+            }
+            let piece = st.rest.split_to(st.rest.len().min(PACE_CHUNK));
+            st.sent = piece.len() as u64;
+            Some((Ok(piece), st))
+        }
+    })
+    .right_stream()
 }
 
 #[cfg(test)]

@@ -654,6 +654,16 @@ fn validate(c: &Config) -> Result<(), ConfigError> {
                 site.iso_size
             )));
         }
+        if let (BackendConfig::Gdrive(_) | BackendConfig::Onedrive(_), Some(limit)) =
+            (&site.archive, site.archive.capabilities().one_shot_limit)
+        {
+            if site.iso_size > limit {
+                return Err(bad(format!(
+                    "iso-size {} is above the archive's one-shot-limit {limit}: Drive and OneDrive take an image in one request, held in memory while it is sent; set iso-size to at most {limit}, or raise one-shot-limit in the archive's section if this machine has the memory",
+                    site.iso_size
+                )));
+            }
+        }
         check_transfer(&site.transfer).map_err(|e| bad(format!("[transfer] {e}")))?;
         if let Some(q) = site.stage.capabilities().free_quota {
             if site.pack_threshold > q {

@@ -153,6 +153,15 @@ impl Site {
             .archive
             .operator_observed(t, observer(&config.archive, &archive_requests))
             .map_err(|e| op_err(&archive_info, e))?;
+        // WebDAV images go up through lomob's own streamed PUT (OpenDAL's writer is one-shot).
+        let streamed = match &config.archive {
+            BackendConfig::Webdav(w) => Some(
+                w.streamed_put(t, pacer.clone())
+                    .map_err(|e| op_err(&archive_info, e))?
+                    .counted(archive_requests.clone()),
+            ),
+            _ => None,
+        };
         let (archive, archive_client): (Box<dyn Archive>, _) = match &config.archive {
             BackendConfig::S3(_) | BackendConfig::Glacier(_) => {
                 let client = S3Client::for_backend(&config.archive, t)
@@ -169,8 +178,9 @@ impl Site {
             }
             _ => (
                 Box::new(MinStorageGuard::new(
-                    OpendalArchive::new(archive_op, archive_info, pacer)
+                    OpendalArchive::new(archive_op, archive_info, pacer.clone())
                         .with_local_root(local_root(&config.archive))
+                        .with_streamed_put(streamed)
                         .with_read_back(
                             matches!(&config.archive, BackendConfig::Fs(f) if f.verify_read_back),
                         ),

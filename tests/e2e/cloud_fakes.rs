@@ -595,3 +595,67 @@ fn gdrive_upload_stored_with_other_bytes_is_not_staged() {
 fn onedrive_upload_stored_with_other_bytes_is_not_staged() {
     corrupted_upload("onedrive");
 }
+
+/// Drive and OneDrive as an archive: OpenDAL's writers for them are one-shot, so an image
+/// over one 8 MiB write failed. An image now goes in one write of the whole image, which
+/// the profile bounds: iso-size above the archive's one-shot-limit is refused at load.
+fn drive_archive(provider: &str) {
+    let env = Env::new();
+    let Some(fakes) = Fakes::get() else {
+        return;
+    };
+    let acc = fakes.account(&env, provider);
+    let root = env.path().display().to_string();
+    let text = |iso: &str| {
+        format!(
+            "[library]\nroots = [\"{root}/lib\"]\n[sites.c]\niso-size = \"{iso}\"\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {}\n",
+            acc.stage(provider, ", one-shot-limit = \"40MB\"")
+        )
+    };
+    let too_big = env.config_named("big.toml", &text("50MB"));
+    let out = fakes
+        .cmd(&env)
+        .args(["--config", &too_big, "sync", "--all"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{provider}");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("one-shot-limit") && e.contains("iso-size"),
+        "{e}"
+    );
+
+    let cfg = env.config_named("ok.toml", &text("40MB"));
+    let a = bytes(21, 9 << 20);
+    let b = bytes(22, 5 << 20);
+    put(&env, b"2024/a.mp4", &a, 1_700_000_000 * NS);
+    put(&env, b"2024/b.jpg", &b, 1_700_000_100 * NS);
+    let r = fakes.json(&env, &["--config", &cfg, "backup", "--pack-now"], 0);
+    assert_eq!(r[0]["archived_files"], 2, "{provider}: {r}");
+    let images: Vec<_> = acc
+        .files()
+        .into_iter()
+        .filter(|f| f["path"].as_str().unwrap().ends_with(".iso"))
+        .collect();
+    assert_eq!(images.len(), 1, "{provider}: {images:?}");
+    let to = env.path().join("restored");
+    std::fs::remove_dir_all(env.path().join("stage")).ok();
+    let r = fakes.json(
+        &env,
+        &["--config", &cfg, "restore", "--to", to.to_str().unwrap()],
+        0,
+    );
+    assert_eq!(r["restored"], 2, "{provider}: {r}");
+    let got = walk(&to);
+    assert_eq!(got.len(), 2, "{provider}: {got:?}");
+}
+
+#[test]
+fn gdrive_archive_takes_an_image_larger_than_one_write() {
+    drive_archive("gdrive");
+}
+
+#[test]
+fn onedrive_archive_takes_an_image_larger_than_one_write() {
+    drive_archive("onedrive");
+}

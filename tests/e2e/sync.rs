@@ -1024,3 +1024,96 @@ archive = {{ kind = "fs", root = "{root}/nas-archive" }}
     }
     recount_is_clean(Some(other));
 }
+
+/// OpenDAL's WebDAV writer is one-shot: an image larger than one 8 MiB write failed
+/// ("OneShotWriter doesn't support multiple write"), so a WebDAV archive never took a
+/// default-sized image. Images now go up as one streamed PUT of lomob's own: a refusal and
+/// a stalled server fail the run with nothing recorded, and the next run stores the image
+/// (one PUT), reads it back, and restores it byte for byte.
+#[test]
+fn a_webdav_archive_takes_an_image_larger_than_one_write() {
+    use crate::support::http_proxy::{Action, HttpProxy};
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    let Some(ep) = service_var("LOMOB_TEST_WEBDAV_ENDPOINT") else {
+        return;
+    };
+    let env = Env::new();
+    library(&env, 3, 7_000_000);
+    // 0: refuse the image's PUT with 507, 1: never answer it, 2: forward.
+    let mode = Arc::new(AtomicU8::new(0));
+    let m = mode.clone();
+    let proxy = HttpProxy::start(
+        &ep,
+        Arc::new(move |r| {
+            if r.method == "PUT" && r.target.contains(".iso.partial") {
+                match m.load(Ordering::SeqCst) {
+                    0 => Action::Refuse(507, "InsufficientStorage"),
+                    1 => Action::Stall,
+                    _ => Action::Forward,
+                }
+            } else {
+                Action::Forward
+            }
+        }),
+    );
+    let root = env.path().display().to_string();
+    let cfg = env.config(&format!(
+        "[library]\nroots = [\"{root}/lib\"]\n[sites.dav]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"webdav\", endpoint = \"{}\", root = \"/{}\" }}\n[sites.dav.transfer]\nretries = 0\ntimeout-secs = 2\n",
+        proxy.endpoint(),
+        unique(&env)
+    ));
+    env.json(&["--config", &cfg, "scan"], 0);
+    let r = env.json(
+        &["--config", &cfg, "sync", "--site", "dav", "--pack-now"],
+        1,
+    );
+    assert_eq!(r[0]["archived_files"], 0, "{r}");
+    assert!(
+        r[0]["errors"].to_string().contains("HTTP 507"),
+        "the server's answer is named: {r}"
+    );
+    mode.store(1, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let r = env.json(
+        &["--config", &cfg, "sync", "--site", "dav", "--pack-now"],
+        5,
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "a stalled server is given up on"
+    );
+    assert!(r[0]["errors"].to_string().contains("no progress"), "{r}");
+    assert_eq!(r[0]["archived_files"], 0, "{r}");
+    mode.store(2, Ordering::SeqCst);
+    let before = proxy.traffic.log.lock().unwrap().len();
+    let r = env.json(
+        &["--config", &cfg, "sync", "--site", "dav", "--pack-now"],
+        0,
+    );
+    assert_eq!(r[0]["archived_files"], 3, "{r}");
+    let puts = proxy.traffic.log.lock().unwrap()[before..]
+        .iter()
+        .filter(|l| l.starts_with("PUT") && l.contains(".iso.partial") && !l.contains("catalog"))
+        .count();
+    assert_eq!(puts, 1, "one streamed PUT for the image");
+    let out = env.path().join("restored");
+    env.json(
+        &["--config", &cfg, "restore", "--to", out.to_str().unwrap()],
+        0,
+    );
+    let restored = files_under(&out);
+    assert_eq!(restored.len(), 3, "{restored:?}");
+    for rel in files_under(&env.path().join("lib")) {
+        let name = std::path::Path::new(&rel).file_name().unwrap().to_owned();
+        let got = restored
+            .iter()
+            .find(|r| std::path::Path::new(r).file_name() == Some(&name))
+            .unwrap_or_else(|| panic!("{rel} not restored: {restored:?}"));
+        assert!(
+            std::fs::read(out.join(got)).unwrap()
+                == std::fs::read(env.path().join("lib").join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
+}

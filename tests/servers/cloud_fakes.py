@@ -684,6 +684,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self.graph_session(acc, ipath)
             if self.command == "POST" and action == "children":
                 return self.graph_mkdir(acc, ipath, select)
+            if self.command == "PATCH" and action == "":
+                return self.graph_move(acc, ipath, select)
             if self.command == "DELETE" and action == "":
                 it = acc.by_path(ipath)
                 if not it:
@@ -691,6 +693,27 @@ class Handler(BaseHTTPRequestHandler):
                 self.trash_tree(acc, it)
                 return self.send(204)
         self.graph_error(400, "invalidRequest", "Unsupported by the fake: %s %s" % (self.command, path))
+
+    def graph_move(self, acc, ipath, select):
+        """Update an item: a new name and/or parent (parentReference.id). With
+        conflictBehavior=replace an item already holding the name goes to the recycle bin,
+        as Graph does."""
+        it = acc.by_path(ipath)
+        if not it:
+            return self.graph_error(404, "itemNotFound", "The resource could not be found.")
+        meta = json.loads(self.body() or b"{}")
+        parent = (meta.get("parentReference") or {}).get("id") or it.parent
+        if parent not in acc.items or not acc.items[parent].folder:
+            return self.graph_error(400, "invalidRequest", "Invalid parent reference")
+        name = meta.get("name") or it.name
+        clash = next((c for c in acc.children(parent) if c.name == name and c is not it), None)
+        if clash is not None:
+            if self.query.get("@microsoft.graph.conflictBehavior") != "replace":
+                return self.graph_error(409, "nameAlreadyExists", "The specified item name already exists.")
+            self.trash_tree(acc, clash)
+        it.parent, it.name = parent, name
+        it.modified = now_rfc3339()
+        return self.send(200, self.graph_item(acc, it, select))
 
     def trash_tree(self, acc, it):
         # To the recycle bin: still billed against the quota until it is emptied.

@@ -1,8 +1,11 @@
-//! The `webdav` backend, through OpenDAL's webdav service (one-shot writes).
+//! The `webdav` backend, through OpenDAL's webdav service (one-shot writes), and lomob's
+//! own streamed PUT for images ([`put::WebdavPut`]).
 
 mod config;
+pub mod put;
 
 pub use config::WebdavConfig;
+pub use put::WebdavPut;
 
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
 

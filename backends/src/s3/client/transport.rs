@@ -2,7 +2,7 @@
 //! count time spent waiting for the bandwidth pacer, retries of transient failures with
 //! backoff and jitter, per-type counting, and errors with a kind and a hint.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,74 +18,8 @@ use super::credentials::{CredentialSource, NO_CREDENTIALS};
 use super::S3Client;
 use crate::error::{chain, S3Error};
 use crate::requests::RequestType;
-use crate::transfer::Pacer;
+pub(super) use crate::transfer::{paced_body, PaceClock};
 use crate::{BackendError, ErrorKind};
-
-/// Pieces a paced body is sent in: small (at most 1 MiB), so the achieved rate is smooth
-/// whatever the size of the object.
-pub(super) const PACE_CHUNK: usize = 256 << 10;
-
-/// How long the pacer held a body back: request timeouts count only the network's time.
-#[derive(Debug, Default)]
-pub(super) struct PaceClock {
-    pub(super) held_ns: AtomicU64,
-    /// True while the body waits for the pacer.
-    pub(super) pacing: AtomicBool,
-}
-
-/// `body` cut into pieces of at most [`PACE_CHUNK`] bytes, each charged to `pacer` after it
-/// was handed to the connection (the next piece follows at the end of its slot), so a body
-/// of N bytes takes about N / rate, and concurrent bodies sharing the pacer share the rate.
-pub(super) fn paced_body<S>(
-    body: S,
-    pacer: Option<Arc<Pacer>>,
-    clock: Arc<PaceClock>,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static
-where
-    S: futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-{
-    use futures::StreamExt;
-    let Some(pacer) = pacer else {
-        // No limit: the body goes as it comes, in the reader's own (larger) pieces.
-        return body.left_stream();
-    };
-    struct State<S> {
-        body: std::pin::Pin<Box<S>>,
-        rest: Bytes,
-        /// The piece handed out last, not yet charged.
-        sent: u64,
-    }
-    let state = State {
-        body: Box::pin(body),
-        rest: Bytes::new(),
-        sent: 0,
-    };
-    futures::stream::unfold(state, move |mut st| {
-        let (pacer, clock) = (pacer.clone(), clock.clone());
-        async move {
-            if st.sent > 0 {
-                clock.pacing.store(true, Ordering::Relaxed);
-                let t = tokio::time::Instant::now();
-                pacer.pace(st.sent).await;
-                let held = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                clock.held_ns.fetch_add(held, Ordering::Relaxed);
-                clock.pacing.store(false, Ordering::Relaxed);
-            }
-            st.sent = 0;
-            while st.rest.is_empty() {
-                match st.body.next().await {
-                    None => return None,
-                    Some(Err(e)) => return Some((Err(e), st)),
-                    Some(Ok(b)) => st.rest = b,
-                }
-            }
-            let piece = st.rest.split_to(st.rest.len().min(PACE_CHUNK));
-            st.sent = piece.len() as u64;
-            Some((Ok(piece), st))
-        }
-    })
-    .right_stream()
-}
 
 /// Runs `fut` for at most `limit`, not counting the time the pacer held its body back:
 /// `None` when it took longer.
