@@ -40,6 +40,22 @@ impl<S: Stage> Stage for Counting<S> {
         self.inner.put_file(key, path, size, sha256).await
     }
 
+    async fn put_file_unsettled(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        sha256: &[u8; 32],
+    ) -> Result<ObjectInfo, StoreError> {
+        self.counter.add(RequestType::Put, 1);
+        self.counter.add(RequestType::Head, 1);
+        self.inner.put_file_unsettled(key, path, size, sha256).await
+    }
+
+    async fn settle(&self) -> Result<(), StoreError> {
+        self.inner.settle().await
+    }
+
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {
         self.counter.add(RequestType::Put, 1);
         self.counter.add(RequestType::Get, 1);

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::store::direct::{self, CopyFailure, DirectWriter};
+use crate::store::direct::{self, AlignedBlock, CopyFailure, DirectWriter};
 
 /// Largest read and write of a staged copy: photos fit in one or a few; eight copies in
 /// flight hold 8 MiB.
-const COPY_BLOCK: usize = 1 << 20;
+pub const COPY_BLOCK: usize = 1 << 20;
+/// Below this size a copy goes through the page cache: O_DIRECT gains nothing there.
+const SMALL: u64 = 64 << 10;
 
 /// Why a copy failed.
 #[derive(Debug)]
@@ -28,13 +30,21 @@ pub enum CopyError {
 }
 
 /// Copies `src` (scanned as `size` bytes with `sha256`) to `root/key`; see the module header.
+/// Without `durable`, the copy is neither fsynced nor its folder: [`settle`] does that for
+/// every copy at once, and nothing may count on it before. Returns the copy's metadata.
 pub fn copy_in(
     src: &Path,
     root: &Path,
     key: &str,
     size: u64,
     sha256: &[u8; 32],
-) -> Result<(), CopyError> {
+    durable: bool,
+) -> Result<std::fs::Metadata, CopyError> {
+    // Each blocking thread keeps its buffer: a fresh 1 MiB mapping per file, unmapped again
+    // (a TLB shootdown on every thread), cost more than copying a small photo.
+    thread_local! {
+        static BLOCK: std::cell::RefCell<Option<AlignedBlock>> = const { std::cell::RefCell::new(None) };
+    }
     let dest = root.join(key);
     let partial = root.join(format!("{key}.partial"));
     let dest_err = |p: &Path| {
@@ -42,9 +52,20 @@ pub fn copy_in(
         move |e| CopyError::Dest(p, e)
     };
     let folder = dest.parent().unwrap_or(root);
-    std::fs::create_dir_all(folder).map_err(dest_err(folder))?;
     let mut source = direct::open_source(src).map_err(CopyError::Source)?;
-    let mut out = DirectWriter::create(&partial, COPY_BLOCK).map_err(dest_err(&partial))?;
+    let buf = BLOCK
+        .with(|b| b.borrow_mut().take())
+        .unwrap_or_else(|| AlignedBlock::new(COPY_BLOCK));
+    let direct = size >= SMALL;
+    let mut out = match DirectWriter::open(&partial, buf, direct) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // The stage's folder is made once, on the first copy into it.
+            std::fs::create_dir_all(folder).map_err(dest_err(folder))?;
+            DirectWriter::open(&partial, AlignedBlock::new(COPY_BLOCK), direct)
+        }
+        r => r,
+    }
+    .map_err(dest_err(&partial))?;
     let mut sha = Sha256::new();
     let checked = match out.copy_from(&mut source, |b| sha.update(b)) {
         Err(CopyFailure::Read(e)) => Err(CopyError::Source(e)),
@@ -59,15 +80,39 @@ pub fn copy_in(
         ))),
         Ok(_) => Ok(()),
     };
-    let result = checked.and_then(|()| out.finish().map_err(dest_err(&partial)));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
+    let result = checked.and_then(|()| {
+        if durable {
+            out.file().sync_all().map_err(dest_err(&partial))?;
+        }
+        out.file().metadata().map_err(dest_err(&partial))
+    });
+    BLOCK.with(|b| *b.borrow_mut() = Some(out.into_buffer()));
+    let meta = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
     std::fs::rename(&partial, &dest).map_err(dest_err(&dest))?;
-    std::fs::File::open(folder)
-        .and_then(|d| d.sync_all())
-        .map_err(dest_err(folder))
+    if durable {
+        std::fs::File::open(folder)
+            .and_then(|d| d.sync_all())
+            .map_err(dest_err(folder))?;
+    }
+    Ok(meta)
+}
+
+/// Makes every copy under `root` durable, names included: one `syncfs` of the file system
+/// (a journal commit), instead of two fsyncs per copy.
+pub fn settle(root: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(root)?;
+    // SAFETY: a plain system call on a descriptor we own.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The source's bytes are not the scanned ones: InvalidData tells the engine so.
@@ -92,17 +137,18 @@ mod tests {
             let src = dir.path().join(format!("src{len}"));
             std::fs::write(&src, &data).unwrap();
             let key = format!("stage/{len:032x}");
-            copy_in(&src, &root, &key, len as u64, &sha(&data)).unwrap();
+            copy_in(&src, &root, &key, len as u64, &sha(&data), len % 2 == 0).unwrap();
             assert!(std::fs::read(root.join(&key)).unwrap() == data, "{len}");
             assert!(!root.join(format!("{key}.partial")).exists());
         }
+        settle(&root).unwrap();
         // Bytes that are not the scanned ones, or another size: a source error of kind
         // InvalidData, and neither the object nor its partial remains.
         let src = dir.path().join("changed");
         std::fs::write(&src, b"new bytes!").unwrap();
         for (size, sum) in [(10, sha(b"old bytes!")), (9, sha(b"new bytes!"))] {
             let key = "stage/0000000000000000000000000000ffff";
-            match copy_in(&src, &root, key, size, &sum) {
+            match copy_in(&src, &root, key, size, &sum, true) {
                 Err(CopyError::Source(e)) => {
                     assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}")
                 }
@@ -112,7 +158,14 @@ mod tests {
             assert!(!root.join(format!("{key}.partial")).exists());
         }
         // A source that cannot be read is the source's error.
-        match copy_in(&dir.path().join("missing"), &root, "stage/x", 1, &[0; 32]) {
+        match copy_in(
+            &dir.path().join("missing"),
+            &root,
+            "stage/x",
+            1,
+            &[0; 32],
+            false,
+        ) {
             Err(CopyError::Source(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
             other => panic!("{other:?}"),
         }

@@ -39,6 +39,11 @@ pub struct OpendalStage {
     local_root: Option<std::path::PathBuf>,
     /// The provider's own checksums, where OpenDAL's service leaves them out.
     hashes: Option<ProviderHashes>,
+    /// Copies of small files to a local disk in flight at once: they are all folder
+    /// operations (create, rename) on `stage/`, whose lock eight threads fought over (10,000
+    /// small files: 2.8 s with 8 at once, 0.8 s with 2). Large files, whose O_DIRECT writes
+    /// wait for the disk, keep the site's concurrency.
+    small_copies: Arc<tokio::sync::Semaphore>,
 }
 
 impl OpendalStage {
@@ -51,6 +56,9 @@ impl OpendalStage {
             pacer,
             local_root: None,
             hashes: None,
+            small_copies: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
+            )),
         }
     }
 
@@ -114,6 +122,67 @@ impl OpendalStage {
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
         StoreError::opendal(&self.info, op, key, e)
     }
+
+    /// A local disk's put ([`super::disk::copy_in`]), `durable` at once or at the next
+    /// settle.
+    async fn copy_to_disk(
+        &self,
+        root: &Path,
+        key: &str,
+        path: &Path,
+        size: u64,
+        sha256: &[u8; 32],
+        durable: bool,
+    ) -> Result<ObjectInfo, StoreError> {
+        crate::store::confine(&self.info, "put", key)?;
+        let source = |e: std::io::Error| {
+            StoreError::new(
+                &self.info,
+                "put",
+                key,
+                lomob_backends::BackendError::Source {
+                    key: path.display().to_string(),
+                    offset: 0,
+                    source: e,
+                },
+            )
+        };
+        let _slot = if size < super::disk::COPY_BLOCK as u64 {
+            Some(
+                self.small_copies
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed"),
+            )
+        } else {
+            None
+        };
+        let (root_owned, key_owned, src, sum) = (
+            root.to_path_buf(),
+            key.to_string(),
+            path.to_path_buf(),
+            *sha256,
+        );
+        let copied = tokio::task::spawn_blocking(move || {
+            super::disk::copy_in(&src, &root_owned, &key_owned, size, &sum, durable)
+        })
+        .await
+        .map_err(|e| source(std::io::Error::other(e)))?;
+        match copied {
+            // What a stat would say (a disk has no ETag), from the copy's own descriptor.
+            Ok(meta) => Ok(ObjectInfo {
+                key: key.to_string(),
+                size: meta.len(),
+                etag: None,
+                modified: Some(std::os::unix::fs::MetadataExt::mtime(&meta)),
+                sha256: None,
+            }),
+            Err(super::disk::CopyError::Source(e)) => Err(source(e)),
+            Err(super::disk::CopyError::Dest(at, e)) => {
+                Err(StoreError::local(&self.info, "put", key, &at, e))
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -145,23 +214,7 @@ impl Stage for OpendalStage {
             )
         };
         if let (Some(root), None) = (&self.local_root, &self.pacer) {
-            let (root, key_owned, src, sum) =
-                (root.clone(), key.to_string(), path.to_path_buf(), *sha256);
-            let copied = tokio::task::spawn_blocking(move || {
-                super::disk::copy_in(&src, &root, &key_owned, size, &sum)
-            })
-            .await
-            .map_err(|e| source(std::io::Error::other(e)))?;
-            return match copied {
-                Ok(()) => self
-                    .stat(key)
-                    .await?
-                    .ok_or_else(|| StoreError::missing_after_write(&self.info, key)),
-                Err(super::disk::CopyError::Source(e)) => Err(source(e)),
-                Err(super::disk::CopyError::Dest(at, e)) => {
-                    Err(StoreError::local(&self.info, "put", key, &at, e))
-                }
-            };
+            return self.copy_to_disk(root, key, path, size, sha256, true).await;
         }
         let changed =
             |what: String| source(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
@@ -289,6 +342,34 @@ impl Stage for OpendalStage {
             }
         }
         Ok(got)
+    }
+
+    async fn put_file_unsettled(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        sha256: &[u8; 32],
+    ) -> Result<ObjectInfo, StoreError> {
+        match (&self.local_root, &self.pacer) {
+            (Some(root), None) => {
+                self.copy_to_disk(root, key, path, size, sha256, false)
+                    .await
+            }
+            _ => self.put_file(key, path, size, sha256).await,
+        }
+    }
+
+    async fn settle(&self) -> Result<(), StoreError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(());
+        };
+        let at = root.clone();
+        tokio::task::spawn_blocking(move || super::disk::settle(&at))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| StoreError::local(&self.info, "sync", "stage/", &root, e))
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {

@@ -165,7 +165,8 @@ pub struct DirectWriter {
     buf: AlignedBlock,
 }
 
-struct AlignedBlock {
+/// A zeroed buffer aligned for O_DIRECT, reusable from one writer to the next.
+pub struct AlignedBlock {
     ptr: std::ptr::NonNull<u8>,
     layout: std::alloc::Layout,
 }
@@ -174,7 +175,7 @@ struct AlignedBlock {
 unsafe impl Send for AlignedBlock {}
 
 impl AlignedBlock {
-    fn new(len: usize) -> Self {
+    pub fn new(len: usize) -> Self {
         let layout = std::alloc::Layout::from_size_align(len, ALIGN).expect("valid layout");
         // Zeroed: the block is handed out as `&mut [u8]`, which must never expose
         // uninitialised memory. SAFETY: the layout has a non-zero size.
@@ -200,22 +201,41 @@ impl Drop for AlignedBlock {
 impl DirectWriter {
     /// Creates (or truncates) `path`; `block` is the largest write, and the buffer's size.
     pub fn create(path: &Path, block: usize) -> std::io::Result<Self> {
-        let direct = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path);
-        let (file, direct) = match direct {
-            Ok(f) => (f, true),
-            // tmpfs and some network file systems refuse O_DIRECT.
-            Err(_) => (std::fs::File::create(path)?, false),
+        Self::open(path, AlignedBlock::new(block), true)
+    }
+
+    /// [`DirectWriter::create`] with a buffer kept from an earlier writer, past the page
+    /// cache only when `direct` (a small file gains nothing from it).
+    pub fn open(path: &Path, buf: AlignedBlock, direct: bool) -> std::io::Result<Self> {
+        let opened = if direct {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+        } else {
+            std::fs::File::create(path)
         };
-        Ok(DirectWriter {
-            file,
-            direct,
-            buf: AlignedBlock::new(block),
-        })
+        let (file, direct) = match opened {
+            Ok(f) => (f, direct),
+            // tmpfs and some network file systems refuse O_DIRECT.
+            Err(e) if direct && e.kind() != std::io::ErrorKind::NotFound => {
+                (std::fs::File::create(path)?, false)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(DirectWriter { file, direct, buf })
+    }
+
+    /// The file being written (for its metadata, or an fsync).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
+    /// Closes the file without syncing it, and hands the buffer back for the next writer.
+    pub fn into_buffer(self) -> AlignedBlock {
+        self.buf
     }
 
     /// Writes `block` (at most the buffer's size), copied into the aligned buffer.

@@ -1,9 +1,10 @@
 //! The stage step of a sync: each content not yet safe on the site goes up once, streamed
 //! and verified, as `stage/<content id>`.
 //!
-//! Uploads run concurrently (the site's `concurrency`); each verified one is recorded at
-//! once and made durable every second, so a kill -9 costs at most a second of uploads, sent
-//! again under the same content-derived names. A file that changed under the upload is the
+//! Uploads run concurrently (the site's `concurrency`). Verified ones are settled (on a
+//! local disk: made durable, one sync for all of them) and recorded together, every second
+//! or every [`SETTLE_EVERY`] uploads, so a kill -9 costs at most a second of uploads, sent
+//! again under the same content-derived names; nothing is recorded before it is durable. A file that changed under the upload is the
 //! file's problem, not the backend's: it is examined ([`super::changed`]) and never counts
 //! toward stopping the site.
 
@@ -55,9 +56,55 @@ async fn stage_one(site: &Site, w: &WantedContent) -> Result<ObjectInfo, Miss> {
         return Err(Miss::Changed);
     }
     site.stage
-        .put_file(&site.stage_key(&w.content), &w.source, w.size, &w.sha256)
+        .put_file_unsettled(&site.stage_key(&w.content), &w.source, w.size, &w.sha256)
         .await
         .map_err(Miss::Failed)
+}
+
+/// Uploads settled and recorded at once, at most (and at least every second).
+const SETTLE_EVERY: usize = 1024;
+
+/// Settles the stage (its uploads become durable), then records `done` in one batch and
+/// makes the manifest durable.
+async fn settle(
+    m: &Manifest,
+    site: &Site,
+    done: &mut Vec<(WantedContent, ObjectInfo)>,
+    r: &mut SiteReport,
+) -> super::error::Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = site.stage.settle().await {
+        // Nothing of the batch is recorded: the next run stages it again.
+        done.clear();
+        r.fail_with(e.kind(), &e);
+        return Err(SyncError::found(
+            e.kind(),
+            format!(
+                "site {}: the stage could not be made durable: {e}",
+                site.name
+            ),
+        ));
+    }
+    let mut batch = ManifestBatch::default();
+    for (w, obj) in done.drain(..) {
+        r.staged_files += 1;
+        r.staged_bytes += w.size;
+        batch.put_staged(
+            &site.name,
+            &w.content,
+            &StagedRecord {
+                key: obj.key,
+                size: obj.size,
+                etag: obj.etag,
+                at: manifest::now(),
+            },
+        );
+    }
+    m.apply(batch)?;
+    m.flush()?;
+    Ok(())
 }
 
 /// One round of uploads; returns the new versions to stage next.
@@ -81,29 +128,15 @@ async fn stage_pass(
     let mut again = Vec::new();
     let mut consecutive = 0usize;
     let mut last_flush = Instant::now();
+    let mut done = Vec::new();
     while let Some((w, res)) = results.next().await {
         match res {
             Ok(obj) => {
                 consecutive = 0;
                 bar.add(1, w.size);
-                r.staged_files += 1;
-                r.staged_bytes += w.size;
-                let mut batch = ManifestBatch::default();
-                batch.put_staged(
-                    &site.name,
-                    &w.content,
-                    &StagedRecord {
-                        key: obj.key,
-                        size: obj.size,
-                        etag: obj.etag,
-                        at: manifest::now(),
-                    },
-                );
-                // Recorded at once, made durable every second: a kill -9 costs at most a
-                // second of uploads, sent again under the same content-derived names.
-                m.apply(batch)?;
-                if last_flush.elapsed() >= Duration::from_secs(1) {
-                    m.flush()?;
+                done.push((w, obj));
+                if done.len() >= SETTLE_EVERY || last_flush.elapsed() >= Duration::from_secs(1) {
+                    settle(m, site, &mut done, r).await?;
                     last_flush = Instant::now();
                 }
             }
@@ -120,7 +153,7 @@ async fn stage_pass(
                     r.fail_with(e.kind(), &e);
                     consecutive += 1;
                     if consecutive >= MAX_CONSECUTIVE_FAILURES {
-                        m.flush()?;
+                        settle(m, site, &mut done, r).await?;
                         return Err(SyncError::found(
                             if transient {
                                 ErrorKind::Transient
@@ -139,6 +172,7 @@ async fn stage_pass(
             },
         }
     }
+    settle(m, site, &mut done, r).await?;
     m.flush()?;
     Ok(again)
 }
