@@ -24,6 +24,9 @@ use crate::store::{list_objects, object_stream, BackendInfo, ObjectInfo, StoreEr
 
 const BLOCK: usize = 8 << 20;
 
+/// What the image reader of a streamed PUT says when the request ended before it did.
+const STOPPED: &str = "the upload stopped";
+
 pub struct OpendalArchive {
     op: Operator,
     info: BackendInfo,
@@ -67,6 +70,20 @@ impl OpendalArchive {
     pub fn with_read_back(mut self, always: bool) -> Self {
         self.read_back_always = always;
         self
+    }
+
+    /// The image being put could not be read at `offset` (a member file changed or went).
+    fn source_err(&self, key: &str, offset: u64, e: std::io::Error) -> StoreError {
+        StoreError::new(
+            &self.info,
+            "put",
+            key,
+            lomob_backends::BackendError::Source {
+                key: key.to_string(),
+                offset,
+                source: e,
+            },
+        )
     }
 
     fn err(&self, op: &'static str, key: &str, e: opendal::Error) -> StoreError {
@@ -436,18 +453,7 @@ impl OpendalArchive {
         can_append: bool,
     ) -> Result<[u8; 32], StoreError> {
         let (key, total) = (req.key, req.source.len());
-        let read_err = |at: u64, e: std::io::Error| {
-            StoreError::new(
-                &self.info,
-                "put",
-                key,
-                lomob_backends::BackendError::Source {
-                    key: key.to_string(),
-                    offset: at,
-                    source: e,
-                },
-            )
-        };
+        let read_err = |at: u64, e: std::io::Error| self.source_err(key, at, e);
         // Drive and OneDrive take an object in one write (OpenDAL's one-shot writers refuse
         // a second): the image is held whole, which the profile bounds (iso-size at most
         // the archive's one-shot-limit).
@@ -581,16 +587,7 @@ impl OpendalArchive {
                 let _ = std::fs::remove_file(&path);
                 Err(StoreError::local(&self.info, "put", key, &path, e))
             }
-            Err(e) => Err(StoreError::new(
-                &self.info,
-                "put",
-                key,
-                lomob_backends::BackendError::Source {
-                    key: key.to_string(),
-                    offset: written.load(Ordering::Relaxed),
-                    source: e,
-                },
-            )),
+            Err(e) => Err(self.source_err(key, written.load(Ordering::Relaxed), e)),
         }
     }
 
@@ -653,7 +650,7 @@ impl OpendalArchive {
                 r.store(done, Ordering::Relaxed);
                 if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
                     // The request ended early: its error is the one reported.
-                    return Err(std::io::Error::other("the upload stopped"));
+                    return Err(std::io::Error::other(STOPPED));
                 }
             }
             Ok(sha.finalize().into())
@@ -672,29 +669,15 @@ impl OpendalArchive {
         };
         let hashed = reader.await.map_err(std::io::Error::other).and_then(|r| r);
         match (hashed, sent) {
-            // A source that failed is the image's problem, whatever the server said.
-            (Err(e), _) if e.to_string() != "the upload stopped" => Err(StoreError::new(
-                &self.info,
-                "put",
-                key,
-                lomob_backends::BackendError::Source {
-                    key: key.to_string(),
-                    offset: read.load(Ordering::Relaxed),
-                    source: e,
-                },
-            )),
-            (_, Err(e)) => Err(StoreError::new(&self.info, "put", key, e)),
-            (Err(e), Ok(())) => Err(StoreError::new(
-                &self.info,
-                "put",
-                key,
-                lomob_backends::BackendError::Source {
-                    key: key.to_string(),
-                    offset: read.load(Ordering::Relaxed),
-                    source: e,
-                },
-            )),
             (Ok(sha), Ok(())) => Ok(sha),
+            // A source that failed is the image's problem, whatever the server said (the
+            // reader stops on its own when the request ended first: then the request's
+            // error is the one).
+            (Err(e), _) if e.to_string() != STOPPED => {
+                Err(self.source_err(key, read.load(Ordering::Relaxed), e))
+            }
+            (_, Err(e)) => Err(StoreError::new(&self.info, "put", key, e)),
+            (Err(e), Ok(())) => Err(self.source_err(key, read.load(Ordering::Relaxed), e)),
         }
     }
 

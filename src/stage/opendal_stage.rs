@@ -123,6 +123,21 @@ impl OpendalStage {
         StoreError::opendal(&self.info, op, key, e)
     }
 
+    /// A problem with the file being put is the file's (its kind tells the engine:
+    /// InvalidData for bytes that are not the scanned ones), not the backend's.
+    fn source_err(&self, key: &str, path: &Path, e: std::io::Error) -> StoreError {
+        StoreError::new(
+            &self.info,
+            "put",
+            key,
+            lomob_backends::BackendError::Source {
+                key: path.display().to_string(),
+                offset: 0,
+                source: e,
+            },
+        )
+    }
+
     /// A local disk's put ([`super::disk::copy_in`]), `durable` at once or at the next
     /// settle.
     async fn copy_to_disk(
@@ -135,18 +150,7 @@ impl OpendalStage {
         durable: bool,
     ) -> Result<ObjectInfo, StoreError> {
         crate::store::confine(&self.info, "put", key)?;
-        let source = |e: std::io::Error| {
-            StoreError::new(
-                &self.info,
-                "put",
-                key,
-                lomob_backends::BackendError::Source {
-                    key: path.display().to_string(),
-                    offset: 0,
-                    source: e,
-                },
-            )
-        };
+        let source = |e: std::io::Error| self.source_err(key, path, e);
         let _slot = if size < super::disk::COPY_BLOCK as u64 {
             Some(
                 self.small_copies
@@ -199,20 +203,7 @@ impl Stage for OpendalStage {
         sha256: &[u8; 32],
     ) -> Result<ObjectInfo, StoreError> {
         crate::store::confine(&self.info, "put", key)?;
-        // A problem with the file is the file's (its kind tells the engine: InvalidData for
-        // bytes that are not the scanned ones), not the backend's.
-        let source = |e: std::io::Error| {
-            StoreError::new(
-                &self.info,
-                "put",
-                key,
-                lomob_backends::BackendError::Source {
-                    key: path.display().to_string(),
-                    offset: 0,
-                    source: e,
-                },
-            )
-        };
+        let source = |e: std::io::Error| self.source_err(key, path, e);
         if let (Some(root), None) = (&self.local_root, &self.pacer) {
             return self.copy_to_disk(root, key, path, size, sha256, true).await;
         }
