@@ -537,39 +537,26 @@ impl OpendalArchive {
         root: &std::path::Path,
         partial: &str,
     ) -> Result<[u8; 32], StoreError> {
-        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use crate::store::direct::CopyFailure;
+        use std::sync::atomic::{AtomicU64, Ordering};
         let (key, total) = (req.key, req.source.len());
         let path = root.join(partial);
         let written = Arc::new(AtomicU64::new(0));
-        let sink_failed = Arc::new(AtomicBool::new(false));
-        let (source, at, w, failed) = (
-            req.source.clone(),
-            path.clone(),
-            written.clone(),
-            sink_failed.clone(),
-        );
+        let (source, at, w) = (req.source.clone(), path.clone(), written.clone());
         let mut task = tokio::task::spawn_blocking(move || {
             if let Some(folder) = at.parent() {
-                std::fs::create_dir_all(folder)
-                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+                std::fs::create_dir_all(folder).map_err(CopyFailure::Write)?;
             }
-            let mut out =
-                crate::store::direct::DirectWriter::create(&at, crate::store::direct::BLOCK)
-                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
-            let (sha, n) = crate::store::direct::stream(source.open_at(0)?, |block| {
-                out.write(block)
-                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
-                w.fetch_add(block.len() as u64, Ordering::Relaxed);
-                Ok(())
+            let reader = source.open_at(0).map_err(CopyFailure::Read)?;
+            let (sha, n) = crate::store::direct::write_file(reader, &at, |n| {
+                w.fetch_add(n, Ordering::Relaxed);
             })?;
             if n != total {
-                return Err(std::io::Error::new(
+                return Err(CopyFailure::Read(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     format!("the image ended at byte {n} of {total}"),
-                ));
+                )));
             }
-            out.finish()
-                .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
             Ok(sha)
         });
         (req.progress)(0);
@@ -581,13 +568,17 @@ impl OpendalArchive {
                 }
             }
         };
-        match joined.map_err(std::io::Error::other).and_then(|r| r) {
+        let done = written.load(Ordering::Relaxed);
+        match joined
+            .map_err(|e| CopyFailure::Read(std::io::Error::other(e)))
+            .and_then(|r| r)
+        {
             Ok(sha) => Ok(sha),
-            Err(e) if sink_failed.load(Ordering::Relaxed) => {
+            Err(CopyFailure::Write(e)) => {
                 let _ = std::fs::remove_file(&path);
                 Err(StoreError::local(&self.info, "put", key, &path, e))
             }
-            Err(e) => Err(self.source_err(key, written.load(Ordering::Relaxed), e)),
+            Err(CopyFailure::Read(e)) => Err(self.source_err(key, done, e)),
         }
     }
 
@@ -613,47 +604,34 @@ impl OpendalArchive {
         let read = Arc::new(AtomicU64::new(0));
         let (source, r) = (req.source.clone(), read.clone());
         let reader = tokio::task::spawn_blocking(move || -> std::io::Result<[u8; 32]> {
-            let fail = |tx: &tokio::sync::mpsc::Sender<_>, e: std::io::Error| {
-                // The body fails with it, so the PUT is aborted rather than completed short.
-                let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
-                Err(e)
-            };
-            let mut input = match source.open_at(0) {
-                Ok(i) => i,
-                Err(e) => return fail(&tx, e),
-            };
-            let mut sha = Sha256::new();
-            let mut done = 0u64;
-            while done < total {
-                let len = ((total - done) as usize).min(BLOCK);
-                let mut buf = vec![0u8; len];
-                let mut filled = 0;
-                while filled < len {
-                    match input.read(&mut buf[filled..]) {
-                        Ok(0) => {
-                            let e = std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                format!(
-                                    "the image ended at byte {} of {total}",
-                                    done + filled as u64
-                                ),
-                            );
-                            return fail(&tx, e);
-                        }
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return fail(&tx, e),
+            let mut stopped = false;
+            let streamed = source.open_at(0).and_then(|input| {
+                crate::store::direct::stream(input, |block| {
+                    if tx
+                        .blocking_send(Ok(bytes::Bytes::copy_from_slice(block)))
+                        .is_err()
+                    {
+                        stopped = true;
+                        return Err(std::io::Error::other(STOPPED));
                     }
-                }
-                sha.update(&buf);
-                done += len as u64;
-                r.store(done, Ordering::Relaxed);
-                if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
-                    // The request ended early: its error is the one reported.
-                    return Err(std::io::Error::other(STOPPED));
-                }
+                    r.fetch_add(block.len() as u64, Ordering::Relaxed);
+                    Ok(())
+                })
+            });
+            let failed = match streamed {
+                Ok((sha, n)) if n == total => return Ok(sha),
+                Ok((_, n)) => std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the image ended at byte {n} of {total}"),
+                ),
+                Err(e) => e,
+            };
+            if !stopped {
+                // The body fails with it, so the PUT is aborted rather than completed short.
+                let copy = std::io::Error::new(failed.kind(), failed.to_string());
+                let _ = tx.blocking_send(Err(copy));
             }
-            Ok(sha.finalize().into())
+            Err(failed)
         });
         let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
         let upload = put.put(partial, total, body);

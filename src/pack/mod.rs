@@ -16,7 +16,7 @@ use crate::manifest::{
     ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
     ManifestError, PlacementRecord,
 };
-use crate::store::direct::{DirectWriter, BLOCK as IMAGE_BLOCK};
+use crate::store::direct::{self, CopyFailure};
 
 /// A content waiting to be packed, with the path it is read from.
 #[derive(Clone, Debug)]
@@ -188,13 +188,13 @@ pub enum WriteOutcome {
 }
 
 /// Streams the whole image once, in order, and returns its SHA-256 and size; `sink` sees
-/// every block. Two threads share the work: one generates the image (reading the files and
-/// checking each against its SHA-256), the other hashes the image and feeds `sink`.
+/// every block ([`direct::stream`]: the image is generated, the files checked against their
+/// SHA-256, hashed and handed to `sink` on three threads).
 pub fn stream_image(
     plan: &IsoPlan,
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<([u8; 32], u64)> {
-    crate::store::direct::stream(plan.reader_at(0), sink)
+    direct::stream(plan.reader_at(0), sink)
 }
 
 /// Streams the plan's image into `path` (through a `.partial` file renamed at the end),
@@ -205,12 +205,14 @@ pub fn write_image_file(plan: &IsoPlan, path: &Path) -> Result<WriteOutcome, Pac
         path: path.to_path_buf(),
         source,
     };
-    let mut out = DirectWriter::create(&tmp, IMAGE_BLOCK).map_err(err)?;
-    let streamed = stream_image(plan, |block| out.write(block));
-    let (sha256, size) = match streamed {
+    let (sha256, size) = match direct::write_file(plan.reader_at(0), &tmp, |_| {}) {
         Ok(v) => v,
-        Err(e) => {
+        Err(failed) => {
             let _ = std::fs::remove_file(&tmp);
+            let e = match failed {
+                CopyFailure::Read(e) => e,
+                CopyFailure::Write(e) => e,
+            };
             if let Some(IsoError::SourceChanged { path, reason, .. }) = IsoError::from_io(&e) {
                 return Ok(WriteOutcome::SourceChanged {
                     image_path: path.clone(),
@@ -220,7 +222,6 @@ pub fn write_image_file(plan: &IsoPlan, path: &Path) -> Result<WriteOutcome, Pac
             return Err(err(e));
         }
     };
-    out.finish().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(WriteOutcome::Done { size, sha256 })
 }

@@ -4,9 +4,11 @@
 //! OpenDAL's fs writer goes through the async runtime a chunk at a time and writes in place.
 //! Here one blocking call does the whole copy: the source is read once into an aligned
 //! buffer, hashed as it is read (the bytes must be the scanned ones), written with O_DIRECT
-//! (no page-cache copy) under `<key>.partial`, fsynced, and only then renamed into place and
-//! its folder fsynced. A kill at any point leaves no short object under the real name; a
-//! power cut never loses an object the manifest then records.
+//! (no page-cache copy; small files through it) under `<key>.partial` and renamed into
+//! place. It is durable either at once (file and folder fsynced) or, for a sync's many
+//! copies, at the next [`settle`] (one `syncfs`), before which nothing records it. A kill at
+//! any point leaves no short object under the real name; a power cut never loses an object
+//! the manifest then records.
 
 use std::path::{Path, PathBuf};
 

@@ -138,8 +138,8 @@ impl OpendalStage {
         )
     }
 
-    /// A local disk's put ([`super::disk::copy_in`]), `durable` at once or at the next
-    /// settle.
+    /// A local disk's put ([`super::disk::copy_in`]) of a confined key, `durable` at once
+    /// or at the next settle.
     async fn copy_to_disk(
         &self,
         root: &Path,
@@ -149,7 +149,6 @@ impl OpendalStage {
         sha256: &[u8; 32],
         durable: bool,
     ) -> Result<ObjectInfo, StoreError> {
-        crate::store::confine(&self.info, "put", key)?;
         let source = |e: std::io::Error| self.source_err(key, path, e);
         let _slot = if size < super::disk::COPY_BLOCK as u64 {
             Some(
@@ -342,6 +341,7 @@ impl Stage for OpendalStage {
         size: u64,
         sha256: &[u8; 32],
     ) -> Result<ObjectInfo, StoreError> {
+        crate::store::confine(&self.info, "put", key)?;
         match (&self.local_root, &self.pacer) {
             (Some(root), None) => {
                 self.copy_to_disk(root, key, path, size, sha256, false)
@@ -352,7 +352,7 @@ impl Stage for OpendalStage {
     }
 
     async fn settle(&self) -> Result<(), StoreError> {
-        let Some(root) = self.local_root.clone() else {
+        let Some(root) = &self.local_root else {
             return Ok(());
         };
         let at = root.clone();
@@ -360,7 +360,7 @@ impl Stage for OpendalStage {
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r)
-            .map_err(|e| StoreError::local(&self.info, "sync", "stage/", &root, e))
+            .map_err(|e| StoreError::local(&self.info, "sync", "stage/", root, e))
     }
 
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> Result<ObjectInfo, StoreError> {

@@ -6,8 +6,8 @@
 //! - writing images and staged copies with O_DIRECT ([`DirectWriter`]): written once, not
 //!   read back soon, and copying gigabytes into fresh page-cache pages costs more CPU than
 //!   hashing them;
-//! - the two-thread pipeline ([`stream`]) that reads (and checks) on one core while the
-//!   other hashes and writes.
+//! - the three-thread pipeline ([`stream`]) that reads (and checks), hashes and writes at
+//!   once, and [`write_file`], which feeds it into a new local file.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 const ALIGN: usize = 4096;
 /// Block size of the image pipeline: large reads and writes, few syscalls.
 pub const BLOCK: usize = 4 << 20;
-/// Blocks in flight between the pipeline's two threads (bounded memory: about 4 x 4 MiB).
+/// Blocks in flight in the pipeline (bounded memory: about 4 x 4 MiB).
 const IN_FLIGHT: usize = 4;
 
 /// Opens a file to read it once, in order: without updating its access time where the
@@ -149,7 +149,29 @@ pub fn stream(
     })
 }
 
-/// Which side of [`DirectWriter::copy_from`] failed.
+/// Streams `reader` ([`stream`]) into a new file at `path` written past the page cache,
+/// then fsyncs it; `written` sees each block's length as it is written. Returns the
+/// SHA-256 and length of what was read, or which side failed.
+pub fn write_file(
+    reader: impl Read + Send,
+    path: &Path,
+    mut written: impl FnMut(u64),
+) -> Result<([u8; 32], u64), CopyFailure> {
+    let mut out = DirectWriter::create(path, BLOCK).map_err(CopyFailure::Write)?;
+    let mut sink_failed = false;
+    let streamed = stream(reader, |block| {
+        out.write(block).inspect_err(|_| sink_failed = true)?;
+        written(block.len() as u64);
+        Ok(())
+    });
+    match streamed {
+        Ok(done) => out.finish().map(|()| done).map_err(CopyFailure::Write),
+        Err(e) if sink_failed => Err(CopyFailure::Write(e)),
+        Err(e) => Err(CopyFailure::Read(e)),
+    }
+}
+
+/// Which side of a copy failed.
 #[derive(Debug)]
 pub enum CopyFailure {
     Read(std::io::Error),
