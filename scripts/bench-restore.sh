@@ -19,6 +19,13 @@
 #   CURL_REF    1: also time curl alone GETting the byte ranges lomob's last restore asked for
 #               (3 in flight, to /dev/null): what the server costs without any client work [1]
 #   COLD        1: drop the page cache before each measured command, 0: don't, auto: if root
+#   SERVER_STORE where the servers keep their objects: tmpfs (a folder under /dev/shm) or disk
+#               (under BENCH_DIR) [tmpfs when /dev/shm has 4x the corpus free, else disk].
+#               The server stands for a remote store: on tmpfs its reads neither share the
+#               disk the restore writes to nor lose their cache to COLD's drop. On disk, moto
+#               keeps objects under ~5 MB (restic's packs) in its heap but spills larger ones
+#               (lomob's image) to files, so a cold lomob restore also paid the server's reads
+#               on its own disk and restic's did not.
 #   MAX_LOAD    before each measured command, wait (every 20 s, up to MAX_WAIT s) until the
 #               1-min load is below [1.5]
 #   MAX_WAIT    [300]
@@ -64,6 +71,7 @@ MAX_LOAD=${MAX_LOAD:-1.5}
 MAX_WAIT=${MAX_WAIT:-300}
 QUIET_WAIT=${QUIET_WAIT:-1200}
 NO_WRITE=${NO_WRITE:-0}
+SERVER_STORE=${SERVER_STORE:-auto}
 VENV=$REPO/.venv
 
 case "${1:-}" in
@@ -102,6 +110,15 @@ CORPUS_BYTES=$(find "$MEDIA" -type f -printf '%s\n' | awk '{s+=$1} END {printf "
 CORPUS_FILES=$(find "$MEDIA" -type f | wc -l)
 
 TMP=$(mktemp -d "$WORK/restore.XXXXXX")
+if [[ $SERVER_STORE == auto ]]; then
+    shm_free=$(df -P --output=avail -B1 /dev/shm 2>/dev/null | tail -1 || echo 0)
+    if ((shm_free > 4 * CORPUS_BYTES)); then SERVER_STORE=tmpfs; else SERVER_STORE=disk; fi
+fi
+case $SERVER_STORE in
+    tmpfs) SRV_DIR=$(mktemp -d /dev/shm/lomob-bench-server.XXXXXX) ;;
+    disk) SRV_DIR=$TMP/server ;;
+    *) die "SERVER_STORE must be tmpfs or disk, not $SERVER_STORE" ;;
+esac
 SRV_PID=
 server_stop() {
     if [[ -n $SRV_PID ]]; then
@@ -109,7 +126,7 @@ server_stop() {
         wait "$SRV_PID" 2>/dev/null || true
         SRV_PID=
     fi
-    rm -rf -- "$TMP/server" "$TMP/out" "$TMP/thaw" "$TMP/restic-cache" "$TMP/db"
+    rm -rf -- "$SRV_DIR" "$TMP/out" "$TMP/thaw" "$TMP/restic-cache" "$TMP/db"
 }
 cleanup() {
     server_stop
@@ -118,7 +135,7 @@ cleanup() {
         rm -rf -- "$WORK/last-bench-restore.partial"
         cp -r "$RES" "$WORK/last-bench-restore.partial"
     fi
-    rm -rf -- "$TMP"
+    rm -rf -- "$TMP" "$SRV_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -132,21 +149,21 @@ OUT=$TMP/out
 
 # server_start KIND: a fresh server with buckets lomob-stage, lomob-archive and restic; sets
 # EP, SRV_PID, SRV_LOG. moto: one request a line in its log, objects over ~5 MB spill to
-# $TMP/server; rclone: each bucket a folder of $TMP/server.
+# SRV_DIR; rclone: each bucket a folder of SRV_DIR.
 server_start() {
     local kind=$1 port b
     server_stop
-    mkdir -p "$TMP/server"
+    mkdir -p "$SRV_DIR"
     port=$(free_port)
     EP=http://127.0.0.1:$port
     SRV_LOG=$TMP/$kind.log
     if [[ $kind == moto ]]; then
-        TMPDIR=$TMP/server setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$SRV_LOG" 2>&1 </dev/null &
+        TMPDIR=$SRV_DIR setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$SRV_LOG" 2>&1 </dev/null &
     else
-        mkdir -p "$TMP/server/lomob-stage" "$TMP/server/lomob-archive" "$TMP/server/restic" \
-            "$TMP/server/lomob-enc-stage" "$TMP/server/lomob-enc-archive"
+        mkdir -p "$SRV_DIR/lomob-stage" "$SRV_DIR/lomob-archive" "$SRV_DIR/restic" \
+            "$SRV_DIR/lomob-enc-stage" "$SRV_DIR/lomob-enc-archive"
         setsid "$RCLONE" serve s3 --addr "127.0.0.1:$port" --auth-key "bench,bench" \
-            --config /dev/null "$TMP/server" >"$SRV_LOG" 2>&1 </dev/null &
+            --config /dev/null "$SRV_DIR" >"$SRV_LOG" 2>&1 </dev/null &
     fi
     SRV_PID=$!
     for _ in $(seq 300); do
@@ -570,7 +587,7 @@ PY
 {
 echo "## Restore benchmark"
 echo
-echo "Produced by \`scripts/bench-restore.sh\` (RUNS=$RUNS, SERVERS=\"$SERVERS\", ISO_SIZE=$ISO_SIZE, COLD=$COLD, CURL_REF=$CURL_REF) on $(date -u '+%Y-%m-%d %H:%M UTC'), lomob $LOMOB_REV."
+echo "Produced by \`scripts/bench-restore.sh\` (RUNS=$RUNS, SERVERS=\"$SERVERS\", ISO_SIZE=$ISO_SIZE, COLD=$COLD, CURL_REF=$CURL_REF, SERVER_STORE=$SERVER_STORE) on $(date -u '+%Y-%m-%d %H:%M UTC'), lomob $LOMOB_REV."
 echo
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -h | awk '/^Mem:/ {print $2}') RAM, corpus and restores on $(df -P "$WORK" | awk 'NR==2 {print $1}') ($(df -hPT "$WORK" | awk 'NR==2 {print $2}')); moto $("$VENV/bin/pip" show moto 2>/dev/null | awk '/^Version/ {print $2}') (Python), rclone $("$RCLONE" version | head -1 | awk '{print $2}') (Go), both on loopback; $(restic version | cut -d' ' -f1-2). Load average $LOAD_START at the start, $LOAD_END at the end; each measured command waited for no cargo/rustc/test.sh process (at most ${QUIET_WAIT} s) and a 1-min load ≤ $MAX_LOAD (at most ${MAX_WAIT} s)."
 echo

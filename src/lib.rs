@@ -17,6 +17,7 @@ pub mod iso;
 pub mod keys;
 pub mod manifest;
 pub mod pack;
+pub mod platform;
 pub mod progress;
 pub mod restore;
 pub mod scan;

@@ -10,9 +10,6 @@
 //! hold the good copy and the exact command that puts it back.
 
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
 use super::{PartReport, Problem};
 use crate::manifest::{self, FileRecord, Manifest, ManifestError};
@@ -104,16 +101,16 @@ pub fn check(m: &Manifest, budget: Budget) -> Result<PartReport, ManifestError> 
         let mut abs = root_path.clone();
         abs.push(b'/');
         abs.extend_from_slice(rel);
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&abs));
+        let path = crate::platform::names::path_of(&abs);
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue; // Gone or unmounted: the scan's business.
         };
-        if !md.is_file() || md.len() != f.size || mtime_ns(&md) != f.mtime_ns || md.ino() != f.inode
-        {
+        let inode = crate::platform::file::identity(&md, || path.clone()).inode;
+        if !md.is_file() || md.len() != f.size || mtime_ns(&md) != f.mtime_ns || inode != f.inode {
             continue; // Changed the ordinary way: the next scan records it.
         }
         p.looked_at += 1;
-        let entry = WalkEntry::from_metadata(rel.clone(), &md);
+        let entry = WalkEntry::from_metadata(rel.clone(), &md, || path.clone());
         let h = match hash_file(&path, &entry, &mut buf) {
             Ok(h) => h,
             Err(e) => {

@@ -9,7 +9,6 @@
 //! garbage; anything else is never touched.
 
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::{CheckOptions, PartReport, Problem};
@@ -312,7 +311,6 @@ async fn repair(m: &Manifest, site: &Site, p: &mut PartReport) -> Result<(), Man
 
 /// For each present content, one local file holding it whose stat is the recorded one.
 fn originals(m: &Manifest) -> Result<HashMap<ContentId, PathBuf>, ManifestError> {
-    use std::os::unix::fs::MetadataExt;
     let roots: HashMap<u32, Vec<u8>> = m.roots()?.into_iter().map(|r| (r.id, r.path)).collect();
     let mut out = HashMap::new();
     for kv in m.files() {
@@ -324,14 +322,14 @@ fn originals(m: &Manifest) -> Result<HashMap<ContentId, PathBuf>, ManifestError>
         let mut abs = r.clone();
         abs.push(b'/');
         abs.extend_from_slice(&rel);
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(&abs));
+        let path = crate::platform::names::path_of(&abs);
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue;
         };
         let same = md.is_file()
             && md.len() == f.size
             && crate::scan::walk::mtime_ns(&md) == f.mtime_ns
-            && md.ino() == f.inode;
+            && crate::platform::file::identity(&md, || path.clone()).inode == f.inode;
         if same {
             out.insert(f.current().content, path);
         }

@@ -37,7 +37,7 @@ pub fn forward(ctx: &Context, command: &Command) -> anyhow::Result<Option<u8>> {
         return Ok(None);
     }
     let path = control::socket_path(&ctx.db);
-    if !path.exists() {
+    if !control::may_be_listening(&path) {
         return Ok(None);
     }
     // Lossy: a non-UTF-8 word (a path) must not abort the command; the daemon sees U+FFFD.
@@ -112,7 +112,7 @@ pub fn run(ctx: &Context, action: Option<DaemonCommand>) -> anyhow::Result<u8> {
     let roots = super::scan_cmd::resolve_roots(ctx, &m, &[])?;
     let roots: Vec<PathBuf> = roots
         .iter()
-        .map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
+        .map(|r| crate::platform::names::canonical(r).unwrap_or_else(|_| r.clone()))
         .collect();
     let engine = Arc::new(CliEngine {
         db: ctx.db.clone(),
@@ -174,7 +174,7 @@ fn absolute_sources(ctx: &Context) -> Vec<PathBuf> {
     ctx.config
         .sources
         .iter()
-        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .map(|p| crate::platform::names::canonical(p).unwrap_or_else(|_| p.clone()))
         .collect()
 }
 
@@ -277,7 +277,7 @@ pub fn service(ctx: &Context, s: ServiceCommand) -> anyhow::Result<u8> {
             .config
             .sources
             .iter()
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .map(|p| crate::platform::names::canonical(p).unwrap_or_else(|_| p.clone()))
             .collect(),
         db: (ctx.db != ctx.config.data_dir.join("lomob.db")).then(|| ctx.db.clone()),
     };
@@ -331,7 +331,7 @@ pub fn service(ctx: &Context, s: ServiceCommand) -> anyhow::Result<u8> {
             if let Some(dir) = f.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::write(&f.path, &f.text)
+            std::fs::write(&f.path, f.bytes())
                 .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.path.display()))?;
             writeln!(out, "wrote {}", f.path.display())?;
         }

@@ -1,9 +1,7 @@
 //! `lomob iso create|list|verify|ls|extract`: archive images on the local disk.
 
 use std::collections::VecDeque;
-use std::ffi::OsStr;
 use std::io::{BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -331,7 +329,7 @@ fn verify(ctx: &Context, image: &str) -> anyhow::Result<u8> {
     let (path, record) = if as_path.is_file() {
         let canon = std::fs::canonicalize(as_path)?;
         let rec = m.isos()?.into_iter().find(|r| {
-            r.local_path.as_deref() == Some(canon.as_os_str().as_bytes())
+            r.local_path.as_deref() == Some(&*crate::platform::names::path_bytes(&canon))
                 || as_path.file_name().and_then(|n| n.to_str()) == Some(r.name.as_str())
         });
         (as_path.to_path_buf(), rec)
@@ -344,7 +342,7 @@ fn verify(ctx: &Context, image: &str) -> anyhow::Result<u8> {
         let Some(p) = rec.local_path.as_deref() else {
             bail!("image {image} has no local copy to verify");
         };
-        let p = PathBuf::from(OsStr::from_bytes(p));
+        let p = crate::platform::names::path_of(p);
         if !p.is_file() {
             bail!("image {image}: its local copy {} is gone", p.display());
         }
@@ -525,7 +523,7 @@ fn dump(ctx: &Context, image: &str) -> anyhow::Result<u8> {
         let local = rec
             .local_path
             .as_deref()
-            .map(|p| PathBuf::from(OsStr::from_bytes(p)))
+            .map(crate::platform::names::path_of)
             .filter(|p| p.is_file());
         match local {
             Some(p) => (rec.name.clone(), image_entries(&p)?),

@@ -7,7 +7,6 @@
 //! stops asking for it.
 
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -20,6 +19,7 @@ use crate::crypt::{
     decrypt_bytes, generate_identity, is_age, DecryptError, HeaderError, Identity, SCRYPT_LOG_N,
 };
 use crate::exit::{self, UsageError};
+use crate::platform::file::PortableOpenOptions as _;
 use crate::site::Site;
 
 /// The manifest mark recording when a site's key was last proven.
@@ -94,7 +94,7 @@ fn generate(
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .owner_only()
         .open(output)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {

@@ -5,9 +5,7 @@
 //! does not grow with the library. Its table therefore has fixed column widths.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use lomob_backends::ByteSize;
@@ -184,8 +182,9 @@ impl DirFilter {
 }
 
 fn dir_filter(d: &Path, roots: &HashMap<u32, Vec<u8>>) -> DirFilter {
-    let d = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
-    let bytes = d.as_os_str().as_bytes();
+    let d = crate::platform::names::canonical(d).unwrap_or_else(|_| d.to_path_buf());
+    let bytes = crate::platform::names::path_bytes(&d);
+    let bytes: &[u8] = &bytes;
     if d.is_absolute() {
         for (id, r) in roots {
             if bytes == r.as_slice() {
@@ -395,7 +394,7 @@ fn dir_rows(
             } else {
                 full_path(&root_path, rel)
             };
-            row.path = Path::new(OsStr::from_bytes(&full)).display().to_string();
+            row.path = crate::platform::names::path_of(&full).display().to_string();
             row.modified = local_time(row.mtime_ns);
         }
     }

@@ -1,7 +1,6 @@
 //! `lomob restore` and `lomob recover`: the command line around [`crate::restore`].
 
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
@@ -28,7 +27,11 @@ pub fn run(ctx: &Context, a: RestoreArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot resolve the folder {}", a.to.display()))?;
     let opts = RestoreOptions {
         to,
-        patterns: a.paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        patterns: a
+            .paths
+            .iter()
+            .map(|p| crate::platform::names::os_bytes(p).into_owned())
+            .collect(),
         when,
         deleted: a.deleted,
         dry_run: a.dry_run,
@@ -310,10 +313,7 @@ pub fn recover(ctx: &Context, a: RecoverArgs) -> anyhow::Result<u8> {
         .roots
         .iter()
         .map(|r| {
-            lomob_backends::secret::expand_home(r)
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
+            crate::platform::names::path_bytes(&lomob_backends::secret::expand_home(r)).into_owned()
         })
         .collect();
     let rt = super::sync_cmd::runtime()?;

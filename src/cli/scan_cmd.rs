@@ -1,8 +1,6 @@
 //! `lomob scan`: resolve the roots and options, run the scan, print the summary.
 
-use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use lomob_backends::ByteSize;
@@ -33,7 +31,7 @@ pub fn resolve_roots(
     let known: Vec<PathBuf> = m
         .roots()?
         .into_iter()
-        .map(|r| PathBuf::from(OsStr::from_bytes(&r.path)))
+        .map(|r| crate::platform::names::path_of(&r.path))
         .collect();
     if known.is_empty() {
         return Err(UsageError(

@@ -350,11 +350,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("partial");
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
+    crate::platform::file::owner_only(&mut opts);
     let mut f = opts
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;

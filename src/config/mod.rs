@@ -284,9 +284,11 @@ pub struct LoadedConfig {
     pub data_dir: PathBuf,
 }
 
-/// The folder for lomob's own data: the manifest and the default local site.
+/// The folder for lomob's own data: the manifest and the default local site
+/// (`~/.local/share/lomob` on Linux, `%LOCALAPPDATA%\\lomob` on Windows: this machine's own,
+/// never roamed to another).
 pub fn data_dir() -> PathBuf {
-    dirs::data_dir()
+    dirs::data_local_dir()
         .unwrap_or_else(|| PathBuf::from(".local/share"))
         .join("lomob")
 }
@@ -391,22 +393,20 @@ pub fn load(files: &[PathBuf]) -> Result<LoadedConfig, ConfigError> {
 /// Warns when a profile that holds a secret written inline (shown as `***`) can be read by
 /// other users of the machine.
 fn warn_if_readable(sources: &[PathBuf], config: &Config) {
-    use std::os::unix::fs::PermissionsExt as _;
     let inline = serde_json::to_string(config).is_ok_and(|j| j.contains("\"***\""));
     if !inline {
         return;
     }
     for p in sources {
-        if let Ok(m) = std::fs::metadata(p) {
-            let mode = m.permissions().mode();
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    "{} holds a secret written inline and can be read by other users of this machine (mode {:o}): run `chmod 600 {}`, or read the secret from a file or an environment variable",
-                    p.display(),
-                    mode & 0o777,
-                    p.display()
-                );
-            }
+        let shared = std::fs::metadata(p)
+            .ok()
+            .and_then(|m| crate::platform::file::shared_mode(&m));
+        if let Some(mode) = shared {
+            tracing::warn!(
+                "{} holds a secret written inline and can be read by other users of this machine (mode {mode:o}): run `chmod 600 {}`, or read the secret from a file or an environment variable",
+                p.display(),
+                p.display()
+            );
         }
     }
 }

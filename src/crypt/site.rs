@@ -221,45 +221,20 @@ pub fn load_identities(id: &IdentityConfig) -> Result<Vec<Identity>, String> {
 
 /// Reads a passphrase from the terminal without echo; `None` without a terminal.
 pub fn prompt_passphrase(prompt: &str) -> Option<Vec<u8>> {
-    use std::io::BufRead as _;
-    use std::os::fd::AsRawFd as _;
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .ok()?;
-    let fd = tty.as_raw_fd();
-    // SAFETY: termios is plain data, filled by tcgetattr on an open descriptor.
-    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-    if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-        return None;
-    }
-    let mut quiet = saved;
-    quiet.c_lflag &= !libc::ECHO;
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
-    let mut w = &tty;
-    let _ = w.write_all(prompt.as_bytes());
-    let mut line = String::new();
-    let read = std::io::BufReader::new(&tty).read_line(&mut line);
-    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
-    let _ = w.write_all(b"\n");
-    read.ok()?;
-    let line = line.trim_end_matches(['\n', '\r']);
-    (!line.is_empty()).then(|| line.as_bytes().to_vec())
+    crate::platform::term::read_hidden_line(prompt)
 }
 
 /// Warns when a key file can be read by other users.
 pub fn warn_if_shared(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(m) = std::fs::metadata(path) {
-        if m.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(
-                "{} can be read by other users of this machine (mode {:o}): run `chmod 600 {}`",
-                path.display(),
-                m.permissions().mode() & 0o777,
-                path.display()
-            );
-        }
+    let shared = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| crate::platform::file::shared_mode(&m));
+    if let Some(mode) = shared {
+        tracing::warn!(
+            "{} can be read by other users of this machine (mode {mode:o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
     }
 }
 
@@ -287,12 +262,12 @@ fn local_secret(data_dir: &Path) -> Result<[u8; 32], KeyError> {
     let secret: [u8; 32] = rand::random();
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {
-        use std::os::unix::fs::OpenOptionsExt as _;
+        use crate::platform::file::PortableOpenOptions as _;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .owner_only()
             .open(&tmp)
             .map_err(err)?;
         f.write_all(format!("{}\n", hex::encode(secret)).as_bytes())

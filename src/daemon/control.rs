@@ -1,6 +1,7 @@
-//! The daemon's control socket: how other lomob commands reach a running daemon, which
-//! holds the manifest. A Unix socket beside the manifest, mode 0600, one JSON request line
-//! per connection and JSON frames back: output as it is printed, progress, the exit code.
+//! The daemon's control channel: how other lomob commands reach a running daemon, which
+//! holds the manifest. A Unix socket beside the manifest, mode 0600 (on Windows a named pipe
+//! that refuses remote clients), one JSON request line per connection and JSON frames back:
+//! output as it is printed, progress, the exit code.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,12 @@ pub fn socket_path(db: &Path) -> PathBuf {
     db.join("daemon.sock")
 }
 
+/// Whether a daemon may be listening for the socket `path`, before trying: its socket file
+/// exists. A Windows pipe has no file; trying tells (`NotFound` when none listens).
+pub fn may_be_listening(path: &Path) -> bool {
+    cfg!(windows) || path.exists()
+}
+
 /// Writes frames to one connection; a client that went away is ignored (the command goes
 /// on, its result is in the manifest and the log).
 pub struct FrameSink<W: Write + Send>(pub Mutex<W>);
@@ -71,6 +78,48 @@ impl<W: Write + Send> Sink for FrameSink<W> {
 /// Handles one request, writing frames to the sink; returns the exit code.
 pub type Handler = dyn Fn(Request, Arc<dyn Sink>) -> u8 + Send + Sync;
 
+/// Answers one connection: reads the request line from `reader`, runs it, writes the
+/// frames to `conn`.
+fn connection<W: Write + Send + 'static>(reader: impl std::io::Read, conn: W, handler: &Handler) {
+    let mut line = String::new();
+    if BufReader::new(reader).read_line(&mut line).is_err() {
+        return;
+    }
+    let sink = Arc::new(FrameSink(Mutex::new(conn)));
+    let code = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => handler(req, sink.clone()),
+        Err(e) => {
+            sink.send(&Frame::Err(format!("bad request to the daemon: {e}\n")));
+            crate::exit::USAGE
+        }
+    };
+    sink.send(&Frame::Exit(code));
+}
+
+/// Sends one request on `conn` and passes each frame back to `on_frame` until the exit code.
+fn exchange(
+    mut conn: impl std::io::Read + Write,
+    argv: Vec<String>,
+    config: Option<Vec<PathBuf>>,
+    on_frame: &mut dyn FnMut(Frame),
+) -> std::io::Result<u8> {
+    let mut req = serde_json::to_vec(&Request { argv, config })?;
+    req.push(b'\n');
+    conn.write_all(&req)?;
+    for line in BufReader::new(conn).lines() {
+        let frame: Frame = serde_json::from_str(&line?)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if let Frame::Exit(code) = frame {
+            return Ok(code);
+        }
+        on_frame(frame);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the daemon closed the connection before the command finished (it may have stopped); see its log",
+    ))
+}
+
 #[cfg(unix)]
 mod imp {
     use super::*;
@@ -90,32 +139,17 @@ mod imp {
                     let handler = handler.clone();
                     let _ = std::thread::Builder::new()
                         .name("control-conn".into())
-                        .spawn(move || connection(conn, &*handler));
+                        .spawn(move || {
+                            // A client that connects and says nothing must not hold a thread
+                            // forever.
+                            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                            if let Ok(reader) = conn.try_clone() {
+                                connection(reader, conn, &*handler);
+                            }
+                        });
                 }
             })?;
         Ok(())
-    }
-
-    fn connection(conn: UnixStream, handler: &Handler) {
-        let Ok(read_half) = conn.try_clone() else {
-            return;
-        };
-        let mut line = String::new();
-        let mut reader = BufReader::new(read_half);
-        // A client that connects and says nothing must not hold a thread forever.
-        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-        if reader.read_line(&mut line).is_err() {
-            return;
-        }
-        let sink = Arc::new(FrameSink(Mutex::new(conn)));
-        let code = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handler(req, sink.clone()),
-            Err(e) => {
-                sink.send(&Frame::Err(format!("bad request to the daemon: {e}\n")));
-                crate::exit::USAGE
-            }
-        };
-        sink.send(&Frame::Exit(code));
     }
 
     /// Sends `argv` to the daemon at `path`, passing each frame to `on_frame`; returns the
@@ -126,42 +160,124 @@ mod imp {
         config: Option<Vec<PathBuf>>,
         on_frame: &mut dyn FnMut(Frame),
     ) -> std::io::Result<u8> {
-        let mut conn = UnixStream::connect(path)?;
-        let mut req = serde_json::to_vec(&Request { argv, config })?;
-        req.push(b'\n');
-        conn.write_all(&req)?;
-        for line in BufReader::new(conn).lines() {
-            let frame: Frame = serde_json::from_str(&line?)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            if let Frame::Exit(code) = frame {
-                return Ok(code);
-            }
-            on_frame(frame);
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the daemon closed the connection before the command finished (it may have stopped); see its log",
-        ))
+        exchange(UnixStream::connect(path)?, argv, config, on_frame)
     }
 }
 
-#[cfg(not(unix))]
+/// Windows: a named pipe, `\\.\pipe\lomob-` and a hash of the socket path (so one per
+/// manifest, like the socket), refusing remote clients. The first instance is created with
+/// FILE_FLAG_FIRST_PIPE_INSTANCE, so a second daemon on the same manifest cannot take it.
+#[cfg(windows)]
 mod imp {
     use super::*;
+    use std::fs::File;
+    use std::os::windows::io::{AsRawHandle, FromRawHandle};
+    use windows_sys::Win32::Foundation::{
+        GetLastError, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, INVALID_HANDLE_VALUE,
+    };
+    use windows_sys::Win32::Storage::FileSystem::{
+        FILE_FLAG_FIRST_PIPE_INSTANCE, PIPE_ACCESS_DUPLEX,
+    };
+    use windows_sys::Win32::System::Pipes::{
+        ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
+        PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
+    };
 
-    const WHY: &str = "the daemon's control channel (a named pipe) is not built for this platform yet: stop the daemon to run other commands";
-
-    pub fn serve(_path: &Path, _handler: Arc<Handler>) -> std::io::Result<()> {
-        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, WHY))
+    /// The pipe that stands for the socket at `path`.
+    pub fn pipe_name(path: &Path) -> String {
+        let h = xxhash_rust::xxh3::xxh3_64(&crate::platform::names::path_bytes(path));
+        format!(r"\\.\pipe\lomob-{h:016x}")
     }
 
+    fn create(name: &[u16], first: bool) -> std::io::Result<File> {
+        let mode = PIPE_ACCESS_DUPLEX
+            | if first {
+                FILE_FLAG_FIRST_PIPE_INSTANCE
+            } else {
+                0
+            };
+        // SAFETY: `name` is NUL-terminated UTF-16; the handle returned is owned by the File.
+        let h = unsafe {
+            CreateNamedPipeW(
+                name.as_ptr(),
+                mode,
+                PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                1 << 16,
+                1 << 16,
+                0,
+                std::ptr::null(),
+            )
+        };
+        if h == INVALID_HANDLE_VALUE {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a valid handle that nothing else owns.
+        Ok(unsafe { File::from_raw_handle(h as _) })
+    }
+
+    /// Listens on the pipe for `path` until the process ends.
+    pub fn serve(path: &Path, handler: Arc<Handler>) -> std::io::Result<()> {
+        let name: Vec<u16> = pipe_name(path).encode_utf16().chain(Some(0)).collect();
+        let mut next = create(&name, true)?;
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || loop {
+                let pipe = next;
+                // SAFETY: a pipe handle we own; blocking mode, no OVERLAPPED.
+                let connected = unsafe { ConnectNamedPipe(pipe.as_raw_handle() as _, std::ptr::null_mut()) } != 0
+                    || unsafe { GetLastError() } == ERROR_PIPE_CONNECTED;
+                next = match create(&name, false) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!("daemon control pipe: {e}; other commands cannot reach the daemon any more");
+                        return;
+                    }
+                };
+                if !connected {
+                    continue;
+                }
+                let handler = handler.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || {
+                        let Ok(reader) = pipe.try_clone() else { return };
+                        let writer = pipe.try_clone();
+                        if let Ok(w) = writer {
+                            connection(reader, w, &*handler);
+                        }
+                        // Waits until the client has read every frame before the handle goes.
+                        let _ = pipe.sync_all();
+                    });
+            })?;
+        Ok(())
+    }
+
+    /// Sends `argv` to the daemon for `path`, passing each frame to `on_frame`; returns the
+    /// exit code. Fails when no daemon answers there.
     pub fn call(
-        _path: &Path,
-        _argv: Vec<String>,
-        _config: Option<Vec<PathBuf>>,
-        _on_frame: &mut dyn FnMut(Frame),
+        path: &Path,
+        argv: Vec<String>,
+        config: Option<Vec<PathBuf>>,
+        on_frame: &mut dyn FnMut(Frame),
     ) -> std::io::Result<u8> {
-        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, WHY))
+        let name = pipe_name(path);
+        // Every instance busy: another client is being answered; wait a little, boundedly.
+        let mut tries = 0;
+        let conn = loop {
+            match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&name)
+            {
+                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                r => break r?,
+            }
+        };
+        exchange(conn, argv, config, on_frame)
     }
 }
 

@@ -279,7 +279,8 @@ pub fn run(engine: Arc<dyn Engine>, opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops the daemon on SIGTERM, SIGINT or Ctrl-C.
+/// Stops the daemon on SIGTERM or SIGINT (Ctrl-C); on Windows on Ctrl-C, Ctrl-Break, the
+/// console closing or the system shutting down.
 fn signals(tx: Sender<Event>) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -308,13 +309,25 @@ fn signals(tx: Sender<Event>) -> std::io::Result<()> {
                         }
                     }
                 }
-                #[cfg(not(unix))]
-                loop {
-                    if tokio::signal::ctrl_c().await.is_err() {
+                #[cfg(windows)]
+                {
+                    use tokio::signal::windows::{ctrl_break, ctrl_c, ctrl_close, ctrl_shutdown};
+                    let (Ok(mut c), Ok(mut b), Ok(mut close), Ok(mut shutdown)) =
+                        (ctrl_c(), ctrl_break(), ctrl_close(), ctrl_shutdown())
+                    else {
+                        tracing::error!("cannot listen for Ctrl-C and Ctrl-Break; stop the daemon with `lomob daemon stop`");
                         return;
-                    }
-                    if tx.send(Event::Stop("Ctrl-C")).is_err() {
-                        return;
+                    };
+                    loop {
+                        let what = tokio::select! {
+                            _ = c.recv() => "Ctrl-C",
+                            _ = b.recv() => "Ctrl-Break",
+                            _ = close.recv() => "console closed",
+                            _ = shutdown.recv() => "system shutdown",
+                        };
+                        if tx.send(Event::Stop(what)).is_err() {
+                            return;
+                        }
                     }
                 }
             })
@@ -322,10 +335,31 @@ fn signals(tx: Sender<Event>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The words of a command line from its subcommand on: the program name and the global
+/// options before the subcommand (`lomob --no-progress --db D daemon stop`) skipped.
+fn command_words(argv: &[String]) -> &[String] {
+    const WITH_VALUE: &[&str] = &["--db", "--config", "--log-level", "-l"];
+    let mut i = 1;
+    while let Some(w) = argv.get(i) {
+        if !w.starts_with('-') {
+            break;
+        }
+        i += if WITH_VALUE.contains(&w.as_str()) {
+            2
+        } else {
+            1
+        };
+    }
+    argv.get(i..).unwrap_or_default()
+}
+
 /// The sites a command another process sent will touch, so it waits for their tasks.
 fn locks_for(argv: &[String], sites: &BTreeMap<String, ScheduleConfig>) -> Vec<String> {
     let word = |w: &str| argv.iter().any(|a| a == w);
-    let cmd = argv.get(1).map(String::as_str).unwrap_or("");
+    let cmd = command_words(argv)
+        .first()
+        .map(String::as_str)
+        .unwrap_or("");
     let site = argv
         .iter()
         .position(|a| a == "--site")
@@ -367,7 +401,7 @@ fn control_handler(
     let sources = opts.sources.clone();
     Arc::new(move |req: control::Request, sink: Arc<dyn Sink>| {
         let argv = req.argv;
-        let words: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
+        let words: Vec<&str> = command_words(&argv).iter().map(String::as_str).collect();
         match words.as_slice() {
             ["daemon", "status", rest @ ..] => {
                 let v = view.lock().map(|v| v.clone()).unwrap_or_default();
@@ -1273,15 +1307,8 @@ fn show(roots: &[PathBuf]) -> String {
         .join(", ")
 }
 
-#[cfg(unix)]
 fn rel_bytes(rel: &Path) -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    rel.as_os_str().as_bytes().to_vec()
-}
-
-#[cfg(not(unix))]
-fn rel_bytes(rel: &Path) -> Vec<u8> {
-    rel.to_string_lossy().replace('\\', "/").into_bytes()
+    crate::platform::names::path_bytes(rel).into_owned()
 }
 
 #[cfg(test)]
@@ -1306,6 +1333,24 @@ mod tests {
         assert_eq!(locks_for(&argv("check --site=b --stage"), &sites), ["b"]);
         assert_eq!(locks_for(&argv("check --site b"), &sites), ["b", ""]);
         assert!(locks_for(&argv("status"), &sites).is_empty());
+        // Global options before the command (found when `lomob --no-progress daemon stop`
+        // was taken for some other command, and a sync's locks were skipped).
+        assert_eq!(
+            locks_for(
+                &argv("--no-progress --db /d -l debug sync --site a"),
+                &sites
+            ),
+            ["a"]
+        );
+        assert_eq!(
+            locks_for(&argv("--json --config=/c.toml backup"), &sites),
+            ["", "a", "b"]
+        );
+        assert_eq!(
+            command_words(&argv("--no-progress daemon stop")),
+            ["daemon", "stop"]
+        );
+        assert!(command_words(&argv("--db")).is_empty());
     }
 
     /// An engine whose jobs wait until the test lets them finish.

@@ -13,6 +13,23 @@ pub struct ServiceFile {
     pub text: String,
 }
 
+impl ServiceFile {
+    /// The file's bytes: UTF-8, except a Task Scheduler task, which declares UTF-16 and is
+    /// written as such (UTF-16LE with its byte order mark), the form `schtasks /XML` reads.
+    pub fn bytes(&self) -> Vec<u8> {
+        if self
+            .text
+            .starts_with("<?xml version=\"1.0\" encoding=\"UTF-16\"?>")
+        {
+            let mut b = vec![0xFF, 0xFE];
+            b.extend(self.text.encode_utf16().flat_map(u16::to_le_bytes));
+            b
+        } else {
+            self.text.clone().into_bytes()
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// `lomob daemon`, kept running.
@@ -249,5 +266,14 @@ mod tests {
         for f in [&p.text, &w.text] {
             assert_eq!(f.matches('<').count(), f.matches('>').count());
         }
+        // The task is written in the UTF-16 it declares; the plist in UTF-8.
+        let bytes = w.bytes();
+        assert_eq!(&bytes[..4], &[0xFF, 0xFE, b'<', 0]);
+        let units: Vec<u16> = bytes[2..]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(String::from_utf16(&units).unwrap(), w.text);
+        assert_eq!(p.bytes(), p.text.as_bytes());
     }
 }

@@ -169,15 +169,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IsoError + '_ {
     }
 }
 
-#[cfg(unix)]
 fn os_component(c: &[u8]) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::OsStr::from_bytes(c).to_os_string()
-}
-
-#[cfg(not(unix))]
-fn os_component(c: &[u8]) -> std::ffi::OsString {
-    String::from_utf8_lossy(c).into_owned().into()
+    crate::platform::names::os_str(c).into_owned()
 }
 
 /// Validated components of an entry path, or why it is refused.
@@ -196,9 +189,8 @@ fn safe_components(path: &[u8]) -> Result<Vec<&[u8]>, String> {
         if c.is_empty() || *c == b"." || *c == b".." {
             return Err("empty, '.' or '..' component".into());
         }
-        #[cfg(windows)]
-        if c.contains(&b'\\') || c.contains(&b':') {
-            return Err("path separator in a name".into());
+        if cfg!(windows) && crate::platform::names::windows_refuses(c) {
+            return Err("a character Windows does not allow in a name (\\ : * ? \" < > |)".into());
         }
     }
     Ok(comps)
@@ -294,12 +286,7 @@ fn extract_entries<R: Read + Seek>(
     Ok(report)
 }
 
-#[cfg(unix)]
 fn set_mode(file: &File, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
     // Permission bits only; never set-id bits from an untrusted image.
-    let _ = file.set_permissions(fs::Permissions::from_mode(mode & 0o777));
+    let _ = crate::platform::file::set_mode(file, mode & 0o777);
 }
-
-#[cfg(not(unix))]
-fn set_mode(_: &File, _: u32) {}

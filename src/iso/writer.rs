@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{lossy, IsoError};
 use super::layout::PlanInner;
+use crate::platform::file::{self, Advice};
 
 /// Size of the reads from source files.
 const CHUNK: usize = 1 << 20;
@@ -168,13 +169,13 @@ impl ImageReader {
                 file.seek(SeekFrom::Start(file_off))
                     .map_err(|e| self.fail(seg, format!("seek failed: {e}")))?;
             }
-            advise(&file, libc::POSIX_FADV_SEQUENTIAL);
+            file::advise(&file, Advice::Sequential);
             // Ask the kernel to start reading the next files while this one is hashed: on a
             // cold disk the image would otherwise wait for each file's first read in turn.
             for next in plan.segments.iter().skip(seg + 1).take(READ_AHEAD_FILES) {
                 if let Some(npi) = next.placement {
                     if let Ok(f) = File::open(&plan.placements[npi].source) {
-                        advise(&f, libc::POSIX_FADV_WILLNEED);
+                        file::advise(&f, Advice::WillNeed);
                     }
                 }
             }
@@ -318,11 +319,3 @@ impl Seek for ImageReader {
 
 /// Files after the current one whose reading is started in advance.
 const READ_AHEAD_FILES: usize = 2;
-
-fn advise(f: &File, advice: libc::c_int) {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: an advisory call on a descriptor we own; it reads no memory of ours.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, advice);
-    }
-}

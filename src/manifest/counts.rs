@@ -197,7 +197,8 @@ struct ContentState {
 pub(super) struct Delta<'a> {
     m: &'a Manifest,
     pub totals: Totals,
-    files: HashMap<Vec<u8>, FileShare>,
+    /// The latest share written per key in this batch (`None`: removed).
+    files: HashMap<Vec<u8>, Option<FileShare>>,
     /// Contents read or written by this batch; `None` for an id with no record.
     contents: HashMap<ContentId, Option<ContentState>>,
     staged: HashMap<Vec<u8>, Option<u64>>,
@@ -336,9 +337,10 @@ impl<'a> Delta<'a> {
         Ok(())
     }
 
-    pub(super) fn put_file(&mut self, key: &[u8], new: FileShare) -> Result<()> {
+    /// A file record written at `key`, or (`None`) removed.
+    pub(super) fn put_file(&mut self, key: &[u8], new: Option<FileShare>) -> Result<()> {
         let old = match self.files.get(key) {
-            Some(s) => Some(*s),
+            Some(s) => *s,
             None => match self.m.files.get(key)? {
                 None => None,
                 Some(v) => {
@@ -356,13 +358,15 @@ impl<'a> Delta<'a> {
             }
             self.totals.versions.sub(o.versions, o.version_bytes);
         }
-        if new.present {
-            self.totals.present.add(1, new.size);
-            self.live_step(&new.current, true)?;
-        } else {
-            self.totals.deleted.add(1, new.size);
+        if let Some(new) = new {
+            if new.present {
+                self.totals.present.add(1, new.size);
+                self.live_step(&new.current, true)?;
+            } else {
+                self.totals.deleted.add(1, new.size);
+            }
+            self.totals.versions.add(new.versions, new.version_bytes);
         }
-        self.totals.versions.add(new.versions, new.version_bytes);
         self.files.insert(key.to_vec(), new);
         Ok(())
     }
@@ -638,20 +642,24 @@ mod tests {
                                 recorded: 2,
                             });
                             let rel = format!("f{}", rng.below(15));
-                            b.put_file(
-                                1,
-                                rel.as_bytes(),
-                                &FileRecord {
-                                    size: size_of(c),
-                                    mtime_ns: 2,
-                                    inode: 1,
-                                    device: 1,
-                                    mode: 0o644,
-                                    first_seen: 1,
-                                    deleted_at: (rng.below(4) == 0).then_some(3),
-                                    versions,
-                                },
-                            );
+                            let rec = FileRecord {
+                                size: size_of(c),
+                                mtime_ns: 2,
+                                inode: 1,
+                                device: 1,
+                                mode: 0o644,
+                                first_seen: 1,
+                                deleted_at: (rng.below(4) == 0).then_some(3),
+                                versions,
+                            };
+                            // Sometimes a record moves (a case-only rename): from a
+                            // path that may or may not have one, to one in another case.
+                            if rng.below(4) == 0 {
+                                let to = rel.to_uppercase();
+                                b.move_file(1, rel.as_bytes(), to.as_bytes(), &rec);
+                            } else {
+                                b.put_file(1, rel.as_bytes(), &rec);
+                            }
                         }
                         2 => b.put_staged(
                             site,

@@ -128,12 +128,15 @@ pub struct VersionNote<T> {
 /// Writes collected by a command and applied together.
 /// A staged record, encoded, with its size (a removal has none).
 type EncodedStaged = (Vec<u8>, u64);
+/// A file record, encoded, with what it adds to the totals.
+type EncodedFile = (Vec<u8>, counts::FileShare);
 
 /// Writes that change the totals are kept in order with what they add, so [`Manifest::apply`]
 /// can count them against the records they replace.
 #[derive(Default)]
 pub struct ManifestBatch {
-    files: Vec<(Vec<u8>, Vec<u8>, counts::FileShare)>,
+    /// A file record written, or (`None`) removed.
+    files: Vec<(Vec<u8>, Option<EncodedFile>)>,
     contents: Vec<(ContentId, Vec<u8>, u64)>,
     placements: sled::Batch,
     staged: Vec<(String, ContentId, Option<EncodedStaged>)>,
@@ -145,9 +148,19 @@ pub struct ManifestBatch {
 
 impl ManifestBatch {
     pub fn put_file(&mut self, root: u32, rel: &[u8], rec: &FileRecord) {
-        self.files
-            .push((file_key(root, rel), encode(rec), counts::FileShare::of(rec)));
+        self.files.push((
+            file_key(root, rel),
+            Some((encode(rec), counts::FileShare::of(rec))),
+        ));
         self.len += 1;
+    }
+
+    /// Removes a path's record. Only for a record that moves to another key in the same
+    /// batch (a case-only rename on a case-insensitive file system): lomob never forgets a
+    /// file otherwise.
+    pub fn move_file(&mut self, root: u32, from: &[u8], to: &[u8], rec: &FileRecord) {
+        self.files.push((file_key(root, from), None));
+        self.put_file(root, to, rec);
     }
 
     pub fn put_content(&mut self, id: &ContentId, rec: &ContentRecord) {
@@ -709,9 +722,12 @@ impl Manifest {
             delta.put_content(id, rec, *size)?;
         }
         let mut files = sled::Batch::default();
-        for (key, rec, share) in &batch.files {
-            delta.put_file(key, *share)?;
-            files.insert(key.as_slice(), rec.as_slice());
+        for (key, put) in &batch.files {
+            delta.put_file(key, put.as_ref().map(|(_, share)| *share))?;
+            match put {
+                Some((rec, _)) => files.insert(key.as_slice(), rec.as_slice()),
+                None => files.remove(key.as_slice()),
+            }
         }
         let mut archived = sled::Batch::default();
         for (site, c, rec) in &batch.archived {

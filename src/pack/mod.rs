@@ -7,8 +7,6 @@
 //! images from several roots never collide and the path says where the file came from.
 
 use std::collections::{HashSet, VecDeque};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::iso::{IsoError, IsoFile, IsoPlan, VolumeInfo};
@@ -16,6 +14,7 @@ use crate::manifest::{
     ArchivedRecord, ContentId, IsoRecord, IsoStatus, IsoUpload, Manifest, ManifestBatch,
     ManifestError, PlacementRecord,
 };
+use crate::platform::names;
 use crate::store::direct::{self, CopyFailure};
 
 /// A content waiting to be packed, with the path it is read from.
@@ -73,11 +72,11 @@ pub fn candidates(m: &Manifest) -> Result<Vec<Candidate>, PackError> {
             abs.push(b'/');
         }
         abs.extend_from_slice(&rel);
-        let image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
+        let image_path = names::relative_path(&abs);
         out.push(Candidate {
             content: v.content,
             image_path,
-            source: PathBuf::from(OsStr::from_bytes(&abs)),
+            source: names::path_of(&abs),
             size: v.size,
             mtime: v.mtime_ns.div_euclid(1_000_000_000),
             mode: f.mode & 0o7777,
@@ -278,7 +277,7 @@ pub fn record_image(m: &Manifest, img: &ImageToRecord<'_>) -> Result<IsoRecord, 
         } else {
             IsoStatus::Created
         },
-        local_path: img.local_path.map(|p| p.as_os_str().as_bytes().to_vec()),
+        local_path: img.local_path.map(|p| names::path_bytes(p).into_owned()),
         uploads: img.upload.iter().cloned().collect(),
     };
     let id = m.put_iso(&mut rec)?;

@@ -3,21 +3,22 @@
 //! a temporary name beside its final place, its SHA-256 and size checked against the
 //! manifest, its mode and mtime set, and only then renamed into place.
 
-use std::ffi::OsStr;
 use std::fs::{File, FileTimes, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use crate::platform::file::{self, PortableOpenOptions as _};
+use crate::platform::names;
+
 /// The final place of a file restored into `dir`: `dir` followed by the original absolute
 /// path. Refuses names that could leave `dir` or cannot be a file name: empty, `.` or `..`
 /// components, NUL bytes.
 pub fn place(dir: &Path, original: &[u8]) -> Result<PathBuf, String> {
-    let rel = original.strip_prefix(b"/").unwrap_or(original);
+    let rel = names::relative_path(original);
+    let rel = rel.as_slice();
     if rel.is_empty() {
         return Err("an empty path".into());
     }
@@ -28,7 +29,14 @@ pub fn place(dir: &Path, original: &[u8]) -> Result<PathBuf, String> {
             b"." | b".." => return Err("a `.` or `..` component".into()),
             _ if c.contains(&0) => return Err("a NUL byte".into()),
             _ if c.len() > 255 => return Err("a name longer than 255 bytes".into()),
-            _ => out.push(OsStr::from_bytes(c)),
+            // On Windows `\` is a separator and `a:b` names a hidden stream of `a`: either
+            // would put bytes elsewhere than the name says.
+            _ if cfg!(windows) && names::windows_refuses(c) => {
+                return Err(
+                    "a character Windows does not allow in a name (\\ : * ? \" < > |)".into(),
+                )
+            }
+            _ => out.push(names::os_str(c)),
         }
     }
     Ok(out)
@@ -49,7 +57,7 @@ pub fn existing(path: &Path, size: u64, sha256: &[u8; 32]) -> std::io::Result<Ex
     let md = match std::fs::symlink_metadata(path) {
         Ok(md) => md,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Absent),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+        Err(e) if file::is_not_a_directory(&e) => {
             return Ok(Existing::Different(
                 "a file is where a folder must be".into(),
             ))
@@ -133,7 +141,7 @@ pub fn make_parent(dir: &Path, path: &Path) -> std::io::Result<()> {
 /// The temporary name of a file being restored: in the same folder (so the rename is
 /// atomic), hidden, short enough for any name, and the same on a rerun.
 pub fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+    let name = path.file_name().map(names::os_bytes).unwrap_or_default();
     let tag = hex::encode(&Sha256::digest(name)[..8]);
     path.with_file_name(format!(".lomob-restore-{tag}.tmp"))
 }
@@ -172,8 +180,8 @@ impl Incoming {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+            .owner_only()
+            .no_follow()
             .open(&tmp)
             .map_err(io)?;
         Ok(Incoming {
@@ -258,8 +266,7 @@ fn settle(file: File, tmp: &Path, path: &Path, mtime_ns: i64, mode: u32) -> Resu
         source,
     };
     // Permission bits only: a restore never makes set-user-id files.
-    file.set_permissions(std::fs::Permissions::from_mode(mode & 0o1777))
-        .map_err(io)?;
+    file::set_mode(&file, mode).map_err(io)?;
     file.set_times(FileTimes::new().set_modified(time_of(mtime_ns)))
         .map_err(io)?;
     drop(file);
@@ -283,7 +290,7 @@ pub fn adopt(
     }
     let file = OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .no_follow()
         .open(&tmp)
         .map_err(|source| WriteError::Io {
             path: tmp.clone(),
@@ -399,6 +406,7 @@ mod tests {
         )
         .unwrap();
         let md = std::fs::metadata(&p).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
         assert_eq!(md.permissions().mode() & 0o777, 0o640);
         assert_eq!(
             md.modified().unwrap(),

@@ -41,7 +41,7 @@ pub enum HashError {
 pub fn hash_file(path: &Path, walked: &WalkEntry, buf: &mut Vec<u8>) -> Result<Hashed, HashError> {
     buf.resize(CHUNK, 0);
     for _ in 0..ATTEMPTS {
-        let mut f = crate::store::direct::open_source(path)?;
+        let mut f = crate::platform::file::open_sequential(path)?;
         let before = f.metadata()?;
         let mut xxh = Xxh3::new();
         let mut sha = Sha256::new();
@@ -62,7 +62,8 @@ pub fn hash_file(path: &Path, walked: &WalkEntry, buf: &mut Vec<u8>) -> Result<H
             && mtime_ns(&before) == mtime_ns(&after)
             && total == after.len();
         if stable {
-            let mut entry = WalkEntry::from_metadata(walked.rel.clone(), &after);
+            let mut entry =
+                WalkEntry::from_metadata(walked.rel.clone(), &after, || path.to_path_buf());
             entry.rel = walked.rel.clone();
             return Ok(Hashed {
                 xxh3: xxh.digest128().to_be_bytes(),
@@ -103,7 +104,7 @@ mod tests {
             })
         };
         let m = std::fs::metadata(&p).unwrap();
-        let w = WalkEntry::from_metadata(b"growing.mp4".to_vec(), &m);
+        let w = WalkEntry::from_metadata(b"growing.mp4".to_vec(), &m, || p.clone());
         let got = hash_file(&p, &w, &mut Vec::new());
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
@@ -128,7 +129,7 @@ mod tests {
         let p = d.path().join("abc");
         std::fs::write(&p, b"abc").unwrap();
         let m = std::fs::metadata(&p).unwrap();
-        let w = WalkEntry::from_metadata(b"abc".to_vec(), &m);
+        let w = WalkEntry::from_metadata(b"abc".to_vec(), &m, || p.clone());
         let h = hash_file(&p, &w, &mut Vec::new()).unwrap();
         assert_eq!(
             hex::encode(h.sha256),

@@ -17,8 +17,6 @@ pub mod paths;
 pub mod walk;
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -30,6 +28,7 @@ use crate::manifest::{
     self, ContentId, ContentRecord, FileRecord, FileStat, FolderItem, Manifest, ManifestBatch,
     ManifestError, Version,
 };
+use crate::platform::names;
 use crate::progress::Progress;
 use hash::{hash_file, HashError, Hashed};
 use walk::{walk, WalkEntry, WalkEvent, WalkOptions};
@@ -115,7 +114,7 @@ fn lossy(root: &Path, rel: &[u8]) -> String {
     if rel.is_empty() {
         root.display().to_string()
     } else {
-        root.join(OsStr::from_bytes(rel)).display().to_string()
+        names::join(root, rel).display().to_string()
     }
 }
 
@@ -125,7 +124,7 @@ pub fn scan(m: &Manifest, roots: &[PathBuf], opts: &ScanOptions) -> Result<ScanR
     let mut report = ScanReport::default();
     let progress = Progress::new("scan", opts.progress);
     for root in roots {
-        let root = match std::fs::canonicalize(root) {
+        let root = match names::canonical(root) {
             Ok(r) if r.is_dir() => r,
             Ok(r) => {
                 push_problem(
@@ -179,6 +178,9 @@ struct Walked {
     dirs: Mutex<Vec<(Vec<u8>, i64)>>,
     /// Present records the walk did not find, with the device each was recorded on.
     gone: Mutex<Vec<(Vec<u8>, u64)>>,
+    /// Where names ignore case: records whose file was found under the same name in
+    /// another case (same folder, same file identity, size and time), with the entry.
+    case_renames: Mutex<Vec<(Vec<u8>, WalkEntry)>>,
     /// The first manifest read that failed in a walker thread: the scan stops with it.
     failed: Mutex<Option<ManifestError>>,
 }
@@ -191,7 +193,7 @@ fn scan_root(
     report: &mut ScanReport,
 ) -> Result<(), ScanError> {
     let now = manifest::now();
-    let root_rec = m.ensure_root(root.as_os_str().as_bytes(), now)?;
+    let root_rec = m.ensure_root(&names::path_bytes(root), now)?;
     let walked = Walked::default();
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(4096);
     let (out_tx, out_rx) = crossbeam_channel::bounded::<Outcome>(1024);
@@ -244,7 +246,41 @@ fn scan_root(
     gone.sort_unstable();
     let present = walked.present.load(Ordering::Relaxed);
     let gone = hold_deletions(root, gone, present, &devices, opts, report);
+    let case_renames = walked
+        .case_renames
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    rec.move_case_renamed(case_renames, report)?;
     rec.mark_deleted(gone.iter().map(|(rel, _)| rel).collect(), report)
+}
+
+/// Pairs new names with gone records of one folder that name the same file in another case
+/// (equal once upper-cased, same identity, size and modification time): a case-only rename
+/// where the file system ignores case, recorded as a move of the record and its history
+/// rather than a deletion and a new file. Removes the pairs from both lists.
+fn pair_case_renames(
+    fresh: &mut Vec<WalkEntry>,
+    gone: &mut Vec<(Vec<u8>, FileStat)>,
+) -> Vec<(Vec<u8>, WalkEntry)> {
+    let fold = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_uppercase);
+    let mut pairs = Vec::new();
+    fresh.retain(|e| {
+        let Some(key) = fold(&e.rel) else { return true };
+        let found = gone.iter().position(|(rel, s)| {
+            s.inode == e.inode
+                && s.size == e.size
+                && s.mtime_ns == e.mtime_ns
+                && fold(rel).as_ref() == Some(&key)
+        });
+        match found {
+            Some(i) => {
+                pairs.push((gone.swap_remove(i).0, e.clone()));
+                false
+            }
+            None => true,
+        }
+    });
+    pairs
 }
 
 /// Whether `rel` is one of `prefixes` or lies under one (the empty prefix is the root).
@@ -364,12 +400,23 @@ fn merge_folder(
     let send = |entry: WalkEntry, known: bool| {
         let _ = job_tx.send(Job { entry, known });
     };
+    // Where names ignore case, new names and gone records are kept until the folder is
+    // merged, to pair a file renamed in case only with its record.
+    let mut fresh: Vec<WalkEntry> = Vec::new();
+    let mut gone_stats: Vec<(Vec<u8>, FileStat)> = Vec::new();
+    let mut new_name = |e: WalkEntry| {
+        if names::FOLD_CASE {
+            fresh.push(e);
+        } else {
+            send(e, false);
+        }
+    };
     let mut listed = files.into_iter().peekable();
     m.for_each_in_folder(root_id, dir, |item| {
         match item {
             FolderItem::File(rel, stat) => {
                 while let Some(e) = listed.next_if(|e| e.rel.as_slice() < rel) {
-                    send(e, false);
+                    new_name(e);
                 }
                 let present_record = stat.deleted_at.is_none();
                 present += u64::from(present_record);
@@ -381,6 +428,9 @@ fn merge_folder(
                     Some(e) => {
                         devices.insert(stat.device);
                         send(e, true);
+                    }
+                    None if present_record && names::FOLD_CASE => {
+                        gone_stats.push((rel.to_vec(), stat))
                     }
                     None if present_record => gone.push((rel.to_vec(), stat.device)),
                     None => {}
@@ -398,7 +448,20 @@ fn merge_folder(
         Ok(())
     })?;
     for e in listed {
-        send(e, false);
+        new_name(e);
+    }
+    if names::FOLD_CASE {
+        let renames = pair_case_renames(&mut fresh, &mut gone_stats);
+        unchanged_files += renames.len() as u64;
+        for e in fresh {
+            send(e, false);
+        }
+        gone.extend(gone_stats.into_iter().map(|(rel, s)| (rel, s.device)));
+        if !renames.is_empty() {
+            if let Ok(mut r) = walked.case_renames.lock() {
+                r.extend(renames);
+            }
+        }
     }
     for name in vanished {
         let mut prefix = dir.to_vec();
@@ -440,7 +503,7 @@ fn hash_jobs(
 ) {
     let mut buf = Vec::new();
     for Job { entry: e, known } in jobs {
-        let path = root.join(OsStr::from_bytes(&e.rel));
+        let path = names::join(root, &e.rel);
         let o = match hash_file(&path, &e, &mut buf) {
             Ok(h) => {
                 progress.add(1, h.entry.size);
@@ -517,6 +580,24 @@ impl<'a> Recorder<'a> {
             self.m.apply(std::mem::take(&mut self.batch))?;
             self.new_contents.clear();
             self.last_write = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Moves the records of files renamed in case only (where names ignore case) to their
+    /// new names, history and all; counted as renames.
+    fn move_case_renamed(
+        &mut self,
+        moves: Vec<(Vec<u8>, WalkEntry)>,
+        report: &mut ScanReport,
+    ) -> Result<(), ScanError> {
+        for (from, e) in moves {
+            let Some(mut rec) = self.m.file(self.root_id, &from)? else {
+                continue;
+            };
+            rec.mode = e.mode;
+            self.batch.move_file(self.root_id, &from, &e.rel, &rec);
+            report.renamed += 1;
         }
         Ok(())
     }
@@ -728,6 +809,94 @@ mod tests {
         let p = root.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, body).unwrap();
+    }
+
+    /// Names in another case are other files where the file system says so (Linux): both are
+    /// recorded, and a case-only rename is a rename like any other (a deletion and a new
+    /// path, counted as renamed).
+    #[test]
+    fn names_in_another_case_are_other_files_on_a_case_sensitive_disk() {
+        if names::FOLD_CASE {
+            return; // `a.jpg` and `A.jpg` cannot both exist there.
+        }
+        let lib = tempfile::tempdir().unwrap();
+        let db = tempfile::tempdir().unwrap();
+        let root = lib.path();
+        write(root, "a.jpg", b"lower");
+        write(root, "A.jpg", b"upper");
+        let m = Manifest::open(db.path()).unwrap();
+        let roots = [root.to_path_buf()];
+        let first = scan(&m, &roots, &opts()).unwrap();
+        assert_eq!((first.new, first.duplicates), (2, 0));
+        std::fs::rename(root.join("a.jpg"), root.join("B.JPG")).unwrap();
+        std::fs::rename(root.join("B.JPG"), root.join("b.jpg")).unwrap();
+        std::fs::rename(root.join("A.jpg"), root.join("A.JPG")).unwrap();
+        let second = scan(&m, &roots, &opts()).unwrap();
+        assert_eq!((second.new, second.deleted, second.renamed), (2, 2, 2));
+        let (kept, counted) = m.recount_totals().unwrap();
+        assert_eq!(kept, counted);
+    }
+
+    fn entry(rel: &str, inode: u64) -> WalkEntry {
+        WalkEntry {
+            rel: rel.as_bytes().to_vec(),
+            size: 10,
+            mtime_ns: 5,
+            inode,
+            device: 1,
+            mode: 0o100644,
+        }
+    }
+
+    fn stat_of(e: &WalkEntry) -> FileStat {
+        FileStat {
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            inode: e.inode,
+            device: e.device,
+            mode: e.mode,
+            first_seen: 1,
+            deleted_at: None,
+        }
+    }
+
+    /// Only the same file (identity, size, time) under a name equal but for case pairs.
+    #[test]
+    fn a_case_only_rename_pairs_the_same_file_only() {
+        let mut fresh = vec![
+            entry("d/IMG_0001.JPG", 7),
+            entry("d/img_0002.jpg", 8),
+            entry("d/Été.png", 9),
+            entry("d/other.jpg", 10),
+        ];
+        let mut gone = vec![
+            ("d/img_0001.jpg".as_bytes().to_vec(), stat_of(&entry("", 7))),
+            // Same name in another case, but another file (a new inode): not a rename.
+            (
+                "d/IMG_0002.JPG".as_bytes().to_vec(),
+                stat_of(&entry("", 99)),
+            ),
+            ("d/éTÉ.png".as_bytes().to_vec(), stat_of(&entry("", 9))),
+        ];
+        let pairs = pair_case_renames(&mut fresh, &mut gone);
+        let names: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(from, e)| {
+                (
+                    String::from_utf8(from.clone()).unwrap(),
+                    String::from_utf8(e.rel.clone()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("d/img_0001.jpg".into(), "d/IMG_0001.JPG".into()),
+                ("d/éTÉ.png".into(), "d/Été.png".into())
+            ]
+        );
+        assert_eq!(fresh.len(), 2);
+        assert_eq!(gone.len(), 1);
     }
 
     /// Each folder's listing is merged with its records: names that sort around a

@@ -10,9 +10,6 @@
 //! or when more files would go than `max-delete` allows.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -21,6 +18,7 @@ use super::hash::hash_file;
 use super::walk::{walk, WalkEntry, WalkEvent, WalkOptions};
 use super::{lossy, push_problem, Outcome, Recorder, ScanError, ScanOptions, ScanReport};
 use crate::manifest::{self, FileStat, Manifest};
+use crate::platform::{file, names};
 
 /// Records the current state of `rels` (paths relative to `root`, '/'-separated) in the
 /// manifest. `root` must be the canonical path the full scan records it under.
@@ -42,7 +40,7 @@ pub fn scan_paths(
     }
     report.roots.push(root.display().to_string());
     let now = manifest::now();
-    let root_rec = m.ensure_root(root.as_os_str().as_bytes(), now)?;
+    let root_rec = m.ensure_root(&names::path_bytes(root), now)?;
     let ignored = Ignore::new(opts);
 
     let mut found: Vec<WalkEntry> = Vec::new();
@@ -53,7 +51,7 @@ pub fn scan_paths(
     rels.sort();
     rels.dedup();
     for rel in rels {
-        let path = root.join(OsStr::from_bytes(rel));
+        let path = names::join(root, rel);
         let recorded_here = || -> Result<Vec<(Vec<u8>, FileStat)>, ScanError> {
             Ok(m.file_stats_under(root_rec.id, rel)?
                 .into_iter()
@@ -65,7 +63,7 @@ pub fn scan_paths(
         match std::fs::symlink_metadata(&path) {
             Ok(md) if md.is_file() => {
                 if seen_rel.insert(rel.clone()) {
-                    found.push(WalkEntry::from_metadata(rel.clone(), &md));
+                    found.push(WalkEntry::from_metadata(rel.clone(), &md, || path.clone()));
                 }
                 // A folder replaced by a file: what was recorded under it is gone.
                 candidates.extend(recorded_here()?.into_iter().filter(|(k, _)| k != rel));
@@ -101,11 +99,7 @@ pub fn scan_paths(
     // Creating, deleting or renaming an entry changes its folder's date: keep it current.
     let mut parents: Vec<(Vec<u8>, i64)> = Vec::new();
     for rel in rels_for_parents(&seen_rel, &candidates) {
-        let path = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(OsStr::from_bytes(&rel))
-        };
+        let path = names::join(root, &rel);
         if let Ok(md) = std::fs::symlink_metadata(&path) {
             if md.is_dir() {
                 parents.push((rel, super::walk::mtime_ns(&md)));
@@ -123,7 +117,7 @@ pub fn scan_paths(
             report.unchanged += 1;
             continue;
         }
-        let path = root.join(OsStr::from_bytes(&e.rel));
+        let path = names::join(root, &e.rel);
         let out = match hash_file(&path, &e, &mut buf) {
             Ok(h) => Outcome::Hashed(h, stat.is_some()),
             Err(err) => Outcome::Failed(e.rel.clone(), err),
@@ -230,7 +224,7 @@ fn walk_folder(
             }
         }
     };
-    walk(&root.join(OsStr::from_bytes(rel)), &walk_opts, &sink);
+    walk(&names::join(root, rel), &walk_opts, &sink);
     found.extend(files.into_inner().unwrap_or_else(|p| p.into_inner()));
     protected.extend(errors.into_inner().unwrap_or_else(|p| p.into_inner()));
     dirs.into_inner().unwrap_or_else(|p| p.into_inner())
@@ -257,15 +251,12 @@ fn hold_deletions(
             if let Some(d) = device_of.get(&dir) {
                 return *d;
             }
-            let path = if dir.is_empty() {
-                root.to_path_buf()
-            } else {
-                root.join(OsStr::from_bytes(&dir))
-            };
+            let path = names::join(root, &dir);
             match std::fs::symlink_metadata(&path) {
                 Ok(md) if md.is_dir() => {
-                    device_of.insert(dir.clone(), Some(md.dev()));
-                    return Some(md.dev());
+                    let device = file::identity(&md, || path.clone()).device;
+                    device_of.insert(dir.clone(), Some(device));
+                    return Some(device);
                 }
                 _ if dir.is_empty() => return None,
                 _ => continue,
@@ -324,7 +315,10 @@ mod tests {
     }
 
     fn present(m: &Manifest, root: &Path) -> Vec<String> {
-        let id = m.ensure_root(root.as_os_str().as_bytes(), 0).unwrap().id;
+        let id = m
+            .ensure_root(&crate::platform::names::path_bytes(root), 0)
+            .unwrap()
+            .id;
         m.file_stats_under(id, b"")
             .unwrap()
             .into_iter()

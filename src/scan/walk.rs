@@ -5,11 +5,10 @@
 //! bytes end to end: a non-UTF-8 name is recorded exactly as the file system holds it.
 //! Symlinks are never followed, so loops cannot happen; other non-regular files are skipped.
 
-use std::ffi::OsStr;
 use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+
+use crate::platform::{file, names};
 use std::sync::{Condvar, Mutex};
 
 /// A regular file found by the walk, with the stat fields the manifest compares.
@@ -25,20 +24,22 @@ pub struct WalkEntry {
 }
 
 impl WalkEntry {
-    pub fn from_metadata(rel: Vec<u8>, m: &Metadata) -> Self {
+    /// `path` is asked for only where the metadata lacks the file's identity (Windows).
+    pub fn from_metadata(rel: Vec<u8>, m: &Metadata, path: impl FnOnce() -> PathBuf) -> Self {
+        let id = file::identity(m, path);
         WalkEntry {
             rel,
             size: m.len(),
             mtime_ns: mtime_ns(m),
-            inode: m.ino(),
-            device: m.dev(),
-            mode: m.mode(),
+            inode: id.inode,
+            device: id.device,
+            mode: file::mode(m),
         }
     }
 }
 
 pub fn mtime_ns(m: &Metadata) -> i64 {
-    m.mtime().saturating_mul(1_000_000_000) + m.mtime_nsec()
+    file::mtime_ns(m)
 }
 
 /// What the walk reports to its sink, from any of its threads.
@@ -71,11 +72,7 @@ struct Queue {
 }
 
 fn join(root: &std::path::Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
+    names::join(root, rel)
 }
 
 /// Walks `root`, calling `sink` for every folder read and every error. Returns when done.
@@ -168,7 +165,8 @@ fn read_one(
             }
         };
         let name = entry.file_name();
-        let name = name.as_bytes();
+        let name = names::os_bytes(&name);
+        let name: &[u8] = &name;
         let mut rel = Vec::with_capacity(dir.len() + 1 + name.len());
         if !dir.is_empty() {
             rel.extend_from_slice(dir);
@@ -198,7 +196,10 @@ fn read_one(
                 continue;
             }
             match entry.metadata() {
-                Ok(m) => files.push(WalkEntry::from_metadata(rel, &m)),
+                Ok(m) => {
+                    let path = || entry.path();
+                    files.push(WalkEntry::from_metadata(rel, &m, path))
+                }
                 Err(error) => sink(WalkEvent::Error { rel, error }),
             }
         }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::store::direct::{self, AlignedBlock, CopyFailure, DirectWriter};
+use crate::store::direct::{AlignedBlock, CopyFailure, DirectWriter};
 
 /// Largest read and write of a staged copy: photos fit in one or a few; eight copies in
 /// flight hold 8 MiB.
@@ -42,6 +42,8 @@ pub fn copy_in(
     sha256: &[u8; 32],
     durable: bool,
 ) -> Result<std::fs::Metadata, CopyError> {
+    // Without syncfs, [`settle`] cannot make a batch durable at once: each copy is on its own.
+    let durable = durable || !crate::platform::file::HAS_SYNCFS;
     // Each blocking thread keeps its buffer: a fresh 1 MiB mapping per file, unmapped again
     // (a TLB shootdown on every thread), cost more than copying a small photo.
     thread_local! {
@@ -54,7 +56,7 @@ pub fn copy_in(
         move |e| CopyError::Dest(p, e)
     };
     let folder = dest.parent().unwrap_or(root);
-    let mut source = direct::open_source(src).map_err(CopyError::Source)?;
+    let mut source = crate::platform::file::open_sequential(src).map_err(CopyError::Source)?;
     let buf = BLOCK
         .with(|b| b.borrow_mut().take())
         .unwrap_or_else(|| AlignedBlock::new(COPY_BLOCK));
@@ -98,23 +100,20 @@ pub fn copy_in(
     };
     std::fs::rename(&partial, &dest).map_err(dest_err(&dest))?;
     if durable {
-        std::fs::File::open(folder)
-            .and_then(|d| d.sync_all())
-            .map_err(dest_err(folder))?;
+        crate::platform::file::sync_dir(folder).map_err(dest_err(folder))?;
     }
     Ok(meta)
 }
 
 /// Makes every copy under `root` durable, names included: one `syncfs` of the file system
 /// (a journal commit), instead of two fsyncs per copy.
+/// Without syncfs (other systems than Linux) every copy was made durable on its own.
 pub fn settle(root: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let dir = std::fs::File::open(root)?;
-    // SAFETY: a plain system call on a descriptor we own.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    if crate::platform::file::HAS_SYNCFS {
+        crate::platform::file::sync_file_system(root)
+    } else {
+        Ok(())
     }
-    Ok(())
 }
 
 /// The source's bytes are not the scanned ones: InvalidData tells the engine so.

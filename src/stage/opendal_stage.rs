@@ -177,7 +177,7 @@ impl OpendalStage {
                 key: key.to_string(),
                 size: meta.len(),
                 etag: None,
-                modified: Some(std::os::unix::fs::MetadataExt::mtime(&meta)),
+                modified: Some(crate::platform::file::mtime_ns(&meta).div_euclid(1_000_000_000)),
                 sha256: None,
             }),
             Err(super::disk::CopyError::Source(e)) => Err(source(e)),

@@ -1,4 +1,5 @@
-//! A local disk's bytes, past the page cache where that pays:
+//! A local disk's bytes, past the page cache where that pays (the system calls are
+//! [`crate::platform::file`]'s; other systems than Linux go through the cache):
 //! - reading a file from the disk itself (O_DIRECT), for the one check that proves a medium
 //!   holds what was written: `verify-read-back` on local disks. Where the file system refuses
 //!   O_DIRECT (tmpfs, some FUSE mounts), the file's cached pages are dropped first (it was
@@ -10,7 +11,6 @@
 //!   once, and [`write_file`], which feeds it into a new local file.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -23,41 +23,9 @@ pub const BLOCK: usize = 4 << 20;
 /// Blocks in flight in the pipeline (bounded memory: about 4 x 4 MiB).
 const IN_FLIGHT: usize = 4;
 
-/// Opens a file to read it once, in order: without updating its access time where the
-/// owner may (O_NOATIME spares a metadata write per file on file systems mounted with
-/// atime; others get EPERM and a plain open), and with read-ahead advised.
-pub fn open_source(path: &Path) -> std::io::Result<std::fs::File> {
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => std::fs::File::open(path),
-        r => r,
-    }?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: an advisory call on an open descriptor we own.
-    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
-    Ok(f)
-}
-
 /// The SHA-256 of the file at `path` as the disk holds it.
 pub fn sha256_of(path: &Path) -> std::io::Result<[u8; 32]> {
-    let direct = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path);
-    let (mut file, aligned) = match direct {
-        Ok(f) => (f, true),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let f = std::fs::File::open(path)?;
-            use std::os::fd::AsRawFd;
-            // SAFETY: an advisory call on an open descriptor.
-            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            (f, false)
-        }
-        Err(e) => return Err(e),
-    };
+    let (mut file, aligned) = crate::platform::file::open_uncached(path)?;
     let mut block = AlignedBlock::new(BLOCK);
     let buf = block.as_mut();
     let mut sha = Sha256::new();
@@ -229,23 +197,14 @@ impl DirectWriter {
     /// [`DirectWriter::create`] with a buffer kept from an earlier writer, past the page
     /// cache only when `direct` (a small file gains nothing from it).
     pub fn open(path: &Path, buf: AlignedBlock, direct: bool) -> std::io::Result<Self> {
-        let opened = if direct {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
+        let uncached = if direct {
+            crate::platform::file::create_uncached(path)?
         } else {
-            std::fs::File::create(path)
+            None
         };
-        let (file, direct) = match opened {
-            Ok(f) => (f, direct),
-            // tmpfs and some network file systems refuse O_DIRECT.
-            Err(e) if direct && e.kind() != std::io::ErrorKind::NotFound => {
-                (std::fs::File::create(path)?, false)
-            }
-            Err(e) => return Err(e),
+        let (file, direct) = match uncached {
+            Some(f) => (f, true),
+            None => (std::fs::File::create(path)?, false),
         };
         Ok(DirectWriter { file, direct, buf })
     }
@@ -280,13 +239,7 @@ impl DirectWriter {
 
     /// Switches O_DIRECT off for the rest of the file.
     fn buffered(&mut self) -> std::io::Result<()> {
-        use std::os::unix::io::AsRawFd;
-        let fd = self.file.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        crate::platform::file::stop_uncached(&self.file)?;
         self.direct = false;
         Ok(())
     }

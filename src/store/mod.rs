@@ -231,9 +231,7 @@ pub fn sync_parent(
 ) -> Result<(), StoreError> {
     let path = root.join(key);
     let dir = path.parent().unwrap_or(root);
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::local(info, "sync", key, dir, e))
+    crate::platform::file::sync_dir(dir).map_err(|e| StoreError::local(info, "sync", key, dir, e))
 }
 
 /// Refuses a key that could escape the backend's root (`..`, an absolute path, control

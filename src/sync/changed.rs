@@ -10,7 +10,6 @@
 //! When the older bytes were never copied anywhere they are lost for good: reported once,
 //! with the path and time, and counted apart instead of waiting as "not yet safe" forever.
 
-use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use super::{FileEvent, SiteReport, WantedContent};
@@ -54,7 +53,8 @@ pub(super) fn examine(
     if !md.is_file() {
         return Ok(Found::Gone);
     }
-    if md.len() != rec.size || mtime_ns(&md) != rec.mtime_ns || md.ino() != rec.inode {
+    let inode = crate::platform::file::identity(&md, || w.source.clone()).inode;
+    if md.len() != rec.size || mtime_ns(&md) != rec.mtime_ns || inode != rec.inode {
         return Ok(Found::Edited);
     }
     if rec.current().content != w.content {
@@ -64,7 +64,7 @@ pub(super) fn examine(
             None => Found::Edited,
         });
     }
-    let entry = WalkEntry::from_metadata(w.rel.clone(), &md);
+    let entry = WalkEntry::from_metadata(w.rel.clone(), &md, || w.source.clone());
     let Ok(h) = hash_file(&w.source, &entry, &mut Vec::new()) else {
         return Ok(Found::Gone);
     };

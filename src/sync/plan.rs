@@ -8,8 +8,6 @@
 //! ([`unsafe_chunk`]), so its memory grows with a chunk, not with the library.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::config::SiteConfig;
@@ -223,7 +221,7 @@ fn wanted(
     }
     abs.extend_from_slice(rel);
     let stat_mtime = if last { f.mtime_ns } else { v.mtime_ns };
-    let mut image_path = abs.strip_prefix(b"/").unwrap_or(&abs).to_vec();
+    let mut image_path = crate::platform::names::relative_path(&abs);
     if !last {
         image_path.extend_from_slice(format!("~{}", &hex::encode(v.content)[..8]).as_bytes());
     }
@@ -231,7 +229,7 @@ fn wanted(
         content: v.content,
         root,
         rel: rel.to_vec(),
-        source: PathBuf::from(OsStr::from_bytes(&abs)),
+        source: crate::platform::names::path_of(&abs),
         image_path,
         size: v.size,
         // The current version's bytes are the file's as last scanned: a touch that changed

@@ -9,6 +9,12 @@ use crate::{build, BackendError, Capabilities, ChecksumKind};
 
 impl SftpConfig {
     pub fn validate(&self) -> Result<(), BackendError> {
+        if cfg!(windows) {
+            return Err(BackendError::invalid(
+                "sftp",
+                "sftp sites drive the system `ssh` client, which lomob can do only on Linux and macOS: on Windows use a `webdav` or `s3` site on the same machine, or an `fs` site on a mapped network folder",
+            ));
+        }
         if self.host.trim().is_empty() || self.user.trim().is_empty() {
             return Err(BackendError::invalid(
                 "sftp",
