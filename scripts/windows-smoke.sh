@@ -136,24 +136,38 @@ mv "$LIB/a/b/c/d/e/f/g/h/deep.jpg" "$LIB/a/b/c/d/e/f/g/h/DEEP.JPG"
 moved=$(lomob scan "$WLIB" --json | json '(d["new"], d["deleted"], d["renamed"], d["files_hashed"])')
 [ "$moved" = "(0, 0, 1, 0)" ] || fail "a case-only rename was scanned as (new, deleted, renamed, hashed) = $moved"
 say "case-only rename: recorded as a move"
-# The daemon: reached over its named pipe by `daemon status` and by a forwarded `status`,
-# stopped by `daemon stop` (bounded waits; killed and failed otherwise).
-"$WINE" "$WORK/bin/lomob.exe" --no-progress daemon >"$WORK/daemon.log" 2>&1 &
-daemon=$!
-up=
-for _ in $(seq 120); do
-    if "$WINE" "$WORK/bin/lomob.exe" daemon status >/dev/null 2>&1; then
-        up=1
-        break
-    fi
-    kill -0 "$daemon" 2>/dev/null || break
-    sleep 0.5
-done
-if [ -z "$up" ]; then
+
+# start_daemon LOG: starts the daemon in the background (its PID in $daemon) and waits until
+# it answers `daemon status` on its named pipe (60 s at most; killed and failed otherwise).
+start_daemon() {
+    "$WINE" "$WORK/bin/lomob.exe" --no-progress daemon >"$1" 2>&1 &
+    daemon=$!
+    for _ in $(seq 120); do
+        "$WINE" "$WORK/bin/lomob.exe" daemon status >/dev/null 2>&1 && return 0
+        kill -0 "$daemon" 2>/dev/null || break
+        sleep 0.5
+    done
     kill "$daemon" 2>/dev/null || true
-    cat "$WORK/daemon.log" >&2
+    cat "$1" >&2
     fail "the daemon did not answer on its named pipe within 60 s"
-fi
+}
+# wait_stopped LOG WHAT: waits 60 s at most for the daemon to exit, with code 0.
+wait_stopped() {
+    for _ in $(seq 120); do
+        kill -0 "$daemon" 2>/dev/null || break
+        sleep 0.5
+    done
+    if kill -0 "$daemon" 2>/dev/null; then
+        kill "$daemon" 2>/dev/null || true
+        tail -20 "$1" >&2
+        fail "the daemon did not stop within 60 s of $2"
+    fi
+    wait "$daemon" || fail "the daemon exited with $? after $2: $(tail -5 "$1")"
+}
+
+# The daemon: reached over its named pipe by `daemon status` and by a forwarded `status`,
+# sees a new file, stops on `daemon stop`.
+start_daemon "$WORK/daemon.log"
 "$WINE" "$WORK/bin/lomob.exe" --no-progress status >"$WORK/status.out" 2>"$WORK/status.err" ||
     fail "status through the daemon failed: $(cat "$WORK/status.err")"
 grep -q "run by the lomob daemon" "$WORK/status.err" || fail "status was not run by the daemon: $(cat "$WORK/status.err")"
@@ -170,39 +184,13 @@ for _ in $(seq 40); do
 done
 [ -n "$seen" ] || fail "the daemon's watcher did not see a new file within 20 s"
 lomob daemon stop >/dev/null
-for _ in $(seq 120); do
-    kill -0 "$daemon" 2>/dev/null || break
-    sleep 0.5
-done
-if kill -0 "$daemon" 2>/dev/null; then
-    kill "$daemon" 2>/dev/null || true
-    tail -20 "$WORK/daemon.log" >&2
-    fail "the daemon did not stop within 60 s of \`daemon stop\`"
-fi
-wait "$daemon" || fail "the daemon exited with $? after \`daemon stop\`: $(tail -5 "$WORK/daemon.log")"
+wait_stopped "$WORK/daemon.log" "\`daemon stop\`"
 say "daemon: answered on its named pipe, saw a new file, ran a forwarded status, stopped"
 
 # Ctrl-C stops it too (wine turns SIGINT into the console's Ctrl-C event).
-"$WINE" "$WORK/bin/lomob.exe" --no-progress daemon >"$WORK/daemon2.log" 2>&1 &
-daemon=$!
-up=
-for _ in $(seq 120); do
-    if "$WINE" "$WORK/bin/lomob.exe" daemon status >/dev/null 2>&1; then
-        up=1
-        break
-    fi
-    sleep 0.5
-done
-[ -n "$up" ] || { kill "$daemon" 2>/dev/null || true; fail "the daemon did not start again"; }
+start_daemon "$WORK/daemon2.log"
 kill -INT "$daemon"
-for _ in $(seq 120); do
-    kill -0 "$daemon" 2>/dev/null || break
-    sleep 0.5
-done
-if kill -0 "$daemon" 2>/dev/null; then
-    kill "$daemon" 2>/dev/null || true
-    fail "the daemon did not stop within 60 s of Ctrl-C"
-fi
+wait_stopped "$WORK/daemon2.log" "Ctrl-C"
 grep -q "Ctrl-C: stopping" "$WORK/daemon2.log" || fail "the daemon did not stop on Ctrl-C: $(tail -5 "$WORK/daemon2.log")"
 say "daemon: stopped on Ctrl-C"
 

@@ -398,10 +398,7 @@ fn warn_if_readable(sources: &[PathBuf], config: &Config) {
         return;
     }
     for p in sources {
-        let shared = std::fs::metadata(p)
-            .ok()
-            .and_then(|m| crate::platform::file::shared_mode(&m));
-        if let Some(mode) = shared {
+        if let Some(mode) = crate::platform::file::readable_by_others(p) {
             tracing::warn!(
                 "{} holds a secret written inline and can be read by other users of this machine (mode {mode:o}): run `chmod 600 {}`, or read the secret from a file or an environment variable",
                 p.display(),

@@ -226,10 +226,7 @@ pub fn prompt_passphrase(prompt: &str) -> Option<Vec<u8>> {
 
 /// Warns when a key file can be read by other users.
 pub fn warn_if_shared(path: &Path) {
-    let shared = std::fs::metadata(path)
-        .ok()
-        .and_then(|m| crate::platform::file::shared_mode(&m));
-    if let Some(mode) = shared {
+    if let Some(mode) = crate::platform::file::readable_by_others(path) {
         tracing::warn!(
             "{} can be read by other users of this machine (mode {mode:o}): run `chmod 600 {}`",
             path.display(),

@@ -89,6 +89,12 @@ pub fn shared_mode(md: &Metadata) -> Option<u32> {
     }
 }
 
+/// The permission bits of the file at `path` when other users may read it ([`shared_mode`]);
+/// `None` too when it cannot be looked at.
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    std::fs::metadata(path).ok().and_then(|m| shared_mode(&m))
+}
+
 /// New files only their owner may read (mode 0600 on Unix; see [`shared_mode`] for Windows).
 pub fn owner_only(o: &mut OpenOptions) -> &mut OpenOptions {
     #[cfg(unix)]
