@@ -68,6 +68,9 @@ pub struct Placement {
     pub offset: u64,
     pub size: u64,
     pub sha256: [u8; 32],
+    /// lomob's content id (xxh3-128 of the bytes), when the file came from the manifest:
+    /// streaming then checks the bytes against it, which costs a tenth of a SHA-256 pass.
+    pub content: Option<[u8; 16]>,
     pub source: PathBuf,
     /// The path as Joliet readers (Windows, 7-Zip) show it; it may be truncated or have
     /// characters replaced.
@@ -570,6 +573,7 @@ fn place_data(
             offset,
             size: spec.size,
             sha256: u.sha256,
+            content: u.content,
             source: u.source.clone(),
             joliet_path: joliet_path(nodes, node_of_file[&f]),
         });

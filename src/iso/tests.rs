@@ -186,6 +186,29 @@ fn a_failing_source_is_named_by_its_input_index() {
     ));
 }
 
+/// A member with a content id is checked against it (xxh3-128 of its bytes): the planned
+/// bytes stream, one changed byte of the same size does not.
+#[test]
+fn a_member_is_checked_against_its_content_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = vec![7u8; (1 << 20) + 5];
+    let mut files = make_files(tmp.path(), &[(b"c/id.bin".to_vec(), bytes.clone())]);
+    files[0].content = Some(xxhash_rust::xxh3::xxh3_128(&bytes).to_be_bytes());
+    let plan = IsoPlan::new(files.clone(), vol()).unwrap();
+    assert!(std::io::copy(&mut plan.reader_at(0), &mut std::io::sink()).is_ok());
+    let mut changed = bytes.clone();
+    changed[1 << 19] = 8;
+    std::fs::write(&files[0].source, &changed).unwrap();
+    let err = std::io::copy(&mut plan.reader_at(0), &mut std::io::sink()).unwrap_err();
+    match IsoError::from_io(&err) {
+        Some(IsoError::SourceChanged { path, reason, .. }) => {
+            assert_eq!(path, "c/id.bin");
+            assert!(reason.contains("differ"), "{reason}");
+        }
+        other => panic!("unexpected {other:?} / {err}"),
+    }
+}
+
 #[test]
 fn source_changed_is_detected() {
     let tmp = tempfile::tempdir().unwrap();
