@@ -146,7 +146,14 @@ for mode in modes:
     ]:
         s, f = f"{mode}-{step}", f"{mode}-{ref}"
         r = med(s) / med(f)
-        print(f"| {mode} | {step} | {sp(s)} | {label} | {sp(f)} | {r:.2f} | ≤ {target:.2f}: {met(r <= target)} | {rss(s):.0f}: {met(rss(s) < 100)} |")
+        # Cold, the issue asks each target to hold "with the ratio at least 0.8x": the warm
+        # bound divided by 0.8; the warm bound itself is shown beside it.
+        if mode == "warm":
+            verdict = f"≤ {target:.2f}: {met(r <= target)}"
+        else:
+            cold = target / 0.8
+            verdict = f"≤ {cold:.2f} ({target:.2f} ÷ 0.8): {met(r <= cold)}; warm bound {target:.2f}: {met(r <= target)}"
+        print(f"| {mode} | {step} | {sp(s)} | {label} | {sp(f)} | {r:.2f} | {verdict} | {rss(s):.0f}: {met(rss(s) < 100)} |")
 if net:
     print()
     print("Read-back of the image on a network archive (loopback servers started by `scripts/services.sh`; one run each, warm cache): the time of the whole `sync --site NAME --pack-now` after a scan, and of the read-back in it (from lomob's log line).")
