@@ -72,30 +72,25 @@ pub fn mode(md: &Metadata) -> u32 {
     }
 }
 
-/// The permission bits of a file that other users of the machine may read, when they may
-/// (Unix group or world bits). Windows files inherit their folder's access list, and
-/// lomob's folders are the user's own: `None`.
-pub fn shared_mode(md: &Metadata) -> Option<u32> {
+/// The permission bits of the file at `path` when other users of the machine may read it
+/// (Unix group or world bits); `None` too when it cannot be looked at. Windows files inherit
+/// their folder's access list, and lomob's folders are the user's own: always `None`.
+pub fn readable_by_others(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = md.permissions().mode();
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
         (mode & 0o077 != 0).then_some(mode & 0o777)
     }
     #[cfg(not(unix))]
     {
-        let _ = md;
+        let _ = path;
         None
     }
 }
 
-/// The permission bits of the file at `path` when other users may read it ([`shared_mode`]);
-/// `None` too when it cannot be looked at.
-pub fn readable_by_others(path: &Path) -> Option<u32> {
-    std::fs::metadata(path).ok().and_then(|m| shared_mode(&m))
-}
-
-/// New files only their owner may read (mode 0600 on Unix; see [`shared_mode`] for Windows).
+/// New files only their owner may read (mode 0600 on Unix; see [`readable_by_others`] for
+/// Windows).
 pub fn owner_only(o: &mut OpenOptions) -> &mut OpenOptions {
     #[cfg(unix)]
     {

@@ -62,9 +62,7 @@ pub fn hash_file(path: &Path, walked: &WalkEntry, buf: &mut Vec<u8>) -> Result<H
             && mtime_ns(&before) == mtime_ns(&after)
             && total == after.len();
         if stable {
-            let mut entry =
-                WalkEntry::from_metadata(walked.rel.clone(), &after, || path.to_path_buf());
-            entry.rel = walked.rel.clone();
+            let entry = WalkEntry::from_metadata(walked.rel.clone(), &after, || path.to_path_buf());
             return Ok(Hashed {
                 xxh3: xxh.digest128().to_be_bytes(),
                 sha256: sha.finalize().into(),

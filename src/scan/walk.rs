@@ -71,10 +71,6 @@ struct Queue {
     busy: usize,
 }
 
-fn join(root: &std::path::Path, rel: &[u8]) -> PathBuf {
-    names::join(root, rel)
-}
-
 /// Walks `root`, calling `sink` for every folder read and every error. Returns when done.
 pub fn walk(root: &std::path::Path, opts: &WalkOptions, sink: &(dyn Fn(WalkEvent) + Sync)) {
     let queue = Mutex::new(Queue {
@@ -143,7 +139,7 @@ fn read_one(
 ) {
     let mut files = Vec::new();
     let mut names = Vec::new();
-    let rd = match std::fs::read_dir(join(root, dir)) {
+    let rd = match std::fs::read_dir(names::join(root, dir)) {
         Ok(rd) => rd,
         Err(error) => {
             sink(WalkEvent::Error {
