@@ -290,7 +290,7 @@ impl<'a> Delta<'a> {
         if let Some(a) = self.archived.get(key) {
             return Ok(*a);
         }
-        Ok(self.m.archived.contains_key(key)?)
+        self.m.archived.contains_key(key)
     }
 
     fn has_copy(&self, site: &str, c: &ContentId) -> Result<bool> {
@@ -450,14 +450,14 @@ impl<'a> Delta<'a> {
     }
 
     /// The contents tree's writes for this batch: records written, and live counts changed.
-    pub(super) fn contents_batch(&self) -> sled::Batch {
-        let mut b = sled::Batch::default();
+    pub(super) fn content_writes(&self) -> Vec<super::paged::Write> {
+        let mut out = Vec::new();
         for (c, state) in &self.contents {
             if let Some(s) = state.as_ref().filter(|s| s.changed) {
-                b.insert(&c[..], encode_content(&s.record, s.live));
+                out.push((c.to_vec(), Some(encode_content(&s.record, s.live))));
             }
         }
-        b
+        out
     }
 }
 
@@ -539,23 +539,22 @@ pub(super) fn decode_totals(bytes: &[u8]) -> Result<Totals> {
 pub(super) fn store_recount(m: &Manifest) -> Result<Totals> {
     let (t, live) = recount(m)?;
     m.meta.remove(TOTALS_KEY)?;
-    let mut b = sled::Batch::default();
-    let mut pending = 0usize;
+    // Applied in batches as the records are read: a page split by a batch may be read
+    // again, but its records then already hold their counts and are not written twice.
+    let mut b = Vec::new();
     for kv in m.contents.iter() {
         let (k, v) = kv?;
         let id = content_key(&k)?;
         let (_, len, stored) = decode_content(&id, &v)?;
         let count = live.get(&id).copied().unwrap_or(0);
         if stored != Some(count) {
-            b.insert(k, encode_content(&v[..len], count));
-            pending += 1;
-            if pending >= 8192 {
-                m.contents.apply_batch(std::mem::take(&mut b))?;
-                pending = 0;
+            b.push((k, Some(encode_content(&v[..len], count))));
+            if b.len() >= 8192 {
+                m.contents.apply(std::mem::take(&mut b))?;
             }
         }
     }
-    m.contents.apply_batch(b)?;
+    m.contents.apply(b)?;
     m.meta.insert(TOTALS_KEY, encode_totals(&t))?;
     m.db.flush()?;
     Ok(t)
@@ -705,7 +704,9 @@ mod tests {
             b.put_file(1, b"a.jpg", &f);
             m.apply(b).unwrap();
             // As schema 2 wrote them.
-            m.contents.insert(content(1), encode(&record)).unwrap();
+            m.contents
+                .apply([(content(1).to_vec(), Some(encode(&record)))])
+                .unwrap();
             m.meta.remove(TOTALS_KEY).unwrap();
             m.flush().unwrap();
         }
@@ -713,7 +714,7 @@ mod tests {
         let t = m.totals().unwrap();
         assert_eq!(t.contents, Tally { files: 1, bytes: 9 });
         assert_eq!(t.live, Tally { files: 1, bytes: 9 });
-        let stored = m.contents.get(content(1)).unwrap().unwrap();
+        let stored = m.contents.get(&content(1)).unwrap().unwrap();
         assert_eq!(decode_content(&content(1), &stored).unwrap().2, Some(1));
         f.deleted_at = Some(2);
         let mut b = ManifestBatch::default();

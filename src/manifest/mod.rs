@@ -13,7 +13,9 @@ mod counts;
 mod error;
 pub mod export;
 mod lock;
+mod paged;
 pub mod records;
+mod upgrade;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,7 @@ pub use records::{
 };
 
 use lock::DbLock;
+use paged::PagedTree;
 use records::{
     decode, decode_stat, encode, file_key, placement_key, site_key, site_name_key, split_file_key,
     split_version_key, version_key,
@@ -40,7 +43,17 @@ use records::{
 /// record's live count),
 /// counted from the records at the first open: an older lomob writing without them would
 /// leave them wrong, so it must not open a version 3 manifest.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Version 4 keeps files, contents, placements and staged and archived copies in pages
+/// ([`paged`]): the records are unchanged, a version 3 manifest is rewritten at its first
+/// open ([`upgrade`]).
+pub const SCHEMA_VERSION: u32 = 4;
+
+/// Largest page of file records: a folder's files are read and written together, so a
+/// page is about a small folder (~150 files).
+const FILE_PAGE: usize = 16 << 10;
+/// Largest page of the trees keyed by content id: writes land at random keys, so pages are
+/// small enough that rewriting one for a single record costs little.
+const CONTENT_PAGE: usize = 2 << 10;
 
 const SCHEMA_KEY: &[u8] = b"schema";
 const NEXT_ROOT_KEY: &[u8] = b"next-root";
@@ -62,14 +75,14 @@ pub struct Manifest {
     db: sled::Db,
     meta: sled::Tree,
     roots: sled::Tree,
-    files: sled::Tree,
-    contents: sled::Tree,
+    files: PagedTree,
+    contents: PagedTree,
     runs: sled::Tree,
     isos: sled::Tree,
-    placements: sled::Tree,
+    placements: PagedTree,
     uploads: sled::Tree,
-    staged: sled::Tree,
-    archived: sled::Tree,
+    staged: PagedTree,
+    archived: PagedTree,
     pending: sled::Tree,
     unverified: sled::Tree,
     silent: sled::Tree,
@@ -138,7 +151,7 @@ pub struct ManifestBatch {
     /// A file record written, or (`None`) removed.
     files: Vec<(Vec<u8>, Option<EncodedFile>)>,
     contents: Vec<(ContentId, Vec<u8>, u64)>,
-    placements: sled::Batch,
+    placements: Vec<paged::Write>,
     staged: Vec<(String, ContentId, Option<EncodedStaged>)>,
     archived: Vec<(String, ContentId, Option<Vec<u8>>)>,
     silent: sled::Batch,
@@ -170,7 +183,7 @@ impl ManifestBatch {
 
     pub fn put_placement(&mut self, content: &ContentId, iso: u32, rec: &PlacementRecord) {
         self.placements
-            .insert(placement_key(content, iso), encode(rec));
+            .push((placement_key(content, iso), Some(encode(rec))));
         self.len += 1;
     }
 
@@ -249,6 +262,21 @@ impl Manifest {
     /// As [`Manifest::open`], with `cache` bytes of page cache (the daemon, which lives
     /// long and mostly waits, keeps less).
     pub fn open_with_cache(path: &Path, cache: u64) -> Result<Manifest> {
+        let m = Self::open_unchecked(path, cache)?;
+        m.check_schema()?;
+        m.ensure_id()?;
+        m.ensure_totals()?;
+        Ok(m)
+    }
+
+    /// The database as it is on disk, its schema neither checked nor upgraded (tests that
+    /// make old manifests).
+    #[cfg(test)]
+    fn open_raw(path: &Path) -> Result<Manifest> {
+        Self::open_unchecked(path, 16 << 20)
+    }
+
+    fn open_unchecked(path: &Path, cache: u64) -> Result<Manifest> {
         // A mistyped --db must not scatter database files into a photo folder.
         if let Ok(mut entries) = std::fs::read_dir(path) {
             let ours = path.join("db").is_dir() || path.join("lomob.lock").exists();
@@ -293,14 +321,14 @@ impl Manifest {
             path: path.to_path_buf(),
             meta: db.open_tree("meta")?,
             roots: db.open_tree("roots")?,
-            files: db.open_tree("files")?,
-            contents: db.open_tree("contents")?,
+            files: PagedTree::open(&db, "file-pages", FILE_PAGE)?,
+            contents: PagedTree::open(&db, "content-pages", CONTENT_PAGE)?,
             runs: db.open_tree("runs")?,
             isos: db.open_tree("isos")?,
-            placements: db.open_tree("placements")?,
+            placements: PagedTree::open(&db, "placement-pages", CONTENT_PAGE)?,
             uploads: db.open_tree("uploads")?,
-            staged: db.open_tree("staged")?,
-            archived: db.open_tree("archived")?,
+            staged: PagedTree::open(&db, "staged-pages", CONTENT_PAGE)?,
+            archived: PagedTree::open(&db, "archived-pages", CONTENT_PAGE)?,
             pending: db.open_tree("pending")?,
             unverified: db.open_tree("unverified")?,
             silent: db.open_tree("silent")?,
@@ -316,9 +344,6 @@ impl Manifest {
             db,
             _lock: lock,
         };
-        m.check_schema()?;
-        m.ensure_id()?;
-        m.ensure_totals()?;
         Ok(m)
     }
 
@@ -371,11 +396,17 @@ impl Manifest {
                 supported: SCHEMA_VERSION,
             });
         }
-        if found < SCHEMA_VERSION {
-            // Versions 1 to 3 share every record format; 2 added trees, 3 the totals, which
-            // `ensure_totals` counts next.
+        if found == 0 {
+            // A new manifest.
             self.meta
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+        } else if found < SCHEMA_VERSION {
+            // Versions 1 to 3 share every record format, one sled value each (2 added
+            // trees, 3 the totals, which `ensure_totals` counts next); 4 pages them.
+            upgrade::to_pages(self, found)?;
+        } else {
+            // What a stopped upgrade may have left.
+            upgrade::finish(self)?;
         }
         Ok(())
     }
@@ -459,14 +490,14 @@ impl Manifest {
     fn trees(&self) -> [&sled::Tree; 20] {
         [
             &self.roots,
-            &self.files,
-            &self.contents,
+            self.files.pages(),
+            self.contents.pages(),
             &self.runs,
             &self.isos,
-            &self.placements,
+            self.placements.pages(),
             &self.uploads,
-            &self.staged,
-            &self.archived,
+            self.staged.pages(),
+            self.archived.pages(),
             &self.pending,
             &self.unverified,
             &self.silent,
@@ -581,7 +612,7 @@ impl Manifest {
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Vec<u8>, FileStat)>> {
         self.files
-            .scan_prefix(file_key(root, prefix))
+            .scan_prefix(&file_key(root, prefix))
             .map(move |kv| {
                 let (k, v) = kv?;
                 let stat = decode_stat(&v).map_err(|e| {
@@ -611,7 +642,7 @@ impl Manifest {
         }
         let mut start = prefix.clone();
         'seek: loop {
-            for kv in self.files.range(start.as_slice()..) {
+            for kv in self.files.range_from(&start) {
                 let (k, v) = kv?;
                 let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
                     return Ok(());
@@ -643,7 +674,7 @@ impl Manifest {
 
     /// The stat fields of one file, without decoding its versions.
     pub fn file_stat(&self, root: u32, rel: &[u8]) -> Result<Option<FileStat>> {
-        match self.files.get(file_key(root, rel))? {
+        match self.files.get(&file_key(root, rel))? {
             None => Ok(None),
             Some(v) => decode_stat(&v).map(Some).map_err(|e| corrupt("files", e)),
         }
@@ -659,13 +690,10 @@ impl Manifest {
         &self,
         after: Option<&[u8]>,
     ) -> impl Iterator<Item = Result<(u32, Vec<u8>, FileRecord)>> + '_ {
-        use std::ops::Bound;
-        let start = match after {
-            Some(k) => Bound::Excluded(k.to_vec()),
-            None => Bound::Unbounded,
-        };
+        let after = after.map(<[u8]>::to_vec);
         self.files
-            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .range_from(after.as_deref().unwrap_or_default())
+            .filter(move |kv| !matches!((kv, &after), (Ok((k, _)), Some(a)) if k == a))
             .map(|kv| {
                 let (k, v) = kv?;
                 let (root, rel) = split_file_key(&k)
@@ -678,7 +706,7 @@ impl Manifest {
     }
 
     pub fn file(&self, root: u32, rel: &[u8]) -> Result<Option<FileRecord>> {
-        match self.files.get(file_key(root, rel))? {
+        match self.files.get(&file_key(root, rel))? {
             None => Ok(None),
             Some(v) => decode(&v).map(Some).map_err(|e| corrupt("files", e)),
         }
@@ -697,7 +725,7 @@ impl Manifest {
         self.contents.iter().map(|kv| {
             let (k, v) = kv?;
             let id: ContentId = k
-                .as_ref()
+                .as_slice()
                 .try_into()
                 .map_err(|_| corrupt("contents", "key is not 16 bytes"))?;
             let rec =
@@ -721,41 +749,37 @@ impl Manifest {
         for (id, rec, size) in &batch.contents {
             delta.put_content(id, rec, *size)?;
         }
-        let mut files = sled::Batch::default();
-        for (key, put) in &batch.files {
-            delta.put_file(key, put.as_ref().map(|(_, share)| *share))?;
-            match put {
-                Some((rec, _)) => files.insert(key.as_slice(), rec.as_slice()),
-                None => files.remove(key.as_slice()),
-            }
+        let mut files = Vec::with_capacity(batch.files.len());
+        for (key, put) in batch.files {
+            delta.put_file(&key, put.as_ref().map(|(_, share)| *share))?;
+            files.push((key, put.map(|(rec, _)| rec)));
         }
-        let mut archived = sled::Batch::default();
-        for (site, c, rec) in &batch.archived {
-            delta.set_archived(site, c, rec.is_some())?;
-            match rec {
-                Some(r) => archived.insert(site_key(site, c), r.as_slice()),
-                None => archived.remove(site_key(site, c)),
-            }
+        let mut archived = Vec::with_capacity(batch.archived.len());
+        for (site, c, rec) in batch.archived {
+            delta.set_archived(&site, &c, rec.is_some())?;
+            archived.push((site_key(&site, &c), rec));
         }
-        let mut staged = sled::Batch::default();
-        for (site, c, rec) in &batch.staged {
-            delta.set_staged(site, c, rec.as_ref().map(|(_, size)| *size))?;
-            match rec {
-                Some((r, _)) => staged.insert(site_key(site, c), r.as_slice()),
-                None => staged.remove(site_key(site, c)),
-            }
+        let mut staged = Vec::with_capacity(batch.staged.len());
+        for (site, c, rec) in batch.staged {
+            delta.set_staged(&site, &c, rec.as_ref().map(|(_, size)| *size))?;
+            staged.push((site_key(&site, &c), rec.map(|(r, _)| r)));
         }
-        // Written records, and live counts the files changed.
-        let contents = delta.contents_batch();
+        // The pages each tree's writes make (written records, and the live counts the
+        // files changed).
+        let contents = self.contents.batch(delta.content_writes())?;
+        let files = self.files.batch(files)?;
+        let archived = self.archived.batch(archived)?;
+        let staged = self.staged.batch(staged)?;
+        let placements = self.placements.batch(batch.placements)?;
         let totals = counts::encode_totals(&delta.totals);
         let trees = (
-            &self.contents,
-            &self.files,
+            self.contents.pages(),
+            self.files.pages(),
             &self.silent,
             &self.lost,
-            &self.placements,
-            &self.archived,
-            &self.staged,
+            self.placements.pages(),
+            self.archived.pages(),
+            self.staged.pages(),
             &self.meta,
         );
         trees
@@ -764,7 +788,7 @@ impl Manifest {
                 f.apply_batch(&files)?;
                 si.apply_batch(&batch.silent)?;
                 lo.apply_batch(&batch.lost)?;
-                p.apply_batch(&batch.placements)?;
+                p.apply_batch(&placements)?;
                 a.apply_batch(&archived)?;
                 st.apply_batch(&staged)?;
                 me.insert(counts::TOTALS_KEY, totals.as_slice())?;
@@ -779,7 +803,7 @@ impl Manifest {
     }
 
     fn per_site<T: serde::de::DeserializeOwned>(
-        tree: &sled::Tree,
+        tree: &PagedTree,
         name: &'static str,
         site: Option<&str>,
     ) -> Result<Vec<(String, ContentId, T)>> {
@@ -788,19 +812,15 @@ impl Manifest {
 
     /// A per-site tree's records in key order, read as they are needed.
     fn per_site_iter<T: serde::de::DeserializeOwned>(
-        tree: &sled::Tree,
+        tree: &PagedTree,
         name: &'static str,
         site: Option<&str>,
-    ) -> impl Iterator<Item = Result<(String, ContentId, T)>> {
-        let iter = match site {
-            Some(s) => {
-                let mut p = s.as_bytes().to_vec();
-                p.push(0);
-                tree.scan_prefix(p)
-            }
-            None => tree.iter(),
+    ) -> impl Iterator<Item = Result<(String, ContentId, T)>> + use<T> {
+        let prefix = match site {
+            Some(s) => [s.as_bytes(), &[0]].concat(),
+            None => Vec::new(),
         };
-        iter.map(move |kv| {
+        tree.scan_prefix(&prefix).map(move |kv| {
             let (k, v) = kv?;
             let bad = || corrupt(name, "malformed key");
             let nul = k.iter().position(|&b| b == 0).ok_or_else(bad)?;
@@ -835,7 +855,7 @@ impl Manifest {
 
     /// The staged record of `content` on `site`, if it is staged there.
     pub fn staged_record(&self, site: &str, content: &ContentId) -> Result<Option<StagedRecord>> {
-        match self.staged.get(site_key(site, content))? {
+        match self.staged.get(&site_key(site, content))? {
             None => Ok(None),
             Some(v) => Ok(Some(decode(&v).map_err(|e| corrupt("staged", e))?)),
         }
@@ -848,10 +868,10 @@ impl Manifest {
     pub fn unsafe_contents(&self, site: &str, limit: usize) -> Result<Option<HashSet<ContentId>>> {
         let mut prefix = site.as_bytes().to_vec();
         prefix.push(0);
-        let ids = |tree: &sled::Tree| {
+        let ids = |tree: &PagedTree| {
             let n = prefix.len();
-            tree.scan_prefix(&prefix).keys().map(move |k| {
-                let k = k?;
+            tree.scan_prefix(&prefix).map(move |kv| {
+                let (k, _) = kv?;
                 ContentId::try_from(&k[n..]).map_err(|_| corrupt("staged/archived", "bad key"))
             })
         };
@@ -895,7 +915,7 @@ impl Manifest {
 
     /// True when `content` is archived (in a verified image) on `site`.
     pub fn is_archived(&self, site: &str, content: &ContentId) -> Result<bool> {
-        Ok(self.archived.contains_key(site_key(site, content))?)
+        self.archived.contains_key(&site_key(site, content))
     }
 
     /// Staged copies on `site` whose content is archived there too: to be freed. Reads the
@@ -904,9 +924,24 @@ impl Manifest {
         let mut prefix = site.as_bytes().to_vec();
         prefix.push(0);
         let mut out = Vec::new();
+        // Both trees are in the same key order: walk them side by side.
+        let mut archived = self.archived.scan_prefix(&prefix).peekable();
         for kv in self.staged.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            if self.archived.contains_key(&k)? {
+            let mut holds = false;
+            while let Some(next) = archived.peek() {
+                match next {
+                    Ok((a, _)) if *a < k => {
+                        archived.next();
+                    }
+                    Ok((a, _)) => {
+                        holds = *a == k;
+                        break;
+                    }
+                    Err(_) => return Err(archived.next().expect("peeked").unwrap_err()),
+                }
+            }
+            if holds {
                 let content: ContentId = k[prefix.len()..]
                     .try_into()
                     .map_err(|_| corrupt("staged", "malformed key"))?;
@@ -920,8 +955,8 @@ impl Manifest {
     /// trees (their keys lead with the site): for rare questions, not for every file.
     pub fn has_copy(&self, content: &ContentId) -> Result<bool> {
         for tree in [&self.staged, &self.archived] {
-            for k in tree.iter().keys() {
-                if k?.ends_with(content) {
+            for kv in tree.iter() {
+                if kv?.0.ends_with(content) {
                     return Ok(true);
                 }
             }
