@@ -134,7 +134,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     if let Some(code) = daemon_cmd::forward(&ctx, &cli.command)? {
         return Ok(code);
     }
-    dispatch(&ctx, cli.command)
+    let code = dispatch(&ctx, cli.command)?;
+    if crate::manifest::compaction_wanted() {
+        // The command wrote much of the manifest over: its file is mostly old versions.
+        if let Err(e) = Manifest::compact_if_worthwhile(&ctx.db) {
+            tracing::warn!("could not compact manifest {}: {e}", ctx.db.display());
+        }
+    }
+    Ok(code)
 }
 
 /// Runs one command with a resolved context (also what the daemon does for others).

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::records::{
-    decode, encode, site_key, ContentId, ContentRecord, FileRecord, StagedRecord,
+    decode, encode, site_key, ContentId, ContentRecord, FileRecord, SiteRecord, StagedRecord,
 };
 use super::{corrupt, Manifest, Result};
 
@@ -280,7 +280,12 @@ impl<'a> Delta<'a> {
         match self.m.staged.get(key)? {
             None => Ok(None),
             Some(v) => {
-                let rec: StagedRecord = decode(&v).map_err(|e| corrupt("staged", e))?;
+                let content = key
+                    .get(key.len().saturating_sub(16)..)
+                    .and_then(|c| ContentId::try_from(c).ok())
+                    .ok_or_else(|| corrupt("staged", "malformed key"))?;
+                let rec =
+                    StagedRecord::decode_for(&content, &v).map_err(|e| corrupt("staged", e))?;
                 Ok(Some(rec.size))
             }
         }

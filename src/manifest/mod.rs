@@ -9,6 +9,7 @@
 //! The portable export ([`export`]) is the durable truth that is copied to every site; the
 //! sled files are a local cache of it that can be rebuilt by `lomob manifest import`.
 
+mod compact;
 mod counts;
 mod error;
 pub mod export;
@@ -20,6 +21,7 @@ mod upgrade;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+pub use compact::wanted as compaction_wanted;
 pub use counts::{SiteTotals, Tally, Totals};
 pub use error::ManifestError;
 pub use records::{
@@ -33,7 +35,7 @@ use lock::DbLock;
 use paged::PagedTree;
 use records::{
     decode, decode_stat, encode, file_key, placement_key, site_key, site_name_key, split_file_key,
-    split_version_key, version_key,
+    split_version_key, version_key, SiteRecord,
 };
 
 /// The schema this build writes. A newer one on disk is refused; older ones are migrated.
@@ -188,8 +190,11 @@ impl ManifestBatch {
     }
 
     pub fn put_staged(&mut self, site: &str, content: &ContentId, rec: &StagedRecord) {
-        self.staged
-            .push((site.to_string(), *content, Some((encode(rec), rec.size))));
+        self.staged.push((
+            site.to_string(),
+            *content,
+            Some((rec.encode_for(content), rec.size)),
+        ));
         self.len += 1;
     }
 
@@ -200,7 +205,7 @@ impl ManifestBatch {
 
     pub fn put_archived(&mut self, site: &str, content: &ContentId, rec: &ArchivedRecord) {
         self.archived
-            .push((site.to_string(), *content, Some(encode(rec))));
+            .push((site.to_string(), *content, Some(rec.encode_for(content))));
         self.len += 1;
     }
 
@@ -289,34 +294,15 @@ impl Manifest {
             source,
         })?;
         let lock = DbLock::acquire(path)?;
-        let config = sled::Config::new()
-            .path(path.join("db"))
-            // The default cache is 1 GB; rescans stream through records once, so a small
-            // cache costs little and keeps lomob light on a home server.
-            .cache_capacity(cache)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(Some(2000));
-        // Our lock says no other process has the database, so sled's own file lock can only
-        // be held by a handle this process just dropped: sled's flusher thread lets it go a
-        // moment after the drop. Wait for that rather than fail.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => {
-                    return Err(ManifestError::Open {
-                        path: path.to_path_buf(),
-                        source: Box::new(e),
-                    })
-                }
-            }
-        };
+        compact::recover(path)?;
+        let open = |dir: &Path| open_sled(path, dir, cache);
+        let mut db = open(&path.join("db"))?;
+        let written = compact::read_written(&db.open_tree("meta")?)?;
+        if compact::compressed(&path.join("db")) == Some(false)
+            || compact::worthwhile(&db, written)?
+        {
+            db = compact::run(path, db, open)?;
+        }
         let m = Manifest {
             path: path.to_path_buf(),
             meta: db.open_tree("meta")?,
@@ -510,6 +496,12 @@ impl Manifest {
             &self.dirs,
             &self.seals,
         ]
+    }
+
+    /// Copies the manifest at `path` into a fresh database if much of its file is old
+    /// versions of pages (what [`compaction_wanted`] says after a command's writes).
+    pub fn compact_if_worthwhile(path: &Path) -> Result<()> {
+        Self::open(path).map(drop)
     }
 
     /// True when no root, file, content or run has been recorded.
@@ -771,6 +763,10 @@ impl Manifest {
         let archived = self.archived.batch(archived)?;
         let staged = self.staged.batch(staged)?;
         let placements = self.placements.batch(batch.placements)?;
+        let bytes: u64 = [&contents, &files, &archived, &staged, &placements]
+            .iter()
+            .map(|b| b.bytes)
+            .sum();
         let totals = counts::encode_totals(&delta.totals);
         let trees = (
             self.contents.pages(),
@@ -784,25 +780,32 @@ impl Manifest {
         );
         trees
             .transaction(|(c, f, si, lo, p, a, st, me)| {
-                c.apply_batch(&contents)?;
-                f.apply_batch(&files)?;
+                c.apply_batch(&contents.batch)?;
+                f.apply_batch(&files.batch)?;
                 si.apply_batch(&batch.silent)?;
                 lo.apply_batch(&batch.lost)?;
-                p.apply_batch(&placements)?;
-                a.apply_batch(&archived)?;
-                st.apply_batch(&staged)?;
+                p.apply_batch(&placements.batch)?;
+                a.apply_batch(&archived.batch)?;
+                st.apply_batch(&staged.batch)?;
                 me.insert(counts::TOTALS_KEY, totals.as_slice())?;
                 let generation = me.get(GENERATION_KEY)?.map_or(0, |v| read_u64(&v));
                 me.insert(GENERATION_KEY, &(generation + 1).to_be_bytes())?;
+                let written = me.get(compact::WRITTEN_KEY)?.map_or(0, |v| read_u64(&v));
+                me.insert(compact::WRITTEN_KEY, &(written + bytes).to_be_bytes())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => ManifestError::from(e),
                 TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-            })
+            })?;
+        if !compact::wanted() && compact::worthwhile(&self.db, compact::read_written(&self.meta)?)?
+        {
+            compact::want();
+        }
+        Ok(())
     }
 
-    fn per_site<T: serde::de::DeserializeOwned>(
+    fn per_site<T: SiteRecord>(
         tree: &PagedTree,
         name: &'static str,
         site: Option<&str>,
@@ -811,7 +814,7 @@ impl Manifest {
     }
 
     /// A per-site tree's records in key order, read as they are needed.
-    fn per_site_iter<T: serde::de::DeserializeOwned>(
+    fn per_site_iter<T: SiteRecord>(
         tree: &PagedTree,
         name: &'static str,
         site: Option<&str>,
@@ -826,7 +829,7 @@ impl Manifest {
             let nul = k.iter().position(|&b| b == 0).ok_or_else(bad)?;
             let site = String::from_utf8(k[..nul].to_vec()).map_err(|_| bad())?;
             let content: ContentId = k[nul + 1..].try_into().map_err(|_| bad())?;
-            let rec = decode(&v).map_err(|e| corrupt(name, e))?;
+            let rec = T::decode_for(&content, &v).map_err(|e| corrupt(name, e))?;
             Ok((site, content, rec))
         })
     }
@@ -857,7 +860,9 @@ impl Manifest {
     pub fn staged_record(&self, site: &str, content: &ContentId) -> Result<Option<StagedRecord>> {
         match self.staged.get(&site_key(site, content))? {
             None => Ok(None),
-            Some(v) => Ok(Some(decode(&v).map_err(|e| corrupt("staged", e))?)),
+            Some(v) => Ok(Some(
+                StagedRecord::decode_for(content, &v).map_err(|e| corrupt("staged", e))?,
+            )),
         }
     }
 
@@ -945,7 +950,9 @@ impl Manifest {
                 let content: ContentId = k[prefix.len()..]
                     .try_into()
                     .map_err(|_| corrupt("staged", "malformed key"))?;
-                out.push((content, decode(&v).map_err(|e| corrupt("staged", e))?));
+                let rec =
+                    StagedRecord::decode_for(&content, &v).map_err(|e| corrupt("staged", e))?;
+                out.push((content, rec));
             }
         }
         Ok(out)
@@ -1470,6 +1477,43 @@ impl lomob_backends::journal::UploadJournal for UploadJournalTree {
 }
 
 /// 128 random bits as hex.
+/// Opens the sled database in `dir` (of the manifest at `manifest`) with lomob's settings.
+fn open_sled(manifest: &Path, dir: &Path, cache: u64) -> Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(dir)
+        // The default cache is 1 GB; rescans stream through records once, so a small
+        // cache costs little and keeps lomob light on a home server.
+        .cache_capacity(cache)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(Some(2000))
+        // Pages are rewritten whole, so sled's log holds several versions of each until
+        // it frees them: zstd's fastest level halves both that and the database's size.
+        // A database made before compression was used keeps it off until it is copied.
+        .use_compression(compact::compressed(dir).unwrap_or(true))
+        .compression_factor(1);
+    // Our lock says no other process has the database, so sled's own file lock can only
+    // be held by a handle this process just dropped: sled's flusher thread lets it go a
+    // moment after the drop. Wait for that rather than fail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(ManifestError::Open {
+                    path: manifest.to_path_buf(),
+                    source: Box::new(e),
+                })
+            }
+        }
+    }
+}
+
 fn random_id() -> Result<String> {
     Ok(hex::encode(rand::random::<[u8; 16]>()))
 }

@@ -31,6 +31,12 @@ pub(super) struct PagedTree {
 /// One write of a batch: a value stored, or (`None`) the key removed.
 pub(super) type Write = (Vec<u8>, Option<Vec<u8>>);
 
+/// The page writes of a batch, and how many bytes of pages they write.
+pub(super) struct PageBatch {
+    pub(super) batch: sled::Batch,
+    pub(super) bytes: u64,
+}
+
 impl PagedTree {
     pub(super) fn open(db: &sled::Db, name: &'static str, max_page: usize) -> Result<PagedTree> {
         Ok(PagedTree {
@@ -116,10 +122,11 @@ impl PagedTree {
     /// The page writes that apply `writes` (later writes of a key win), as one sled batch
     /// for the caller to apply, alone or in a transaction. Only one batch may be worked
     /// out and applied at a time: the caller holds the manifest's writer lock.
-    pub(super) fn batch(&self, writes: impl IntoIterator<Item = Write>) -> Result<sled::Batch> {
+    pub(super) fn batch(&self, writes: impl IntoIterator<Item = Write>) -> Result<PageBatch> {
         let writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             writes.into_iter().collect();
         let mut out = sled::Batch::default();
+        let mut bytes = 0u64;
         let mut pending = writes.into_iter().peekable();
         while let Some((key, _)) = pending.peek() {
             // The page this write belongs to: the one holding its key, or the first page
@@ -153,16 +160,18 @@ impl PagedTree {
                 None => Vec::new(),
             };
             for chunk in split(merge(old, group), self.max_page) {
-                out.insert(chunk[0].0.as_slice(), encode_page(&chunk));
+                let page = encode_page(&chunk);
+                bytes += page.len() as u64;
+                out.insert(chunk[0].0.as_slice(), page);
             }
         }
-        Ok(out)
+        Ok(PageBatch { batch: out, bytes })
     }
 
     /// Applies `writes` at once (outside a transaction).
     pub(super) fn apply(&self, writes: impl IntoIterator<Item = Write>) -> Result<()> {
         let batch = self.batch(writes)?;
-        Ok(self.tree.apply_batch(batch)?)
+        Ok(self.tree.apply_batch(batch.batch)?)
     }
 }
 

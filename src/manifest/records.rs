@@ -191,6 +191,46 @@ mod tests {
     }
 
     #[test]
+    fn staged_records_round_trip_in_every_form() {
+        let content = [0xab; 16];
+        let keys = [
+            crate::keys::stage_key(&content),
+            crate::keys::stage_key(&[1; 16]),
+            format!("stage/{}", "AB".repeat(16)),
+            "stage/abc".to_string(),
+            "elsewhere/x".to_string(),
+            String::new(),
+        ];
+        let etags = [
+            None,
+            Some(format!("\"{}\"", "0f".repeat(16))),
+            Some(format!("\"{}\"", "0F".repeat(16))),
+            Some(format!("\"{}-3\"", "0f".repeat(16))),
+            Some("0f".repeat(16)),
+            Some(crate::keys::stage_key(&content)),
+        ];
+        for key in &keys {
+            for etag in &etags {
+                let rec = StagedRecord {
+                    key: key.clone(),
+                    size: 123,
+                    etag: etag.clone(),
+                    at: 1_700_000_000,
+                };
+                let b = rec.encode_for(&content);
+                assert_eq!(StagedRecord::decode_for(&content, &b).unwrap(), rec);
+            }
+        }
+        let plain = StagedRecord {
+            key: crate::keys::stage_key(&content),
+            size: 5,
+            etag: None,
+            at: 1_700_000_000,
+        };
+        assert!(plain.encode_for(&content).len() <= 10);
+    }
+
+    #[test]
     fn file_keys_split_back() {
         let k = file_key(3, b"2024/01/a.jpg");
         assert_eq!(split_file_key(&k), Some((3, &b"2024/01/a.jpg"[..])));
@@ -274,6 +314,95 @@ pub struct ArchivedRecord {
     pub iso: u32,
     /// Unix seconds the image was verified on the archive.
     pub at: i64,
+}
+
+/// A record kept per site and content, stored knowing its content (so what the content
+/// already says is not stored again).
+pub(crate) trait SiteRecord: Sized {
+    fn encode_for(&self, content: &ContentId) -> Vec<u8>;
+    fn decode_for(content: &ContentId, bytes: &[u8]) -> Result<Self, postcard::Error>;
+}
+
+impl SiteRecord for ArchivedRecord {
+    fn encode_for(&self, _: &ContentId) -> Vec<u8> {
+        encode(self)
+    }
+    fn decode_for(_: &ContentId, bytes: &[u8]) -> Result<Self, postcard::Error> {
+        decode(bytes)
+    }
+}
+
+/// A staged record as schema 4 stores it: its object key and ETag in their usual forms
+/// take 0 or 16 bytes instead of 38 and 34, a third of a fully staged manifest.
+#[derive(Serialize, Deserialize)]
+struct StoredStaged {
+    key: StoredText,
+    size: u64,
+    etag: Option<StoredText>,
+    at: i64,
+}
+
+/// A text stored by its form: exactly restored, whatever it is.
+#[derive(Serialize, Deserialize)]
+enum StoredText {
+    /// The content's plain stage key (`stage/` and its id in hex).
+    StageKeyOfContent,
+    /// `stage/` and 32 lowercase hex digits (an encrypted site's keyed name).
+    StageHex([u8; 16]),
+    /// 32 lowercase hex digits in double quotes (an MD5 ETag).
+    QuotedHex([u8; 16]),
+    Other(String),
+}
+
+impl StoredText {
+    fn of(text: &str, content: &ContentId) -> StoredText {
+        let hex16 = |s: &str| -> Option<[u8; 16]> {
+            let mut out = [0u8; 16];
+            hex::decode_to_slice(s, &mut out).ok()?;
+            (hex::encode(out) == s).then_some(out)
+        };
+        if let Some(h) = text.strip_prefix(crate::keys::STAGE).and_then(hex16) {
+            return if h == *content {
+                StoredText::StageKeyOfContent
+            } else {
+                StoredText::StageHex(h)
+            };
+        }
+        let quoted = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'));
+        match quoted.and_then(hex16) {
+            Some(h) => StoredText::QuotedHex(h),
+            None => StoredText::Other(text.to_string()),
+        }
+    }
+
+    fn text(self, content: &ContentId) -> String {
+        match self {
+            StoredText::StageKeyOfContent => crate::keys::stage_key(content),
+            StoredText::StageHex(h) => format!("{}{}", crate::keys::STAGE, hex::encode(h)),
+            StoredText::QuotedHex(h) => format!("\"{}\"", hex::encode(h)),
+            StoredText::Other(s) => s,
+        }
+    }
+}
+
+impl SiteRecord for StagedRecord {
+    fn encode_for(&self, content: &ContentId) -> Vec<u8> {
+        encode(&StoredStaged {
+            key: StoredText::of(&self.key, content),
+            size: self.size,
+            etag: self.etag.as_deref().map(|e| StoredText::of(e, content)),
+            at: self.at,
+        })
+    }
+    fn decode_for(content: &ContentId, bytes: &[u8]) -> Result<Self, postcard::Error> {
+        let s: StoredStaged = decode(bytes)?;
+        Ok(StagedRecord {
+            key: s.key.text(content),
+            size: s.size,
+            etag: s.etag.map(|e| e.text(content)),
+            at: s.at,
+        })
+    }
 }
 
 /// Key of a per-site record: the site name, a NUL, then the content id.

@@ -10,7 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::compact::{io, remove_dir};
 use super::paged::PagedTree;
+use super::records::SiteRecord;
 use super::{ManifestError, Result};
 
 /// The trees that became paged, each with the paged tree that replaced it.
@@ -54,7 +56,8 @@ pub(super) fn to_pages(m: &super::Manifest, found: u32) -> Result<()> {
         let mut batch = Vec::with_capacity(BATCH);
         for kv in old.iter() {
             let (k, v) = kv?;
-            batch.push((k.to_vec(), Some(v.to_vec())));
+            let v = convert(old_name, &k, &v)?;
+            batch.push((k.to_vec(), Some(v)));
             if batch.len() == BATCH {
                 pages.apply(std::mem::take(&mut batch))?;
             }
@@ -64,8 +67,36 @@ pub(super) fn to_pages(m: &super::Manifest, found: u32) -> Result<()> {
     }
     m.meta
         .insert(super::SCHEMA_KEY, &super::SCHEMA_VERSION.to_be_bytes())?;
+    // The old trees become free space sled keeps: copy the database when the command ends.
+    m.meta
+        .insert(super::compact::WRITTEN_KEY, &(u64::MAX / 4).to_be_bytes())?;
+    super::compact::want();
     m.db.flush()?;
     finish(m)
+}
+
+/// A record as schema 4 stores it: staged records drop what their content says (see
+/// `StagedRecord`'s `SiteRecord`); every other record is unchanged.
+fn convert(tree: &str, key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+    if tree != "staged" {
+        return Ok(value.to_vec());
+    }
+    let bad = |reason: String| ManifestError::Corrupt {
+        what: format!("staged/{}", hex::encode(key)),
+        reason,
+    };
+    let content: super::ContentId = key
+        .iter()
+        .position(|&b| b == 0)
+        .and_then(|nul| key[nul + 1..].try_into().ok())
+        .ok_or_else(|| bad("malformed key".into()))?;
+    let rec: super::StagedRecord = super::decode(value).map_err(|e| bad(e.to_string()))?;
+    let stored = rec.encode_for(&content);
+    // The new form must give back the very record.
+    match super::StagedRecord::decode_for(&content, &stored) {
+        Ok(back) if back == rec => Ok(stored),
+        _ => Err(bad("its schema 4 form does not read back equal".into())),
+    }
 }
 
 /// Every record of the old tree, in order, equal to the paged tree's, and nothing more.
@@ -82,8 +113,9 @@ fn verify(name: &str, old: &sled::Tree, pages: &PagedTree) -> Result<()> {
     let mut n = 0u64;
     for kv in old.iter() {
         let (k, v) = kv?;
+        let v = convert(name, &k, &v)?;
         match paged.next().transpose()? {
-            Some((pk, pv)) if pk == k.as_ref() && pv == v.as_ref() => n += 1,
+            Some((pk, pv)) if pk == k.as_ref() && pv == v => n += 1,
             Some(_) => return Err(mismatch(format!("record {n} differs after the rewrite"))),
             None => return Err(mismatch(format!("{n} records of more were rewritten"))),
         }
@@ -111,20 +143,6 @@ pub(super) fn finish(m: &super::Manifest) -> Result<()> {
         m.db.flush()?;
     }
     remove_dir(&backup_path(&m.path))
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ManifestError + '_ {
-    move |source| ManifestError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn remove_dir(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(path)(e)),
-        _ => Ok(()),
-    }
 }
 
 /// Copies a folder of files and folders, each file made durable.
@@ -199,13 +217,41 @@ mod tests {
             assert!(!all.is_empty(), "{old}");
             let tree = m.db.open_tree(old).unwrap();
             for (k, v) in &all {
-                tree.insert(k.as_slice(), v.as_slice()).unwrap();
+                let v = if old == "staged" {
+                    let content: ContentId = k[k.len() - 16..].try_into().unwrap();
+                    encode(&StagedRecord::decode_for(&content, v).unwrap())
+                } else {
+                    v.clone()
+                };
+                tree.insert(k.as_slice(), v).unwrap();
             }
             pages.clear().unwrap();
             records.push((old, all));
         }
         m.meta.insert(SCHEMA_KEY, &3u32.to_be_bytes()).unwrap();
         m.flush().unwrap();
+        drop(m);
+        // Schema 3 databases were made without compression.
+        let (live, copy) = (dir.join("db"), dir.join("db.uncompressed"));
+        {
+            let from = sled::Config::new()
+                .path(&live)
+                .use_compression(true)
+                .open()
+                .unwrap();
+            let to = sled::Config::new().path(&copy).open().unwrap();
+            for name in from.tree_names() {
+                let (a, b) = (from.open_tree(&name).unwrap(), to.open_tree(&name).unwrap());
+                for kv in a.iter() {
+                    let (k, v) = kv.unwrap();
+                    b.insert(k, v).unwrap();
+                }
+            }
+            to.flush().unwrap();
+        }
+        std::fs::remove_dir_all(&live).unwrap();
+        std::fs::rename(&copy, &live).unwrap();
+        assert_eq!(super::super::compact::compressed(&live), Some(false));
         records
     }
 
@@ -229,6 +275,11 @@ mod tests {
         assert!(
             !backup_path(dir).exists(),
             "the copy is removed once verified"
+        );
+        assert_eq!(
+            super::super::compact::compressed(&dir.join("db")),
+            Some(true),
+            "copied into a compressed database"
         );
         let (kept, counted) = m.recount_totals().unwrap();
         assert_eq!(kept, counted);
