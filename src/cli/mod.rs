@@ -84,6 +84,10 @@ impl Context {
 
 /// Runs the program and returns its exit code.
 pub fn main() -> ExitCode {
+    // As many arenas as cores (at least 2): threads contend little for them, and freed
+    // memory is not spread over one arena per thread.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    crate::platform::memory::limit_arenas(cores.max(2));
     let cli = Cli::parse();
     logging::init(cli.log_level);
     match run(cli) {

@@ -232,7 +232,7 @@ pub struct Options {
 /// Runs the daemon until it is told to stop. Returns when the tasks in flight have
 /// finished or `stop-timeout` has passed.
 pub fn run(engine: Arc<dyn Engine>, opts: Options) -> anyhow::Result<()> {
-    limit_arenas();
+    crate::platform::memory::limit_arenas(2);
     let (tx, rx) = crossbeam_channel::unbounded::<Event>();
     let locks = Arc::new(Locks::default());
 
@@ -808,7 +808,7 @@ impl Daemon {
 
     fn tick(&mut self) {
         if self.running.is_empty() && self.last_release.elapsed() >= IDLE_RELEASE {
-            release_memory();
+            crate::platform::memory::release();
             self.last_release = Instant::now();
         }
         let now = now();
@@ -1030,7 +1030,7 @@ impl Daemon {
     fn done(&mut self, task: Task, outcome: Outcome) {
         self.running.remove(&task);
         if self.running.is_empty() {
-            release_memory();
+            crate::platform::memory::release();
         }
         let now = now();
         match (&task, outcome) {
@@ -1247,26 +1247,6 @@ impl Daemon {
                 .collect();
             v.sites.insert(site.clone(), jobs);
         }
-    }
-}
-
-/// Fewer malloc arenas: each task thread would otherwise get one of its own and keep its
-/// freed memory there, which adds up over days in a process that runs for months.
-fn limit_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only tunes the allocator; called before the task threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Hands memory freed by a finished task (a scan's maps, a sync's buffers) back to the
-/// system, so an idle daemon stays small: glibc keeps freed heap in its arenas otherwise.
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory at the top of the heaps to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

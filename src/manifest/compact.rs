@@ -108,7 +108,37 @@ pub(super) fn run(
     let before = db.size_on_disk()?;
     let started = std::time::Instant::now();
     remove_dir(&fresh)?;
-    let copy = open(&fresh)?;
+    let copied = open(&fresh).and_then(|copy| {
+        copy_verified(&db, &copy)?;
+        copy.flush()?;
+        Ok(copy.size_on_disk()?)
+    });
+    drop(db);
+    let after = match copied {
+        Ok(size) => size,
+        Err(e) => {
+            // Best effort: a copy left behind is removed by the next open.
+            let _ = remove_dir(&fresh);
+            return Err(e);
+        }
+    };
+    rename_when_released(&live, &old)?;
+    std::fs::rename(&fresh, &live).map_err(io(&fresh))?;
+    crate::platform::file::sync_dir(manifest).map_err(io(manifest))?;
+    remove_dir(&old)?;
+    tracing::info!(
+        "compacted manifest {}: {} MB -> {} MB in {:.1} s",
+        manifest.display(),
+        before >> 20,
+        after >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    open(&live)
+}
+
+/// Copies every tree of `db` into `copy` in key order and reads each back, comparing a
+/// hash of its records with one of what was written.
+fn copy_verified(db: &sled::Db, copy: &sled::Db) -> Result<()> {
     for name in db.tree_names() {
         let (from, to) = (db.open_tree(&name)?, copy.open_tree(&name)?);
         let skip = |k: &[u8]| name.as_ref() == b"meta" && k == WRITTEN_KEY;
@@ -134,8 +164,6 @@ pub(super) fn run(
             hash_pair(&mut read, &k, &v);
         }
         if read.digest128() != written.digest128() {
-            drop((to, copy));
-            remove_dir(&fresh)?;
             return Err(ManifestError::Corrupt {
                 what: format!("compacted copy of tree {}", String::from_utf8_lossy(&name)),
                 reason:
@@ -144,22 +172,7 @@ pub(super) fn run(
             });
         }
     }
-    copy.flush()?;
-    let after = copy.size_on_disk()?;
-    drop(copy);
-    drop(db);
-    rename_when_released(&live, &old)?;
-    std::fs::rename(&fresh, &live).map_err(io(&fresh))?;
-    crate::platform::file::sync_dir(manifest).map_err(io(manifest))?;
-    remove_dir(&old)?;
-    tracing::info!(
-        "compacted manifest {}: {} MB -> {} MB in {:.1} s",
-        manifest.display(),
-        before >> 20,
-        after >> 20,
-        started.elapsed().as_secs_f64()
-    );
-    open(&live)
+    Ok(())
 }
 
 fn hash_pair(h: &mut Xxh3, k: &[u8], v: &[u8]) {

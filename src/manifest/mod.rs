@@ -301,7 +301,18 @@ impl Manifest {
         if compact::compressed(&path.join("db")) == Some(false)
             || compact::worthwhile(&db, written)?
         {
-            db = compact::run(path, db, open)?;
+            // Worth doing, not needed: a copy that fails leaves the database as it was.
+            db = match compact::run(path, db, open) {
+                Ok(db) => db,
+                Err(e) => {
+                    tracing::warn!(
+                        "could not compact manifest {} (it is used as it is): {e}",
+                        path.display()
+                    );
+                    compact::recover(path)?;
+                    open(&path.join("db"))?
+                }
+            };
         }
         let m = Manifest {
             path: path.to_path_buf(),

@@ -100,6 +100,7 @@ impl PagedTree {
             page: Vec::new(),
             at: 0,
             start: start.to_vec(),
+            seen: None,
             name: self.name,
             error: None,
         }
@@ -336,11 +337,18 @@ fn bad_page(name: &str, reason: impl Into<String>) -> ManifestError {
 }
 
 /// Records in key order from a start key, read a page at a time.
+///
+/// Each key comes at most once and in increasing order even while another thread writes
+/// (a scan's walkers read folders while its writer applies batches): a page split after it
+/// was read is met again further on, so records up to the last key already read are
+/// skipped.
 pub(super) struct Entries {
     pages: Option<sled::Iter>,
     page: Vec<(Vec<u8>, Vec<u8>)>,
     at: usize,
     start: Vec<u8>,
+    /// The greatest key read so far (the last of the previous page).
+    seen: Option<Vec<u8>>,
     name: &'static str,
     error: Option<ManifestError>,
 }
@@ -352,6 +360,7 @@ impl Entries {
             page: Vec::new(),
             at: 0,
             start: Vec::new(),
+            seen: None,
             name,
             error: Some(e),
         }
@@ -387,9 +396,16 @@ impl Iterator for Entries {
                     return Some(Err(e));
                 }
             }
-            // Only the first page can hold keys before the start.
-            self.at = self.page.partition_point(|(k, _)| *k < self.start);
-            self.start.clear();
+            self.at = match &self.seen {
+                Some(seen) => self.page.partition_point(|(k, _)| k <= seen),
+                // Only the first page can hold keys before the start.
+                None => self.page.partition_point(|(k, _)| *k < self.start),
+            };
+            if let Some((last, _)) = self.page.last() {
+                if self.seen.as_ref().is_none_or(|s| last > s) {
+                    self.seen = Some(last.clone());
+                }
+            }
         }
     }
 }
@@ -474,6 +490,27 @@ mod tests {
                     page.len()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_page_split_while_it_is_read_yields_no_key_twice_and_loses_none() {
+        let (_dir, t) = tree(400);
+        let key = |i: u32| format!("k{i:05}").into_bytes();
+        t.apply((0..200).map(|i| (key(i * 10), Some(vec![1; 20]))))
+            .unwrap();
+        let mut it = t.iter();
+        let mut read = vec![it.next().unwrap().unwrap().0];
+        // Between two reads, the page being read and the ones after it split.
+        t.apply((0..2000).map(|i| (key(i), Some(vec![2; 20]))))
+            .unwrap();
+        read.extend(it.map(|kv| kv.unwrap().0));
+        assert!(read.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        for i in 0..200 {
+            assert!(
+                read.contains(&key(i * 10)),
+                "{i}: a key present throughout is read"
+            );
         }
     }
 

@@ -1024,6 +1024,35 @@ archive = {{ kind = "fs", root = "{root}/nas-archive" }}
         assert_eq!(s["sites"][0][k], t["sites"][0][k], "{k}: {s} / {t}");
     }
     recount_is_clean(Some(other));
+
+    // The import holds exactly what was exported, every kind of record (files, contents,
+    // staged and archived copies, placements, images, runs): exported again, the same lines.
+    let again = env.path().join("again.jsonl");
+    env.cmd()
+        .args(["--db", other, "manifest", "export", again.to_str().unwrap()])
+        .assert()
+        .success();
+    let body = |p: &std::path::Path| -> Vec<String> {
+        let text = std::fs::read_to_string(p).unwrap();
+        text.lines().skip(1).map(String::from).collect()
+    };
+    let (first, second) = (body(&export), body(&again));
+    for kind in [
+        "file",
+        "content",
+        "staged",
+        "archived",
+        "placement",
+        "iso",
+        "run",
+    ] {
+        let tag = format!("{{\"{kind}\":");
+        assert!(
+            first.iter().any(|l| l.starts_with(&tag)),
+            "the export holds no {kind} line"
+        );
+    }
+    assert_eq!(first, second);
 }
 
 /// OpenDAL's WebDAV writer is one-shot: an image larger than one 8 MiB write failed
