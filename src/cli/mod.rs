@@ -141,6 +141,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let code = dispatch(&ctx, cli.command)?;
     if crate::manifest::compaction_wanted() {
         // The command wrote much of the manifest over: its file is mostly old versions.
+        // What the command freed goes back first, so the copy does not add to its peak.
+        crate::platform::memory::release();
         if let Err(e) = Manifest::compact_if_worthwhile(&ctx.db) {
             tracing::warn!("could not compact manifest {}: {e}", ctx.db.display());
         }

@@ -297,8 +297,15 @@ impl Manifest {
         compact::recover(path)?;
         let open = |dir: &Path| open_sled(path, dir, cache);
         let mut db = open(&path.join("db"))?;
-        let written = compact::read_written(&db.open_tree("meta")?)?;
-        if compact::compressed(&path.join("db")) == Some(false)
+        let meta = db.open_tree("meta")?;
+        let written = compact::read_written(&meta)?;
+        // A database from before schema 4 is upgraded first, as it is (so that until the
+        // upgrade is verified, the lomob that made it can still open it), and copied after.
+        let current = meta
+            .get(SCHEMA_KEY)?
+            .is_some_and(|v| v.as_ref() >= SCHEMA_VERSION.to_be_bytes().as_slice());
+        drop(meta);
+        if (current && compact::compressed(&path.join("db")) == Some(false))
             || compact::worthwhile(&db, written)?
         {
             // Worth doing, not needed: a copy that fails leaves the database as it was.

@@ -276,16 +276,25 @@ mod tests {
             !backup_path(dir).exists(),
             "the copy is removed once verified"
         );
-        assert_eq!(
-            super::super::compact::compressed(&dir.join("db")),
-            Some(true),
-            "copied into a compressed database"
-        );
         let (kept, counted) = m.recount_totals().unwrap();
         assert_eq!(kept, counted);
         assert_eq!(kept.present.files, 700);
         assert_eq!(m.staged(Some("home")).unwrap().len(), 234);
         assert_eq!(m.staged_and_archived("home").unwrap().len(), 47);
+        // Upgraded as it was made (the lomob that made it could still open the copy), and
+        // copied into a compressed database at the next open.
+        let pages: Vec<_> = m.files.iter().map(Result::unwrap).collect();
+        drop(m);
+        let m = Manifest::open(dir).unwrap();
+        assert_eq!(
+            super::super::compact::compressed(&dir.join("db")),
+            Some(true),
+            "copied into a compressed database"
+        );
+        assert_eq!(
+            m.files.iter().map(Result::unwrap).collect::<Vec<_>>(),
+            pages
+        );
     }
 
     #[test]

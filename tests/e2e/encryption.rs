@@ -584,7 +584,7 @@ fn an_encrypted_upload_killed_mid_way_continues_with_the_same_ciphertext() {
     let bucket = Bucket::new(&ep, &name);
     let root = env.path().display();
     let cfg = env.config(&format!(
-        "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{name}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\", part-size = \"5MiB\", single-put-max = \"0\" }}\n[sites.cold.transfer]\nconcurrency = 1\nbandwidth-limit = \"6MB\"\n{}",
+        "[library]\nroots = [\"{root}/lib\"]\n[sites.cold]\nstage = {{ kind = \"fs\", root = \"{root}/stage\" }}\narchive = {{ kind = \"glacier\", bucket = \"{name}\", endpoint = \"{ep}\", access-key-id = \"k\", secret-access-key = \"s\", part-size = \"5MiB\", single-put-max = \"0\" }}\n[sites.cold.transfer]\nconcurrency = 1\nbandwidth-limit = \"3MB\"\n{}",
         keys.section
     ));
     env.json(&["--config", &cfg, "scan"], 0);
