@@ -4,7 +4,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::support::{assert_code, set_mtime, stderr, stdout, Env};
+use crate::support::{assert_code, export_body, set_mtime, stderr, stdout, Env};
 
 fn n(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
@@ -647,13 +647,9 @@ fn a_schema_3_manifest_is_upgraded_in_place_losing_nothing() {
         .args(["--db", db, "manifest", "export", export.to_str().unwrap()])
         .assert()
         .success();
-    let body = |p: &std::path::Path| -> Vec<String> {
-        let text = std::fs::read_to_string(p).unwrap();
-        text.lines().skip(1).map(String::from).collect()
-    };
     let (before, after) = (
-        body(&fixtures.join("manifest-schema3.jsonl")),
-        body(&export),
+        export_body(&fixtures.join("manifest-schema3.jsonl")),
+        export_body(&export),
     );
     for kind in ["file", "content", "staged", "archived", "placement", "iso"] {
         let tag = format!("{{\"{kind}\":");
@@ -673,5 +669,5 @@ fn a_schema_3_manifest_is_upgraded_in_place_losing_nothing() {
         .args(["--db", db, "manifest", "export", export.to_str().unwrap()])
         .assert()
         .success();
-    assert_eq!(before, body(&export));
+    assert_eq!(before, export_body(&export));
 }

@@ -1032,11 +1032,10 @@ archive = {{ kind = "fs", root = "{root}/nas-archive" }}
         .args(["--db", other, "manifest", "export", again.to_str().unwrap()])
         .assert()
         .success();
-    let body = |p: &std::path::Path| -> Vec<String> {
-        let text = std::fs::read_to_string(p).unwrap();
-        text.lines().skip(1).map(String::from).collect()
-    };
-    let (first, second) = (body(&export), body(&again));
+    let (first, second) = (
+        crate::support::export_body(&export),
+        crate::support::export_body(&again),
+    );
     for kind in [
         "file",
         "content",

@@ -120,6 +120,12 @@ pub fn json_lines(stdout: &[u8]) -> serde_json::Value {
     )
 }
 
+/// The lines of a manifest export after its header (which holds the time of the export).
+pub fn export_body(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().skip(1).map(String::from).collect()
+}
+
 pub fn assert_code(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
