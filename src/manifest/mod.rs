@@ -796,7 +796,7 @@ impl Manifest {
             self.staged.pages(),
             &self.meta,
         );
-        trees
+        let written = trees
             .transaction(|(c, f, si, lo, p, a, st, me)| {
                 c.apply_batch(&contents.batch)?;
                 f.apply_batch(&files.batch)?;
@@ -809,15 +809,16 @@ impl Manifest {
                 let generation = me.get(GENERATION_KEY)?.map_or(0, |v| read_u64(&v));
                 me.insert(GENERATION_KEY, &(generation + 1).to_be_bytes())?;
                 let written = me.get(compact::WRITTEN_KEY)?.map_or(0, |v| read_u64(&v));
-                me.insert(compact::WRITTEN_KEY, &(written + bytes).to_be_bytes())?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                let written = written + bytes;
+                me.insert(compact::WRITTEN_KEY, &written.to_be_bytes())?;
+                Ok::<u64, sled::transaction::ConflictableTransactionError<()>>(written)
             })
             .map_err(|e| match e {
                 TransactionError::Storage(e) => ManifestError::from(e),
                 TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
             })?;
-        if !compact::wanted() && compact::worthwhile(&self.db, compact::read_written(&self.meta)?)?
-        {
+        // The counter this transaction wrote, not read back.
+        if !compact::wanted() && compact::worthwhile(&self.db, written)? {
             compact::want();
         }
         Ok(())
@@ -900,22 +901,6 @@ impl Manifest {
         };
         let mut staged = ids(&self.staged).peekable();
         let mut archived = ids(&self.archived).peekable();
-        // Whether `c` is the next id of `copies` (skipping those before it).
-        fn holds(
-            copies: &mut std::iter::Peekable<impl Iterator<Item = Result<ContentId>>>,
-            c: &ContentId,
-        ) -> Result<bool> {
-            while let Some(next) = copies.peek() {
-                match next {
-                    Ok(id) if id < c => {
-                        copies.next();
-                    }
-                    Ok(id) => return Ok(id == c),
-                    Err(_) => return copies.next().expect("peeked").map(|_| false),
-                }
-            }
-            Ok(false)
-        }
         let mut out = HashSet::new();
         for kv in self.contents.iter() {
             let (k, v) = kv?;
@@ -948,23 +933,14 @@ impl Manifest {
         prefix.push(0);
         let mut out = Vec::new();
         // Both trees are in the same key order: walk them side by side.
-        let mut archived = self.archived.scan_prefix(&prefix).peekable();
+        let mut archived = self
+            .archived
+            .scan_prefix(&prefix)
+            .map(|kv| kv.map(|(k, _)| k))
+            .peekable();
         for kv in self.staged.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            let mut holds = false;
-            while let Some(next) = archived.peek() {
-                match next {
-                    Ok((a, _)) if *a < k => {
-                        archived.next();
-                    }
-                    Ok((a, _)) => {
-                        holds = *a == k;
-                        break;
-                    }
-                    Err(_) => return Err(archived.next().expect("peeked").unwrap_err()),
-                }
-            }
-            if holds {
+            if holds(&mut archived, &k)? {
                 let content: ContentId = k[prefix.len()..]
                     .try_into()
                     .map_err(|_| corrupt("staged", "malformed key"))?;
@@ -1495,6 +1471,24 @@ impl lomob_backends::journal::UploadJournal for UploadJournalTree {
 }
 
 /// 128 random bits as hex.
+/// Whether `key` is the next key of `keys`, a sorted stream read alongside another in the
+/// same order (those before it are skipped).
+fn holds<K: Ord>(
+    keys: &mut std::iter::Peekable<impl Iterator<Item = Result<K>>>,
+    key: &K,
+) -> Result<bool> {
+    while let Some(next) = keys.peek() {
+        match next {
+            Ok(k) if k < key => {
+                keys.next();
+            }
+            Ok(k) => return Ok(k == key),
+            Err(_) => return keys.next().expect("peeked").map(|_| false),
+        }
+    }
+    Ok(false)
+}
+
 /// Opens the sled database in `dir` (of the manifest at `manifest`) with lomob's settings.
 fn open_sled(manifest: &Path, dir: &Path, cache: u64) -> Result<sled::Db> {
     let config = sled::Config::new()
