@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use xxhash_rust::xxh3::Xxh3;
 
+use super::paged::Records;
 use super::{ManifestError, Result};
 
 /// `meta` key: page bytes written since the database was last copied (u64, big-endian).
@@ -145,7 +146,7 @@ fn copy_verified(db: &sled::Db, copy: &sled::Db) -> Result<()> {
         let mut written = Xxh3::new();
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for kv in from.iter() {
+        for kv in Records::all(&from) {
             let (k, v) = kv?;
             if skip(&k) {
                 continue;
@@ -159,7 +160,7 @@ fn copy_verified(db: &sled::Db, copy: &sled::Db) -> Result<()> {
         }
         to.apply_batch(batch)?;
         let mut read = Xxh3::new();
-        for kv in to.iter() {
+        for kv in Records::all(&to) {
             let (k, v) = kv?;
             hash_pair(&mut read, &k, &v);
         }

@@ -50,9 +50,10 @@ use records::{
 /// open ([`upgrade`]).
 pub const SCHEMA_VERSION: u32 = 4;
 
-/// Largest page of file records: a folder's files are read and written together, so a
-/// page is about a small folder (~150 files).
-const FILE_PAGE: usize = 16 << 10;
+/// Largest page of file records (~40 files). sled splits a node past 16 records, so this
+/// sets the size of the nodes it keeps decoded: 16 KiB pages made a million-file scan's
+/// nodes four times larger for a 4% smaller database.
+const FILE_PAGE: usize = 4 << 10;
 /// Largest page of the trees keyed by content id: writes land at random keys, so pages are
 /// small enough that rewriting one for a single record costs little.
 const CONTENT_PAGE: usize = 2 << 10;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::compact::{io, remove_dir};
-use super::paged::PagedTree;
+use super::paged::{PagedTree, Records};
 use super::records::SiteRecord;
 use super::{ManifestError, Result};
 
@@ -54,7 +54,7 @@ pub(super) fn to_pages(m: &super::Manifest, found: u32) -> Result<()> {
         pages.clear()?;
         let old = m.db.open_tree(old_name)?;
         let mut batch = Vec::with_capacity(BATCH);
-        for kv in old.iter() {
+        for kv in Records::all(&old) {
             let (k, v) = kv?;
             let v = convert(old_name, &k, &v)?;
             batch.push((k.to_vec(), Some(v)));
@@ -111,7 +111,7 @@ fn verify(name: &str, old: &sled::Tree, pages: &PagedTree) -> Result<()> {
     };
     let mut paged = pages.iter();
     let mut n = 0u64;
-    for kv in old.iter() {
+    for kv in Records::all(old) {
         let (k, v) = kv?;
         let v = convert(name, &k, &v)?;
         match paged.next().transpose()? {
