@@ -111,6 +111,7 @@ pub fn run(ctx: &Context, cmd: ListCommand) -> anyhow::Result<u8> {
                 &m,
                 &roots,
                 &Copies::none(&m),
+                ctx.json,
                 |_, _, f, _| !f.is_deleted() && f.size >= file_size.bytes(),
                 |row| {
                     rows.push(row);
@@ -145,6 +146,7 @@ pub fn run(ctx: &Context, cmd: ListCommand) -> anyhow::Result<u8> {
                 &m,
                 &roots,
                 &copies,
+                ctx.json,
                 |root, rel, f, c| {
                     let in_dir = filter.as_ref().is_none_or(|flt| flt.matches(root, rel));
                     let wanted = match state.as_deref() {
@@ -217,10 +219,13 @@ fn dir_filter(d: &Path, roots: &HashMap<u32, Vec<u8>>) -> DirFilter {
 /// Hands every file record `keep` accepts to `emit`, as a row, in manifest order. `keep`
 /// runs before the costlier lookups (the sites holding it are looked up only when the filter
 /// needs them, the content's SHA-256 only for rows kept).
+/// `sha256`: look each file's SHA-256 up (a read at a random place in the manifest per
+/// file, a third of a million-line listing's time), for the JSON rows that show it.
 fn files(
     m: &Manifest,
     roots: &HashMap<u32, Vec<u8>>,
     copies: &Copies,
+    sha256: bool,
     keep: impl Fn(u32, &[u8], &FileRecord, &[SiteCopy]) -> bool,
     mut emit: impl FnMut(FileRow) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
@@ -231,7 +236,10 @@ fn files(
             continue;
         }
         let root_path = roots.get(&root).cloned().unwrap_or_default();
-        let content = m.content(&f.current().content)?;
+        let content = match sha256 {
+            true => m.content(&f.current().content)?,
+            false => None,
+        };
         emit(FileRow {
             path: show(&full_path(&root_path, &rel)),
             root: show(&root_path),
