@@ -15,6 +15,7 @@ use crate::keys::SITE_MARK;
 use crate::manifest::{self, Manifest};
 use crate::site::Site;
 use crate::store::{BackendInfo, Role, StoreError};
+use lomob_backends::object::{provider_sum, ObjectInfo};
 
 /// The mark's content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,14 +126,14 @@ pub async fn check(m: &Manifest, site: &Site) -> Result<[(Role, MarkState); 2], 
         None => MarkState::Unmarked,
         Some(o) => {
             let read = || site.stage.read_range(SITE_MARK, 0..o.size);
-            read_mark(site.stage.info(), &site.name, &id, read).await?
+            read_mark(site.stage.info(), &site.name, &id, &o, read).await?
         }
     };
     let archive = match site.archive.stat(SITE_MARK).await? {
         None => MarkState::Unmarked,
         Some(o) => {
             let read = || site.archive.read_range(SITE_MARK, 0..o.info.size);
-            read_mark(site.archive.info(), &site.name, &id, read).await?
+            read_mark(site.archive.info(), &site.name, &id, &o.info, read).await?
         }
     };
     Ok([(Role::Stage, stage), (Role::Archive, archive)])
@@ -143,12 +144,14 @@ async fn read_mark<F, Fut>(
     info: &BackendInfo,
     site: &str,
     id: &str,
+    stat: &ObjectInfo,
     read: F,
 ) -> Result<MarkState, MarkError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Vec<u8>, StoreError>>,
 {
+    let read = || read_checked(info, site, stat, &read);
     let bytes = read().await?;
     let judged = judge(info, site, id, &bytes);
     if matches!(judged, Ok(MarkState::Ours)) {
@@ -156,6 +159,56 @@ where
     }
     let again = read().await?;
     settle(info, site, id, judged, &bytes, &again)
+}
+
+/// Reads made when the store's digest of the mark shows the answers damaged, before lomob
+/// says the location is unsteady.
+const CHECKED_READS: usize = 3;
+
+/// `read`, again while the answer does not match the digest the store keeps for the mark
+/// ([`damaged`]): a damage that repeats itself (a proxy that alters every answer the same
+/// way) must not read as a foreign or malformed mark.
+async fn read_checked<F, Fut>(
+    info: &BackendInfo,
+    site: &str,
+    stat: &ObjectInfo,
+    read: &F,
+) -> Result<Vec<u8>, MarkError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, StoreError>>,
+{
+    for _ in 0..CHECKED_READS {
+        let bytes = read().await?;
+        if !damaged(stat, &bytes) {
+            return Ok(bytes);
+        }
+        tracing::warn!(
+            "site {site}: the {} location's {SITE_MARK} read back unlike the digest its store keeps; reading it again",
+            info.role
+        );
+    }
+    Err(MarkError::Unsteady {
+        site: site.to_string(),
+        role: info.role,
+        location: info.location.clone(),
+    })
+}
+
+/// True when the digest the store keeps for the object (the SHA-256 lomob stored with it,
+/// or a provider's `sha256:`/`md5:` checksum) says `bytes` are not what it holds. Without
+/// one, nothing can be told from the bytes alone.
+fn damaged(stat: &ObjectInfo, bytes: &[u8]) -> bool {
+    use sha2::Digest as _;
+    let sha256 = || hex::encode(sha2::Sha256::digest(bytes));
+    if let Some(want) = &stat.sha256 {
+        return !want.eq_ignore_ascii_case(&sha256());
+    }
+    match stat.etag.as_deref().and_then(provider_sum) {
+        Some(("sha256", want)) => !want.eq_ignore_ascii_case(&sha256()),
+        Some(("md5", want)) => !want.eq_ignore_ascii_case(&hex::encode(md5::Md5::digest(bytes))),
+        _ => false,
+    }
 }
 
 fn judge(info: &BackendInfo, site: &str, id: &str, bytes: &[u8]) -> Result<MarkState, MarkError> {
@@ -322,5 +375,59 @@ mod tests {
         junk.extend_from_slice(b"x");
         assert!(!torn(&junk, "friend", "abc123"));
         assert!(!torn(b"not json", "friend", "abc123"));
+    }
+
+    /// A proxy that alters the same byte of every answer: two equal reads, neither the
+    /// mark. With the digest the store keeps, they are read again rather than believed.
+    #[tokio::test]
+    async fn answers_damaged_the_same_way_twice_are_not_taken_for_a_foreign_mark() {
+        use sha2::Digest as _;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let config = lomob_backends::BackendConfig::Fs(lomob_backends::fs::FsConfig {
+            root: "/nowhere".into(),
+            verify_read_back: false,
+        });
+        let info = BackendInfo {
+            site: "deep".into(),
+            role: Role::Stage,
+            kind: "s3",
+            capabilities: config.capabilities(),
+            location: "s3://bucket/".into(),
+        };
+        let mark = render("deep", "id1", 1_764_000_000);
+        let mut bad = mark.clone();
+        let middle = bad.len() / 2;
+        bad[middle] ^= 0x5a;
+        let stat = |sha256: Option<String>| ObjectInfo {
+            key: SITE_MARK.into(),
+            size: mark.len() as u64,
+            etag: None,
+            modified: None,
+            sha256,
+        };
+        let digest = Some(hex::encode(sha2::Sha256::digest(&mark)));
+        // Damaged twice, then whole: ours.
+        let reads = AtomicUsize::new(0);
+        let read = || {
+            let n = reads.fetch_add(1, Ordering::SeqCst);
+            let bytes = if n < 2 { bad.clone() } else { mark.clone() };
+            async move { Ok::<_, StoreError>(bytes) }
+        };
+        let got = read_mark(&info, "deep", "id1", &stat(digest.clone()), read).await;
+        assert_eq!(got.unwrap(), MarkState::Ours);
+        // Always damaged: unsteady (run again later), never malformed or foreign.
+        let always = || {
+            let bytes = bad.clone();
+            async move { Ok::<_, StoreError>(bytes) }
+        };
+        let got = read_mark(&info, "deep", "id1", &stat(digest), always).await;
+        assert!(matches!(got, Err(MarkError::Unsteady { .. })), "{got:?}");
+        // Without a digest the same answers twice are believed, as before.
+        let got = read_mark(&info, "deep", "id1", &stat(None), always).await;
+        assert!(matches!(got, Err(MarkError::Malformed { .. })), "{got:?}");
+        // A provider checksum kept as the ETag serves as the digest too.
+        let mut with_md5 = stat(None);
+        with_md5.etag = Some(format!("md5:{}", hex::encode(md5::Md5::digest(&mark))));
+        assert!(damaged(&with_md5, &bad) && !damaged(&with_md5, &mark));
     }
 }
