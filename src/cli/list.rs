@@ -220,7 +220,7 @@ fn dir_filter(d: &Path, roots: &HashMap<u32, Vec<u8>>) -> DirFilter {
 /// runs before the costlier lookups (the sites holding it are looked up only when the filter
 /// needs them, the content's SHA-256 only for rows kept).
 /// `sha256`: look each file's SHA-256 up (a read at a random place in the manifest per
-/// file, a third of a million-line listing's time), for the JSON rows that show it.
+/// file, nine tenths of a million-line listing's time), for the JSON rows that show it.
 fn files(
     m: &Manifest,
     roots: &HashMap<u32, Vec<u8>>,

@@ -1247,8 +1247,8 @@ fn item7_a_corrupted_read_of_the_site_mark_does_not_disown_the_location() {
     use std::sync::Arc;
 
     let env = Env::new();
-    // Armed with 1: the next GET of the archive's mark gets a flipped byte; with 2, the
-    // next one that and the one after an empty answer.
+    // Armed with N: the next N GETs of the archive's mark are damaged: a flipped byte,
+    // except the second of them, an empty answer.
     let corrupt = Arc::new(AtomicUsize::new(0));
     let c2 = corrupt.clone();
     let rule: Arc<Rule> = Arc::new(move |s| {
@@ -1275,8 +1275,20 @@ fn item7_a_corrupted_read_of_the_site_mark_does_not_disown_the_location() {
         "the corruption was not used"
     );
     assert_eq!(r[0]["ok"], true, "{r}");
-    // Two different wrong answers: a transient error (exit 5), never "not ours".
+    // The store keeps the mark's digest: two damaged answers are read again, and the
+    // third, whole, is believed.
     corrupt.store(2, Ordering::SeqCst);
+    let out = env
+        .cmd()
+        .args(["--config", &c.cfg, "sync", "--all"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("reading it again"), "{err}");
+    assert_eq!(corrupt.load(Ordering::SeqCst), 0);
+    // Damaged as often as it is read: a transient error (exit 5), never "not ours".
+    corrupt.store(3, Ordering::SeqCst);
     let out = env
         .cmd()
         .args(["--config", &c.cfg, "sync", "--all"])
