@@ -216,8 +216,12 @@ fn a_full_disk_and_files_changing_while_read_lose_nothing() {
         assert!(!err.contains("panicked"), "{err}");
         stop.store(true, Ordering::SeqCst);
         writer.join().unwrap();
-        // Its final contents, with a new date: the next backup takes them.
-        rig.lib.write(&rel, c.rng.random_range(1_000..2_000_000));
+        // Its final contents, with a new date: the next backup takes them. Larger than the
+        // 3 MiB disk below by itself, so the restore into it cannot fit whatever the
+        // library's other sizes drew (a library of 2.7 MB once fitted and the restore
+        // rightly succeeded).
+        rig.lib
+            .write(&rel, c.rng.random_range(3_300_000..5_000_000));
         rig.until_ok(&["backup"]);
         rig.until_ok(&["sync", "--all", "--pack-now"]);
 
