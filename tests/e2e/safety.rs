@@ -1277,24 +1277,22 @@ fn item7_a_corrupted_read_of_the_site_mark_does_not_disown_the_location() {
     assert_eq!(r[0]["ok"], true, "{r}");
     // The store keeps the mark's digest: two damaged answers are read again, and the
     // third, whole, is believed.
+    let sync_all = || {
+        let out = env
+            .cmd()
+            .args(["--config", &c.cfg, "sync", "--all"])
+            .output()
+            .unwrap();
+        (out.status.code(), stderr(&out))
+    };
     corrupt.store(2, Ordering::SeqCst);
-    let out = env
-        .cmd()
-        .args(["--config", &c.cfg, "sync", "--all"])
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (code, err) = sync_all();
+    assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("reading it again"), "{err}");
     assert_eq!(corrupt.load(Ordering::SeqCst), 0);
     // Damaged as often as it is read: a transient error (exit 5), never "not ours".
     corrupt.store(3, Ordering::SeqCst);
-    let out = env
-        .cmd()
-        .args(["--config", &c.cfg, "sync", "--all"])
-        .output()
-        .unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(5), "{err}");
+    let (code, err) = sync_all();
+    assert_eq!(code, Some(5), "{err}");
     assert!(!err.contains("not a lomob site mark"), "{err}");
 }
