@@ -21,6 +21,7 @@ pub mod platform;
 pub mod progress;
 pub mod restore;
 pub mod scan;
+pub mod serve;
 pub mod site;
 pub mod stage;
 pub mod store;

@@ -91,6 +91,7 @@ fn main() {
         thaw_days: None,
         part_size: None,
         single_put_max: None,
+        tls_fingerprint: None,
     };
     let kind = if class.is_cold() { "glacier" } else { "s3" };
     let client = S3Client::new(&config, kind, class, &transfer).unwrap_or_else(|e| {

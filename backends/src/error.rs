@@ -187,6 +187,11 @@ pub fn io_kind(e: &std::io::Error) -> ErrorKind {
 /// Maps an OpenDAL error onto the kinds the engine acts on.
 pub fn classify(e: &opendal::Error) -> ErrorKind {
     use opendal::ErrorKind as K;
+    // A pinned receiver (`lomob serve`) that shows another certificate: never a network
+    // hiccup to retry, but a machine that is not the one paired.
+    if format!("{e:?}").contains(crate::tls::PIN_MISMATCH) {
+        return ErrorKind::Permission;
+    }
     if e.is_temporary() {
         return ErrorKind::Transient;
     }
@@ -223,6 +228,9 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
         "storageQuotaExceeded",
         "quotaLimitReached",
         "storage quota has been exceeded",
+        // A peer receiver (`lomob serve`): its per-sender quota, its disk.
+        "QuotaExceeded",
+        "InsufficientStorage",
     ]
     .iter()
     .any(|w| text.contains(w))

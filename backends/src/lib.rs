@@ -16,6 +16,7 @@ pub mod requests;
 pub mod secret;
 pub mod size;
 pub mod storage_class;
+pub mod tls;
 pub mod transfer;
 pub mod uri;
 

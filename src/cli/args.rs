@@ -121,6 +121,10 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<DaemonCommand>,
     },
+    /// Be a receiver for relatives' backups: an S3 endpoint over HTTPS that each paired
+    /// sender uses as its stage and archive (`serve pair` makes a pairing code, `serve
+    /// status` shows the senders)
+    Serve(ServeArgs),
     /// Start lomob with the system: a systemd unit or timer, a launchd agent, a Task
     /// Scheduler task
     #[command(subcommand)]
@@ -200,6 +204,23 @@ pub enum ServiceCommand {
         /// The system to write for [default: this one]
         #[arg(long, value_parser = ["systemd", "launchd", "windows"])]
         system: Option<String>,
+        /// Run the receiver for relatives' backups (`lomob serve`) instead of the daemon
+        #[arg(long, conflicts_with = "timer")]
+        serve: bool,
+        /// With --serve: the receiver's folder [default: the data folder's `serve`]
+        #[arg(long, requires = "serve", value_name = "DIR")]
+        serve_root: Option<PathBuf>,
+        /// With --serve: the address and port it listens on
+        #[arg(
+            long,
+            requires = "serve",
+            default_value = "0.0.0.0:8443",
+            value_name = "ADDR:PORT"
+        )]
+        listen: std::net::SocketAddr,
+        /// With --serve: the quota of each sender paired without one of its own
+        #[arg(long, requires = "serve", value_name = "SIZE")]
+        quota: Option<ByteSize>,
     },
 }
 
@@ -476,6 +497,75 @@ pub enum SiteCommand {
     /// page (OAuth 2.0 for installed apps, PKCE, a redirect to 127.0.0.1), saves the token
     /// to the file the profile names (mode 0600), then runs `site test`
     Auth(SiteAuthArgs),
+    /// Pair with a relative's receiver (`lomob serve`): redeem the one-time code it
+    /// printed, write the site (stage and archive on the receiver, its certificate pinned,
+    /// the secret key in a file beside the profile, encrypted with your age key), then run
+    /// `site test`
+    Pair(SitePairArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SitePairArgs {
+    /// The new site's name (`parents`)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The code `lomob serve pair` printed on the receiver
+    #[arg(value_name = "CODE")]
+    pub code: String,
+    /// The profile to add the site to [default: the first --config file, else
+    /// ~/.config/lomob/config.toml]
+    #[arg(long, value_name = "PATH")]
+    pub profile: Option<PathBuf>,
+    /// Store plain files on the receiver instead of age ciphertext (not advised: the
+    /// relative, and whoever gets at their disk, could read every photo)
+    #[arg(long)]
+    pub no_encryption: bool,
+    /// The age identity file to encrypt to and decrypt with [default: the one another
+    /// encrypted site uses, else a new one beside the profile]
+    #[arg(long, value_name = "PATH")]
+    pub identity: Option<PathBuf>,
+    /// Do not run `lomob site test NAME` afterwards
+    #[arg(long)]
+    pub no_test: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(subcommand)]
+    pub action: Option<ServeCommand>,
+    /// The folder that holds what senders store and the receiver's own state (its
+    /// certificate, the paired senders) [default: the data folder's `serve`]
+    #[arg(long, global = true, env = "LOMOB_SERVE_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Address and port to listen on (HTTPS)
+    #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// The quota of each sender paired without one of its own
+    #[arg(long, value_name = "SIZE")]
+    pub quota: Option<ByteSize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServeCommand {
+    /// Print a one-time code (valid 15 minutes) that pairs one sender: give it to the
+    /// person who runs `lomob site pair NAME CODE`
+    Pair {
+        /// A name for the sender (`serve status` shows it; its bucket is named after it)
+        #[arg(long, default_value = "sender")]
+        name: String,
+        /// Most this sender may store here [default: the receiver's --quota, else none]
+        #[arg(long, value_name = "SIZE")]
+        quota: Option<ByteSize>,
+        /// The address senders reach this receiver at, HOST or HOST:PORT [default: the
+        /// receiver's listening address, with this machine's LAN address for 0.0.0.0]
+        #[arg(long, value_name = "HOST[:PORT]")]
+        address: Option<String>,
+        /// How long the code stays valid (at most 15m)
+        #[arg(long, default_value = "15m", value_name = "DURATION")]
+        valid_for: crate::config::Period,
+    },
+    /// The paired senders, what each stores and when it last synced, and the free space
+    Status,
 }
 
 #[derive(Debug, Args)]

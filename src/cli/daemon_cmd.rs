@@ -267,8 +267,31 @@ pub fn service(ctx: &Context, s: ServiceCommand) -> anyhow::Result<u8> {
         print,
         timer,
         system,
+        serve,
+        serve_root,
+        listen,
+        quota,
     } = s;
-    let kind = if timer { Kind::Timer } else { Kind::Daemon };
+    let kind = match (timer, serve) {
+        (_, true) => Kind::Serve,
+        (true, false) => Kind::Timer,
+        (false, false) => Kind::Daemon,
+    };
+    let mut extra = Vec::new();
+    if serve {
+        let root = serve_root.unwrap_or_else(|| ctx.config.data_dir.join("serve"));
+        std::fs::create_dir_all(&root)?;
+        let root = crate::platform::names::canonical(&root).unwrap_or(root);
+        extra = vec![
+            "--root".into(),
+            root.display().to_string(),
+            "--listen".into(),
+            listen.to_string(),
+        ];
+        if let Some(q) = quota {
+            extra.extend(["--quota".into(), q.bytes().to_string()]);
+        }
+    }
     let exe = std::env::current_exe()?;
     let inv = Invocation {
         exe,
@@ -280,6 +303,7 @@ pub fn service(ctx: &Context, s: ServiceCommand) -> anyhow::Result<u8> {
             .map(|p| crate::platform::names::canonical(p).unwrap_or_else(|_| p.clone()))
             .collect(),
         db: (ctx.db != ctx.config.data_dir.join("lomob.db")).then(|| ctx.db.clone()),
+        extra,
     };
     let system = system.unwrap_or_else(|| {
         if cfg!(target_os = "macos") {
@@ -296,10 +320,10 @@ pub fn service(ctx: &Context, s: ServiceCommand) -> anyhow::Result<u8> {
             let dir = dirs::config_dir()
                 .unwrap_or_else(|| home.join(".config"))
                 .join("systemd/user");
-            let unit = if timer {
-                "lomob-backup.timer"
-            } else {
-                "lomob.service"
+            let unit = match kind {
+                Kind::Timer => "lomob-backup.timer",
+                Kind::Serve => "lomob-serve.service",
+                Kind::Daemon => "lomob.service",
             };
             (
                 service::systemd(kind, &inv, &dir),
@@ -318,7 +342,8 @@ pub fn service(ctx: &Context, s: ServiceCommand) -> anyhow::Result<u8> {
         }
         _ => {
             let f = service::task_scheduler(kind, &inv, &ctx.config.data_dir);
-            let next = format!("schtasks /Create /XML \"{}\" /TN lomob", f.path.display());
+            let name = if serve { "lomob-serve" } else { "lomob" };
+            let next = format!("schtasks /Create /XML \"{}\" /TN {name}", f.path.display());
             (vec![f], next)
         }
     };

@@ -44,9 +44,16 @@ pub fn init(level: tracing::Level) {
     } else {
         "warn"
     };
+    // s3s reports every refused request (a HEAD of a missing key too) as an error; the
+    // receiver logs what matters itself.
+    let s3s = if level >= tracing::Level::DEBUG {
+        "s3s=info"
+    } else {
+        "s3s=off"
+    };
     // The credential loaders never log: some print a provider (secret included) with `{:?}`.
     let filter = tracing_subscriber::EnvFilter::builder().parse_lossy(format!(
-        "{others},reqsign=off,reqsign_core=off,reqsign_aws_v4=off,reqsign_file_read_tokio=off,lomob={level},lomob_backends={level}"
+        "{others},reqsign=off,reqsign_core=off,reqsign_aws_v4=off,reqsign_file_read_tokio=off,{s3s},lomob={level},lomob_backends={level}"
     ));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -15,8 +15,10 @@ mod manifest_cmd;
 mod output;
 mod restore_cmd;
 mod scan_cmd;
+mod serve_cmd;
 mod site;
 mod site_auth;
+mod site_pair;
 mod site_test;
 mod status;
 mod sync_cmd;
@@ -168,6 +170,7 @@ fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Iso(i) => iso_cmd::run(ctx, i),
         Command::Daemon { action } => daemon_cmd::run(ctx, action),
         Command::Service(s) => daemon_cmd::service(ctx, s),
+        Command::Serve(s) => serve_cmd::run(ctx, s),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Into memory first: clap_complete panics on a write error (`| head`).

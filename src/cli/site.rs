@@ -25,6 +25,7 @@ pub fn run(ctx: &Context, cmd: SiteCommand) -> anyhow::Result<u8> {
         SiteCommand::Test { name } => super::site_test::run(ctx, &name),
         SiteCommand::Claim { name } => super::site_test::claim(ctx, &name),
         SiteCommand::Auth(a) => super::site_auth::run(ctx, a),
+        SiteCommand::Pair(a) => super::site_pair::run(ctx, a),
     }
 }
 

@@ -36,6 +36,8 @@ pub enum Kind {
     Daemon,
     /// `lomob backup` once a day, no daemon.
     Timer,
+    /// `lomob serve`, a receiver for relatives' backups, kept running.
+    Serve,
 }
 
 /// The command line the service runs: this executable with the same configuration and
@@ -44,6 +46,8 @@ pub struct Invocation {
     pub exe: PathBuf,
     pub config: Vec<PathBuf>,
     pub db: Option<PathBuf>,
+    /// Words after the command (`serve`'s `--root DIR --listen ADDR`).
+    pub extra: Vec<String>,
 }
 
 impl Invocation {
@@ -65,6 +69,7 @@ impl Invocation {
         }
         v.push("--no-progress".into());
         v.push(command.into());
+        v.extend(self.extra.iter().cloned());
         v
     }
 }
@@ -94,6 +99,29 @@ fn xml(s: &str) -> String {
 /// The systemd user units for `kind`, under `unit_dir` (`~/.config/systemd/user`).
 pub fn systemd(kind: Kind, inv: &Invocation, unit_dir: &Path) -> Vec<ServiceFile> {
     match kind {
+        Kind::Serve => vec![ServiceFile {
+            path: unit_dir.join("lomob-serve.service"),
+            text: format!(
+                "[Unit]\n\
+                 Description=lomob receiver: keeps relatives' backups (lomob serve)\n\
+                 Wants=network-online.target\n\
+                 After=network-online.target\n\
+                 \n\
+                 [Service]\n\
+                 Type=simple\n\
+                 ExecStart={}\n\
+                 Restart=on-failure\n\
+                 RestartSec=30\n\
+                 # Every object is committed by a rename: stopping at any moment loses nothing.\n\
+                 TimeoutStopSec=15\n\
+                 Nice=10\n\
+                 IOSchedulingClass=idle\n\
+                 \n\
+                 [Install]\n\
+                 WantedBy=default.target\n",
+                systemd_line(&inv.args("serve")),
+            ),
+        }],
         Kind::Daemon => vec![ServiceFile {
             path: unit_dir.join("lomob.service"),
             text: format!(
@@ -160,6 +188,7 @@ pub fn launchd(kind: Kind, inv: &Invocation, agents_dir: &Path, log_dir: &Path) 
     let (label, command) = match kind {
         Kind::Daemon => ("org.lomob.daemon", "daemon"),
         Kind::Timer => ("org.lomob.backup", "backup"),
+        Kind::Serve => ("org.lomob.serve", "serve"),
     };
     let args: String = inv
         .args(command)
@@ -167,7 +196,7 @@ pub fn launchd(kind: Kind, inv: &Invocation, agents_dir: &Path, log_dir: &Path) 
         .map(|a| format!("    <string>{}</string>\n", xml(a)))
         .collect();
     let when = match kind {
-        Kind::Daemon => "  <key>RunAtLoad</key>\n  <true/>\n  <key>KeepAlive</key>\n  <dict>\n    <key>SuccessfulExit</key>\n    <false/>\n  </dict>\n".to_string(),
+        Kind::Daemon | Kind::Serve => "  <key>RunAtLoad</key>\n  <true/>\n  <key>KeepAlive</key>\n  <dict>\n    <key>SuccessfulExit</key>\n    <false/>\n  </dict>\n".to_string(),
         // launchd runs a calendar job missed during sleep when the machine wakes.
         Kind::Timer => "  <key>StartCalendarInterval</key>\n  <dict>\n    <key>Hour</key>\n    <integer>2</integer>\n    <key>Minute</key>\n    <integer>0</integer>\n  </dict>\n".to_string(),
     };
@@ -187,6 +216,7 @@ pub fn task_scheduler(kind: Kind, inv: &Invocation, dir: &Path) -> ServiceFile {
     let args = inv.args(match kind {
         Kind::Daemon => "daemon",
         Kind::Timer => "backup",
+        Kind::Serve => "serve",
     });
     let quoted: Vec<String> = args[1..]
         .iter()
@@ -199,15 +229,16 @@ pub fn task_scheduler(kind: Kind, inv: &Invocation, dir: &Path) -> ServiceFile {
         })
         .collect();
     let trigger = match kind {
-        Kind::Daemon => "    <LogonTrigger>\n      <Enabled>true</Enabled>\n    </LogonTrigger>\n",
+        Kind::Daemon | Kind::Serve => "    <LogonTrigger>\n      <Enabled>true</Enabled>\n    </LogonTrigger>\n",
         Kind::Timer => "    <CalendarTrigger>\n      <StartBoundary>2026-01-01T02:00:00</StartBoundary>\n      <Enabled>true</Enabled>\n      <ScheduleByDay>\n        <DaysInterval>1</DaysInterval>\n      </ScheduleByDay>\n    </CalendarTrigger>\n",
     };
     let limit = match kind {
-        Kind::Daemon => "PT0S",
+        Kind::Daemon | Kind::Serve => "PT0S",
         Kind::Timer => "PT23H",
     };
     ServiceFile {
         path: dir.join(match kind {
+            Kind::Serve => "lomob-serve.xml",
             Kind::Daemon => "lomob-daemon.xml",
             Kind::Timer => "lomob-backup.xml",
         }),
@@ -233,6 +264,7 @@ mod tests {
         Invocation {
             exe: "/usr/local/bin/lomob".into(),
             config: vec!["/home/me/My Config/lomob.toml".into()],
+            extra: Vec::new(),
             db: None,
         }
     }
@@ -249,6 +281,37 @@ mod tests {
         assert!(t[1].text.contains("Persistent=true"));
         assert!(t[0].text.contains("Type=oneshot"));
         assert!(t[0].text.contains("\"backup\""));
+    }
+
+    #[test]
+    fn the_receiver_runs_as_its_own_service_on_every_system() {
+        let mut i = inv();
+        i.extra = vec![
+            "--root".into(),
+            "/srv/lomob".into(),
+            "--listen".into(),
+            "0.0.0.0:8443".into(),
+        ];
+        let units = systemd(Kind::Serve, &i, Path::new("/u"));
+        assert_eq!(units[0].path, Path::new("/u/lomob-serve.service"));
+        assert!(
+            units[0].text.contains("\"--no-progress\" \"serve\" \"--root\" \"/srv/lomob\" \"--listen\" \"0.0.0.0:8443\""),
+            "{}",
+            units[0].text
+        );
+        let plist = launchd(Kind::Serve, &i, Path::new("/a"), Path::new("/l"));
+        assert!(plist.path.ends_with("org.lomob.serve.plist"));
+        assert!(plist
+            .text
+            .contains("<string>serve</string>\n    <string>--root</string>"));
+        let task = task_scheduler(Kind::Serve, &i, Path::new("C:/d"));
+        assert!(task.path.ends_with("lomob-serve.xml"));
+        assert!(
+            task.text
+                .contains("serve --root /srv/lomob --listen 0.0.0.0:8443"),
+            "{}",
+            task.text
+        );
     }
 
     #[test]

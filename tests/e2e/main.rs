@@ -18,6 +18,7 @@ mod listings;
 mod messages;
 mod restore;
 mod safety;
+mod serve;
 mod site_auth;
 mod site_probe;
 mod sync;

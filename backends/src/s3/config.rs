@@ -48,6 +48,9 @@ pub struct S3Config {
     /// part plus two), which continue where they stopped. Default 5GiB, S3's limit for one
     /// PUT; set it lower (for example "0") on a slow uplink to make every image resumable.
     pub single_put_max: Option<ByteSize>,
+    /// A peer receiver's certificate (`lomob serve`), as `sha256:<64 hex digits>`: only
+    /// this certificate is accepted, whoever signed it. `lomob site pair` writes it.
+    pub tls_fingerprint: Option<String>,
 }
 
 fn default_region() -> String {

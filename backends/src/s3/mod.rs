@@ -75,6 +75,20 @@ impl S3Config {
                 ));
             }
         }
+        if let Some(fp) = &self.tls_fingerprint {
+            crate::tls::parse_fingerprint(fp)
+                .map_err(|e| BackendError::invalid(kind, format!("`tls-fingerprint`: {e}")))?;
+            if !self
+                .endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("https://"))
+            {
+                return Err(BackendError::invalid(
+                    kind,
+                    "`tls-fingerprint` pins an https:// `endpoint`; give the receiver's https:// address",
+                ));
+            }
+        }
         if kind == "s3" {
             if self.thaw_tier.is_some() || self.thaw_days.is_some() {
                 return Err(BackendError::invalid(
@@ -90,6 +104,27 @@ impl S3Config {
             }
         }
         Ok(())
+    }
+
+    /// The pinned certificate, when the profile names one (checked by [`Self::validate`]).
+    pub fn pin(&self) -> Option<crate::tls::Fingerprint> {
+        self.tls_fingerprint
+            .as_deref()
+            .and_then(|f| crate::tls::parse_fingerprint(f).ok())
+    }
+
+    /// A reqwest client builder that trusts only the pinned certificate, when there is one.
+    pub fn http_builder(
+        &self,
+        kind: &'static str,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, BackendError> {
+        match self.pin() {
+            Some(pin) => {
+                crate::tls::pin_client(builder, pin).map_err(|e| BackendError::invalid(kind, e))
+            }
+            None => Ok(builder),
+        }
     }
 
     /// The storage class written, with the kind's default.
@@ -138,7 +173,20 @@ impl S3Config {
         if self.virtual_host_style {
             o.push(("enable_virtual_host_style", "true".into()));
         }
-        build(kind, "s3", o)
+        let op = build(kind, "s3", o)?;
+        if self.pin().is_none() {
+            return Ok(op);
+        }
+        // OpenDAL's own requests (listings, reads) go through the pinned client too.
+        let client = self
+            .http_builder(kind, reqwest::Client::builder())?
+            .build()
+            .map_err(|e| BackendError::invalid(kind, format!("HTTP client: {e}")))?;
+        let transport = opendal::HttpTransporter::new(
+            opendal_http_transport_reqwest::ReqwestTransport::new(client),
+        );
+        let ctx = op.context().clone();
+        Ok(op.with_context(ctx.with_http_transport(transport)))
     }
 
     pub fn operator(&self, kind: &'static str) -> Result<opendal::Operator, BackendError> {

@@ -93,6 +93,7 @@ pub fn config(endpoint: &str, bucket: &str, key: &str, secret: &str) -> S3Config
         thaw_days: None,
         part_size: None,
         single_put_max: None,
+        tls_fingerprint: None,
     }
 }
 

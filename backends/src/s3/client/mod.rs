@@ -65,6 +65,9 @@ struct Inner {
     transfer: TransferConfig,
     part_size: u64,
     single_put_max: u64,
+    /// A lomob receiver (`lomob serve`, its certificate pinned): it accepts an object only
+    /// with a digest declared before it commits, so uploads take the forms that declare one.
+    peer: bool,
     counters: Arc<RequestCounters>,
 }
 
@@ -122,7 +125,8 @@ impl S3Client {
         base.set_path("");
         base.set_query(None);
         let timeout = Duration::from_secs(transfer.timeout_secs.max(1));
-        let http = reqwest::Client::builder()
+        let http = config
+            .http_builder(backend, reqwest::Client::builder())?
             .connect_timeout(timeout.min(Duration::from_secs(30)))
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
@@ -176,6 +180,7 @@ impl S3Client {
                 transfer: transfer.clone(),
                 part_size: config.part_size().bytes(),
                 single_put_max: config.single_put_max().bytes(),
+                peer: config.pin().is_some(),
                 counters: Arc::new(RequestCounters::default()),
             }),
             class,
@@ -240,6 +245,11 @@ impl S3Client {
     /// The profile's largest single PUT (default 5 GiB).
     pub fn single_put_max(&self) -> u64 {
         self.inner.single_put_max
+    }
+
+    /// True for a lomob receiver (`lomob serve`): see the field.
+    pub fn is_peer(&self) -> bool {
+        self.inner.peer
     }
 
     pub fn transfer(&self) -> &TransferConfig {

@@ -209,9 +209,10 @@ impl S3Client {
         key: &str,
         upload_id: &str,
         parts: &[(u32, String)],
+        whole_sha256: Option<&[u8; 32]>,
     ) -> Result<String, BackendError> {
         let body = xml::complete_body(parts);
-        let call = Call::new(
+        let mut call = Call::new(
             "CompleteMultipartUpload",
             Method::POST,
             Some(key),
@@ -220,6 +221,11 @@ impl S3Client {
         .query("uploadId", upload_id)
         .header("content-type", "application/xml")
         .body(body);
+        // A lomob receiver checks the whole object against it before it commits (S3 has
+        // no whole-object SHA-256 for multipart uploads; other servers never see it).
+        if let Some(sha) = whole_sha256.filter(|_| self.is_peer()) {
+            call = call.header("x-lomob-sha256", hex::encode(sha));
+        }
         let r = self.execute(call).await?;
         if !r.ok() {
             return Err(self.fail("CompleteMultipartUpload", key, &r));

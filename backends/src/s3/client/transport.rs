@@ -179,6 +179,8 @@ pub(super) fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
             | "InvalidSecurity",
         ) => return ErrorKind::Permission,
         Some("InvalidObjectState") => return ErrorKind::Frozen,
+        // A peer receiver's quota or disk (`lomob serve`): sending again changes nothing.
+        Some("QuotaExceeded" | "InsufficientStorage") => return ErrorKind::Space,
         Some("NoSuchBucket" | "NoSuchKey" | "NoSuchUpload") => return ErrorKind::NotFound,
         Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout") => {
             return ErrorKind::Transient
@@ -190,6 +192,7 @@ pub(super) fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
         Some(404) => ErrorKind::NotFound,
         Some(408 | 429) => ErrorKind::Transient,
         Some(501) => ErrorKind::Other,
+        Some(507) => ErrorKind::Space,
         Some(s) if s >= 500 => ErrorKind::Transient,
         None => ErrorKind::Transient,
         _ => ErrorKind::Other,
@@ -200,7 +203,10 @@ pub(super) fn classify(status: Option<u16>, code: Option<&str>) -> ErrorKind {
 pub(super) fn retryable(status: StatusCode, code: Option<&str>) -> bool {
     // 501 Not Implemented is a permanent answer (rclone serve s3 gives it for replacing a
     // part with different bytes).
-    (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+    // 507 Insufficient Storage (a peer receiver's quota or disk) stays full until a person acts.
+    (status.is_server_error()
+        && status != StatusCode::NOT_IMPLEMENTED
+        && status != StatusCode::INSUFFICIENT_STORAGE)
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || matches!(
@@ -253,8 +259,14 @@ impl S3Client {
         detail: &str,
     ) -> BackendError {
         let i = &self.inner;
-        let kind = classify(status, code);
+        let kind = if detail.contains(crate::tls::PIN_MISMATCH) {
+            ErrorKind::Permission
+        } else {
+            classify(status, code)
+        };
         let hint = match (kind, code) {
+            (ErrorKind::Permission, _) if status.is_none() => String::new(),
+            (ErrorKind::Space, _) => "the receiver has no room for it: it keeps what it holds; free space or raise the quota there, then run again".to_string(),
             (ErrorKind::Permission, _) => format!(
                 "the server rejected the credentials or denied access to bucket {:?}: check `access-key-id` and `secret-access-key` in the profile and the key's permissions",
                 i.bucket
@@ -407,7 +419,17 @@ impl S3Client {
                 "no complete answer within {}s",
                 timeout.as_secs()
             ))),
-            Some(Err(e)) => Err(Attempt::again(format!("request failed: {}", chain(&e)))),
+            Some(Err(e)) => {
+                let failure = chain(&e);
+                // A pinned receiver that shows another certificate will show it again.
+                if failure.contains(crate::tls::PIN_MISMATCH) {
+                    let key = call.key.unwrap_or("");
+                    return Err(Attempt::Stop(
+                        self.error(call.op, key, None, None, &failure),
+                    ));
+                }
+                Err(Attempt::again(format!("request failed: {failure}")))
+            }
             Some(Ok((status, headers, body))) => {
                 let reply = Reply::new(status, headers, body);
                 if reply.ok() || !retryable(status, reply.code()) {

@@ -299,7 +299,9 @@ pub async fn upload(
         journal,
         start_counts: client.counters().snapshot(),
     };
-    let fits = shape == Shape::OnePutWhenItFits && len <= part_size;
+    // A lomob receiver wants a digest declared before the body, which a streamed PUT of
+    // bytes not yet read cannot give: parts declare theirs, Complete the whole one's.
+    let fits = shape == Shape::OnePutWhenItFits && len <= part_size && !client.is_peer();
     if (len == 0 || fits) && journal.load(key)?.is_none() {
         // One part's worth (or an empty object, which multipart cannot make): a single
         // PutObject is one billed request instead of three (create, part, complete).
@@ -550,7 +552,7 @@ impl Upload<'_> {
             .map(|p| (p.number, p.etag.clone()))
             .collect();
         let etag = match client
-            .complete_multipart_upload(key, &state.upload_id, &list)
+            .complete_multipart_upload(key, &state.upload_id, &list, Some(&digests.sha256))
             .await
         {
             Ok(etag) => etag,
