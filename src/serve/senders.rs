@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,7 @@ pub struct Registry {
 struct State {
     senders: Vec<SenderRecord>,
     by_key: HashMap<String, usize>,
-    last_saved: Instant,
+    /// Changes not yet written (a failed write); [`Registry::flush`] retries.
     dirty: bool,
     /// The quota of senders paired without one (`lomob serve --quota`).
     default_quota: Option<u64>,
@@ -96,7 +96,6 @@ impl Registry {
             state: Mutex::new(State {
                 senders,
                 by_key,
-                last_saved: Instant::now(),
                 dirty: false,
                 default_quota: None,
             }),
@@ -153,7 +152,6 @@ impl Registry {
         s.senders.push(record.clone());
         s.by_key = index(&s.senders);
         write_senders(&self.dir, &s.senders).map_err(PairError::Io)?;
-        s.last_saved = Instant::now();
         s.dirty = false;
         Ok(record)
     }
@@ -164,7 +162,6 @@ impl Registry {
         if s.dirty {
             write_senders(&self.dir, &s.senders)?;
             s.dirty = false;
-            s.last_saved = Instant::now();
         }
         Ok(())
     }
@@ -188,15 +185,22 @@ impl Senders for Registry {
         let Some(&i) = s.by_key.get(access_key) else {
             return;
         };
-        s.senders[i].last_write = Some(now());
-        s.dirty = true;
-        // At most one write of the list a minute for the sake of `serve status`.
-        if s.last_saved.elapsed() > Duration::from_secs(60) {
-            if let Err(e) = write_senders(&self.dir, &s.senders) {
+        // To the minute, for `serve status`: the list is written at most once a minute per
+        // sender, and at once after a quiet spell.
+        let t = now();
+        if s.senders[i]
+            .last_write
+            .is_some_and(|w| t.saturating_sub(w) < 60)
+        {
+            return;
+        }
+        s.senders[i].last_write = Some(t);
+        match write_senders(&self.dir, &s.senders) {
+            Ok(()) => s.dirty = false,
+            Err(e) => {
+                s.dirty = true;
                 tracing::warn!("cannot record the senders' last sync: {e}");
             }
-            s.dirty = false;
-            s.last_saved = Instant::now();
         }
     }
 }

@@ -326,6 +326,15 @@ fn wrong_expired_and_reused_codes_are_refused() {
     );
 }
 
+/// The bucket `site pair` wrote for `site`.
+fn bucket(cfg: &str, site: &str) -> String {
+    let table: toml::Table = toml::from_str(&std::fs::read_to_string(cfg).unwrap()).unwrap();
+    table["sites"][site]["stage"]["bucket"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A signed S3 client that pins the receiver's certificate, as the sender's site does.
 fn client(cfg_text: &str, site: &str, bucket: Option<&str>) -> lomob_backends::s3::S3Client {
     let table: toml::Table = toml::from_str(cfg_text).unwrap();
@@ -372,7 +381,7 @@ fn a_sender_keeps_to_its_bucket_and_the_archive_is_append_only() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mine = client(&text, "a", None);
-    let theirs = client(&text, "a", Some("b"));
+    let theirs = client(&text, "a", Some(&bucket(&cfg, "b")));
     rt.block_on(async {
         mine.put_object("stage/one", b"one".to_vec(), &[])
             .await
@@ -541,7 +550,11 @@ fn a_receiver_killed_mid_upload_resumes_where_it_stopped() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let uploads = r.root.join("buckets/p/uploads");
+    let uploads = r
+        .root
+        .join("buckets")
+        .join(bucket(&cfg, "p"))
+        .join("uploads");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let part_bytes = || -> u64 {
         walk(&uploads)
@@ -556,14 +569,11 @@ fn a_receiver_killed_mid_upload_resumes_where_it_stopped() {
     }
     let port = r.port().to_string();
     // kill -9: the receiver gets no chance to tidy up.
-    let root = r.stop();
+    r.stop();
     assert_ne!(sync.wait().unwrap().code(), Some(0));
     let r = Receiver::start_on(&env, "home", &format!("127.0.0.1:{port}"), &[]);
     env.json(&["--config", &cfg, "sync", "--site", "p", "--pack-now"], 0);
-    assert!(
-        walk(&root.join("buckets/p/uploads")).is_empty(),
-        "an upload was left behind"
-    );
+    assert!(walk(&uploads).is_empty(), "an upload was left behind");
     let dir = env.path().join("back");
     env.json(
         &[
