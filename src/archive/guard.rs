@@ -78,6 +78,13 @@ impl<A: Archive> Archive for MinStorageGuard<A> {
         self.inner.read_index(key).await
     }
 
+    async fn verify_in_place(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        self.inner.verify_in_place(key).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let min = self.info().capabilities.min_storage_days;
         if min > 0 {

@@ -195,6 +195,16 @@ pub trait Archive: Send + Sync {
     /// Reads a whole small hot object (a catalog) with one request.
     async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError>;
 
+    /// Has the store read the object where it lives and compare it with the digest it took
+    /// when it received it, moving no object byte over the network (a lomob receiver,
+    /// `lomob serve`). `None` when the store cannot.
+    async fn verify_in_place(
+        &self,
+        _key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        Ok(None)
+    }
+
     /// Deletes an object. Callers go through [`MinStorageGuard`], which refuses objects
     /// younger than the minimum storage duration.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;

@@ -179,6 +179,13 @@ impl Archive for S3Archive {
         }))
     }
 
+    async fn verify_in_place(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        crate::store::InPlace::ask(&self.client, &self.info, key).await
+    }
+
     async fn stat(&self, key: &str) -> Result<Option<ArchiveObject>, StoreError> {
         crate::store::confine(&self.info, "stat", key)?;
         match self.client.head_object(key).await {

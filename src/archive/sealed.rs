@@ -236,6 +236,14 @@ impl Archive for SealedArchive {
             .boxed())
     }
 
+    /// The ciphertext is what the store holds and hashes.
+    async fn verify_in_place(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        self.inner.verify_in_place(key).await
+    }
+
     async fn read_index(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         let bytes = self.inner.read_index(key).await?;
         if !is_age(&bytes) {

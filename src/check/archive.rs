@@ -96,6 +96,12 @@ pub async fn check(
             requeue(m, site, &iso, &key, &listed, &mut p)?;
         }
     }
+    if p.in_place > 0 {
+        p.notes.push(format!(
+            "--deep: the receiver re-read the images and catalogs ({}) on its own disk and compared each with the SHA-256 it took on receipt; nothing was downloaded",
+            lomob_backends::ByteSize(p.in_place)
+        ));
+    }
     Ok(p)
 }
 
@@ -208,6 +214,24 @@ async fn image(
             .fix = Some(fix.clone());
         }
     }
+    // A lomob receiver re-reads the image on its own disk: no byte crosses the network.
+    if opts.deep {
+        if let Some(v) = site.archive.verify_in_place(key).await? {
+            p.in_place += o.size;
+            if !v.intact() {
+                p.find(
+                    Problem::WrongChecksum,
+                    key,
+                    format!(
+                        "the receiver re-read it on its disk: SHA-256 {}, received as {}: its disk damaged it",
+                        v.now, v.received
+                    ),
+                    o.size,
+                )
+                .fix = Some(fix.clone());
+            }
+        }
+    }
     catalog(site, iso, key, listed, &baseline, opts, p).await
 }
 
@@ -245,6 +269,23 @@ async fn catalog(
     if let Some(message) = wrong {
         p.find(Problem::CatalogWrong, &ck, message, c.size);
         return Ok(());
+    }
+    if opts.deep {
+        if let Some(v) = site.archive.verify_in_place(&ck).await? {
+            p.in_place += c.size;
+            if !v.intact() {
+                p.find(
+                    Problem::CatalogWrong,
+                    &ck,
+                    format!(
+                        "the receiver re-read it on its disk: SHA-256 {}, received as {}",
+                        v.now, v.received
+                    ),
+                    c.size,
+                );
+            }
+            return Ok(());
+        }
     }
     if opts.deep && !baseline.catalog_sha256.is_empty() {
         let bytes = site.archive.read_index(&ck).await?;

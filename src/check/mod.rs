@@ -84,6 +84,9 @@ pub struct PartReport {
     pub notes: Vec<String>,
     /// Bytes read by `--deep` or `--local`.
     pub read_bytes: u64,
+    /// Bytes a lomob receiver re-read on its own disk for `--deep` (none downloaded).
+    #[serde(rename = "in_place_bytes")]
+    pub in_place: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<CheckError>,
     /// Where a rotating read goes on next time.

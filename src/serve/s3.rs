@@ -31,6 +31,11 @@ use super::{Grant, Senders};
 /// Most keys, parts or uploads one listing returns (S3's own limit).
 const MAX_LIST: usize = 1000;
 
+/// A HEAD with this header asks the receiver to hash the object from its disk now.
+pub const VERIFY_HEADER: &str = "x-lomob-verify";
+/// The answer: the SHA-256 (hex) of the object's bytes as they are now.
+pub const VERIFIED_HEADER: &str = "x-lomob-verified";
+
 /// The S3 service of `lomob serve`.
 pub struct Receiver {
     store: Arc<ObjectStore>,
@@ -54,6 +59,19 @@ struct Caller {
 impl Receiver {
     pub fn new(store: Arc<ObjectStore>, senders: Arc<dyn Senders>) -> Receiver {
         Receiver { store, senders }
+    }
+
+    /// The SHA-256 (hex) of the object's bytes as they are on disk now.
+    async fn rehash(&self, bucket: &str, key: &str) -> Result<String, StoreError> {
+        use futures::StreamExt as _;
+        use sha2::Digest as _;
+        let mut reader = self.store.get(bucket, key, None).await?;
+        let mut h = sha2::Sha256::new();
+        while let Some(chunk) = reader.stream.next().await {
+            let chunk = chunk.map_err(|e| StoreError::io(format!("reading {key:?}"), e))?;
+            h.update(&chunk);
+        }
+        Ok(hex::encode(h.finalize()))
     }
 
     /// Who is calling, refusing anonymous requests, unknown keys and other buckets.
@@ -378,7 +396,27 @@ impl S3 for Receiver {
                     .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
             })
             .flatten();
-        Ok(S3Response::new(HeadObjectOutput {
+        // `check --deep` of a lomob sender: the receiver reads the object from its own disk
+        // and says what its bytes hash to now, so nothing crosses the relative's uplink.
+        let mut headers = http::HeaderMap::new();
+        if req.headers.contains_key(VERIFY_HEADER) {
+            let now = self
+                .rehash(&req.input.bucket, &req.input.key)
+                .await
+                .map_err(|e| self.error(&c, e))?;
+            if now != m.sha256 {
+                tracing::warn!(
+                    sender = %c.grant.name,
+                    key = %req.input.key,
+                    "an object no longer has the bytes it was received with (SHA-256 {now}, received as {}): this disk damaged it",
+                    m.sha256
+                );
+            }
+            if let Ok(v) = http::HeaderValue::from_str(&now) {
+                headers.insert(VERIFIED_HEADER, v);
+            }
+        }
+        let mut response = S3Response::new(HeadObjectOutput {
             accept_ranges: Some("bytes".into()),
             content_length: Some(to_i64(m.size)),
             content_type: m.content_type.clone(),
@@ -391,7 +429,9 @@ impl S3 for Receiver {
                 .map(|_| ChecksumType::from_static(ChecksumType::FULL_OBJECT)),
             checksum_sha256: sha,
             ..HeadObjectOutput::default()
-        }))
+        });
+        response.headers = headers;
+        Ok(response)
     }
 
     async fn delete_object(

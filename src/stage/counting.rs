@@ -83,6 +83,14 @@ impl<S: Stage> Stage for Counting<S> {
         self.inner.download(key, dest).await
     }
 
+    async fn verify_in_place(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        self.counter.add(RequestType::Head, 1);
+        self.inner.verify_in_place(key).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.counter.add(RequestType::Delete, 1);
         self.inner.delete(key).await

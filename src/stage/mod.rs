@@ -83,6 +83,16 @@ pub trait Stage: Send + Sync {
     /// Deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
+    /// Has the store read the object where it lives and compare it with the digest it took
+    /// when it received it, moving no object byte over the network (a lomob receiver,
+    /// `lomob serve`). `None` when the store cannot: `check --deep` then downloads.
+    async fn verify_in_place(
+        &self,
+        _key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        Ok(None)
+    }
+
     /// Aborts unfinished uploads of stage objects left by a crash (a stage upload is never
     /// continued); returns how many. Only backends with multipart uploads have any.
     async fn abort_orphans(&self) -> Result<u64, StoreError> {

@@ -210,6 +210,13 @@ impl Stage for S3Stage {
         self.inner.download(key, dest).await
     }
 
+    async fn verify_in_place(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        crate::store::InPlace::ask(&self.client, self.inner.info(), key).await
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
     }

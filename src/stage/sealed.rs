@@ -186,6 +186,14 @@ impl Stage for SealedStage {
         self.inner.read_range(key, range).await
     }
 
+    /// The ciphertext is what the store holds and hashes.
+    async fn verify_in_place(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::store::InPlace>, StoreError> {
+        self.inner.verify_in_place(key).await
+    }
+
     async fn download(&self, key: &str, dest: &Path) -> Result<([u8; 32], u64), StoreError> {
         let cipher = self.temp("download", key)?;
         let got = self.inner.download(key, cipher.path()).await?;

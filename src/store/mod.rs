@@ -311,3 +311,47 @@ pub(crate) async fn list_objects(
     }
     Ok(out)
 }
+
+/// What a store found when it re-read an object in place ([`crate::stage::Stage::verify_in_place`], [`crate::archive::Archive::verify_in_place`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InPlace {
+    /// The SHA-256 (hex) the store took when it received the object.
+    pub received: String,
+    /// The SHA-256 (hex) of the bytes it holds now.
+    pub now: String,
+}
+
+impl InPlace {
+    pub fn intact(&self) -> bool {
+        self.received == self.now
+    }
+}
+
+impl InPlace {
+    /// Asks a lomob receiver (`lomob serve`) to re-read `key` on its disk: `None` when the
+    /// client does not talk to one, or the server does not answer the question.
+    pub async fn ask(
+        client: &lomob_backends::s3::S3Client,
+        info: &BackendInfo,
+        key: &str,
+    ) -> Result<Option<InPlace>, StoreError> {
+        if !client.is_peer() {
+            return Ok(None);
+        }
+        confine(info, "verify", key)?;
+        let head = client
+            .head_object_rehashed(key)
+            .await
+            .map_err(|e| StoreError::new(info, "verify", key, e))?;
+        use base64::Engine as _;
+        let received = head
+            .checksum_sha256
+            .as_deref()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(hex::encode);
+        Ok(match (received, head.rehashed_sha256) {
+            (Some(received), Some(now)) => Some(InPlace { received, now }),
+            _ => None,
+        })
+    }
+}

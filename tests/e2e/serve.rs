@@ -198,11 +198,62 @@ fn a_paired_receiver_holds_ciphertext_checks_without_reading_and_restores() {
         &["--config", &cfg, "check", "--site", "parents", "--deep"],
         0,
     );
-    let text = r.to_string();
+    let parts = r["sites"][0]["parts"].as_array().unwrap();
+    let archive = parts.iter().find(|p| p["part"] == "archive").unwrap();
+    assert_eq!(archive["read_bytes"], 0, "{r}");
     assert!(
-        !text.contains("--deep read") || text.contains("--deep read 0 B"),
+        archive["in_place_bytes"].as_u64().unwrap() > 1_000_000,
         "{r}"
     );
+    assert_eq!(r["sites"][0]["requests"]["get"], 0, "{r}");
+    // The same with a file still staged.
+    env.write("2022/late.jpg", &bytes(13, 50_000));
+    env.json(&["--config", &cfg, "backup"], 0);
+    let r = env.json(
+        &["--config", &cfg, "check", "--site", "parents", "--deep"],
+        0,
+    );
+    let stage = &r["sites"][0]["parts"][0];
+    assert_eq!(stage["part"], "stage", "{r}");
+    assert_eq!(stage["read_bytes"], 0, "{r}");
+    assert!(stage["in_place_bytes"].as_u64().unwrap() >= 50_000, "{r}");
+    assert_eq!(r["sites"][0]["requests"]["get"], 0, "{r}");
+    // A bit flipped on the receiver's disk is found, still without a download.
+    let bucket_dir = parents.root.join("buckets").join(bucket(&cfg, "parents"));
+    let staged = walk(&bucket_dir.join("keys"))
+        .into_iter()
+        .filter_map(|p| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).ok()
+        })
+        .find(|v| v["key"].as_str().unwrap().starts_with("stage/"))
+        .expect("a staged object");
+    let staged = bucket_dir
+        .join("blobs")
+        .join(staged["blob"].as_str().unwrap());
+    let mut b = std::fs::read(&staged).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 1;
+    std::fs::write(&staged, b).unwrap();
+    let r = env.json(
+        &["--config", &cfg, "check", "--site", "parents", "--deep"],
+        6,
+    );
+    assert!(r.to_string().contains("its disk damaged it"), "{r}");
+    assert_eq!(r["sites"][0]["requests"]["get"], 0, "{r}");
+    // --repair stages it again from the original (stage/ may be overwritten).
+    let r = env.json(
+        &[
+            "--config", &cfg, "check", "--site", "parents", "--stage", "--deep", "--repair",
+        ],
+        6,
+    );
+    assert!(r.to_string().contains("staged stage/"), "{r}");
+    env.json(
+        &["--config", &cfg, "check", "--site", "parents", "--deep"],
+        0,
+    );
+    let mut files = files;
+    files.push((env.lib().join("2022/late.jpg"), bytes(13, 50_000)));
 
     // Restore from the receiver, byte-identical.
     let dir = env.path().join("back");
@@ -218,7 +269,7 @@ fn a_paired_receiver_holds_ciphertext_checks_without_reading_and_restores() {
         ],
         0,
     );
-    assert_eq!(r["restored"], 3, "{r}");
+    assert_eq!(r["restored"], files.len(), "{r}");
     for (p, c) in &files {
         assert_eq!(
             &std::fs::read(dir.join(p.strip_prefix("/").unwrap())).unwrap(),
@@ -256,7 +307,7 @@ fn a_paired_receiver_holds_ciphertext_checks_without_reading_and_restores() {
         ],
         0,
     );
-    assert_eq!(r["restored"], 3, "{r}");
+    assert_eq!(r["restored"], files.len(), "{r}");
     for (p, c) in &files {
         assert_eq!(
             &std::fs::read(dir.join(p.strip_prefix("/").unwrap())).unwrap(),

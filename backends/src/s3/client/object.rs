@@ -39,6 +39,10 @@ pub struct ObjectHead {
     /// suffix, a checksum of its parts' checksums); moto keeps the value the client sent,
     /// unchecked.
     pub checksum_sha256: Option<String>,
+    /// `x-lomob-verified` (hex), from [`S3Client::head_object_rehashed`] on a lomob
+    /// receiver: the SHA-256 of the object's bytes as the receiver read them from its disk
+    /// for this request.
+    pub rehashed_sha256: Option<String>,
 }
 
 impl ObjectHead {
@@ -283,19 +287,34 @@ impl S3Client {
 
     /// HEAD: size, ETag, storage class, restore state and user metadata.
     pub async fn head_object(&self, key: &str) -> Result<ObjectHead, BackendError> {
-        self.head(key, false).await
+        self.head(key, false, false).await
     }
 
     /// HEAD with `x-amz-checksum-mode: ENABLED`: also the object's SHA-256 checksum, when it
     /// was stored with one ([`ObjectHead::checksum_sha256`]).
     pub async fn head_object_with_checksum(&self, key: &str) -> Result<ObjectHead, BackendError> {
-        self.head(key, true).await
+        self.head(key, true, false).await
     }
 
-    async fn head(&self, key: &str, checksum_mode: bool) -> Result<ObjectHead, BackendError> {
+    /// On a lomob receiver (`lomob serve`): HEAD with the SHA-256 taken on receipt and the
+    /// SHA-256 of the bytes the receiver reads from its disk now
+    /// ([`ObjectHead::rehashed_sha256`]). No object byte crosses the network.
+    pub async fn head_object_rehashed(&self, key: &str) -> Result<ObjectHead, BackendError> {
+        self.head(key, true, true).await
+    }
+
+    async fn head(
+        &self,
+        key: &str,
+        checksum_mode: bool,
+        rehash: bool,
+    ) -> Result<ObjectHead, BackendError> {
         let mut call = Call::new("HeadObject", Method::HEAD, Some(key), RequestType::Head);
         if checksum_mode {
             call = call.header("x-amz-checksum-mode", "ENABLED");
+        }
+        if rehash {
+            call = call.header("x-lomob-verify", "sha256");
         }
         let r = self.execute(call).await?;
         if !r.ok() {
@@ -323,6 +342,7 @@ impl S3Client {
             restore: RestoreState::parse(r.header("x-amz-restore")),
             metadata,
             checksum_sha256: r.header("x-amz-checksum-sha256").map(str::to_string),
+            rehashed_sha256: r.header("x-lomob-verified").map(str::to_string),
         })
     }
 
