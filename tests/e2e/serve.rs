@@ -623,7 +623,10 @@ fn a_receiver_killed_mid_upload_resumes_where_it_stopped() {
     r.stop();
     assert_ne!(sync.wait().unwrap().code(), Some(0));
     let r = Receiver::start_on(&env, "home", &format!("127.0.0.1:{port}"), &[]);
-    env.json(&["--config", &cfg, "sync", "--site", "p", "--pack-now"], 0);
+    let report = env.json(&["--config", &cfg, "sync", "--site", "p", "--pack-now"], 0);
+    // The image is 3 parts of 5 MiB: the part the receiver had kept is not sent again.
+    let parts = report[0]["requests"]["upload_part"].as_u64().unwrap();
+    assert!((1..3).contains(&parts), "{report}");
     assert!(walk(&uploads).is_empty(), "an upload was left behind");
     let dir = env.path().join("back");
     env.json(
@@ -657,4 +660,90 @@ fn wrong_profile_values_are_named() {
         .unwrap();
     assert_code(&out, 2);
     assert!(stderr(&out).contains("tls-fingerprint"), "{}", stderr(&out));
+}
+
+/// A tmpfs mounted for the test and unmounted (by path, it is ours) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_on_the_receiver_leaves_no_corrupt_object() {
+    let env = Env::new();
+    let root = env.path().join("small-disk");
+    let Some(_disk) = Tmpfs::mount(&root, "3m") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let cfg = profile(&env);
+    for i in 0..5 {
+        env.write(&format!("v/{i}.mov"), &bytes(40 + i, 900_000));
+    }
+    let r = Receiver::start(&env, "small-disk");
+    assert_code(
+        &pair(
+            &env,
+            &cfg,
+            "p",
+            &r.code(&env, "p", &[]),
+            &["--no-encryption", "--no-test"],
+        ),
+        0,
+    );
+    let out = env
+        .cmd()
+        .args(["--config", &cfg, "backup"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let e = stderr(&out);
+    assert!(e.contains("disk is full"), "{e}");
+    // Every object the receiver holds is whole: its bytes hash to what it recorded.
+    let bucket_dir = r.root.join("buckets").join(bucket(&cfg, "p"));
+    let mut whole = 0;
+    for p in walk(&bucket_dir.join("keys")) {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        let blob =
+            std::fs::read(bucket_dir.join("blobs").join(v["blob"].as_str().unwrap())).unwrap();
+        use sha2::Digest as _;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&blob)),
+            v["sha256"].as_str().unwrap(),
+            "{}",
+            v["key"]
+        );
+        whole += 1;
+    }
+    assert!(whole >= 1, "nothing was stored before the disk filled");
+    // What a failed write began is gone: the blobs are exactly the objects'.
+    let blobs = walk(&bucket_dir.join("blobs")).len();
+    assert_eq!(blobs, whole, "a partial blob was left");
+    // Once there is room, the next run finishes the job.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=30m"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    env.json(&["--config", &cfg, "backup"], 0);
+    drop(r);
 }

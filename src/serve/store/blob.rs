@@ -75,6 +75,9 @@ where
     }
 }
 
+/// The longest wait for the next bytes of a body.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Asked before each step is written: may `more` bytes be added? (The quota check.)
 pub trait Admit: Send {
     fn admit(&mut self, more: u64) -> Result<(), StoreError>;
@@ -130,7 +133,15 @@ where
     let mut buf = BytesMut::with_capacity(STEP);
     let mut done = false;
     while !done {
-        match body.next().await {
+        // A sender that stops sending mid-body (a dropped link that never closes) must not
+        // hold its temporary file and quota forever.
+        let next = tokio::time::timeout(BODY_IDLE, body.next())
+            .await
+            .map_err(|_| StoreError::Body {
+                key: key.to_owned(),
+                reason: format!("no byte arrived for {}s", BODY_IDLE.as_secs()),
+            })?;
+        match next {
             Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
             Some(Err(e)) => {
                 return Err(StoreError::Body {
