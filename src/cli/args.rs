@@ -566,6 +566,15 @@ pub enum ServeCommand {
     },
     /// The paired senders, what each stores and when it last synced, and the free space
     Status,
+    /// Change a paired sender's quota (a running receiver applies it at once)
+    Quota {
+        /// The sender's name, as `serve status` shows it
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The new quota, or `none` for the receiver's --quota (else no limit)
+        #[arg(value_name = "SIZE|none")]
+        size: String,
+    },
 }
 
 #[derive(Debug, Args)]

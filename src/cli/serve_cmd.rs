@@ -30,6 +30,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
             valid_for,
         }) => pair(ctx, &root, &name, quota, address.as_deref(), valid_for.0),
         Some(ServeCommand::Status) => status(ctx, &root),
+        Some(ServeCommand::Quota { name, size }) => quota(&root, &name, &size),
     }
 }
 
@@ -187,6 +188,28 @@ fn lan_address() -> Option<IpAddr> {
     s.connect("192.0.2.1:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_unspecified()).then_some(ip)
+}
+
+fn quota(root: &Path, name: &str, size: &str) -> anyhow::Result<u8> {
+    let quota = if size.eq_ignore_ascii_case("none") {
+        None
+    } else {
+        Some(
+            size.parse::<ByteSize>()
+                .map_err(|e| UsageError(format!("quota {size:?}: {e}")))?
+                .bytes(),
+        )
+    };
+    let r = senders::set_quota(&state_dir(root), name, quota).map_err(UsageError)?;
+    super::output::stdout_str(&format!(
+        "sender {:?}: quota {}
+",
+        r.name,
+        r.quota
+            .map(|q| ByteSize(q).to_string())
+            .unwrap_or_else(|| "none of its own (the receiver's --quota applies)".into())
+    ))?;
+    Ok(0)
 }
 
 #[derive(Serialize)]

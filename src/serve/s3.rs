@@ -142,11 +142,12 @@ impl Receiver {
             } => {
                 let msg = format!(
                     "the quota of {} for sender {:?} is full ({} used, this write needs {} more); \
-                     remove old backups from this sender, or ask the receiver's owner to raise its quota",
+                     ask the receiver's owner to raise it (`lomob serve quota {:?} SIZE` on the receiver)",
                     gb(*quota),
                     caller.grant.name,
                     gb(*used),
-                    gb(*needed)
+                    gb(*needed),
+                    caller.grant.name
                 );
                 return storage_error("QuotaExceeded", msg);
             }
@@ -190,11 +191,9 @@ fn storage_error(code: &'static str, msg: String) -> S3Error {
     e
 }
 
-/// Bytes as "199.8 GB" (decimal, as disks are sold).
+/// Bytes as "199.8 GB", "400.0 KB" (decimal, as disks are sold).
 fn gb(bytes: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let g = bytes as f64 / 1e9;
-    format!("{g:.1} GB")
+    lomob_backends::ByteSize(bytes).to_string()
 }
 
 fn etag(meta_etag: &str) -> ETag {

@@ -76,6 +76,9 @@ struct State {
     by_key: HashMap<String, usize>,
     /// Changes not yet written (a failed write); [`Registry::flush`] retries.
     dirty: bool,
+    /// When `senders.json` was last read or written here: another process (`lomob serve
+    /// quota`) may change it while the receiver runs.
+    mtime: Option<SystemTime>,
     /// The quota of senders paired without one (`lomob serve --quota`).
     default_quota: Option<u64>,
 }
@@ -98,12 +101,35 @@ impl Registry {
                 by_key,
                 dirty: false,
                 default_quota: None,
+                mtime: senders_mtime(dir),
             }),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh(&mut s);
+        s
+    }
+
+    /// Takes in what another process wrote to `senders.json` (a quota changed), keeping the
+    /// later of the two last-sync times.
+    fn refresh(&self, s: &mut State) {
+        let now = senders_mtime(&self.dir);
+        if now == s.mtime {
+            return;
+        }
+        s.mtime = now;
+        let Ok(mut file) = read_senders(&self.dir) else {
+            return;
+        };
+        for r in &mut file {
+            if let Some(&i) = s.by_key.get(&r.access_key_id) {
+                r.last_write = r.last_write.max(s.senders[i].last_write);
+            }
+        }
+        s.by_key = index(&file);
+        s.senders = file;
     }
 
     /// Sets the quota of senders paired without one of their own.
@@ -152,6 +178,7 @@ impl Registry {
         s.senders.push(record.clone());
         s.by_key = index(&s.senders);
         write_senders(&self.dir, &s.senders).map_err(PairError::Io)?;
+        s.mtime = senders_mtime(&self.dir);
         s.dirty = false;
         Ok(record)
     }
@@ -161,6 +188,7 @@ impl Registry {
         let mut s = self.lock();
         if s.dirty {
             write_senders(&self.dir, &s.senders)?;
+            s.mtime = senders_mtime(&self.dir);
             s.dirty = false;
         }
         Ok(())
@@ -196,7 +224,10 @@ impl Senders for Registry {
         }
         s.senders[i].last_write = Some(t);
         match write_senders(&self.dir, &s.senders) {
-            Ok(()) => s.dirty = false,
+            Ok(()) => {
+                s.mtime = senders_mtime(&self.dir);
+                s.dirty = false;
+            }
             Err(e) => {
                 s.dirty = true;
                 tracing::warn!("cannot record the senders' last sync: {e}");
@@ -239,6 +270,33 @@ pub fn issue(
     let bytes = serde_json::to_vec(&pending).map_err(|e| e.to_string())?;
     super::tls::write_new(&code_path(dir, &token), &bytes)?;
     Ok(token)
+}
+
+/// Sets the quota of the sender named `name` (`lomob serve quota`); a running receiver
+/// takes it in at its next request.
+pub fn set_quota(dir: &Path, name: &str, quota: Option<u64>) -> Result<SenderRecord, String> {
+    let mut senders = read_senders(dir)?;
+    let Some(r) = senders.iter_mut().find(|s| s.name == name) else {
+        let names: Vec<&str> = senders.iter().map(|s| s.name.as_str()).collect();
+        return Err(format!(
+            "no sender is named {name:?} here (paired: {}): `lomob serve status` lists them",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    r.quota = quota;
+    let out = r.clone();
+    write_senders(dir, &senders)?;
+    Ok(out)
+}
+
+fn senders_mtime(dir: &Path) -> Option<SystemTime> {
+    std::fs::metadata(dir.join(SENDERS))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// Reads the senders without opening a receiver (`serve status`).
@@ -360,6 +418,22 @@ mod tests {
         // The list survives a restart.
         let again = Registry::open(dir.path()).unwrap();
         assert_eq!(again.secret_of(&b.access_key_id), Some(b.secret_access_key));
+    }
+
+    #[test]
+    fn a_quota_changed_by_another_process_is_taken_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::open(dir.path()).unwrap();
+        let a = reg
+            .redeem(&issue(dir.path(), "a", Some(10), CODE_LIFETIME).unwrap())
+            .unwrap();
+        // Within one file-time tick the change could look unchanged: step past it.
+        std::thread::sleep(Duration::from_millis(20));
+        set_quota(dir.path(), "a", Some(99)).unwrap();
+        assert_eq!(reg.grant(&a.access_key_id).unwrap().quota, Some(99));
+        assert!(set_quota(dir.path(), "nobody", None)
+            .unwrap_err()
+            .contains("paired: a"));
     }
 
     #[test]

@@ -517,6 +517,17 @@ fn the_quota_is_enforced_and_the_sender_says_so() {
         "{status}"
     );
     assert!(s["last_sync"].is_string(), "{status}");
+    assert!(e.contains("lomob serve quota"), "{e}");
+    // Raised while the receiver runs: the next backup goes through.
+    let out = env
+        .cmd()
+        .args(["serve", "--root"])
+        .arg(&r.root)
+        .args(["quota", "small", "5MB"])
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    env.json(&["--config", &cfg, "backup"], 0);
 }
 
 #[test]
@@ -581,7 +592,7 @@ fn a_receiver_killed_mid_upload_resumes_where_it_stopped() {
         &cfg,
         text.replace(
             "[sites.p.archive]",
-            "[sites.p.transfer]\nbandwidth-limit = \"3MB\"\nretries = 0\n\n[sites.p.archive]\npart-size = \"5MiB\"",
+            "[sites.p.transfer]\nbandwidth-limit = \"3MB\"\nretries = 0\nconcurrency = 1\n\n[sites.p.archive]\npart-size = \"5MiB\"",
         ),
     )
     .unwrap();
@@ -607,14 +618,17 @@ fn a_receiver_killed_mid_upload_resumes_where_it_stopped() {
         .join(bucket(&cfg, "p"))
         .join("uploads");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let part_bytes = || -> u64 {
+    // A part is kept once its record is written beside its data.
+    let kept_parts = || {
         walk(&uploads)
             .iter()
-            .filter_map(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with('p') && n.ends_with(".json")
+            })
+            .count()
     };
-    while part_bytes() < 5 << 20 {
+    while kept_parts() < 1 {
         assert!(std::time::Instant::now() < deadline, "no part arrived");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -266,7 +266,10 @@ impl S3Client {
         };
         let hint = match (kind, code) {
             (ErrorKind::Permission, _) if status.is_none() => String::new(),
-            (ErrorKind::Space, _) => "the receiver has no room for it: it keeps what it holds; free space or raise the quota there, then run again".to_string(),
+            // A lomob receiver says what is full and what to do; others only a code.
+            (ErrorKind::Space, _) if detail.trim().is_empty() || detail.trim().ends_with(':') => {
+                "the server has no room for it: it keeps what it holds; free space or raise the quota there, then run again".to_string()
+            }
             (ErrorKind::Permission, _) => format!(
                 "the server rejected the credentials or denied access to bucket {:?}: check `access-key-id` and `secret-access-key` in the profile and the key's permissions",
                 i.bucket
