@@ -108,6 +108,9 @@ pub async fn serve(
     let state = state_dir(&opts.root);
     std::fs::create_dir_all(&state)
         .map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+    // One receiver per root: a second would take the first one's writes in flight for a
+    // crash's leftovers and remove them.
+    let _lock = lock_root(&state)?;
     let identity = Identity::load_or_create(&state)?;
     let tls = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
     let store = Arc::new(ObjectStore::open(&opts.root).map_err(|e| {
@@ -282,6 +285,39 @@ fn write_listening(state: &Path, address: SocketAddr, fingerprint: &str) -> Resu
     std::fs::write(&tmp, serde_json::to_vec_pretty(&l).unwrap_or_default())
         .and_then(|()| std::fs::rename(&tmp, &path))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// An exclusive lock on `state/lock` (released by the system when the process dies, even
+/// after kill -9), holding the owner's pid for the message another start gives.
+fn lock_root(state: &Path) -> Result<std::fs::File, String> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = state.join("lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            return Err(format!(
+                "another `lomob serve` (pid {}) already serves {}: one receiver per folder; stop it first, or give this one its own --root",
+                pid.trim(),
+                state.parent().unwrap_or(state).display()
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(format!("cannot lock {}: {e}", path.display()))
+        }
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(f)
 }
 
 /// Reads what a receiver wrote at its last start.

@@ -546,6 +546,15 @@ fn a_replaced_receiver_is_refused_loudly() {
         ),
         0,
     );
+    // One receiver per folder.
+    let out = env
+        .cmd()
+        .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(&r.root)
+        .output()
+        .unwrap();
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("already serves"), "{}", stderr(&out));
     let port = r.port().to_string();
     let root = r.stop();
     // Another machine answers at the same address: a new certificate.

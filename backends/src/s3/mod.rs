@@ -31,6 +31,31 @@ pub use upload::{
 use crate::storage_class::StorageClass;
 use crate::{build, reveal, BackendError, ByteSize, Capabilities, ChecksumKind};
 
+/// OpenDAL's transport for a pinned receiver: a certificate that is not the pinned one is
+/// a permanent refusal, not a connection hiccup for the retry layer to try again.
+struct PinnedTransport(opendal_http_transport_reqwest::ReqwestTransport);
+
+impl opendal::HttpTransport for PinnedTransport {
+    async fn fetch(
+        &self,
+        req: http::Request<opendal::Buffer>,
+    ) -> opendal::Result<http::Response<opendal::HttpBody>> {
+        self.0.fetch(req).await.map_err(|e| {
+            let text = format!("{e:?}");
+            match text.find(crate::tls::PIN_MISMATCH) {
+                Some(at) => opendal::Error::new(
+                    opendal::ErrorKind::PermissionDenied,
+                    text[at..]
+                        .split(['"', '\\'])
+                        .next()
+                        .unwrap_or(crate::tls::PIN_MISMATCH),
+                ),
+                None => e,
+            }
+        })
+    }
+}
+
 /// S3 allows at most this many parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 /// S3's smallest part (except the last).
@@ -182,9 +207,9 @@ impl S3Config {
             .http_builder(kind, reqwest::Client::builder())?
             .build()
             .map_err(|e| BackendError::invalid(kind, format!("HTTP client: {e}")))?;
-        let transport = opendal::HttpTransporter::new(
+        let transport = opendal::HttpTransporter::new(PinnedTransport(
             opendal_http_transport_reqwest::ReqwestTransport::new(client),
-        );
+        ));
         let ctx = op.context().clone();
         Ok(op.with_context(ctx.with_http_transport(transport)))
     }
