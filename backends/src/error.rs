@@ -247,7 +247,7 @@ pub fn classify(e: &opendal::Error) -> ErrorKind {
 }
 
 /// The error and its causes on one line (reqwest hides the useful part in the chain).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

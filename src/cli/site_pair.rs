@@ -155,7 +155,7 @@ fn redeem(code: &PairCode) -> anyhow::Result<PairAnswer> {
             Ok::<_, reqwest::Error>((status, r.bytes().await?))
         })
         .map_err(|e| {
-            let text = chain(&e);
+            let text = lomob_backends::error::chain(&e);
             if text.contains(lomob_backends::tls::PIN_MISMATCH) {
                 anyhow::anyhow!("pairing refused: {text}")
             } else {
@@ -172,20 +172,6 @@ fn redeem(code: &PairCode) -> anyhow::Result<PairAnswer> {
         return Err(UsageError(format!("the receiver refused the code: {why}")).into());
     }
     serde_json::from_slice(&bytes).context("the receiver's answer is not a pairing answer")
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {

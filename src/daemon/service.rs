@@ -96,54 +96,50 @@ fn xml(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A systemd user unit for a process kept running (restarted on failure, started with the
+/// session), with `stopping` lines on how it stops.
+fn kept_running(description: &str, args: &[String], stopping: &str) -> String {
+    format!(
+        "[Unit]\n\
+         Description={description}\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={}\n\
+         Restart=on-failure\n\
+         RestartSec=30\n\
+         {stopping}\
+         Nice=10\n\
+         IOSchedulingClass=idle\n\
+         \n\
+         [Install]\n\
+         WantedBy=default.target\n",
+        systemd_line(args),
+    )
+}
+
 /// The systemd user units for `kind`, under `unit_dir` (`~/.config/systemd/user`).
 pub fn systemd(kind: Kind, inv: &Invocation, unit_dir: &Path) -> Vec<ServiceFile> {
     match kind {
         Kind::Serve => vec![ServiceFile {
             path: unit_dir.join("lomob-serve.service"),
-            text: format!(
-                "[Unit]\n\
-                 Description=lomob receiver: keeps relatives' backups (lomob serve)\n\
-                 Wants=network-online.target\n\
-                 After=network-online.target\n\
-                 \n\
-                 [Service]\n\
-                 Type=simple\n\
-                 ExecStart={}\n\
-                 Restart=on-failure\n\
-                 RestartSec=30\n\
-                 # Every object is committed by a rename: stopping at any moment loses nothing.\n\
-                 TimeoutStopSec=15\n\
-                 Nice=10\n\
-                 IOSchedulingClass=idle\n\
-                 \n\
-                 [Install]\n\
-                 WantedBy=default.target\n",
-                systemd_line(&inv.args("serve")),
+            text: kept_running(
+                "lomob receiver: keeps relatives' backups (lomob serve)",
+                &inv.args("serve"),
+                "# Every object is committed by a rename: stopping at any moment loses nothing.\n\
+                 TimeoutStopSec=15\n",
             ),
         }],
         Kind::Daemon => vec![ServiceFile {
             path: unit_dir.join("lomob.service"),
-            text: format!(
-                "[Unit]\n\
-                 Description=lomob backup daemon: watches the photo library, runs each site's schedule\n\
-                 Wants=network-online.target\n\
-                 After=network-online.target\n\
-                 \n\
-                 [Service]\n\
-                 Type=simple\n\
-                 ExecStart={}\n\
-                 Restart=on-failure\n\
-                 RestartSec=30\n\
-                 # The daemon checkpoints the upload in flight and exits 0 within its stop-timeout.\n\
+            text: kept_running(
+                "lomob backup daemon: watches the photo library, runs each site's schedule",
+                &inv.args("daemon"),
+                "# The daemon checkpoints the upload in flight and exits 0 within its stop-timeout.\n\
                  TimeoutStopSec=45\n\
-                 KillMode=mixed\n\
-                 Nice=10\n\
-                 IOSchedulingClass=idle\n\
-                 \n\
-                 [Install]\n\
-                 WantedBy=default.target\n",
-                systemd_line(&inv.args("daemon")),
+                 KillMode=mixed\n",
             ),
         }],
         Kind::Timer => vec![

@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::store::{
-    complete_sha256, system_time, ByteRange, CreateUpload, Declared, FileStream, ListQuery,
-    ObjectMeta, ObjectStore, PutRequest, StoreError,
+    complete_sha256, system_time, ByteRange, CreateUpload, Declared, FileStream, ListPage,
+    ListQuery, ObjectMeta, ObjectStore, PutRequest, StoreError,
 };
 use super::{Grant, Senders};
 
@@ -175,9 +175,24 @@ impl Receiver {
         err
     }
 
+    /// One page of a listing (none asked for: an empty page).
+    fn page(&self, c: &Caller, bucket: &str, q: &ListQuery) -> S3Result<ListPage> {
+        if q.max == 0 {
+            return Ok(ListPage::default());
+        }
+        self.store.list(bucket, q).map_err(|e| self.error(c, e))
+    }
+
     fn wrote(&self, caller: &Caller) {
         self.senders.wrote(&caller.access_key);
     }
+}
+
+fn common_prefixes(prefixes: Vec<String>) -> Vec<CommonPrefix> {
+    prefixes
+        .into_iter()
+        .map(|p| CommonPrefix { prefix: Some(p) })
+        .collect()
 }
 
 fn internal(msg: String) -> S3Error {
@@ -505,13 +520,7 @@ impl S3 for Receiver {
             after,
             max,
         };
-        let page = if max == 0 {
-            Default::default()
-        } else {
-            self.store
-                .list(&input.bucket, &q)
-                .map_err(|e| self.error(&c, e))?
-        };
+        let page = self.page(&c, &input.bucket, &q)?;
         let count = page.objects.len() + page.common_prefixes.len();
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
@@ -524,12 +533,7 @@ impl S3 for Receiver {
             is_truncated: Some(page.truncated),
             next_continuation_token: page.next_after.as_deref().map(encode_token),
             contents: Some(page.objects.iter().map(object_entry).collect()),
-            common_prefixes: Some(
-                page.common_prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect(),
-            ),
+            common_prefixes: Some(common_prefixes(page.common_prefixes)),
             encoding_type: input.encoding_type,
             ..ListObjectsV2Output::default()
         }))
@@ -548,13 +552,7 @@ impl S3 for Receiver {
             after: input.marker.clone().filter(|m| !m.is_empty()),
             max,
         };
-        let page = if max == 0 {
-            Default::default()
-        } else {
-            self.store
-                .list(&input.bucket, &q)
-                .map_err(|e| self.error(&c, e))?
-        };
+        let page = self.page(&c, &input.bucket, &q)?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             prefix: input.prefix,
@@ -564,12 +562,7 @@ impl S3 for Receiver {
             is_truncated: Some(page.truncated),
             next_marker: page.next_after,
             contents: Some(page.objects.iter().map(object_entry).collect()),
-            common_prefixes: Some(
-                page.common_prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix { prefix: Some(p) })
-                    .collect(),
-            ),
+            common_prefixes: Some(common_prefixes(page.common_prefixes)),
             encoding_type: input.encoding_type,
             ..ListObjectsOutput::default()
         }))

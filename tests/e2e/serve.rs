@@ -117,6 +117,39 @@ fn library(env: &Env) -> Vec<(PathBuf, Vec<u8>)> {
     .collect()
 }
 
+/// `restore --site SITE` brings every file of `files` back, byte-identical.
+fn restores_all(env: &Env, cfg: &str, site: &str, files: &[(PathBuf, Vec<u8>)]) {
+    let dir = env.path().join("back");
+    let r = env.json(
+        &[
+            "--config",
+            cfg,
+            "restore",
+            "--site",
+            site,
+            "--to",
+            dir.to_str().unwrap(),
+        ],
+        0,
+    );
+    assert_eq!(r["restored"], files.len(), "{r}");
+    for (p, c) in files {
+        let got = std::fs::read(dir.join(p.strip_prefix("/").unwrap())).unwrap();
+        assert!(got == *c, "{} came back with other bytes", p.display());
+    }
+}
+
+/// `backup` fails; its stderr.
+fn backup_fails(env: &Env, cfg: &str) -> String {
+    let out = env
+        .cmd()
+        .args(["--config", cfg, "backup"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    stderr(&out)
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -256,26 +289,7 @@ fn a_paired_receiver_holds_ciphertext_checks_without_reading_and_restores() {
     files.push((env.lib().join("2022/late.jpg"), bytes(13, 50_000)));
 
     // Restore from the receiver, byte-identical.
-    let dir = env.path().join("back");
-    let r = env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "--site",
-            "parents",
-            "--to",
-            dir.to_str().unwrap(),
-        ],
-        0,
-    );
-    assert_eq!(r["restored"], files.len(), "{r}");
-    for (p, c) in &files {
-        assert_eq!(
-            &std::fs::read(dir.join(p.strip_prefix("/").unwrap())).unwrap(),
-            c
-        );
-    }
+    restores_all(&env, &cfg, "parents", &files);
 
     // A fresh machine with the profile, the secret and the key recovers and restores.
     let fresh = Env::new();
@@ -294,26 +308,7 @@ fn a_paired_receiver_holds_ciphertext_checks_without_reading_and_restores() {
     std::fs::write(&fresh_cfg, moved).unwrap();
     let fresh_cfg = fresh_cfg.to_str().unwrap().to_string();
     fresh.json(&["--config", &fresh_cfg, "recover", "--site", "parents"], 0);
-    let dir = fresh.path().join("back");
-    let r = fresh.json(
-        &[
-            "--config",
-            &fresh_cfg,
-            "restore",
-            "--site",
-            "parents",
-            "--to",
-            dir.to_str().unwrap(),
-        ],
-        0,
-    );
-    assert_eq!(r["restored"], files.len(), "{r}");
-    for (p, c) in &files {
-        assert_eq!(
-            &std::fs::read(dir.join(p.strip_prefix("/").unwrap())).unwrap(),
-            c
-        );
-    }
+    restores_all(&fresh, &fresh_cfg, "parents", &files);
     drop(sister);
     drop(parents);
 }
@@ -490,13 +485,7 @@ fn the_quota_is_enforced_and_the_sender_says_so() {
         ),
         0,
     );
-    let out = env
-        .cmd()
-        .args(["--config", &cfg, "backup"])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let e = stderr(&out);
+    let e = backup_fails(&env, &cfg);
     assert!(e.contains("quota") && e.contains("small"), "{e}");
     // What the receiver holds is whole: every blob is the size its object says, and no
     // half-written temporary file is left.
@@ -560,13 +549,7 @@ fn a_replaced_receiver_is_refused_loudly() {
     // Another machine answers at the same address: a new certificate.
     std::fs::remove_dir_all(root.join(".lomob-serve")).unwrap();
     let _other = Receiver::start_on(&env, "home", &format!("127.0.0.1:{port}"), &[]);
-    let out = env
-        .cmd()
-        .args(["--config", &cfg, "backup"])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let e = stderr(&out);
+    let e = backup_fails(&env, &cfg);
     assert!(
         e.contains("certificate fingerprint mismatch") && e.contains("pair again"),
         "{e}"
@@ -651,22 +634,7 @@ fn a_receiver_killed_mid_upload_resumes_where_it_stopped() {
     let parts = report[0]["requests"]["upload_part"].as_u64().unwrap();
     assert!((1..3).contains(&parts), "{report}");
     assert!(walk(&uploads).is_empty(), "an upload was left behind");
-    let dir = env.path().join("back");
-    env.json(
-        &[
-            "--config",
-            &cfg,
-            "restore",
-            "--site",
-            "p",
-            "--to",
-            dir.to_str().unwrap(),
-        ],
-        0,
-    );
-    let back = std::fs::read(dir.join(env.lib().join("video/long.mov").strip_prefix("/").unwrap()))
-        .unwrap();
-    assert!(back == big, "the restored video differs");
+    restores_all(&env, &cfg, "p", &[(env.lib().join("video/long.mov"), big)]);
     drop(r);
 }
 
@@ -732,13 +700,7 @@ fn a_full_disk_on_the_receiver_leaves_no_corrupt_object() {
         ),
         0,
     );
-    let out = env
-        .cmd()
-        .args(["--config", &cfg, "backup"])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let e = stderr(&out);
+    let e = backup_fails(&env, &cfg);
     assert!(e.contains("disk is full"), "{e}");
     // Every object the receiver holds is whole: its bytes hash to what it recorded.
     let bucket_dir = r.root.join("buckets").join(bucket(&cfg, "p"));
