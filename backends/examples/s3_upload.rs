@@ -7,8 +7,12 @@
 //! AWS_ACCESS_KEY_ID=.. AWS_SECRET_ACCESS_KEY=.. cargo run -p lomob-backends --example s3_upload -- \
 //!     --endpoint http://127.0.0.1:9000 --bucket b --key archive/x.iso --file x.iso \
 //!     --journal x.journal.json [--part-size 268435456] [--concurrency 4] \
-//!     [--bandwidth 10000000] [--class DEEP_ARCHIVE] [--no-fingerprint]
+//!     [--bandwidth 10000000] [--class DEEP_ARCHIVE] [--no-fingerprint] \
+//!     [--tls-fingerprint sha256:HEX]
 //! ```
+//!
+//! `--tls-fingerprint` pins an https:// endpoint's certificate (a `lomob serve` receiver, or
+//! any self-signed server): `scripts/bench-serve.sh` times it that way.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -25,7 +29,8 @@ fn usage(msg: &str) -> ! {
     eprintln!("s3_upload: {msg}");
     eprintln!(
         "usage: s3_upload --endpoint URL --bucket B --key K --file PATH --journal PATH \
-         [--part-size BYTES] [--concurrency N] [--bandwidth BYTES_PER_SEC] [--class CLASS] [--no-fingerprint]"
+         [--part-size BYTES] [--concurrency N] [--bandwidth BYTES_PER_SEC] [--class CLASS] [--no-fingerprint] \
+         [--tls-fingerprint sha256:HEX]"
     );
     std::process::exit(2)
 }
@@ -37,6 +42,7 @@ fn main() {
     let mut transfer = TransferConfig::default();
     let mut class = StorageClass::Standard;
     let mut hash = true;
+    let mut tls_fingerprint = None;
     while let Some(a) = args.next() {
         let mut val = || {
             args.next()
@@ -61,6 +67,7 @@ fn main() {
                     .unwrap_or_else(|_| usage("bad --class"))
             }
             "--no-fingerprint" | "--no-sha256" => hash = false,
+            "--tls-fingerprint" => tls_fingerprint = Some(val()),
             other => usage(&format!("unknown argument {other}")),
         }
     }
@@ -91,7 +98,7 @@ fn main() {
         thaw_days: None,
         part_size: None,
         single_put_max: None,
-        tls_fingerprint: None,
+        tls_fingerprint,
     };
     let kind = if class.is_cold() { "glacier" } else { "s3" };
     let client = S3Client::new(&config, kind, class, &transfer).unwrap_or_else(|e| {
