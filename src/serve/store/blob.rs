@@ -97,15 +97,44 @@ where
     E: std::fmt::Display,
 {
     let path = tmp.to_path_buf();
-    let result = receive_inner(&path, &mut body, expect_len, admit, key).await;
+    let result = receive_inner(&path, None, &mut body, expect_len, admit, key).await;
     if result.is_err() {
         remove_quietly(path).await;
     }
     result
 }
 
+/// Streams `body` into the file at `path` (created when missing, never truncated) from byte
+/// `at`, hashing it, then fsyncs the file: a multipart part written where it belongs in the
+/// object. At most `limit` bytes are taken. On an error the range holds garbage; the caller
+/// records the part only on success.
+#[allow(clippy::too_many_arguments)]
+pub async fn receive_at<S, E>(
+    path: &Path,
+    at: u64,
+    limit: u64,
+    mut body: S,
+    expect_len: Option<u64>,
+    admit: &mut dyn Admit,
+    key: &str,
+) -> Result<Received, StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+    E: std::fmt::Display,
+{
+    if expect_len.is_some_and(|l| l > limit) {
+        return Err(StoreError::InvalidPart {
+            key: key.to_owned(),
+            reason: format!("a part may hold at most {limit} bytes (the upload's part-size)"),
+        });
+    }
+    receive_inner(path, Some((at, limit)), &mut body, expect_len, admit, key).await
+}
+
+/// `at`: where to write in an existing file, and the most bytes that may go there.
 async fn receive_inner<S, E>(
     path: &Path,
+    at: Option<(u64, u64)>,
     body: &mut S,
     expect_len: Option<u64>,
     admit: &mut dyn Admit,
@@ -116,11 +145,21 @@ where
     E: std::fmt::Display,
 {
     let open_path = path.to_path_buf();
-    let file = blocking(move || {
-        std::fs::OpenOptions::new()
+    let file = blocking(move || match at {
+        None => std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&open_path)
+            .open(&open_path),
+        Some((at, _)) => {
+            use std::io::Seek as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&open_path)?;
+            f.seek(std::io::SeekFrom::Start(at))?;
+            Ok(f)
+        }
     })
     .await
     .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
@@ -132,6 +171,7 @@ where
     });
     let mut buf = BytesMut::with_capacity(STEP);
     let mut done = false;
+    let mut taken = 0u64;
     while !done {
         // A sender that stops sending mid-body (a dropped link that never closes) must not
         // hold its temporary file and quota forever.
@@ -153,6 +193,16 @@ where
         }
         if buf.len() >= STEP || (done && !buf.is_empty()) {
             let step = buf.split().freeze();
+            taken += step.len() as u64;
+            // A part must never spill into the next part's place.
+            if let Some((_, limit)) = at.filter(|(_, limit)| taken > *limit) {
+                return Err(StoreError::InvalidPart {
+                    key: key.to_owned(),
+                    reason: format!(
+                        "a part may hold at most {limit} bytes (the upload's part-size)"
+                    ),
+                });
+            }
             admit.admit(step.len() as u64)?;
             let mut s = sink
                 .take()

@@ -39,13 +39,24 @@ struct UploadRecord {
     /// Whole-object SHA-256 (hex) declared at creation (lomob's `sha256` metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sha256: Option<String>,
+    /// The size of every part but the last, when the sender declared it (lomob's
+    /// `part-size` metadata): each part is then written in place in one data file, so
+    /// Complete neither copies nor syncs the object a second time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    part_size: Option<u64>,
 }
+
+/// The data file of an upload whose parts are written in place.
+const IN_PLACE: &str = "inplace.bin";
 
 /// `pNNNNN.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct PartRecord {
     /// Data file name inside the upload folder.
     data: String,
+    /// Where the part starts in [`IN_PLACE`], for an upload with a part size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
     size: u64,
     md5: String,
     sha256: String,
@@ -156,6 +167,11 @@ impl ObjectStore {
             })?)),
             None => None,
         };
+        let part_size = req
+            .metadata
+            .get("part-size")
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|p| (1..=5 << 30).contains(p));
         let id = blob::random_name();
         let record = UploadRecord {
             key: req.key.clone(),
@@ -163,6 +179,7 @@ impl ObjectStore {
             metadata: req.metadata,
             created_ms: now_ms(),
             sha256,
+            part_size,
         };
         let json = serde_json::to_vec_pretty(&record)
             .map_err(|e| StoreError::io("encoding an upload", io::Error::other(e)))?;
@@ -218,9 +235,27 @@ impl ObjectStore {
                 key: key.to_owned(),
             });
         }
-        let credit = self.upload_busy_check(&b, key, upload_id, |u| {
-            u.parts.get(&part_number).map_or(0, |p| p.size)
+        let (credit, part_size) = self.upload_busy_check(&b, key, upload_id, |u| {
+            (
+                u.parts.get(&part_number).map_or(0, |p| p.size),
+                u.record.part_size,
+            )
         })?;
+        if let Some(size) = part_size {
+            return self
+                .put_part_in_place(
+                    &b,
+                    key,
+                    upload_id,
+                    part_number,
+                    size,
+                    content_length,
+                    declared,
+                    quota,
+                    body,
+                )
+                .await;
+        }
         let mut inflight = Inflight::new(&b, quota, credit);
         if let Some(len) = content_length {
             inflight.check(len)?;
@@ -235,6 +270,7 @@ impl ObjectStore {
         }
         let record = PartRecord {
             data: data.clone(),
+            offset: None,
             size: got.len,
             md5: hex::encode(got.md5),
             sha256: hex::encode(got.sha256),
@@ -281,6 +317,98 @@ impl ObjectStore {
         }
         if let Some(old) = old {
             remove_quietly(dir.join(old.data)).await;
+        }
+        Ok(PartInfo {
+            part_number,
+            size: record.size,
+            etag: record.md5,
+            sha256: record.sha256,
+            last_modified_ms: record.last_modified_ms,
+        })
+    }
+
+    /// [`Self::put_part`] for an upload with a part size: the part goes where it belongs in
+    /// the upload's one data file. Its old record goes first, so a part being rewritten (or
+    /// cut short by a crash) is never taken for the bytes it replaced.
+    #[allow(clippy::too_many_arguments)]
+    async fn put_part_in_place<S, E>(
+        &self,
+        b: &Arc<Bucket>,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        part_size: u64,
+        content_length: Option<u64>,
+        declared: &Declared,
+        quota: Option<u64>,
+        body: S,
+    ) -> Result<PartInfo, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send,
+        E: std::fmt::Display,
+    {
+        let dir = b.uploads().join(upload_id);
+        {
+            let _guard = b.commit.lock().await;
+            let old =
+                self.upload_busy_check(b, key, upload_id, |u| u.parts.get(&part_number).cloned())?;
+            if let Some(old) = old {
+                let record = dir.join(part_json(part_number));
+                blocking(move || match std::fs::remove_file(&record) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                })
+                .await
+                .map_err(|e| {
+                    StoreError::io(format!("replacing part {part_number} of {key:?}"), e)
+                })?;
+                let mut st = b.state();
+                st.upload_bytes = st.upload_bytes.saturating_sub(old.size);
+                if let Some(u) = st.uploads.get_mut(&(key.to_owned(), upload_id.to_owned())) {
+                    u.parts.remove(&part_number);
+                }
+            }
+        }
+        let mut inflight = Inflight::new(b, quota, 0);
+        if let Some(len) = content_length {
+            inflight.check(len)?;
+        }
+        let offset = u64::from(part_number - 1) * part_size;
+        let got: Received = blob::receive_at(
+            &dir.join(IN_PLACE),
+            offset,
+            part_size,
+            body,
+            content_length,
+            &mut inflight,
+            key,
+        )
+        .await?;
+        declared.verify(key, &got)?;
+        let record = PartRecord {
+            data: IN_PLACE.to_owned(),
+            offset: Some(offset),
+            size: got.len,
+            md5: hex::encode(got.md5),
+            sha256: hex::encode(got.sha256),
+            last_modified_ms: now_ms(),
+        };
+        let _guard = b.commit.lock().await;
+        self.upload_busy_check(b, key, upload_id, |_| ())?;
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| StoreError::io("encoding a part", io::Error::other(e)))?;
+        let dir2 = dir.clone();
+        blocking(move || write_atomic(&dir2, &part_json(part_number), &json))
+            .await
+            .map_err(|e| StoreError::io(format!("storing part {part_number} of {key:?}"), e))?;
+        {
+            let mut st = b.state();
+            st.inflight = st.inflight.saturating_sub(inflight.written);
+            inflight.written = 0;
+            st.upload_bytes += record.size;
+            if let Some(u) = st.uploads.get_mut(&(key.to_owned(), upload_id.to_owned())) {
+                u.parts.insert(part_number, record.clone());
+            }
         }
         Ok(PartInfo {
             part_number,
@@ -443,7 +571,14 @@ impl ObjectStore {
         }
         let etag = format!("{}-{count}", hex::encode(etag_md5.finalize()));
         let (tmp2, blobs) = (tmp.clone(), b.blobs());
-        let assembled = blocking(move || concat(&dir, &parts, &tmp2, &final_path, &blobs)).await;
+        let in_place = in_place_layout(key, record.part_size, &parts)?;
+        let sealed_in_place = in_place.is_some();
+        let expected = whole.clone().or_else(|| record.sha256.clone());
+        let assembled = blocking(move || match in_place {
+            Some(total) => seal_in_place(&dir, &parts, total, expected, &final_path, &blobs),
+            None => concat(&dir, &parts, &tmp2, &final_path, &blobs),
+        })
+        .await;
         let (size, sha256) = match assembled {
             Ok(r) => r,
             Err(e) => {
@@ -482,7 +617,32 @@ impl ObjectStore {
             parts: Some(u32::try_from(count).unwrap_or(u32::MAX)),
         };
         let mut inflight = Inflight::new(b, quota, 0);
-        self.commit(b, meta, &mut inflight, Some(upload_id)).await
+        let committed = self.commit(b, meta, &mut inflight, Some(upload_id)).await;
+        if committed.is_err() && sealed_in_place {
+            // The refused blob was the upload's data file: its parts are gone with it, and
+            // ListParts must say so, so the sender sends them again.
+            self.forget_parts(b, key, upload_id).await;
+        }
+        committed
+    }
+
+    /// Drops every part record of an upload (memory and disk).
+    async fn forget_parts(&self, b: &Arc<Bucket>, key: &str, upload_id: &str) {
+        let numbers: Vec<u32> = {
+            let mut st = b.state();
+            let Some(u) = st.uploads.get_mut(&(key.to_owned(), upload_id.to_owned())) else {
+                return;
+            };
+            let dropped: u64 = u.parts.values().map(|p| p.size).sum();
+            let numbers = u.parts.keys().copied().collect();
+            u.parts.clear();
+            st.upload_bytes = st.upload_bytes.saturating_sub(dropped);
+            numbers
+        };
+        let dir = b.uploads().join(upload_id);
+        for n in numbers {
+            remove_quietly(dir.join(part_json(n))).await;
+        }
     }
 
     /// Forgets an upload and removes its folder (after its completion or abort). Called with
@@ -661,6 +821,109 @@ fn concat(
     let mut digest = [0u8; 32];
     digest.copy_from_slice(&sha.finalize());
     Ok((size, digest))
+}
+
+/// For an upload whose parts were written in place: the object's size when the listed
+/// parts are exactly 1 to N at their places, every one but the last of the part size.
+/// `None` for parts kept as files of their own.
+fn in_place_layout(
+    key: &str,
+    part_size: Option<u64>,
+    parts: &[PartRecord],
+) -> Result<Option<u64>, StoreError> {
+    let Some(size) = part_size else {
+        return Ok(None);
+    };
+    let bad = |reason: String| StoreError::InvalidPart {
+        key: key.to_owned(),
+        reason,
+    };
+    let mut total = 0u64;
+    for (i, p) in parts.iter().enumerate() {
+        let want = i as u64 * size;
+        if p.offset != Some(want) {
+            return Err(bad(format!(
+                "part {} is not where part {} belongs: list parts 1 to N, each once",
+                i + 1,
+                i + 1
+            )));
+        }
+        let last = i + 1 == parts.len();
+        if (!last && p.size != size) || p.size > size {
+            return Err(bad(format!(
+                "part {} has {} bytes; every part but the last must have {size}",
+                i + 1,
+                p.size
+            )));
+        }
+        total += p.size;
+    }
+    Ok(Some(total))
+}
+
+/// Makes an in-place upload's data file the object's blob: cut to `total`, read once to
+/// hash the whole object (and, when no whole digest was declared, to check every part
+/// against the SHA-256 it had on arrival), synced, renamed into `blobs`. When the whole
+/// SHA-256 is not the `expected` one, the file stays where it is (the upload keeps its
+/// parts; the caller reports the mismatch).
+fn seal_in_place(
+    dir: &Path,
+    parts: &[PartRecord],
+    total: u64,
+    expected: Option<String>,
+    final_path: &Path,
+    blobs: &Path,
+) -> io::Result<(u64, [u8; 32])> {
+    let check_parts = expected.is_none();
+    let path = dir.join(IN_PLACE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    f.set_len(total)?;
+    let mut whole = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for p in parts {
+        let mut part = check_parts.then(Sha256::new);
+        let mut left = p.size;
+        while left > 0 {
+            let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = match f.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(io::Error::other(
+                        "the upload's data file is shorter than its parts",
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            whole.update(&buf[..n]);
+            if let Some(h) = part.as_mut() {
+                h.update(&buf[..n]);
+            }
+            left -= n as u64;
+        }
+        if let Some(h) = part {
+            if hex::encode(h.finalize()) != p.sha256 {
+                return Err(io::Error::other(format!(
+                    "a part at byte {} no longer holds the bytes it arrived with; send it again",
+                    p.offset.unwrap_or(0)
+                )));
+            }
+        }
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(&whole.finalize());
+    if expected.is_some_and(|e| e != hex::encode(digest)) {
+        return Ok((total, digest));
+    }
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&path, final_path)?;
+    sync_dir(blobs)?;
+    sync_dir(dir)?;
+    Ok((total, digest))
 }
 
 /// Indexes the uploads folder of a bucket and removes crash leftovers: temporary files,

@@ -502,3 +502,110 @@ async fn listing_order_delimiter_and_paging() {
     assert_eq!(page.common_prefixes, ["c/d/"]);
     assert_eq!(page.objects[0].key, "c/x");
 }
+
+#[tokio::test]
+async fn parts_of_a_declared_size_are_written_in_place_and_checked_at_complete() {
+    let (dir, s) = store();
+    let (p1, p2, p3) = (vec![1u8; 8], vec![2u8; 8], vec![3u8; 3]);
+    let whole: Vec<u8> = [p1.clone(), p2.clone(), p3.clone()].concat();
+    let id = s
+        .create_upload(
+            "bkt",
+            CreateUpload {
+                key: "archive/img".into(),
+                metadata: BTreeMap::from([("part-size".to_owned(), "8".to_owned())]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let d = |data: &[u8]| Declared {
+        content_md5: Some(md5_b64(data)),
+        ..Declared::default()
+    };
+    let put = |n: u32, data: Vec<u8>| {
+        let s = &s;
+        let id = id.clone();
+        async move {
+            s.put_part(
+                "bkt",
+                "archive/img",
+                &id,
+                n,
+                None,
+                &d(&data),
+                None,
+                body(&data),
+            )
+            .await
+        }
+    };
+    // Out of order, one part sent twice (first with other bytes), one too large.
+    let c = put(3, p3.clone()).await.unwrap();
+    put(1, vec![9u8; 8]).await.unwrap();
+    let a = put(1, p1.clone()).await.unwrap();
+    assert!(matches!(
+        put(2, vec![2u8; 9]).await,
+        Err(StoreError::InvalidPart { .. })
+    ));
+    let b = put(2, p2.clone()).await.unwrap();
+    assert_eq!(s.usage("bkt").upload_bytes, 19);
+    // Parts not at their places (1 and 3 without 2) are refused.
+    assert!(matches!(
+        s.complete_upload(
+            "bkt",
+            "archive/img",
+            &id,
+            &[(1, a.etag.clone()), (3, c.etag.clone())],
+            None,
+            None
+        )
+        .await,
+        Err(StoreError::InvalidPart { .. })
+    ));
+    // A part's bytes damaged in the data file are found when no whole digest is declared.
+    let data = dir
+        .path()
+        .join("buckets/bkt/uploads")
+        .join(&id)
+        .join("inplace.bin");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[9] ^= 1;
+    std::fs::write(&data, &bytes).unwrap();
+    let listed = vec![
+        (1, a.etag.clone()),
+        (2, b.etag.clone()),
+        (3, c.etag.clone()),
+    ];
+    assert!(s
+        .complete_upload("bkt", "archive/img", &id, &listed, None, None)
+        .await
+        .is_err());
+    bytes[9] ^= 1;
+    std::fs::write(&data, &bytes).unwrap();
+    // A wrong whole digest: refused, nothing moved, the parts stay.
+    let wrong = hex::encode(Sha256::digest(b"nope"));
+    assert!(matches!(
+        s.complete_upload("bkt", "archive/img", &id, &listed, Some(&wrong), None)
+            .await,
+        Err(StoreError::BadDigest { .. })
+    ));
+    assert!(data.is_file());
+    let right = hex::encode(Sha256::digest(&whole));
+    let m = s
+        .complete_upload("bkt", "archive/img", &id, &listed, Some(&right), None)
+        .await
+        .unwrap();
+    let mut md5s = Vec::new();
+    for p in [&p1, &p2, &p3] {
+        md5s.extend_from_slice(&Md5::digest(p));
+    }
+    assert_eq!(m.etag, format!("{}-3", hex::encode(Md5::digest(&md5s))));
+    assert_eq!(m.size, 19);
+    assert_eq!(read_all(&s, "archive/img", None).await, whole);
+    assert_eq!(s.usage("bkt").upload_bytes, 0);
+    assert!(files_under(&dir.path().join("buckets/bkt/uploads")).is_empty());
+    // And it survives a restart.
+    let s = ObjectStore::open(dir.path()).unwrap();
+    assert_eq!(read_all(&s, "archive/img", None).await, whole);
+}
