@@ -72,6 +72,9 @@ pub(super) struct Upload {
     parts: BTreeMap<u32, PartRecord>,
     /// Set while a Complete assembles the parts; other changes wait for it.
     completing: bool,
+    /// Parts being written in place right now: Complete waits for them, so no late write
+    /// lands in the data file once it is the object's blob.
+    writers: u32,
 }
 
 impl Upload {
@@ -197,6 +200,7 @@ impl ObjectStore {
                 record,
                 parts: BTreeMap::new(),
                 completing: false,
+                writers: 0,
             },
         );
         Ok(id)
@@ -348,10 +352,12 @@ impl ObjectStore {
         E: std::fmt::Display,
     {
         let dir = b.uploads().join(upload_id);
+        let _writer;
         {
             let _guard = b.commit.lock().await;
             let old =
                 self.upload_busy_check(b, key, upload_id, |u| u.parts.get(&part_number).cloned())?;
+            _writer = Writer::enter(b, key, upload_id);
             if let Some(old) = old {
                 let record = dir.join(part_json(part_number));
                 blocking(move || match std::fs::remove_file(&record) {
@@ -522,6 +528,27 @@ impl ObjectStore {
             u.completing = true;
             (u.record.clone(), parts)
         };
+        // A part still being written (a retry the sender gave up on, say) must finish or
+        // fail before the data file becomes the object.
+        let upload = (key.to_owned(), upload_id.to_owned());
+        let since = std::time::Instant::now();
+        while b
+            .state()
+            .uploads
+            .get(&upload)
+            .is_some_and(|u| u.writers > 0)
+        {
+            if since.elapsed() > WRITERS_WAIT {
+                if let Some(u) = b.state().uploads.get_mut(&upload) {
+                    u.completing = false;
+                }
+                return Err(StoreError::UploadBusy {
+                    key: key.to_owned(),
+                    upload_id: upload_id.to_owned(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let result = self
             .assemble(&b, key, upload_id, record, parts, whole, quota)
             .await;
@@ -823,6 +850,36 @@ fn concat(
     Ok((size, digest))
 }
 
+/// One part being written in place, counted on its upload until dropped.
+struct Writer {
+    bucket: Arc<Bucket>,
+    upload: (String, String),
+}
+
+impl Writer {
+    fn enter(b: &Arc<Bucket>, key: &str, upload_id: &str) -> Writer {
+        let upload = (key.to_owned(), upload_id.to_owned());
+        if let Some(u) = b.state().uploads.get_mut(&upload) {
+            u.writers += 1;
+        }
+        Writer {
+            bucket: b.clone(),
+            upload,
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(u) = self.bucket.state().uploads.get_mut(&self.upload) {
+            u.writers = u.writers.saturating_sub(1);
+        }
+    }
+}
+
+/// The longest a Complete waits for parts still being written.
+const WRITERS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// For an upload whose parts were written in place: the object's size when the listed
 /// parts are exactly 1 to N at their places, every one but the last of the part size.
 /// `None` for parts kept as files of their own.
@@ -996,6 +1053,7 @@ pub(super) fn load_uploads(dir: &Path) -> io::Result<(Uploads, u64)> {
             record,
             parts,
             completing: false,
+            writers: 0,
         };
         total += upload.bytes();
         out.insert((upload.record.key.clone(), name), upload);
