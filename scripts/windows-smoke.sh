@@ -7,7 +7,7 @@
 #   (its stage and archive under %LOCALAPPDATA%\lomob), `iso list` (one image), `iso extract`
 #   of the image (every file byte-identical to the library, every name unmangled), `list dirs`
 #   (the Unicode folder names shown), and a second `backup` that finds nothing new and makes
-#   no image.
+#   no image; the receiver (`lomob serve`) paired with a sender, backed up to, restored from.
 #
 # PROFILE=dev for a faster build while working on this script.
 #
@@ -204,6 +204,36 @@ grep -q "lomob.exe</Command>" "$WORK/task.xml" || fail "the task does not run lo
 grep -q "<Arguments>.*daemon</Arguments>" "$WORK/task.xml" || fail "the task does not start the daemon"
 grep -q "schtasks /Create /XML" "$WORK/service.out" || fail "service install does not say how to enable the task"
 say "service install: Task Scheduler task written"
+
+# The receiver (`lomob serve`): started, paired with a sender over HTTPS with its pinned
+# certificate, backed up to and restored from, then installed as a Task Scheduler task.
+RECV=$WORK/receiver
+"$WINE" "$WORK/bin/lomob.exe" --no-progress serve --root "$(winpath "$RECV")" --listen 127.0.0.1:0 \
+    >"$WORK/serve.out" 2>"$WORK/serve.err" &
+serve_pid=$!
+for _ in $(seq 120); do
+    grep -q "listening on https://" "$WORK/serve.out" 2>/dev/null && break
+    kill -0 "$serve_pid" 2>/dev/null || break
+    sleep 0.5
+done
+grep -q "listening on https://" "$WORK/serve.out" || fail "the receiver did not start: $(cat "$WORK/serve.err")"
+code=$(lomob serve --root "$(winpath "$RECV")" pair --name win --json | json 'd["code"]')
+printf '[library]\nroots = ["%s"]\n' "${WLIB//\\/\\\\}" >"$WORK/peer.toml"
+WPEER=$(winpath "$WORK/peer.toml")
+lomob --config "$WPEER" site pair win "$code" --no-encryption >"$WORK/pair.out"
+grep -q "certificate sha256:" "$WORK/pair.out" || fail "site pair did not pin the certificate: $(cat "$WORK/pair.out")"
+lomob --config "$WPEER" --db "$(winpath "$WORK/peer.db")" backup --pack-now --json >"$WORK/peer-backup.json"
+archived=$(json 'sum(s["archived_files"] for s in d)' <"$WORK/peer-backup.json")
+[ "$archived" -ge 1 ] || fail "nothing was archived on the receiver: $(cat "$WORK/peer-backup.json")"
+lomob --config "$WPEER" --db "$(winpath "$WORK/peer.db")" restore --site win --to "$(winpath "$WORK/peer-back")" >/dev/null
+diff -r "$LIB" "$WORK/peer-back/Z$LIB" || fail "the files restored from the receiver differ from the library"
+kill "$serve_pid" 2>/dev/null || true
+wait "$serve_pid" 2>/dev/null || true
+lomob service install --serve --serve-root "$(winpath "$RECV")" >"$WORK/serve-service.out"
+stask=$(find "$WINEPREFIX/drive_c/users" -path '*AppData/Local/lomob/lomob-serve.xml' | head -1)
+[ -n "$stask" ] || fail "service install --serve wrote no task: $(cat "$WORK/serve-service.out")"
+iconv -f UTF-16 -t UTF-8 "$stask" | grep -q "<Arguments>.*serve --root" || fail "the task does not start the receiver"
+say "serve: paired over pinned TLS, backed up and restored byte-identical, installed as a task"
 
 # A profile with an sftp site is refused when loaded, saying what to use instead.
 cat >"$WORK/sftp.toml" <<'TOML'

@@ -244,6 +244,7 @@ fn status(ctx: &Context, root: &Path) -> anyhow::Result<u8> {
     }
     let records = senders::read_senders(&state).map_err(anyhow::Error::msg)?;
     let listening = read_listening(root);
+    let default_quota = listening.as_ref().and_then(|l| l.default_quota);
     let fingerprint = listening
         .as_ref()
         .map(|l| l.fingerprint.clone())
@@ -255,7 +256,7 @@ fn status(ctx: &Context, root: &Path) -> anyhow::Result<u8> {
             bucket: r.bucket.clone(),
             access_key_id: r.access_key_id.clone(),
             stored_bytes: dir_size(&root.join("buckets").join(&r.bucket)),
-            quota: r.quota,
+            quota: r.quota.or(default_quota),
             paired_at: stamp(r.paired_at),
             last_sync: r.last_write.map(stamp),
         })
@@ -286,14 +287,16 @@ fn status(ctx: &Context, root: &Path) -> anyhow::Result<u8> {
         out.push_str("no sender is paired yet: `lomob serve pair --name NAME` makes a code\n");
     }
     for x in &s.senders {
+        let quota = x
+            .quota
+            .map(|q| format!("of {}", ByteSize(q)))
+            .unwrap_or_else(|| "(no quota)".into());
         out.push_str(&format!(
-            "  {:<16} bucket {:<16} {:>10} of {:<10} last sync {}\n",
+            "  {:<16} bucket {:<16} {:>10} {:<14} last sync {}\n",
             x.name,
             x.bucket,
             ByteSize(x.stored_bytes).to_string(),
-            x.quota
-                .map(|q| ByteSize(q).to_string())
-                .unwrap_or_else(|| "no quota".into()),
+            quota,
             x.last_sync.as_deref().unwrap_or("never")
         ));
     }

@@ -235,7 +235,7 @@ fn site_section(
         )
     };
     format!(
-        "# Paired with the receiver {:?} at {} by `lomob site pair` on {}.\n\
+        "# Paired as sender {:?} with the receiver at {} by `lomob site pair` on {}.\n\
          [sites.{name}]\n\n{}\n{}{}",
         a.name,
         code.endpoint(),

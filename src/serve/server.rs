@@ -54,6 +54,9 @@ pub struct Listening {
     pub pid: u32,
     pub fingerprint: String,
     pub started: u64,
+    /// The receiver's `--quota`, for senders paired without their own.
+    #[serde(default)]
+    pub default_quota: Option<u64>,
 }
 
 pub struct Options {
@@ -128,7 +131,7 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
     let fingerprint = format_fingerprint(&identity.fingerprint);
-    write_listening(&state, address, &fingerprint)?;
+    write_listening(&state, address, &fingerprint, opts.default_quota)?;
 
     let mut builder = S3ServiceBuilder::new(Receiver::new(store.clone(), registry.clone()));
     builder.set_auth(Auth(registry.clone()));
@@ -273,12 +276,18 @@ fn json<T: Serialize>(status: http::StatusCode, v: &T) -> http::Response<Body> {
     r
 }
 
-fn write_listening(state: &Path, address: SocketAddr, fingerprint: &str) -> Result<(), String> {
+fn write_listening(
+    state: &Path,
+    address: SocketAddr,
+    fingerprint: &str,
+    default_quota: Option<u64>,
+) -> Result<(), String> {
     let l = Listening {
         address: address.to_string(),
         pid: std::process::id(),
         fingerprint: fingerprint.to_string(),
         started: super::senders::now(),
+        default_quota,
     };
     let path = state.join(LISTEN_FILE);
     let tmp = state.join(format!("{LISTEN_FILE}.tmp"));
