@@ -45,6 +45,50 @@ pub fn run(ctx: &Context, cmd: KeyCommand) -> anyhow::Result<u8> {
     }
 }
 
+/// Makes a new identity and writes it to `output` (which must not exist: a key is never
+/// overwritten), owner-only, with its creation time and public key as comments (`made_by`
+/// says what made it); with `passphrase`, in age's passphrase-protected form. Returns the
+/// public key.
+pub(super) fn write_new_identity(
+    output: &Path,
+    made_by: &str,
+    passphrase: Option<&[u8]>,
+) -> anyhow::Result<String> {
+    let id = generate_identity();
+    let recipient = id.to_recipient().to_string();
+    let text = format!(
+        "# created: {}{made_by}\n# public key: {recipient}\n{}\n",
+        crate::manifest::rfc3339(crate::manifest::now()),
+        id.expose_secret()
+    );
+    let bytes = match passphrase {
+        Some(p) => crate::crypt::passphrase_protect(text.as_bytes(), p, SCRYPT_LOG_N),
+        None => text.into_bytes(),
+    };
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .owner_only()
+        .open(output)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::Error::from(UsageError(format!(
+                    "{} already exists: lomob never overwrites a key (it may be the only one that opens your backups); choose another --output",
+                    output.display()
+                )))
+            } else {
+                anyhow::anyhow!("cannot create {}: {e}", output.display())
+            }
+        })?;
+    f.write_all(&bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", output.display()))?;
+    Ok(recipient)
+}
+
 #[derive(Serialize)]
 struct Generated {
     file: String,
@@ -77,38 +121,7 @@ fn generate(
         }
         (None, false) => None,
     };
-    let id = generate_identity();
-    let recipient = id.to_recipient().to_string();
-    let text = format!(
-        "# created: {}\n# public key: {recipient}\n{}\n",
-        crate::manifest::rfc3339(crate::manifest::now()),
-        id.expose_secret()
-    );
-    let bytes = match &passphrase {
-        Some(p) => crate::crypt::passphrase_protect(text.as_bytes(), p, SCRYPT_LOG_N),
-        None => text.into_bytes(),
-    };
-    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .owner_only()
-        .open(output)
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                anyhow::Error::from(UsageError(format!(
-                    "{} already exists: lomob never overwrites a key (it may be the only one that opens your backups); choose another --output",
-                    output.display()
-                )))
-            } else {
-                anyhow::anyhow!("cannot create {}: {e}", output.display())
-            }
-        })?;
-    f.write_all(&bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", output.display()))?;
+    let recipient = write_new_identity(output, "", passphrase.as_deref())?;
     if ctx.json {
         super::output::json(&Generated {
             file: output.display().to_string(),

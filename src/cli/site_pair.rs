@@ -7,7 +7,6 @@
 //! beside the profile (mode 0600), and the objects encrypted with age, because the
 //! relative should hold only ciphertext.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,7 +16,6 @@ use lomob_backends::tls::{parse_fingerprint, prefix_pinned_config};
 use super::args::SitePairArgs;
 use super::Context;
 use crate::exit::UsageError;
-use crate::platform::file::PortableOpenOptions as _;
 use crate::serve::code::PairCode;
 use crate::serve::server::{PairAnswer, PairRefusal, PairRequest, PAIR_PATH};
 
@@ -175,35 +173,31 @@ fn redeem(code: &PairCode) -> anyhow::Result<PairAnswer> {
 }
 
 fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .owner_only()
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(secret.as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
+    let (dir, name) = split_path(path)?;
+    crate::platform::file::write_atomic(dir, &name, format!("{secret}\n").as_bytes(), true)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The folder and file name of `path` (`.` for a bare name).
+fn split_path(path: &Path) -> anyhow::Result<(&Path, String)> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("{} is not a file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    Ok((dir, name))
 }
 
 /// Writes the profile through a temporary name, readable by its owner only: it now names
 /// the receiver's keys.
 fn write_profile(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("toml.pairing");
-    let write = || -> std::io::Result<()> {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .owner_only()
-            .open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))
+    let (dir, name) = split_path(path)?;
+    crate::platform::file::write_atomic(dir, &name, text.as_bytes(), true)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A TOML basic string (JSON's escapes are TOML's).
@@ -301,25 +295,8 @@ fn encryption_section(
         let recipients: Vec<String> = ids.iter().map(|i| i.to_recipient().to_string()).collect();
         return Ok(section(&recipients, &path));
     }
-    let id = crate::crypt::generate_identity();
-    let recipient = id.to_recipient().to_string();
-    let text = format!(
-        "# created: {} by `lomob site pair {name}`\n# public key: {recipient}\n{}\n",
-        crate::manifest::rfc3339(crate::manifest::now()),
-        id.expose_secret()
-    );
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .owner_only()
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
+    let recipient =
+        super::key_cmd::write_new_identity(&path, &format!(" by `lomob site pair {name}`"), None)?;
     super::output::stderr_str(&format!(
         "made a new age key for site {name:?}: {}\n\
          KEEP THIS KEY SAFE. The receiver holds only ciphertext; without this file (or a copy) \

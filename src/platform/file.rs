@@ -357,6 +357,33 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Replaces `dir/name` with `bytes` in one step a crash cannot tear: written to a temporary
+/// name beside it, fsynced, renamed over, and the folder synced. `private` makes the file
+/// readable by its owner only (it names keys). The temporary file is removed on failure.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], private: bool) -> io::Result<()> {
+    use std::io::Write as _;
+    let tmp = dir.join(format!(
+        "{name}.tmp-{}",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let result = (|| {
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true);
+        if private {
+            owner_only(&mut o);
+        }
+        let mut f = o.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 #[cfg(windows)]
 mod win {
     use super::Identity;

@@ -10,7 +10,6 @@
 //! it works whether the receiver was running when the code was made or started later.
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,7 +20,6 @@ use sha2::{Digest, Sha256};
 
 use super::code::TOKEN;
 use super::{Grant, Senders};
-use crate::platform::file::PortableOpenOptions as _;
 
 /// How long a pairing code stays valid.
 pub const CODE_LIFETIME: Duration = Duration::from_secs(15 * 60);
@@ -317,24 +315,12 @@ pub fn read_senders(dir: &Path) -> Result<Vec<SenderRecord>, String> {
 }
 
 fn write_senders(dir: &Path, senders: &[SenderRecord]) -> Result<(), String> {
-    let path = dir.join(SENDERS);
-    let tmp = dir.join(format!("{SENDERS}.tmp"));
     let bytes = serde_json::to_vec_pretty(&SendersFile {
         senders: senders.to_vec(),
     })
     .map_err(|e| e.to_string())?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .owner_only()
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::platform::file::write_atomic(dir, SENDERS, &bytes, true)
+        .map_err(|e| format!("cannot write {}: {e}", dir.join(SENDERS).display()))
 }
 
 fn code_path(dir: &Path, token: &[u8]) -> PathBuf {

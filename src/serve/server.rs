@@ -289,11 +289,9 @@ fn write_listening(
         started: super::senders::now(),
         default_quota,
     };
-    let path = state.join(LISTEN_FILE);
-    let tmp = state.join(format!("{LISTEN_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&l).unwrap_or_default())
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let bytes = serde_json::to_vec_pretty(&l).unwrap_or_default();
+    crate::platform::file::write_atomic(state, LISTEN_FILE, &bytes, false)
+        .map_err(|e| format!("cannot write {}: {e}", state.join(LISTEN_FILE).display()))
 }
 
 /// An exclusive lock on `state/lock` (released by the system when the process dies, even

@@ -139,6 +139,14 @@ fn restores_all(env: &Env, cfg: &str, site: &str, files: &[(PathBuf, Vec<u8>)]) 
     }
 }
 
+/// `site pair` without encryption or probe (the tests that need neither), which must succeed.
+fn pair_plain(env: &Env, cfg: &str, site: &str, code: &str) {
+    assert_code(
+        &pair(env, cfg, site, code, &["--no-encryption", "--no-test"]),
+        0,
+    );
+}
+
 /// `backup` fails; its stderr.
 fn backup_fails(env: &Env, cfg: &str) -> String {
     let out = env
@@ -334,10 +342,7 @@ fn wrong_expired_and_reused_codes_are_refused() {
     );
 
     // Used once, then refused.
-    assert_code(
-        &pair(&env, &cfg, "once", &good, &["--no-encryption", "--no-test"]),
-        0,
-    );
+    pair_plain(&env, &cfg, "once", &good);
     let out = pair(
         &env,
         &cfg,
@@ -475,16 +480,7 @@ fn the_quota_is_enforced_and_the_sender_says_so() {
     let cfg = profile(&env);
     library(&env);
     let code = r.code(&env, "small", &["--quota", "400KB"]);
-    assert_code(
-        &pair(
-            &env,
-            &cfg,
-            "small",
-            &code,
-            &["--no-encryption", "--no-test"],
-        ),
-        0,
-    );
+    pair_plain(&env, &cfg, "small", &code);
     let e = backup_fails(&env, &cfg);
     assert!(e.contains("quota") && e.contains("small"), "{e}");
     // What the receiver holds is whole: every blob is the size its object says, and no
@@ -567,16 +563,7 @@ fn a_receiver_killed_mid_upload_resumes_where_it_stopped() {
     let big = bytes(21, 12 << 20);
     env.write("video/long.mov", &big);
     let r = Receiver::start(&env, "home");
-    assert_code(
-        &pair(
-            &env,
-            &cfg,
-            "p",
-            &r.code(&env, "p", &[]),
-            &["--no-encryption", "--no-test"],
-        ),
-        0,
-    );
+    pair_plain(&env, &cfg, "p", &r.code(&env, "p", &[]));
     // Image parts of 5 MiB, sent slowly enough to be caught mid-way; no retries, so the
     // sender stops as soon as the receiver is gone.
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -690,16 +677,7 @@ fn a_full_disk_on_the_receiver_leaves_no_corrupt_object() {
         env.write(&format!("v/{i}.mov"), &bytes(40 + i, 900_000));
     }
     let r = Receiver::start(&env, "small-disk");
-    assert_code(
-        &pair(
-            &env,
-            &cfg,
-            "p",
-            &r.code(&env, "p", &[]),
-            &["--no-encryption", "--no-test"],
-        ),
-        0,
-    );
+    pair_plain(&env, &cfg, "p", &r.code(&env, "p", &[]));
     let e = backup_fails(&env, &cfg);
     assert!(e.contains("disk is full"), "{e}");
     // Every object the receiver holds is whole: its bytes hash to what it recorded.

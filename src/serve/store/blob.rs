@@ -5,6 +5,7 @@
 //! File I/O and hashing run on tokio's blocking pool in steps of about a mebibyte, so a 5 GB
 //! body never sits in memory and never holds an async worker thread for more than a moment.
 
+pub use crate::platform::file::sync_dir;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use md5::Md5;
@@ -248,41 +249,14 @@ pub async fn remove_quietly(path: PathBuf) {
     }
 }
 
-/// Fsyncs a folder so a rename or creation inside it survives a power cut (Unix; elsewhere
-/// the rename itself is what the file system offers).
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
 /// A fresh random name: 128 bits, hex, so it is URL- and file-name-safe.
 pub fn random_name() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// Writes `bytes` to `dir/name` through a temporary name: write, fsync, rename, fsync the
-/// folder. A reader sees the old file or the new one, never a part.
+/// A small record (a pointer, an upload's or a part's) replaced in one step.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp-{}", random_name()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::platform::file::write_atomic(dir, name, bytes, false)
 }
 
 /// True for the errors that mean the disk (or the user's disk quota) is full.
